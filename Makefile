@@ -1,0 +1,77 @@
+# xmpp-inspect: a plain GNU Makefile. `make` builds ./xmpp-inspect;
+# `make test` and `make demo` install what is missing first (tools/deps).
+
+CC ?= cc
+PKGS := libssl libcrypto expat
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wpointer-arith -Wcast-qual -Werror
+HARDEN := -D_FORTIFY_SOURCE=2 -fstack-protector-strong
+CFLAGS ?= -O2 -g
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(HARDEN) $(CFLAGS) $(PKG_CFLAGS) -Isrc
+LDLIBS := $(PKG_LIBS)
+
+# BUILD selects a variant directory: build/release or build/asan.
+BUILD ?= build/release
+SRCS := $(wildcard src/*.c)
+LIB_OBJS := $(patsubst src/%.c,$(BUILD)/%.o,$(filter-out src/main.c,$(SRCS)))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+
+.PHONY: all test demo clean sanitize unit certs fuzz deps
+all: xmpp-inspect
+
+xmpp-inspect: $(BUILD)/xmpp-inspect
+	cp $< $@
+
+$(BUILD)/xmpp-inspect: $(BUILD)/main.o $(BUILD)/libxi.a
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libxi.a: $(LIB_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libxi.a tests/unit/t.h | $(BUILD)
+	@mkdir -p $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libxi.a $(LDLIBS)
+
+$(BUILD):
+	mkdir -p $@
+
+unit: $(UNIT_BINS)
+
+# The sanitizer variant: the daemon and the unit tests under ASan+UBSan.
+sanitize:
+	$(MAKE) BUILD=build/asan CFLAGS="$(SAN_FLAGS)" HARDEN= build/asan/xmpp-inspect unit
+
+certs:
+	$(MAKE) -C certs
+
+deps:
+	tools/deps
+
+test: deps
+	$(MAKE) all unit
+	$(MAKE) sanitize
+	$(MAKE) certs
+	tests/run
+
+demo: deps
+	$(MAKE) all certs
+	tools/demo
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	tests/fuzz/run $(FUZZ_SECONDS)
+
+clean:
+	rm -rf build xmpp-inspect
+	$(MAKE) -C certs clean

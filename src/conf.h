@@ -1,0 +1,104 @@
+/*
+ * Configuration: KEY = VALUE lines, # comments, -o KEY=VALUE overrides.
+ * Parsing is table-driven; every error names its origin ("file:line" or
+ * "-o") and is returned as text, never printed here.
+ */
+#ifndef XI_CONF_H
+#define XI_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "limits.h"
+
+enum conf_upstream_tls {
+	CONF_UPSTREAM_STARTTLS = 0,
+	CONF_UPSTREAM_DIRECT,
+	CONF_UPSTREAM_NONE,
+};
+
+enum conf_require_tls {
+	CONF_REQUIRE_AUTO = 0,
+	CONF_REQUIRE_YES,
+	CONF_REQUIRE_NO,
+};
+
+enum conf_plain {
+	CONF_PLAIN_LOG = 0,
+	CONF_PLAIN_ALLOW,
+	CONF_PLAIN_REJECT,
+};
+
+/* host is a name or a literal address (IPv6 without brackets). */
+struct conf_addr {
+	char host[256];
+	char port[8];
+};
+
+struct conf {
+	struct conf_addr listen[MAX_LISTENERS];
+	size_t nlisten;
+	struct conf_addr listen_tls[MAX_LISTENERS];
+	size_t nlisten_tls;
+
+	struct conf_addr upstream;
+	bool upstream_set;
+	bool upstream_original_dst;
+	enum conf_upstream_tls upstream_tls;
+	bool upstream_verify;
+	char *upstream_ca; /* NULL: system default store */
+
+	char *cert, *key;
+	char *event_log; /* "-" is stdout; NULL: no event log */
+	char *keylog;	 /* NULL: none */
+
+	enum conf_require_tls require_tls;
+	enum conf_plain plain_without_tls;
+	char *mechanisms_deny[MAX_MECHANISMS]; /* upper-cased names */
+	size_t nmechanisms_deny;
+	char *mechanisms_allow[MAX_MECHANISMS];
+	size_t nmechanisms_allow;
+
+	unsigned connect_timeout; /* seconds */
+	unsigned login_timeout;	  /* seconds */
+	size_t max_stanza_prelogin;
+	size_t max_stanza;
+	unsigned max_sessions;
+	unsigned max_per_addr;
+};
+
+/* A new configuration with every default set. NULL on out of memory. */
+struct conf *conf_new(void);
+void conf_free(struct conf *c);
+
+/*
+ * Reads FILE into c. Every problem is appended to err as one line
+ * "FILE:LINE: message\n" (err is always NUL-terminated, truncated to
+ * errlen). Returns the number of problems (0 = ok, -1 = cannot open, with
+ * the reason in err).
+ */
+int conf_load_file(struct conf *c, const char *path, char *err, size_t errlen);
+
+/*
+ * Sets one key. where names the origin for messages ("file:12", "-o").
+ * Repeatable keys (listen, listen_tls) append. Returns 0, or -1 with
+ * "WHERE: message" in err.
+ */
+int conf_set(struct conf *c, const char *key, const char *value, const char *where, char *err,
+	     size_t errlen);
+
+/* Parses "KEY=VALUE" as given to -o and applies it with where "-o". */
+int conf_set_option(struct conf *c, const char *kv, char *err, size_t errlen);
+
+/*
+ * Checks the whole: at least one listener, an upstream, cert and key when a
+ * client leg can use TLS, readable files. Returns 0 or -1 with the problems
+ * in err, one per line.
+ */
+int conf_check(const struct conf *c, char *err, size_t errlen);
+
+/* True if mech (case-insensitive) is offered to and accepted from clients
+ * under mechanisms_allow/mechanisms_deny. */
+bool conf_mechanism_permitted(const struct conf *c, const char *mech);
+
+#endif

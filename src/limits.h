@@ -1,0 +1,66 @@
+/*
+ * Every fixed bound of the proxy, in one place, each with the reason for its
+ * number. Values a lab may want to change are configuration keys whose
+ * defaults are the DEFAULT_* constants here.
+ */
+#ifndef XI_LIMITS_H
+#define XI_LIMITS_H
+
+/* One read(2)/SSL_read per wakeup. 16 KiB is one TLS record: a full record
+ * is handed to us at once and Expat never buffers more than this on top of
+ * the element it is building. */
+#define READ_CHUNK 16384
+
+/* Output queue of a leg: stop reading the peer leg above HIGH, resume below
+ * LOW (SSLsplit uses half its limit; the gap avoids toggling watchers on
+ * every small write). */
+#define OUTBUF_HIGH (256 * 1024)
+#define OUTBUF_LOW (64 * 1024)
+
+/* A stanza before login: large enough for GSSAPI tokens and long feature
+ * lists, far below Prosody's 256 KiB (ejabberd uses 8 KiB). */
+#define DEFAULT_MAX_STANZA_PRELOGIN (64 * 1024)
+/* After login, as Prosody's c2s_stanza_size_limit. */
+#define DEFAULT_MAX_STANZA (256 * 1024)
+/* XMPP payloads nest a few levels (message/event/items/item/entry/...);
+ * 64 leaves room for any real extension and stops stack-heavy nesting. */
+#define MAX_XML_DEPTH 64
+/* Attributes per element: stanzas carry fewer than ten. */
+#define MAX_XML_ATTRS 64
+/* One attribute value: JIDs are at most 3071 bytes (RFC 7622). */
+#define MAX_XML_ATTR_LEN 8192
+/* A stream header is one start tag with a handful of attributes. */
+#define MAX_STREAM_HEADER 4096
+
+/* Seconds to finish the TCP connect and TLS handshake to the upstream. */
+#define DEFAULT_CONNECT_TIMEOUT 10
+/* Seconds from connect until SASL success: slowloris bound. */
+#define DEFAULT_LOGIN_TIMEOUT 60
+/* Seconds a leg may take to flush its output when the session closes. */
+#define CLOSE_LINGER 5
+
+/* Concurrent sessions; each costs two fds and ~tens of KiB. */
+#define DEFAULT_MAX_SESSIONS 20000
+/* Concurrent sessions from one client address. */
+#define DEFAULT_MAX_PER_ADDR 1000
+
+/* SASL exchange: steps per login and payload per step. Real mechanisms
+ * use at most 3 round trips; GSSAPI tokens stay below 48 KiB base64. */
+#define MAX_SASL_STEPS 16
+#define MAX_SASL_PAYLOAD (48 * 1024)
+/* Login attempts (auth elements) per session before the proxy gives up. */
+#define MAX_AUTH_ATTEMPTS 8
+
+/* Mechanisms kept from one <mechanisms> list; names are at most 20 chars
+ * (RFC 4422), a longer list is an attack on the log. */
+#define MAX_MECHANISMS 32
+#define MAX_MECH_NAME 20
+
+/* Event log: memory queued for a slow disk before lines are dropped (and
+ * counted). */
+#define EVLOG_QUEUE_MAX (16 * 1024 * 1024)
+
+/* Listening sockets per kind. */
+#define MAX_LISTENERS 16
+
+#endif
