@@ -1,0 +1,555 @@
+"""Integration test harness: private Prosody servers, the proxy, its event log.
+
+Everything runs on 127.0.0.1 on free ports, from files written into temporary
+directories; nothing outside the repository and /tmp is read or written
+(Prosody's system config in /etc/prosody is never touched).
+
+Waiting is always "poll a condition until a deadline", never a fixed sleep:
+a listening port is seen in /proc/net/tcp (no probe connection that the
+proxy would have to log as a session), an event is seen in the event log.
+"""
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+CERTS = REPO / "certs" / "lab"
+CA = CERTS / "ca.pem"
+# Debian's interpreter: the python3 first on PATH may lack python3-slixmpp.
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+DOMAIN = "lab.test"
+ANON_DOMAIN = "anon.lab.test"
+POLL = 0.02  # seconds between polls: short against the ~10 ms a login step takes
+
+
+class HarnessError(Exception):
+    """The test environment itself failed (not the code under test)."""
+
+
+def deadline_loop(timeout, interval=POLL):
+    """Yields until timeout seconds have passed; the caller breaks when done."""
+    end = time.monotonic() + timeout
+    while True:
+        yield
+        if time.monotonic() >= end:
+            return
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------- ports
+
+_given_ports = set()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 nobody listens on now (bind port 0 and read it
+    back). Never the same port twice in one run, so two servers started in
+    a row cannot be handed the same number before either binds it."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
+    raise HarnessError("no free port")
+
+
+def _listening_ports():
+    """Local ports in LISTEN state, from /proc/net/tcp{,6}."""
+    ports = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A":  # TCP_LISTEN
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    return ports
+
+
+def wait_listening(ports, timeout, proc=None, what="server"):
+    """Waits until every port in ports is in LISTEN state. Raises
+    HarnessError if proc exits first or the deadline passes."""
+    ports = set(ports)
+    for _ in deadline_loop(timeout):
+        if proc is not None and proc.poll() is not None:
+            raise HarnessError(f"{what} exited with status {proc.returncode} before listening")
+        if ports <= _listening_ports():
+            return
+    raise HarnessError(f"{what} not listening on {sorted(ports)} after {timeout}s")
+
+
+def port_refusing():
+    """A port on 127.0.0.1 that refuses connections (free, not listened on)."""
+    return free_port()
+
+
+# ---------------------------------------------------------------- processes
+
+
+def stop_process(proc, timeout=10.0, sig=signal.SIGTERM):
+    """Sends sig, waits up to timeout, then SIGKILL. Returns the exit status
+    and whether it had to be killed."""
+    if proc.poll() is not None:
+        return proc.returncode, False
+    try:
+        proc.send_signal(sig)
+    except ProcessLookupError:
+        pass
+    try:
+        return proc.wait(timeout), False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(), True
+
+
+def tail(path, limit=4000):
+    """The end of a text file, for failure messages."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return ""
+    text = data[-limit:].decode("utf-8", "replace")
+    return text if len(data) <= limit else "..." + text
+
+
+# ---------------------------------------------------------------- Prosody
+
+
+def prosody_version():
+    """Debian's package version (`prosody --version` would start a server)."""
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "prosody"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def lua_str(s):
+    """A Lua string literal."""
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+CYRUS_MODULE = Path("/usr/lib/prosody/modules/mod_auth_cyrus")
+
+
+class Prosody:
+    """A private Prosody 0.12 on 127.0.0.1.
+
+    variant options:
+      require_encryption  c2s_require_encryption (default True)
+      allow_plain         allow_unencrypted_plain_auth (default False)
+      cert                "server" (trusted lab cert) or "untrusted"
+      cyrus               Cyrus SASL backend on lab.test (DIGEST-MD5, CRAM-MD5)
+    users: {localpart: password} registered on lab.test before start.
+    """
+
+    def __init__(self, users, require_encryption=True, allow_plain=False,
+                 cert="server", cyrus=False, name="prosody", keep=False):
+        self.users = dict(users)
+        self.require_encryption = require_encryption
+        self.allow_plain = allow_plain
+        self.cert = cert
+        self.cyrus = cyrus
+        self.name = name
+        self.keep = keep
+        self.dir = Path(tempfile.mkdtemp(prefix=f"xi-{name}-"))
+        self.config = self.dir / "prosody.cfg.lua"
+        self.log = self.dir / "prosody.log"
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.proc = None
+        self._stderr = None
+        self.env = dict(os.environ)
+
+    # The Cyrus backend: a private sasldb and SASL config found through
+    # SASL_CONF_PATH, and a patched private copy of Debian's mod_auth_cyrus
+    # (two bugs, see _patch_cyrus) loaded through plugin_paths.
+    def _setup_cyrus(self):
+        if not (CYRUS_MODULE / "sasl_cyrus.lua").exists():
+            raise HarnessError("mod_auth_cyrus not installed (prosody-modules)")
+        if shutil.which("saslpasswd2") is None:
+            raise HarnessError("saslpasswd2 not installed (sasl2-bin)")
+        plugins = self.dir / "plugins"
+        shutil.copytree(CYRUS_MODULE, plugins / "mod_auth_cyrus")
+        _patch_cyrus(plugins / "mod_auth_cyrus" / "sasl_cyrus.lua")
+        sasl = self.dir / "sasl"
+        sasl.mkdir()
+        (sasl / "prosody.conf").write_text(
+            "pwcheck_method: auxprop\n"
+            "auxprop_plugin: sasldb\n"
+            f"sasldb_path: {self.dir / 'sasldb2'}\n"
+            "mech_list: DIGEST-MD5 CRAM-MD5 SCRAM-SHA-1 PLAIN\n")
+        self.env["SASL_CONF_PATH"] = str(sasl)
+        for user, password in self.users.items():
+            r = subprocess.run(
+                ["saslpasswd2", "-p", "-c", "-f", str(self.dir / "sasldb2"),
+                 "-a", "prosody", "-u", DOMAIN, user],
+                input=password, capture_output=True, text=True, timeout=30)
+            if r.returncode != 0:
+                raise HarnessError(f"saslpasswd2 {user}: {r.stderr.strip()}")
+        return plugins
+
+    def write_config(self, plugins=None):
+        cert = CERTS / f"{self.cert}.pem"
+        key = CERTS / f"{self.cert}.key"
+        for f in (cert, key):
+            if not f.exists():
+                raise HarnessError(f"{f} missing: run `make -C certs`")
+        ssl = f"{{ certificate = {lua_str(cert)}; key = {lua_str(key)}; }}"
+        level = "debug" if os.environ.get("XI_DEBUG") else "info"
+        lines = [
+            "-- written by tests/integration/harness.py",
+            "run_as_root = true",
+            f"pidfile = {lua_str(self.dir / 'prosody.pid')}",
+            f"data_path = {lua_str(self.dir / 'data')}",
+            f"log = {{ {level} = {lua_str(self.log)} }}",
+            'modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix" }',
+            'modules_disabled = { "s2s" }',
+            "s2s_ports = {}",
+            "http_ports = {}",
+            "https_ports = {}",
+            'interfaces = { "127.0.0.1" }',
+            f"c2s_ports = {{ {self.port} }}",
+            'c2s_interfaces = { "127.0.0.1" }',
+            f"c2s_direct_tls_ports = {{ {self.tls_port} }}",
+            'c2s_direct_tls_interfaces = { "127.0.0.1" }',
+            f"c2s_require_encryption = {str(self.require_encryption).lower()}",
+            f"allow_unencrypted_plain_auth = {str(self.allow_plain).lower()}",
+            f"ssl = {ssl}",
+            f"c2s_direct_tls_ssl = {ssl}",
+            # an empty directory: no certificate auto-discovery
+            f"certificates = {lua_str(self.dir / 'certs')}",
+        ]
+        if plugins:
+            lines.append(f"plugin_paths = {{ {lua_str(plugins)} }}")
+        lines += ["", f"VirtualHost {lua_str(DOMAIN)}", f"  ssl = {ssl}"]
+        if self.cyrus:
+            lines += [
+                '  authentication = "cyrus"',
+                '  cyrus_service_name = "xmpp"',
+                f"  cyrus_service_realm = {lua_str(DOMAIN)}",
+                f"  cyrus_server_fqdn = {lua_str(DOMAIN)}",
+                '  cyrus_application_name = "prosody"',
+                "  disable_sasl_mechanisms = {}",
+            ]
+        else:
+            lines.append('  authentication = "internal_hashed"')
+        lines += ["", f"VirtualHost {lua_str(ANON_DOMAIN)}", f"  ssl = {ssl}",
+                  '  authentication = "anonymous"', ""]
+        self.config.write_text("\n".join(lines))
+
+    def register(self):
+        """Creates the accounts. prosodyctl costs ~0.3 s per call (Lua start),
+        so they run in parallel; they only write distinct files."""
+        procs = []
+        for user, password in self.users.items():
+            procs.append((user, subprocess.Popen(
+                ["prosodyctl", "--config", str(self.config), "register", user, DOMAIN, password],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env)))
+        for user, p in procs:
+            out, _ = p.communicate(timeout=60)
+            if p.returncode != 0:
+                raise HarnessError(f"prosodyctl register {user}: {out.strip()}")
+
+    def start(self, timeout=20.0):
+        (self.dir / "certs").mkdir(exist_ok=True)
+        plugins = self._setup_cyrus() if self.cyrus else None
+        self.write_config(plugins)
+        if not self.cyrus:
+            self.register()
+        self._stderr = open(self.dir / "prosody.stderr", "wb")
+        self.proc = subprocess.Popen(
+            ["prosody", "--config", str(self.config), "-F"],
+            stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=subprocess.STDOUT,
+            env=self.env, start_new_session=True)
+        try:
+            wait_listening([self.port, self.tls_port], timeout, self.proc, "prosody")
+        except HarnessError as e:
+            self.stop()
+            raise HarnessError(f"{e}\n{tail(self.dir / 'prosody.stderr')}\n{tail(self.log)}")
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc, timeout=10.0)
+            self.proc = None
+        if self._stderr:
+            self._stderr.close()
+            self._stderr = None
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def diagnostics(self):
+        return f"--- prosody log ({self.log}):\n{tail(self.log, 3000)}"
+
+
+def _patch_cyrus(path):
+    """Fixes Debian's sasl_cyrus.lua in a private copy (LAB.md):
+    1. server_start gets `message or ""`: an absent initial response becomes
+       an empty one, which breaks CRAM-MD5 (the server must speak first);
+    2. after server_step succeeds on an empty final message (DIGEST-MD5,
+       SCRAM), lua-cyrussasl returns an uninitialised output buffer and
+       <success> carries kilobytes of garbage: return no data then."""
+    src = path.read_text()
+    old_start = 'cyrussasl.server_start(self.cyrus, self.selected, message or "")'
+    old_step = 'err, data = cyrussasl.server_step(self.cyrus, message or "")'
+    if old_start not in src or old_step not in src:
+        raise HarnessError(f"{path}: unknown sasl_cyrus.lua version, cannot patch")
+    patched = src.replace(old_start, "cyrussasl.server_start(self.cyrus, self.selected, message)")
+    patched = patched.replace(
+        old_step,
+        old_step + '\n\t\tif err == 0 and (message or "") == "" then data = nil end')
+    path.write_text(patched)
+
+
+# ---------------------------------------------------------------- the proxy
+
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                     "runtime error:", "UndefinedBehaviorSanitizer", "SUMMARY: AddressSanitizer")
+
+
+class Proxy:
+    """One xmpp-inspect process with its own config, event log and key log
+    in a temporary directory.
+
+    Keys default to the lab setup (listen, listen_tls, upstream, upstream_tls,
+    upstream_verify, upstream_ca, cert, key, event_log, keylog); extra keys
+    override them, None removes a key.
+    """
+
+    def __init__(self, binary, upstream_port, upstream_tls="starttls", extra=None,
+                 name="proxy", keep=False, upstream_host="127.0.0.1"):
+        self.binary = str(binary)
+        self.dir = Path(tempfile.mkdtemp(prefix=f"xi-{name}-"))
+        self.keep = keep
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.event_log = self.dir / "events.jsonl"
+        self.keylog = self.dir / "keys.log"
+        self.stderr_path = self.dir / "stderr.log"
+        self.stdout_path = self.dir / "stdout.log"
+        self.config = self.dir / "xmpp-inspect.conf"
+        self.keys = {
+            "listen": f"127.0.0.1:{self.port}",
+            "listen_tls": f"127.0.0.1:{self.tls_port}",
+            "upstream": f"{upstream_host}:{upstream_port}",
+            "upstream_tls": upstream_tls,
+            "upstream_verify": "yes",
+            "upstream_ca": str(CA),
+            "cert": str(CERTS / "server.pem"),
+            "key": str(CERTS / "server.key"),
+            "event_log": str(self.event_log),
+            "keylog": str(self.keylog),
+        }
+        for k, v in (extra or {}).items():
+            if v is None:
+                self.keys.pop(k, None)
+            else:
+                self.keys[k] = v
+        self.proc = None
+        self.exit_status = None
+        self.killed = False
+        self.events = EventLog(self.event_log)
+
+    def write_config(self):
+        lines = ["# written by tests/integration/harness.py"]
+        lines += [f"{k} = {v}" for k, v in self.keys.items()]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def start(self, timeout=10.0):
+        if not os.access(self.binary, os.X_OK):
+            raise HarnessError(f"proxy binary {self.binary} missing or not executable (run make)")
+        self.write_config()
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        self._out = open(self.stdout_path, "wb")
+        self._err = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.config)],
+                                     stdin=subprocess.DEVNULL, stdout=self._out,
+                                     stderr=self._err, env=env, start_new_session=True)
+        ports = []
+        if "listen" in self.keys:
+            ports.append(self.port)
+        if "listen_tls" in self.keys:
+            ports.append(self.tls_port)
+        try:
+            wait_listening(ports, timeout, self.proc, "xmpp-inspect")
+        except HarnessError as e:
+            self.stop()
+            raise HarnessError(f"{e}\n--- proxy stderr:\n{tail(self.stderr_path)}")
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=10.0):
+        """SIGTERM; returns the exit status (SIGKILL after timeout)."""
+        if self.proc is not None and self.exit_status is None:
+            self.exit_status, self.killed = stop_process(self.proc, timeout)
+            self._out.close()
+            self._err.close()
+        return self.exit_status
+
+    def cleanup(self):
+        self.stop(timeout=2.0)
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stderr(self):
+        return tail(self.stderr_path, 100000)
+
+    def sanitizer_report(self):
+        """The sanitizer's report in stderr, or ''."""
+        text = self.stderr()
+        for marker in SANITIZER_MARKERS:
+            i = text.find(marker)
+            if i >= 0:
+                return text[max(0, i - 200):i + 3000]
+        return ""
+
+    def written_files(self):
+        """Every file the proxy may have written (everything in its dir but
+        the config we wrote)."""
+        return [p for p in self.dir.iterdir() if p.is_file() and p != self.config]
+
+    def diagnostics(self):
+        return (f"--- proxy config:\n{self.config.read_text() if self.config.exists() else ''}"
+                f"--- proxy stderr:\n{tail(self.stderr_path, 3000)}\n"
+                f"--- event log:\n{tail(self.event_log, 4000)}")
+
+
+def secret_forms(password, users=()):
+    """Byte strings that would betray password in a log: the password, its
+    hex, and the base64 PLAIN payloads that carry it."""
+    pw = password.encode()
+    forms = {pw, pw.hex().encode()}
+    for user in list(users) + [""]:
+        for authzid in ("", f"{user}@{DOMAIN}"):
+            forms.add(base64.b64encode(f"{authzid}\0{user}\0{password}".encode()))
+    forms.add(base64.b64encode(pw))
+    return forms
+
+
+def find_secrets(files, password, users=()):
+    """Names of files containing any form of password."""
+    bad = []
+    forms = secret_forms(password, users)
+    for f in files:
+        try:
+            data = Path(f).read_bytes()
+        except OSError:
+            continue
+        for form in forms:
+            if form in data:
+                bad.append(f"{Path(f).name} contains {form[:12]!r}...")
+                break
+    return bad
+
+
+# ---------------------------------------------------------------- event log
+
+
+class EventLog:
+    """Reads the proxy's JSON-lines event log as it grows."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.bad_lines = []
+
+    def read(self):
+        """All complete events so far. A line that is not a JSON object is
+        recorded in bad_lines (a contract violation the cases check)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        events = []
+        self.bad_lines = []
+        lines = data.split(b"\n")
+        for raw in lines[:-1]:  # the last piece is incomplete (or empty)
+            if not raw.strip():
+                continue
+            try:
+                ev = json.loads(raw)
+            except ValueError:
+                self.bad_lines.append(raw[:200])
+                continue
+            if not isinstance(ev, dict):
+                self.bad_lines.append(raw[:200])
+                continue
+            events.append(ev)
+        return events
+
+    def wait_for(self, pred, timeout=5.0):
+        """The first event for which pred(ev) is true, polling until the
+        deadline; None if none came."""
+        for _ in deadline_loop(timeout):
+            for ev in self.read():
+                if pred(ev):
+                    return ev
+        return None
+
+    def wait(self, event, timeout=5.0, **fields):
+        """wait_for an event by name whose fields equal the given values."""
+        return self.wait_for(lambda ev: match(ev, event, **fields), timeout)
+
+    def find(self, event, **fields):
+        return [ev for ev in self.read() if match(ev, event, **fields)]
+
+
+def match(ev, event=None, **fields):
+    if event is not None and ev.get("event") != event:
+        return False
+    return all(ev.get(k) == v for k, v in fields.items())
+
+
+# ---------------------------------------------------------------- the client
+
+
+def run_client(jid, password, port, host="127.0.0.1", mech=None, direct_tls=False,
+               no_tls=False, ca=CA, anonymous=False, timeout=15.0, extra=()):
+    """Runs client.py (slixmpp) and returns its JSON outcome dict, with
+    "stderr" added when it failed."""
+    cmd = [PYTHON, str(HERE / "client.py"), "--jid", jid, "--password", password,
+           "--host", host, "--port", str(port), "--timeout", str(timeout)]
+    if mech:
+        cmd += ["--mech", mech]
+    if direct_tls:
+        cmd.append("--direct-tls")
+    if no_tls:
+        cmd.append("--no-tls")
+    if ca:
+        cmd += ["--ca", str(ca)]
+    if anonymous:
+        cmd.append("--anonymous")
+    cmd += list(extra)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": "client.py did not exit"}
+    lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
+    try:
+        result = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        result = {"ok": False, "error": f"no JSON from client.py (status {r.returncode})"}
+    if not result.get("ok"):
+        result["stderr"] = r.stderr[-3000:]
+    return result
