@@ -10,7 +10,11 @@ WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 	-Wpointer-arith -Wcast-qual -Werror
 HARDEN := -D_FORTIFY_SOURCE=2 -fstack-protector-strong
 CFLAGS ?= -O2 -g
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(HARDEN) $(CFLAGS) $(PKG_CFLAGS) -Isrc
+# Debian backported XML_SetReparseDeferralEnabled into Expat 2.5.0, so the
+# version number does not tell: ask the compiler.
+HAVE_REPARSE := $(shell printf '\043include <expat.h>\nint main(void){return XML_SetReparseDeferralEnabled(0, 0);}\n' | \
+	$(CC) -x c - -o /dev/null -lexpat >/dev/null 2>&1 && echo -DXI_HAVE_REPARSE_DEFERRAL)
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(HARDEN) $(CFLAGS) $(PKG_CFLAGS) $(HAVE_REPARSE) -Isrc
 LDLIBS := $(PKG_LIBS)
 
 # BUILD selects a variant directory: build/release or build/asan.

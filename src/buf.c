@@ -1,0 +1,91 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+/* Makes room for n more bytes at the tail, first by moving the unconsumed
+ * bytes to the front, then by doubling. */
+static int buf_reserve(struct buf *b, size_t n)
+{
+	if (b->off + b->len + n <= b->cap)
+		return 0;
+	if (b->len + n <= b->cap && b->off > 0) {
+		memmove(b->data, b->data + b->off, b->len);
+		b->off = 0;
+		return 0;
+	}
+	size_t cap = b->cap ? b->cap : 1024;
+	while (cap < b->len + n)
+		cap *= 2;
+	char *d = malloc(cap);
+	if (d == NULL)
+		return -1;
+	if (b->len)
+		memcpy(d, b->data + b->off, b->len);
+	free(b->data);
+	b->data = d;
+	b->off = 0;
+	b->cap = cap;
+	return 0;
+}
+
+int buf_add(struct buf *b, const void *p, size_t n)
+{
+	if (n == 0)
+		return 0;
+	if (buf_reserve(b, n) < 0)
+		return -1;
+	memcpy(b->data + b->off + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+int buf_adds(struct buf *b, const char *s)
+{
+	return buf_add(b, s, strlen(s));
+}
+
+int buf_addf(struct buf *b, const char *fmt, ...)
+{
+	char small[256];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(small, sizeof(small), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -1;
+	if ((size_t)n < sizeof(small))
+		return buf_add(b, small, (size_t)n);
+	if (buf_reserve(b, (size_t)n + 1) < 0)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->off + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+	return 0;
+}
+
+void buf_consume(struct buf *b, size_t n)
+{
+	if (n >= b->len) {
+		b->off = 0;
+		b->len = 0;
+		return;
+	}
+	b->off += n;
+	b->len -= n;
+}
+
+void buf_reset(struct buf *b)
+{
+	b->off = 0;
+	b->len = 0;
+}
+
+void buf_free(struct buf *b)
+{
+	free(b->data);
+	memset(b, 0, sizeof(*b));
+}

@@ -1,0 +1,202 @@
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "buf.h"
+#include "evlog.h"
+#include "lfile.h"
+
+static struct lfile *evlog_file;
+static struct buf evlog_line;
+
+int evlog_open(const char *path, char *err, size_t errlen)
+{
+	struct lfile *f = NULL;
+	if (path != NULL && (f = lfile_open(path, err, errlen)) == NULL)
+		return -1;
+	lfile_close(evlog_file);
+	evlog_file = f;
+	return 0;
+}
+
+void evlog_close(void)
+{
+	lfile_close(evlog_file);
+	evlog_file = NULL;
+	buf_free(&evlog_line);
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if the
+ * bytes there are not one (overlong forms, surrogates and values past
+ * U+10FFFF are invalid, RFC 3629). */
+static size_t evlog_utf8_len(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t len;
+	unsigned min, cp;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2, min = 0x80, cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3, min = 0x800, cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4, min = 0x10000, cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+int evlog_json_string(struct buf *out, const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	int rc = buf_add(out, "\"", 1);
+	size_t i = 0;
+	while (i < len && rc == 0) {
+		size_t run = i;
+		/* copy runs of plain bytes at once */
+		while (run < len && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' &&
+		       p[run] != '\\')
+			run++;
+		if (run > i) {
+			rc = buf_add(out, s + i, run - i);
+			i = run;
+			continue;
+		}
+		unsigned char c = p[i];
+		size_t ulen;
+		switch (c) {
+		case '"':
+			rc = buf_add(out, "\\\"", 2);
+			i++;
+			break;
+		case '\\':
+			rc = buf_add(out, "\\\\", 2);
+			i++;
+			break;
+		case '\n':
+			rc = buf_add(out, "\\n", 2);
+			i++;
+			break;
+		case '\r':
+			rc = buf_add(out, "\\r", 2);
+			i++;
+			break;
+		case '\t':
+			rc = buf_add(out, "\\t", 2);
+			i++;
+			break;
+		default:
+			if (c < 0x20) {
+				rc = buf_addf(out, "\\u%04x", c);
+				i++;
+			} else if ((ulen = evlog_utf8_len(p + i, len - i)) > 0) {
+				rc = buf_add(out, s + i, ulen);
+				i += ulen;
+			} else {
+				rc = buf_add(out, "\\ufffd", 6);
+				i++;
+			}
+		}
+	}
+	if (rc == 0)
+		rc = buf_add(out, "\"", 1);
+	return rc;
+}
+
+static void evlog_key(const char *key)
+{
+	buf_add(&evlog_line, ",", 1);
+	evlog_json_string(&evlog_line, key, strlen(key));
+	buf_add(&evlog_line, ":", 1);
+}
+
+void evlog_begin(uint64_t sid, const char *event)
+{
+	struct timespec ts;
+	struct tm tm;
+	char when[40];
+
+	buf_reset(&evlog_line);
+	if (evlog_file == NULL)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	buf_addf(&evlog_line, "{\"ts\":\"%s.%03ldZ\",\"sid\":%llu,\"event\":", when,
+		 ts.tv_nsec / 1000000, (unsigned long long)sid);
+	evlog_json_string(&evlog_line, event, strlen(event));
+}
+
+void evlog_strn(const char *key, const char *val, size_t len)
+{
+	if (evlog_file == NULL)
+		return;
+	evlog_key(key);
+	evlog_json_string(&evlog_line, val, len);
+}
+
+void evlog_str(const char *key, const char *val)
+{
+	if (val == NULL)
+		evlog_null(key);
+	else
+		evlog_strn(key, val, strlen(val));
+}
+
+void evlog_int(const char *key, long long val)
+{
+	if (evlog_file == NULL)
+		return;
+	evlog_key(key);
+	buf_addf(&evlog_line, "%lld", val);
+}
+
+void evlog_bool(const char *key, bool val)
+{
+	if (evlog_file == NULL)
+		return;
+	evlog_key(key);
+	buf_adds(&evlog_line, val ? "true" : "false");
+}
+
+void evlog_null(const char *key)
+{
+	if (evlog_file == NULL)
+		return;
+	evlog_key(key);
+	buf_adds(&evlog_line, "null");
+}
+
+void evlog_strlist(const char *key, const char *const *vals, size_t n)
+{
+	if (evlog_file == NULL)
+		return;
+	evlog_key(key);
+	buf_add(&evlog_line, "[", 1);
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0)
+			buf_add(&evlog_line, ",", 1);
+		evlog_json_string(&evlog_line, vals[i], strlen(vals[i]));
+	}
+	buf_add(&evlog_line, "]", 1);
+}
+
+void evlog_end(void)
+{
+	if (evlog_file == NULL)
+		return;
+	buf_add(&evlog_line, "}\n", 2);
+	lfile_write(evlog_file, buf_head(&evlog_line), evlog_line.len);
+	buf_reset(&evlog_line);
+}

@@ -1,0 +1,38 @@
+/*
+ * The JSON-lines event log of CONTRACT.md. One line is built at a time
+ * (the proxy is single-threaded): evlog_begin(), fields, evlog_end().
+ * Strings are escaped so that any bytes from the wire give valid JSON
+ * (invalid UTF-8 becomes U+FFFD). Lines are written by lfile.c without
+ * blocking the event loop.
+ */
+#ifndef XI_EVLOG_H
+#define XI_EVLOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct buf;
+
+/* Opens (or on reload, reopens) the log; path NULL disables it. Returns 0
+ * or -1 with a reason in err; on failure the previous log stays open. */
+int evlog_open(const char *path, char *err, size_t errlen);
+void evlog_close(void);
+
+/* Starts a line with "ts", "sid" and "event". */
+void evlog_begin(uint64_t sid, const char *event);
+/* A string field; NULL writes null. */
+void evlog_str(const char *key, const char *val);
+void evlog_strn(const char *key, const char *val, size_t len);
+void evlog_int(const char *key, long long val);
+void evlog_bool(const char *key, bool val);
+void evlog_null(const char *key);
+void evlog_strlist(const char *key, const char *const *vals, size_t n);
+/* Ends the line and queues it. */
+void evlog_end(void);
+
+/* Appends s (len bytes, any content) to out as a JSON string with quotes.
+ * Exposed for the unit tests and for the key log's neighbours. */
+int evlog_json_string(struct buf *out, const char *s, size_t len);
+
+#endif

@@ -1,0 +1,536 @@
+#include <expat.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "limits.h"
+#include "xml.h"
+
+/* Expat reports qualified names as "URI<sep>local<sep>prefix"; a space
+ * cannot occur in a namespace URI or a name. */
+#define XML_SEP ' '
+
+/* Elements built per stanza; past it children are no longer built (the
+ * login never needs deep trees; the size limit still applies). */
+#define XML_MAX_BUILT 2048
+
+struct xml_parser {
+	XML_Parser expat;
+	const struct xml_handler *h;
+	void *ctx;
+	size_t max_stanza;
+	bool build;
+
+	unsigned depth;	       /* 0 outside the stream, 1 in it, 2+ in a stanza */
+	uint64_t fed;	       /* bytes given to this Expat parser */
+	uint64_t mark;	       /* where the token being parsed began, at most */
+	uint64_t stanza_start; /* offset of the current depth-1 element */
+	struct xml_elem *root; /* the depth-1 element being built */
+	struct xml_elem *cur;  /* the innermost element being built */
+	unsigned cur_depth;    /* depth of cur */
+	size_t built;	       /* elements in root */
+
+	bool stopped;	  /* xml_stop() called in a callback */
+	uint64_t stop_at; /* offset where the stop took effect */
+	enum xml_error err;
+	char errtext[128];
+};
+
+static void xml_free_tree(struct xml_elem *e)
+{
+	while (e != NULL) {
+		struct xml_elem *next = e->next;
+		xml_free_tree(e->children);
+		/* name strings live in the same block as the element */
+		free(e->text);
+		free(e);
+		e = next;
+	}
+}
+
+/* Stops Expat with a stream-ending error, from a callback. */
+static void xml_fail(struct xml_parser *p, enum xml_error err, const char *text)
+{
+	if (p->err == XML_OK) {
+		p->err = err;
+		snprintf(p->errtext, sizeof(p->errtext), "%s", text);
+	}
+	XML_StopParser(p->expat, XML_FALSE);
+}
+
+static uint64_t xml_event_end(const struct xml_parser *p)
+{
+	return (uint64_t)XML_GetCurrentByteIndex(p->expat) +
+	       (uint64_t)XML_GetCurrentByteCount(p->expat);
+}
+
+/* Splits Expat's "URI local prefix" (or "local") into the three parts,
+ * copied into one allocation together with the element or attribute. */
+static void xml_split(const char *qname, const char **ns, size_t *nslen, const char **local,
+		      size_t *locallen, const char **prefix, size_t *prefixlen)
+{
+	const char *a = strchr(qname, XML_SEP);
+	if (a == NULL) {
+		*ns = "", *nslen = 0;
+		*local = qname, *locallen = strlen(qname);
+		*prefix = "", *prefixlen = 0;
+		return;
+	}
+	*ns = qname, *nslen = (size_t)(a - qname);
+	*local = a + 1;
+	const char *b = strchr(*local, XML_SEP);
+	if (b == NULL) {
+		*locallen = strlen(*local);
+		*prefix = "", *prefixlen = 0;
+	} else {
+		*locallen = (size_t)(b - *local);
+		*prefix = b + 1, *prefixlen = strlen(b + 1);
+	}
+}
+
+static char *xml_copy(char **dst, const char *s, size_t n)
+{
+	char *r = *dst;
+	memcpy(r, s, n);
+	r[n] = '\0';
+	*dst += n + 1;
+	return r;
+}
+
+/* Builds one element with its attributes in a single allocation. */
+static struct xml_elem *xml_make(const char *qname, const char **atts, size_t nattrs)
+{
+	const char *ns, *local, *prefix;
+	size_t nslen, locallen, prefixlen;
+	size_t size = sizeof(struct xml_elem) + nattrs * sizeof(struct xml_attr);
+
+	xml_split(qname, &ns, &nslen, &local, &locallen, &prefix, &prefixlen);
+	size += nslen + locallen + prefixlen + 3;
+	for (size_t i = 0; i < nattrs; i++)
+		size += strlen(atts[2 * i]) + strlen(atts[2 * i + 1]) + 3;
+
+	struct xml_elem *e = calloc(1, size);
+	if (e == NULL)
+		return NULL;
+	e->attrs = (struct xml_attr *)(e + 1);
+	e->nattrs = nattrs;
+	char *s = (char *)(e->attrs + nattrs);
+	e->ns = xml_copy(&s, ns, nslen);
+	e->name = xml_copy(&s, local, locallen);
+	e->prefix = xml_copy(&s, prefix, prefixlen);
+	for (size_t i = 0; i < nattrs; i++) {
+		const char *ans, *alocal, *aprefix;
+		size_t anslen, alocallen, aprefixlen;
+		xml_split(atts[2 * i], &ans, &anslen, &alocal, &alocallen, &aprefix, &aprefixlen);
+		e->attrs[i].ns = xml_copy(&s, ans, anslen);
+		e->attrs[i].name = xml_copy(&s, alocal, alocallen);
+		e->attrs[i].value = xml_copy(&s, atts[2 * i + 1], strlen(atts[2 * i + 1]));
+	}
+	return e;
+}
+
+/* Fires for every start tag. */
+static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Char **atts)
+{
+	struct xml_parser *p = data;
+	size_t nattrs = 0;
+
+	while (atts[2 * nattrs] != NULL) {
+		if (strlen(atts[2 * nattrs + 1]) > MAX_XML_ATTR_LEN) {
+			xml_fail(p, XML_E_POLICY, "attribute value too long");
+			return;
+		}
+		nattrs++;
+	}
+	if (nattrs > MAX_XML_ATTRS) {
+		xml_fail(p, XML_E_POLICY, "too many attributes");
+		return;
+	}
+	if (++p->depth > MAX_XML_DEPTH) {
+		xml_fail(p, XML_E_POLICY, "elements nested too deeply");
+		return;
+	}
+
+	if (p->depth == 1) {
+		struct xml_elem *hdr = xml_make(qname, atts, nattrs);
+		if (hdr == NULL) {
+			xml_fail(p, XML_E_NOMEM, "out of memory");
+			return;
+		}
+		if (strcmp(hdr->ns, XML_NS_STREAMS) != 0 || strcmp(hdr->name, "stream") != 0) {
+			xml_fail(p, XML_E_INVALID_NAMESPACE,
+				 "stream element not in the streams namespace");
+		} else {
+			p->mark = xml_event_end(p);
+			p->h->open(p->ctx, hdr, p->mark);
+		}
+		free(hdr);
+		return;
+	}
+
+	if (p->depth == 2) {
+		p->stanza_start = (uint64_t)XML_GetCurrentByteIndex(p->expat);
+		p->built = 0;
+	} else if ((uint64_t)XML_GetCurrentByteIndex(p->expat) - p->stanza_start >
+		   p->max_stanza) {
+		xml_fail(p, XML_E_POLICY, "stanza too large");
+		return;
+	}
+
+	/* Without building, only the depth-1 element itself is made. */
+	if (p->depth > 2 && !(p->build && p->cur_depth == p->depth - 1 && p->built < XML_MAX_BUILT))
+		return;
+	struct xml_elem *e = xml_make(qname, atts, nattrs);
+	if (e == NULL) {
+		xml_fail(p, XML_E_NOMEM, "out of memory");
+		return;
+	}
+	p->built++;
+	if (p->depth == 2) {
+		p->root = e;
+	} else {
+		struct xml_elem **tail = &p->cur->children;
+		while (*tail != NULL)
+			tail = &(*tail)->next;
+		*tail = e;
+		e->parent = p->cur;
+	}
+	p->cur = e;
+	p->cur_depth = p->depth;
+}
+
+/* Fires for every end tag (and right after the start of an empty one). */
+static void XMLCALL xml_on_end(void *data, const XML_Char *qname)
+{
+	struct xml_parser *p = data;
+	(void)qname;
+
+	if (p->depth == 1) {
+		p->depth = 0;
+		p->mark = xml_event_end(p);
+		p->h->close(p->ctx);
+		return;
+	}
+	if (p->depth == 2) {
+		struct xml_elem *root = p->root;
+		uint64_t end = xml_event_end(p);
+		p->root = p->cur = NULL;
+		p->cur_depth = 0;
+		p->depth = 1;
+		p->mark = end;
+		if (end - p->stanza_start > p->max_stanza)
+			xml_fail(p, XML_E_POLICY, "stanza too large");
+		else if (root != NULL)
+			p->h->element(p->ctx, root, p->stanza_start, end);
+		xml_free_tree(root);
+		return;
+	}
+	if (p->cur_depth == p->depth) {
+		p->cur = p->cur->parent;
+		p->cur_depth--;
+	}
+	p->depth--;
+}
+
+/* Character data: kept for built elements, checked against the stanza
+ * limit; between stanzas (whitespace keepalives) only moves the mark. */
+static void XMLCALL xml_on_text(void *data, const XML_Char *s, int len)
+{
+	struct xml_parser *p = data;
+
+	if (p->depth < 2) {
+		p->mark = xml_event_end(p);
+		return;
+	}
+	if (xml_event_end(p) - p->stanza_start > p->max_stanza) {
+		xml_fail(p, XML_E_POLICY, "stanza too large");
+		return;
+	}
+	if (p->cur == NULL || p->cur_depth != p->depth)
+		return;
+	struct xml_elem *e = p->cur;
+	char *t = realloc(e->text, e->textlen + (size_t)len + 1);
+	if (t == NULL) {
+		xml_fail(p, XML_E_NOMEM, "out of memory");
+		return;
+	}
+	memcpy(t + e->textlen, s, (size_t)len);
+	e->textlen += (size_t)len;
+	t[e->textlen] = '\0';
+	e->text = t;
+}
+
+/* RFC 6120 11.1: no DTD, entity declaration, comment or processing
+ * instruction anywhere in a stream. */
+static void XMLCALL xml_on_doctype(void *data, const XML_Char *name, const XML_Char *sysid,
+				   const XML_Char *pubid, int has_internal_subset)
+{
+	(void)name, (void)sysid, (void)pubid, (void)has_internal_subset;
+	xml_fail(data, XML_E_RESTRICTED, "document type declaration");
+}
+
+static void XMLCALL xml_on_entity(void *data, const XML_Char *name, int is_param,
+				  const XML_Char *value, int value_len, const XML_Char *base,
+				  const XML_Char *sysid, const XML_Char *pubid,
+				  const XML_Char *notation)
+{
+	(void)name, (void)is_param, (void)value, (void)value_len, (void)base, (void)sysid;
+	(void)pubid, (void)notation;
+	xml_fail(data, XML_E_RESTRICTED, "entity declaration");
+}
+
+static void XMLCALL xml_on_comment(void *data, const XML_Char *text)
+{
+	(void)text;
+	xml_fail(data, XML_E_RESTRICTED, "comment");
+}
+
+static void XMLCALL xml_on_pi(void *data, const XML_Char *target, const XML_Char *pidata)
+{
+	(void)target, (void)pidata;
+	xml_fail(data, XML_E_RESTRICTED, "processing instruction");
+}
+
+static int xml_expat_new(struct xml_parser *p)
+{
+	/* UTF-8 is forced: RFC 6120 11.6 allows no other encoding. */
+	p->expat = XML_ParserCreateNS("UTF-8", XML_SEP);
+	if (p->expat == NULL)
+		return -1;
+	XML_SetReturnNSTriplet(p->expat, XML_TRUE);
+	XML_SetUserData(p->expat, p);
+	XML_SetElementHandler(p->expat, xml_on_start, xml_on_end);
+	XML_SetCharacterDataHandler(p->expat, xml_on_text);
+	XML_SetStartDoctypeDeclHandler(p->expat, xml_on_doctype);
+	XML_SetEntityDeclHandler(p->expat, xml_on_entity);
+	XML_SetCommentHandler(p->expat, xml_on_comment);
+	XML_SetProcessingInstructionHandler(p->expat, xml_on_pi);
+	XML_SetParamEntityParsing(p->expat, XML_PARAM_ENTITY_PARSING_NEVER);
+#if defined(XI_HAVE_REPARSE_DEFERRAL) || XML_MAJOR_VERSION > 2 ||                                  \
+	(XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 6)
+	/* A lone <starttls/> must reach us at once, or the login deadlocks. */
+	XML_SetReparseDeferralEnabled(p->expat, XML_FALSE);
+#endif
+	p->depth = 0;
+	p->fed = 0;
+	p->mark = 0;
+	p->stanza_start = 0;
+	p->cur_depth = 0;
+	p->stopped = false;
+	return 0;
+}
+
+struct xml_parser *xml_new(const struct xml_handler *h, void *ctx, size_t max_stanza)
+{
+	struct xml_parser *p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return NULL;
+	p->h = h;
+	p->ctx = ctx;
+	p->max_stanza = max_stanza;
+	p->build = true;
+	if (xml_expat_new(p) < 0) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void xml_free(struct xml_parser *p)
+{
+	if (p == NULL)
+		return;
+	xml_free_tree(p->root);
+	XML_ParserFree(p->expat);
+	free(p);
+}
+
+int xml_reset(struct xml_parser *p)
+{
+	xml_free_tree(p->root);
+	p->root = p->cur = NULL;
+	XML_ParserFree(p->expat);
+	p->expat = NULL;
+	if (xml_expat_new(p) < 0) {
+		p->err = XML_E_NOMEM;
+		return -1;
+	}
+	return 0;
+}
+
+void xml_stop(struct xml_parser *p)
+{
+	if (p->stopped)
+		return;
+	p->stopped = true;
+	p->stop_at = xml_event_end(p);
+	XML_StopParser(p->expat, XML_FALSE);
+}
+
+static enum xml_error xml_map_expat(struct xml_parser *p)
+{
+	enum XML_Error code = XML_GetErrorCode(p->expat);
+	snprintf(p->errtext, sizeof(p->errtext), "%s at line %lu column %lu",
+		 XML_ErrorString(code), (unsigned long)XML_GetCurrentLineNumber(p->expat),
+		 (unsigned long)XML_GetCurrentColumnNumber(p->expat));
+	switch (code) {
+	case XML_ERROR_NO_MEMORY:
+		return XML_E_NOMEM;
+	case XML_ERROR_UNBOUND_PREFIX:
+		return XML_E_BAD_PREFIX;
+	case XML_ERROR_MISPLACED_XML_PI:
+		return XML_E_RESTRICTED;
+	default:
+		return XML_E_NOT_WELL_FORMED;
+	}
+}
+
+enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size_t *used)
+{
+	*used = 0;
+	if (p->err != XML_OK)
+		return p->err;
+	if (p->stopped)
+		return XML_OK;
+	uint64_t base = p->fed;
+	p->fed += len;
+	if (XML_Parse(p->expat, data, (int)len, XML_FALSE) == XML_STATUS_ERROR) {
+		if (p->err != XML_OK)
+			return p->err;
+		if (p->stopped) {
+			*used = (size_t)(p->stop_at - base);
+			p->fed = p->stop_at;
+			return XML_OK;
+		}
+		p->err = xml_map_expat(p);
+		return p->err;
+	}
+	*used = len;
+	/* A token Expat is still buffering (a huge start tag or attribute)
+	 * has produced no callback yet: bound it here. */
+	uint64_t pending = p->fed - (p->depth >= 2 ? p->stanza_start : p->mark);
+	size_t bound = p->depth == 0 ? MAX_STREAM_HEADER : p->max_stanza;
+	if (pending > bound) {
+		p->err = XML_E_POLICY;
+		snprintf(p->errtext, sizeof(p->errtext), "%s too large",
+			 p->depth == 0 ? "stream header" : "stanza");
+	}
+	return p->err;
+}
+
+void xml_set_build(struct xml_parser *p, bool build)
+{
+	p->build = build;
+}
+
+void xml_set_max_stanza(struct xml_parser *p, size_t max_stanza)
+{
+	p->max_stanza = max_stanza;
+}
+
+uint64_t xml_offset(const struct xml_parser *p)
+{
+	return p->fed;
+}
+
+unsigned xml_depth(const struct xml_parser *p)
+{
+	return p->depth;
+}
+
+const char *xml_error_text(const struct xml_parser *p)
+{
+	return p->errtext[0] ? p->errtext : "no error";
+}
+
+const char *xml_attr(const struct xml_elem *e, const char *ns, const char *name)
+{
+	for (size_t i = 0; i < e->nattrs; i++)
+		if (strcmp(e->attrs[i].name, name) == 0 &&
+		    strcmp(e->attrs[i].ns, ns ? ns : "") == 0)
+			return e->attrs[i].value;
+	return NULL;
+}
+
+bool xml_is(const struct xml_elem *e, const char *ns, const char *name)
+{
+	return strcmp(e->name, name) == 0 && (ns == NULL || strcmp(e->ns, ns) == 0);
+}
+
+const struct xml_elem *xml_child(const struct xml_elem *e, const char *ns, const char *name)
+{
+	for (const struct xml_elem *c = e->children; c != NULL; c = c->next)
+		if (xml_is(c, ns, name))
+			return c;
+	return NULL;
+}
+
+int xml_escape(struct buf *out, const char *s, size_t len)
+{
+	size_t i = 0, run = 0;
+	int rc = 0;
+	for (; i < len && rc == 0; i++) {
+		const char *rep;
+		switch (s[i]) {
+		case '&':
+			rep = "&amp;";
+			break;
+		case '<':
+			rep = "&lt;";
+			break;
+		case '>':
+			rep = "&gt;";
+			break;
+		case '\'':
+			rep = "&apos;";
+			break;
+		case '"':
+			rep = "&quot;";
+			break;
+		default:
+			continue;
+		}
+		rc = buf_add(out, s + run, i - run);
+		if (rc == 0)
+			rc = buf_adds(out, rep);
+		run = i + 1;
+	}
+	if (rc == 0)
+		rc = buf_add(out, s + run, len - run);
+	return rc;
+}
+
+int xml_write(struct buf *out, const struct xml_elem *e, const char *parent_ns)
+{
+	int rc = buf_addf(out, "<%s", e->name);
+	if (strcmp(e->ns, parent_ns) != 0) {
+		rc |= buf_adds(out, " xmlns='");
+		rc |= xml_escape(out, e->ns, strlen(e->ns));
+		rc |= buf_adds(out, "'");
+	}
+	unsigned nprefix = 0;
+	for (size_t i = 0; i < e->nattrs; i++) {
+		const struct xml_attr *a = &e->attrs[i];
+		if (a->ns[0] == '\0') {
+			rc |= buf_addf(out, " %s='", a->name);
+		} else if (strcmp(a->ns, XML_NS_XML) == 0) {
+			rc |= buf_addf(out, " xml:%s='", a->name);
+		} else {
+			rc |= buf_addf(out, " xmlns:a%u='", nprefix);
+			rc |= xml_escape(out, a->ns, strlen(a->ns));
+			rc |= buf_addf(out, "' a%u:%s='", nprefix++, a->name);
+		}
+		rc |= xml_escape(out, a->value, strlen(a->value));
+		rc |= buf_adds(out, "'");
+	}
+	if (e->children == NULL && e->textlen == 0)
+		return rc | buf_adds(out, "/>");
+	rc |= buf_adds(out, ">");
+	if (e->textlen)
+		rc |= xml_escape(out, e->text, e->textlen);
+	for (const struct xml_elem *c = e->children; c != NULL; c = c->next)
+		rc |= xml_write(out, c, e->ns);
+	rc |= buf_addf(out, "</%s>", e->name);
+	return rc ? -1 : 0;
+}
