@@ -9,7 +9,7 @@
 
 #include "buf.h"
 #include "lfile.h"
-#include "limits.h"
+#include "bounds.h"
 
 struct lfile {
 	int fd;

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "buf.h"
-#include "limits.h"
+#include "bounds.h"
 #include "xml.h"
 
 /* Expat reports qualified names as "URI<sep>local<sep>prefix"; a space

@@ -3,8 +3,8 @@
  * number. Values a lab may want to change are configuration keys whose
  * defaults are the DEFAULT_* constants here.
  */
-#ifndef XI_LIMITS_H
-#define XI_LIMITS_H
+#ifndef XI_BOUNDS_H
+#define XI_BOUNDS_H
 
 /* One read(2)/SSL_read per wakeup. 16 KiB is one TLS record: a full record
  * is handed to us at once and Expat never buffers more than this on top of
