@@ -156,7 +156,7 @@ class Client(slixmpp.ClientXMPP):
             self.done.set_result(True)
 
 
-async def run(args):
+async def login(args):
     client = Client(args)
     client.connect((args.host, args.port), use_ssl=args.direct_tls,
                    force_starttls=not args.no_tls and not args.direct_tls,
@@ -173,7 +173,20 @@ async def run(args):
         except (asyncio.TimeoutError, asyncio.CancelledError):
             pass
     client.abort()
-    return client.result
+    return client.result or {"ok": False, "error": "no outcome"}
+
+
+async def run(args):
+    """One login, or --count logins at once in this process (cheaper than
+    that many interpreters): then ok is true only if all succeeded."""
+    if args.count <= 1:
+        return await login(args)
+    results = await asyncio.gather(*(login(args) for _ in range(args.count)))
+    failed = [r for r in results if not r.get("ok")]
+    out = {"ok": not failed, "results": results}
+    if failed:
+        out["error"] = f"{len(failed)}/{len(results)} failed: {failed[0].get('error')}"
+    return out
 
 
 def main():
@@ -189,6 +202,7 @@ def main():
     p.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
     p.add_argument("--anonymous", action="store_true", help="SASL ANONYMOUS on the JID's domain")
     p.add_argument("--timeout", type=float, default=15.0)
+    p.add_argument("--count", type=int, default=1, help="this many concurrent logins")
     p.add_argument("--debug", action="store_true")
     args = p.parse_args()
     if args.anonymous:

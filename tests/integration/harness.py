@@ -46,6 +46,16 @@ def deadline_loop(timeout, interval=POLL):
         time.sleep(interval)
 
 
+def wait_until(cond, timeout):
+    """Polls cond() until it is true or the deadline passes; returns its
+    last value."""
+    for _ in deadline_loop(timeout):
+        value = cond()
+        if value:
+            return value
+    return cond()
+
+
 # ---------------------------------------------------------------- ports
 
 _given_ports = set()
