@@ -14,6 +14,7 @@ Cases read like: config in, client outcome and expected events out.
 import base64
 import json
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -35,6 +36,7 @@ PROSODY_VARIANTS = {
     "open": dict(users=USERS, require_encryption=False, allow_plain=True),
     "untrusted": dict(users=USERS, cert="untrusted"),
     "cyrus": dict(users=CYRUS_USERS, cyrus=True),
+    "tls12": dict(users=USERS, tls12=True),
 }
 
 CASES = []
@@ -638,6 +640,36 @@ def mechanisms_allow_plain(ctx):
         ctx.check(f.get("offered") == ["PLAIN"], f"offered {f.get('offered')}, want ['PLAIN']")
 
 
+@case("channel_binding_stripped", prosody="tls12")
+def channel_binding_stripped(ctx):
+    """An upstream on TLS 1.2 offers SCRAM-SHA-1-PLUS, which cannot pass a TLS-
+    terminating proxy: it is removed from what the client sees, and logged."""
+    px = ctx.proxy()
+    r = ctx.client(px.port, mech="PLAIN")
+    ctx.check(r.get("ok"), f"PLAIN client failed: {r.get('error')}")
+    s = ctx.session(px)
+    feats = s.all("features", tls=True)
+    ctx.check(feats, f"no features event with tls true: {s.all('features')}")
+    for f in feats:
+        ctx.check("SCRAM-SHA-1-PLUS" in (f.get("mechanisms") or []),
+                  f"server's SCRAM-SHA-1-PLUS missing from mechanisms: {f.get('mechanisms')}")
+        ctx.check(not any(m.endswith("-PLUS") for m in f.get("offered") or []),
+                  f"-PLUS offered to the client: {f.get('offered')}")
+    ctx.check(any(p.get("action") == "strip" for p in s.all("policy")),
+              f"no policy event with action strip: {s.all('policy')}")
+    # slixmpp has tls-unique on the client leg, so with SCRAM-SHA-1 it sends
+    # the 'y' flag ("I could bind, you can't"), and the server, which does
+    # support binding, must refuse it (RFC 5802 6): the downgrade is visible.
+    r = ctx.client(px.port, mech="SCRAM-SHA-1")
+    s = ctx.session(px, 1)
+    auth = s.expect(ctx, "auth", mechanism="SCRAM-SHA-1")
+    if auth and auth.get("cb") == "y":
+        ctx.check(not r.get("ok"), "server accepted cb=y although it supports channel binding")
+        s.expect(ctx, "auth_result", outcome="failure")
+    elif auth:
+        ctx.check(r.get("ok"), f"SCRAM-SHA-1 with cb={auth.get('cb')!r} failed: {r.get('error')}")
+
+
 # ================================================================ misbehaving clients
 
 
@@ -789,6 +821,49 @@ def sigterm_with_open_session(ctx):
     ctx.check(time.monotonic() - t0 < 8, "shutdown took more than 8 s")
     ctx.check(px.events.find("close"), "open session's close not logged at shutdown")
     ctx.check(c.wait_closed(2), "client connection still open after shutdown")
+
+
+@case("sighup_reload")
+def sighup_reload(ctx):
+    """SIGHUP: a new policy applies to new sessions, an established session
+    stays up; a bad new config is reported and the old one kept."""
+    px = ctx.proxy()
+    c = ctx.raw(px.port)
+    try:
+        jid = raw.login_plain(c, "alice", USERS["alice"])
+    except AssertionError as e:
+        ctx.require(False, f"raw login failed: {e}")
+
+    def offered():
+        try:
+            with raw.RawClient(px.port, ca=CA) as probe:
+                probe.open_stream()
+                probe.starttls()
+                return raw.mechanisms(probe.open_stream())
+        except (OSError, AssertionError):
+            return None
+
+    ctx.require(offered() and "PLAIN" in offered(), f"PLAIN not offered before reload: {offered()}")
+    px.reload(mechanisms_deny="PLAIN")
+    now = harness.wait_until(lambda: (lambda m: m is not None and "PLAIN" not in m)(offered()), 5, 0.1)
+    ctx.check(now, f"after SIGHUP PLAIN still offered: {offered()}")
+    # The session from before the reload still carries stanzas.
+    c.send(f"<message to='{jid}' type='chat' id='m1'><body>still here</body></message>")
+    el = c.next_element()
+    ctx.check(el is not None and raw.local(el.tag) == "message",
+              f"established session broken by reload: {c.describe(el)}")
+    # A broken config: reported, the running one kept.
+    good = px.config.read_text()
+    px.config.write_text(good + "this line is not a setting\nupstream_tls = sideways\n")
+    px.proc.send_signal(signal.SIGHUP)
+    reported = harness.wait_until(lambda: px.config.name in px.stderr(), 5)
+    ctx.check(reported, f"bad config on SIGHUP not reported on stderr: {px.stderr()[-300:]!r}")
+    ctx.check(px.alive(), "proxy exited on a bad config reload")
+    px.config.write_text(good)
+    m = offered()
+    ctx.check(m is not None and "PLAIN" not in m, f"after a bad reload the old policy is gone: {m}")
+    r = ctx.client(px.port)
+    ctx.check(r.get("ok"), f"client after the bad reload: {r.get('error')}")
 
 
 @case("config_check", prosody=None)

@@ -46,10 +46,10 @@ def deadline_loop(timeout, interval=POLL):
         time.sleep(interval)
 
 
-def wait_until(cond, timeout):
+def wait_until(cond, timeout, interval=POLL):
     """Polls cond() until it is true or the deadline passes; returns its
     last value."""
-    for _ in deadline_loop(timeout):
+    for _ in deadline_loop(timeout, interval):
         value = cond()
         if value:
             return value
@@ -166,16 +166,19 @@ class Prosody:
       allow_plain         allow_unencrypted_plain_auth (default False)
       cert                "server" (trusted lab cert) or "untrusted"
       cyrus               Cyrus SASL backend on lab.test (DIGEST-MD5, CRAM-MD5)
+      tls12               TLS 1.2 only: then Prosody offers SCRAM-SHA-1-PLUS
+                          (tls-unique does not exist in TLS 1.3)
     users: {localpart: password} registered on lab.test before start.
     """
 
     def __init__(self, users, require_encryption=True, allow_plain=False,
-                 cert="server", cyrus=False, name="prosody", keep=False):
+                 cert="server", cyrus=False, tls12=False, name="prosody", keep=False):
         self.users = dict(users)
         self.require_encryption = require_encryption
         self.allow_plain = allow_plain
         self.cert = cert
         self.cyrus = cyrus
+        self.tls12 = tls12
         self.name = name
         self.keep = keep
         self.dir = Path(tempfile.mkdtemp(prefix=f"xi-{name}-"))
@@ -221,7 +224,8 @@ class Prosody:
         for f in (cert, key):
             if not f.exists():
                 raise HarnessError(f"{f} missing: run `make -C certs`")
-        ssl = f"{{ certificate = {lua_str(cert)}; key = {lua_str(key)}; }}"
+        proto = ' protocol = "tlsv1_2";' if self.tls12 else ""
+        ssl = f"{{ certificate = {lua_str(cert)}; key = {lua_str(key)};{proto} }}"
         level = "debug" if os.environ.get("XI_DEBUG") else "info"
         lines = [
             "-- written by tests/integration/harness.py",
@@ -409,6 +413,17 @@ class Proxy:
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def reload(self, **changes):
+        """Rewrites the config with changes (None removes a key) and sends
+        SIGHUP."""
+        for k, v in changes.items():
+            if v is None:
+                self.keys.pop(k, None)
+            else:
+                self.keys[k] = v
+        self.write_config()
+        self.proc.send_signal(signal.SIGHUP)
 
     def stop(self, timeout=10.0):
         """SIGTERM; returns the exit status (SIGKILL after timeout)."""
