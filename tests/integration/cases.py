@@ -37,6 +37,7 @@ PROSODY_VARIANTS = {
     "untrusted": dict(users=USERS, cert="untrusted"),
     "cyrus": dict(users=CYRUS_USERS, cyrus=True),
     "tls12": dict(users=USERS, tls12=True),
+    "cyrus_unpatched": dict(users=CYRUS_USERS, cyrus=True, cyrus_patch=False),
 }
 
 CASES = []
@@ -940,3 +941,19 @@ def cram_md5(ctx):
     px = ctx.proxy()
     r = ctx.client(px.port, jid=f"carol@{DOMAIN}", mech="CRAM-MD5")
     check_full_login(ctx, px, r, "CRAM-MD5", user="carol")
+
+
+@case("upstream_garbage_success", prosody="cyrus_unpatched")
+def upstream_garbage_success(ctx):
+    """Debian's unpatched mod_auth_cyrus answers DIGEST-MD5 with a <success>
+    carrying kilobytes of uninitialised memory as base64: the proxy relays or
+    refuses it without harm (the client chokes on it, as it does without the
+    proxy), logs the session and keeps serving."""
+    px = ctx.proxy()
+    ctx.client(px.port, jid=f"carol@{DOMAIN}", mech="DIGEST-MD5")
+    s = ctx.session(px)
+    s.expect(ctx, "auth", mechanism="DIGEST-MD5")
+    ctx.check(s.all("auth_result"), f"no auth_result event: {s.names()}")
+    ctx.check(px.alive(), "proxy died")
+    r = ctx.client(px.port, jid=f"carol@{DOMAIN}", mech="PLAIN")
+    ctx.check(r.get("ok"), f"PLAIN after the garbage: {r.get('error')}")

@@ -166,18 +166,22 @@ class Prosody:
       allow_plain         allow_unencrypted_plain_auth (default False)
       cert                "server" (trusted lab cert) or "untrusted"
       cyrus               Cyrus SASL backend on lab.test (DIGEST-MD5, CRAM-MD5)
+      cyrus_patch         fix Debian's mod_auth_cyrus (default); False keeps
+                          its garbage <success> payloads, as malformed input
       tls12               TLS 1.2 only: then Prosody offers SCRAM-SHA-1-PLUS
                           (tls-unique does not exist in TLS 1.3)
     users: {localpart: password} registered on lab.test before start.
     """
 
     def __init__(self, users, require_encryption=True, allow_plain=False,
-                 cert="server", cyrus=False, tls12=False, name="prosody", keep=False):
+                 cert="server", cyrus=False, cyrus_patch=True, tls12=False,
+                 name="prosody", keep=False):
         self.users = dict(users)
         self.require_encryption = require_encryption
         self.allow_plain = allow_plain
         self.cert = cert
         self.cyrus = cyrus
+        self.cyrus_patch = cyrus_patch
         self.tls12 = tls12
         self.name = name
         self.keep = keep
@@ -200,7 +204,8 @@ class Prosody:
             raise HarnessError("saslpasswd2 not installed (sasl2-bin)")
         plugins = self.dir / "plugins"
         shutil.copytree(CYRUS_MODULE, plugins / "mod_auth_cyrus")
-        _patch_cyrus(plugins / "mod_auth_cyrus" / "sasl_cyrus.lua")
+        if self.cyrus_patch:
+            _patch_cyrus(plugins / "mod_auth_cyrus" / "sasl_cyrus.lua")
         sasl = self.dir / "sasl"
         sasl.mkdir()
         (sasl / "prosody.conf").write_text(
