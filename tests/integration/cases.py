@@ -150,15 +150,13 @@ class Ctx:
     def session(self, px, index=0, timeout=5.0, closed=True):
         """The events of the index-th session (in connect order), waiting for
         its close event when closed is true. Returns a Session (may be empty)."""
-        ev = px.events.wait_for(lambda e: e.get("event") == "connect"
-                                and len(sids(px.events.read())) > index, timeout)
-        all_sids = sids(px.events.read())
-        if ev is None or len(all_sids) <= index:
+        all_sids = harness.wait_until(lambda: (lambda s: s if len(s) > index else None)(
+            sids(px.events.read())), timeout)
+        if not all_sids:
             self.check(False, f"no session #{index} in the event log")
             return Session([], None)
         sid = all_sids[index]
-        if closed and not px.events.wait(
-                "close", timeout, sid=sid):
+        if closed and not px.events.wait("close", timeout, sid=sid):
             self.check(False, f"session {sid}: no close event")
         return Session([e for e in px.events.read() if e.get("sid") == sid], sid)
 
