@@ -2,6 +2,19 @@
  * Configuration: KEY = VALUE lines, # comments, -o KEY=VALUE overrides.
  * Parsing is table-driven; every error names its origin ("file:line" or
  * "-o") and is returned as text, never printed here.
+ *
+ * File syntax: one "KEY = VALUE" per line (spaces around '=' optional);
+ * '#' starts a comment at the start of a line or after whitespace; values
+ * may be double-quoted (inside quotes '\' escapes the next character and
+ * '#' is literal). A non-repeatable key given twice in one file is an
+ * error; conf_set (and so -o) replaces. Booleans are yes/no or true/false.
+ * An empty value means "none" for the keys that may be unset: paths
+ * (cert, key, upstream_ca, event_log, keylog), mechanism lists, and
+ * listen/listen_tls, where it removes every address given before (so
+ * "-o listen= -o listen=ADDR:PORT" replaces the file's listeners, which a
+ * lone "-o listen=ADDR:PORT" would extend). Relative paths are relative to
+ * the working directory. Callers load into a fresh conf and discard it on
+ * error: a failed key leaves its field unchanged, the others are applied.
  */
 #ifndef XI_CONF_H
 #define XI_CONF_H
@@ -9,7 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "limits.h"
+#include "bounds.h"
 
 enum conf_upstream_tls {
 	CONF_UPSTREAM_STARTTLS = 0,
@@ -29,7 +42,11 @@ enum conf_plain {
 	CONF_PLAIN_REJECT,
 };
 
-/* host is a name or a literal address (IPv6 without brackets). */
+/*
+ * host is a name or a literal address (IPv6 without brackets); "" means
+ * any address (written "*:PORT" or ":PORT", listeners only). port is the
+ * number in canonical decimal, 1..65535.
+ */
 struct conf_addr {
 	char host[256];
 	char port[8];
@@ -50,7 +67,7 @@ struct conf {
 
 	char *cert, *key;
 	char *event_log; /* "-" is stdout; NULL: no event log */
-	char *keylog;	 /* NULL: none */
+	char *keylog;    /* NULL: none */
 
 	enum conf_require_tls require_tls;
 	enum conf_plain plain_without_tls;
@@ -60,7 +77,7 @@ struct conf {
 	size_t nmechanisms_allow;
 
 	unsigned connect_timeout; /* seconds */
-	unsigned login_timeout;	  /* seconds */
+	unsigned login_timeout;   /* seconds */
 	size_t max_stanza_prelogin;
 	size_t max_stanza;
 	unsigned max_sessions;
@@ -72,22 +89,31 @@ struct conf *conf_new(void);
 void conf_free(struct conf *c);
 
 /*
- * Reads FILE into c. Every problem is appended to err as one line
- * "FILE:LINE: message\n" (err is always NUL-terminated, truncated to
- * errlen). Returns the number of problems (0 = ok, -1 = cannot open, with
- * the reason in err).
+ * Reads FILE into c. Every problem is appended to err (emptied first) as
+ * one line "FILE:LINE: message\n" (err is always NUL-terminated; when
+ * truncated to errlen it ends with "...\n"). Returns the number of
+ * problems (0 = ok, -1 = cannot open or read, with the reason in err).
  */
 int conf_load_file(struct conf *c, const char *path, char *err, size_t errlen);
 
 /*
+ * As conf_load_file, from len bytes of data (no NUL needed) named name in
+ * messages. Returns the number of problems, never -1.
+ */
+int conf_load_buffer(struct conf *c, const char *name, const char *data, size_t len, char *err,
+                     size_t errlen);
+
+/*
  * Sets one key. where names the origin for messages ("file:12", "-o").
- * Repeatable keys (listen, listen_tls) append. Returns 0, or -1 with
- * "WHERE: message" in err.
+ * Repeatable keys (listen, listen_tls) append; others replace. Returns 0,
+ * or -1 with the one line "WHERE: message" (no newline) in err.
  */
 int conf_set(struct conf *c, const char *key, const char *value, const char *where, char *err,
-	     size_t errlen);
+             size_t errlen);
 
-/* Parses "KEY=VALUE" as given to -o and applies it with where "-o". */
+/* Parses "KEY=VALUE" as given to -o and applies it with where "-o". The
+ * shell has done the quoting: the value is used as given, less the
+ * whitespace around key and value. */
 int conf_set_option(struct conf *c, const char *kv, char *err, size_t errlen);
 
 /*

@@ -1,0 +1,1201 @@
+/*
+ * Configuration parsing, HAProxy style: one table of keys, each with its
+ * parser, so that adding a key is one line and every key is parsed, reset
+ * and reported the same way. Nothing here prints or exits: problems are
+ * returned as text for main.c to show (on -t, at start and on SIGHUP).
+ */
+#include "conf.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* One line holds one key and one value; a path may be PATH_MAX (4096)
+ * long, so twice that leaves room for the key, quotes and a comment. */
+#define CONF_LINE_MAX 8192
+/* A real configuration is a few KiB; a megabyte means -c was given the
+ * wrong file (a log, a binary), which we say at once instead of listing a
+ * thousand bad lines. */
+#define CONF_FILE_MAX (1024 * 1024)
+/* A value quoted back in a message is cut here so that one bad line
+ * stays one readable message line. */
+#define CONF_QUOTE_MAX 64
+/* Room for one message, the longest being "expected ..." with a quoted
+ * value (at most 4 * CONF_QUOTE_MAX after escaping) and a help text. */
+#define CONF_MSG_MAX 1024
+/* DNS names are at most 253 characters (RFC 1035, without the root dot). */
+#define CONF_HOST_MAX 253
+
+struct conf_key;
+
+/*
+ * A key's parser: applies value (never NULL, no control characters but
+ * tab) to c. Returns 0, or -1 with a message in msg that does not repeat
+ * the key (the caller prefixes "WHERE: KEY: ") and leaves c unchanged.
+ */
+typedef int conf_parse_fn(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                          size_t msglen);
+
+struct conf_key {
+	const char *name;
+	bool repeatable;
+	conf_parse_fn *parse;
+	/* What a value must be, as shown after "expected". */
+	const char *help;
+	/* For the shared parsers: the field, its counter (lists), its range. */
+	size_t off;
+	size_t count_off;
+	unsigned long long min, max;
+};
+
+static conf_parse_fn conf_parse_listen, conf_parse_upstream, conf_parse_upstream_tls,
+    conf_parse_bool, conf_parse_path, conf_parse_require_tls, conf_parse_plain,
+    conf_parse_mechanisms, conf_parse_number, conf_parse_bytes;
+
+#define F(f) offsetof(struct conf, f)
+#define MIB (1024 * 1024)
+#define BYTES_HELP "bytes, 1024 to 16M (suffix k or M)"
+#define MECH_HELP "SASL mechanism names separated by commas or spaces"
+
+/* One entry per key, as HAProxy's keyword tables: name, repeatable,
+ * parser, help ("expected ..."), then field, counter field and range for
+ * the shared parsers. The layout is a table, so clang-format keeps off. */
+/* clang-format off */
+static const struct conf_key conf_keys[] = {
+	{"listen",		true,	conf_parse_listen,	"ADDR:PORT",
+		F(listen), F(nlisten), 0, 0},
+	{"listen_tls",		true,	conf_parse_listen,	"ADDR:PORT",
+		F(listen_tls), F(nlisten_tls), 0, 0},
+	{"upstream",		false,	conf_parse_upstream,	"HOST:PORT or original-dst",
+		0, 0, 0, 0},
+	{"upstream_tls",	false,	conf_parse_upstream_tls, "starttls, direct or none",
+		0, 0, 0, 0},
+	{"upstream_verify",	false,	conf_parse_bool,	"yes or no (or true or false)",
+		F(upstream_verify), 0, 0, 0},
+	{"upstream_ca",		false,	conf_parse_path,	"a file name",
+		F(upstream_ca), 0, 0, 0},
+	{"cert",		false,	conf_parse_path,	"a file name",
+		F(cert), 0, 0, 0},
+	{"key",			false,	conf_parse_path,	"a file name",
+		F(key), 0, 0, 0},
+	{"event_log",		false,	conf_parse_path,	"a file name or -",
+		F(event_log), 0, 0, 0},
+	{"keylog",		false,	conf_parse_path,	"a file name",
+		F(keylog), 0, 0, 0},
+	{"require_tls",		false,	conf_parse_require_tls,	"auto, yes or no",
+		0, 0, 0, 0},
+	{"plain_without_tls",	false,	conf_parse_plain,	"allow, log or reject",
+		0, 0, 0, 0},
+	{"mechanisms_deny",	false,	conf_parse_mechanisms,	MECH_HELP,
+		F(mechanisms_deny), F(nmechanisms_deny), 0, 0},
+	{"mechanisms_allow",	false,	conf_parse_mechanisms,	MECH_HELP,
+		F(mechanisms_allow), F(nmechanisms_allow), 0, 0},
+	{"connect_timeout",	false,	conf_parse_number,	"seconds, 1 to 3600",
+		F(connect_timeout), 0, 1, 3600},
+	{"login_timeout",	false,	conf_parse_number,	"seconds, 1 to 86400",
+		F(login_timeout), 0, 1, 86400},
+	{"max_stanza_prelogin",	false,	conf_parse_bytes,	BYTES_HELP,
+		F(max_stanza_prelogin), 0, 1024, 16 * MIB},
+	{"max_stanza",		false,	conf_parse_bytes,	BYTES_HELP,
+		F(max_stanza), 0, 1024, 16 * MIB},
+	{"max_sessions",	false,	conf_parse_number,	"a number, 1 to 1000000",
+		F(max_sessions), 0, 1, 1000000},
+	{"max_per_addr",	false,	conf_parse_number,	"a number, 1 to 1000000",
+		F(max_per_addr), 0, 1, 1000000},
+};
+/* clang-format on */
+
+#undef F
+#undef MECH_HELP
+#undef BYTES_HELP
+
+#define CONF_NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
+
+/* The field of c at off (from the table), typed by the caller's pointer:
+ * the offsets come from offsetof on fields of exactly that type. */
+static void *conf_field(struct conf *c, size_t off)
+{
+	return (char *)c + off;
+}
+
+/* Formats into msg (msglen may be 0); always NUL-terminated when msglen > 0. */
+static void conf_msg(char *msg, size_t msglen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void conf_msg(char *msg, size_t msglen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (msg == NULL || msglen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, msglen, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Appends one formatted line to err. When it does not fit, the line is cut
+ * and err ends with "...\n" so a reader sees that problems are missing;
+ * later lines are dropped. err stays NUL-terminated.
+ */
+static void conf_append(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void conf_append(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	size_t used;
+	int n;
+
+	if (err == NULL || errlen == 0)
+		return;
+	used = strnlen(err, errlen);
+	if (used >= errlen - 1) {
+		err[errlen - 1] = '\0';
+		return;
+	}
+	va_start(ap, fmt);
+	n = vsnprintf(err + used, errlen - used, fmt, ap);
+	va_end(ap);
+	if (n >= 0 && (size_t)n < errlen - used)
+		return;
+	if (errlen >= 5)
+		memcpy(err + errlen - 5, "...\n", 5);
+	else
+		err[errlen - 1] = '\0';
+}
+
+/*
+ * Writes v as a double-quoted string a terminal shows safely: quotes,
+ * backslashes and non-printable bytes escaped, cut after CONF_QUOTE_MAX
+ * bytes with "...". out must hold 4 * CONF_QUOTE_MAX + 8 bytes.
+ */
+static const char *conf_quote(char *out, size_t outlen, const char *v)
+{
+	size_t o = 0, i;
+
+	out[o++] = '"';
+	for (i = 0; v[i] != '\0' && i < CONF_QUOTE_MAX && o + 6 < outlen; i++) {
+		unsigned char ch = (unsigned char)v[i];
+
+		if (ch == '"' || ch == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)ch;
+		} else if (ch < 0x20 || ch >= 0x7f) {
+			o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", ch);
+		} else {
+			out[o++] = (char)ch;
+		}
+	}
+	out[o++] = '"';
+	if (v[i] != '\0' && o + 4 <= outlen) {
+		memcpy(out + o, "...", 3);
+		o += 3;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+#define CONF_QUOTED (4 * CONF_QUOTE_MAX + 8)
+
+/* The usual message for a value a key cannot take. Returns -1. */
+static int conf_expected(const struct conf_key *k, const char *value, char *msg, size_t msglen)
+{
+	char q[CONF_QUOTED];
+
+	conf_msg(msg, msglen, "expected %s, got %s", k->help, conf_quote(q, sizeof(q), value));
+	return -1;
+}
+
+static bool conf_is_space(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\v' || ch == '\f';
+}
+
+static bool conf_is_alnum(char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+}
+
+static const struct conf_key *conf_find_key(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < CONF_NKEYS; i++)
+		if (strcmp(conf_keys[i].name, name) == 0)
+			return &conf_keys[i];
+	return NULL;
+}
+
+/*
+ * Edit distance between a and b, for "did you mean": only short words are
+ * compared (keys are under 20 characters), longer input gives a large
+ * distance.
+ */
+static size_t conf_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), i, j;
+	size_t row[32];
+
+	if (la >= 32 || lb >= 32)
+		return (size_t)-1;
+	for (j = 0; j <= lb; j++)
+		row[j] = j;
+	for (i = 1; i <= la; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t best = diag + (a[i - 1] != b[j - 1]);
+
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+/* The known key closest to name if it is a likely typo, else NULL. */
+static const char *conf_suggest(const char *name)
+{
+	const char *best = NULL;
+	size_t bestd = 3, i;
+
+	for (i = 0; i < CONF_NKEYS; i++) {
+		size_t d = conf_distance(name, conf_keys[i].name);
+
+		if (d < bestd) {
+			bestd = d;
+			best = conf_keys[i].name;
+		}
+	}
+	return best;
+}
+
+/* "*:5222", "[::1]:5222" or "host:5222", for messages. */
+static const char *conf_addr_format(char *out, size_t outlen, const struct conf_addr *a)
+{
+	if (a->host[0] == '\0')
+		snprintf(out, outlen, "*:%s", a->port);
+	else if (strchr(a->host, ':') != NULL)
+		snprintf(out, outlen, "[%s]:%s", a->host, a->port);
+	else
+		snprintf(out, outlen, "%s:%s", a->host, a->port);
+	return out;
+}
+
+/* True if s is an IPv6 literal, with an optional "%zone" (link-local). */
+static bool conf_is_ipv6(const char *s)
+{
+	char buf[INET6_ADDRSTRLEN + 1];
+	unsigned char bin[16];
+	const char *pct = strchr(s, '%');
+	size_t n = pct != NULL ? (size_t)(pct - s) : strlen(s);
+
+	if (n == 0 || n >= sizeof(buf))
+		return false;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	if (inet_pton(AF_INET6, buf, bin) != 1)
+		return false;
+	if (pct != NULL) {
+		const char *z = pct + 1;
+
+		if (*z == '\0')
+			return false;
+		for (; *z != '\0'; z++)
+			if (!conf_is_alnum(*z) && *z != '_' && *z != '-' && *z != '.')
+				return false;
+	}
+	return true;
+}
+
+/*
+ * Checks a host that is not bracketed: a DNS name, or an IPv4 literal
+ * when it is all digits and dots (so "999.1.1.1" is refused here rather
+ * than sent to DNS). Returns 0 or -1 with a message.
+ */
+static int conf_check_host(const char *h, char *msg, size_t msglen)
+{
+	char q[CONF_QUOTED];
+	bool numeric = true;
+	size_t i;
+
+	if (strlen(h) > CONF_HOST_MAX) {
+		conf_msg(msg, msglen, "host name longer than %d characters", CONF_HOST_MAX);
+		return -1;
+	}
+	for (i = 0; h[i] != '\0'; i++) {
+		if (!conf_is_alnum(h[i]) && h[i] != '-' && h[i] != '.' && h[i] != '_') {
+			conf_msg(msg, msglen, "%s is not a host name or address",
+			         conf_quote(q, sizeof(q), h));
+			return -1;
+		}
+		if (!(h[i] >= '0' && h[i] <= '9') && h[i] != '.')
+			numeric = false;
+	}
+	if (numeric) {
+		struct in_addr in;
+
+		if (inet_pton(AF_INET, h, &in) != 1) {
+			conf_msg(msg, msglen, "%s is not an IPv4 address",
+			         conf_quote(q, sizeof(q), h));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Parses ADDR:PORT into a: "host:port", "1.2.3.4:port", "[v6]:port", and
+ * with any_ok also "*:port" and ":port" (host ""). Returns 0, or -1 with a
+ * message and a unchanged.
+ */
+static int conf_addr_parse(const char *v, bool any_ok, struct conf_addr *a, char *msg,
+                           size_t msglen)
+{
+	char q[CONF_QUOTED];
+	char host[sizeof(a->host)];
+	const char *colon, *p;
+	unsigned long port = 0;
+	size_t hl;
+
+	if (v[0] == '[') {
+		const char *close = strchr(v, ']');
+
+		if (close == NULL) {
+			conf_msg(msg, msglen, "expected ']' after the IPv6 address in %s",
+			         conf_quote(q, sizeof(q), v));
+			return -1;
+		}
+		if (close[1] != ':') {
+			conf_msg(msg, msglen, "expected ADDR:PORT, as [::1]:5222, got %s",
+			         conf_quote(q, sizeof(q), v));
+			return -1;
+		}
+		hl = (size_t)(close - (v + 1));
+		if (hl >= sizeof(host)) {
+			conf_msg(msg, msglen, "%s is not an IPv6 address",
+			         conf_quote(q, sizeof(q), v));
+			return -1;
+		}
+		memcpy(host, v + 1, hl);
+		host[hl] = '\0';
+		if (!conf_is_ipv6(host)) {
+			conf_msg(msg, msglen, "%s is not an IPv6 address",
+			         conf_quote(q, sizeof(q), host));
+			return -1;
+		}
+		colon = close + 1;
+	} else {
+		colon = strrchr(v, ':');
+		if (colon == NULL) {
+			conf_msg(msg, msglen, "expected ADDR:PORT, as 127.0.0.1:5222, got %s",
+			         conf_quote(q, sizeof(q), v));
+			return -1;
+		}
+		if (memchr(v, ':', (size_t)(colon - v)) != NULL) {
+			conf_msg(msg, msglen,
+			         "an IPv6 address needs brackets, as [::1]:5222, got %s",
+			         conf_quote(q, sizeof(q), v));
+			return -1;
+		}
+		hl = (size_t)(colon - v);
+		if (hl >= sizeof(host)) {
+			conf_msg(msg, msglen, "host name longer than %d characters", CONF_HOST_MAX);
+			return -1;
+		}
+		memcpy(host, v, hl);
+		host[hl] = '\0';
+		if (strcmp(host, "*") == 0)
+			host[0] = '\0';
+		if (host[0] == '\0') {
+			if (!any_ok) {
+				conf_msg(msg, msglen, "a host is needed, got %s",
+				         conf_quote(q, sizeof(q), v));
+				return -1;
+			}
+		} else if (conf_check_host(host, msg, msglen) < 0) {
+			return -1;
+		}
+	}
+
+	/* Digits only: strtoul would take signs, spaces and "0x". */
+	p = colon + 1;
+	if (*p == '\0')
+		goto bad_port;
+	for (; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9')
+			goto bad_port;
+		port = port * 10 + (unsigned long)(*p - '0');
+		if (port > 65535)
+			goto bad_port;
+	}
+	if (port == 0)
+		goto bad_port;
+	snprintf(a->host, sizeof(a->host), "%s", host);
+	snprintf(a->port, sizeof(a->port), "%lu", port);
+	return 0;
+bad_port:
+	conf_msg(msg, msglen, "port must be a number from 1 to 65535, got %s",
+	         conf_quote(q, sizeof(q), colon + 1));
+	return -1;
+}
+
+/* Parses listen and listen_tls: appends, or with "" removes them all. */
+static int conf_parse_listen(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                             size_t msglen)
+{
+	struct conf_addr *list = conf_field(c, k->off);
+	size_t *n = conf_field(c, k->count_off);
+	struct conf_addr a;
+	char f[sizeof(a.host) + sizeof(a.port) + 4];
+	size_t i;
+
+	if (value[0] == '\0') {
+		*n = 0;
+		return 0;
+	}
+	if (conf_addr_parse(value, true, &a, msg, msglen) < 0)
+		return -1;
+	if (*n >= MAX_LISTENERS) {
+		conf_msg(msg, msglen, "too many addresses, at most %d", MAX_LISTENERS);
+		return -1;
+	}
+	/* The same address twice can never bind; say so here, with the line. */
+	for (i = 0; i < c->nlisten + c->nlisten_tls; i++) {
+		const struct conf_addr *o =
+		    i < c->nlisten ? &c->listen[i] : &c->listen_tls[i - c->nlisten];
+
+		if (strcmp(o->host, a.host) == 0 && strcmp(o->port, a.port) == 0) {
+			conf_msg(msg, msglen, "%s is already given for %s",
+			         conf_addr_format(f, sizeof(f), &a),
+			         i < c->nlisten ? "listen" : "listen_tls");
+			return -1;
+		}
+	}
+	list[(*n)++] = a;
+	return 0;
+}
+
+static int conf_parse_upstream(struct conf *c, const struct conf_key *k, const char *value,
+                               char *msg, size_t msglen)
+{
+	struct conf_addr a;
+
+	if (strcmp(value, "original-dst") == 0) {
+		memset(&c->upstream, 0, sizeof(c->upstream));
+		c->upstream_original_dst = true;
+		c->upstream_set = true;
+		return 0;
+	}
+	if (value[0] == '\0')
+		return conf_expected(k, value, msg, msglen);
+	if (conf_addr_parse(value, false, &a, msg, msglen) < 0)
+		return -1;
+	c->upstream = a;
+	c->upstream_original_dst = false;
+	c->upstream_set = true;
+	return 0;
+}
+
+struct conf_word {
+	const char *word;
+	int value;
+};
+
+/* Finds value among n words. Returns the word's value or -1 with msg. */
+static int conf_word(const struct conf_key *k, const struct conf_word *w, size_t n,
+                     const char *value, char *msg, size_t msglen)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(w[i].word, value) == 0)
+			return w[i].value;
+	return conf_expected(k, value, msg, msglen);
+}
+
+static int conf_parse_upstream_tls(struct conf *c, const struct conf_key *k, const char *value,
+                                   char *msg, size_t msglen)
+{
+	static const struct conf_word w[] = {
+	    {"starttls", CONF_UPSTREAM_STARTTLS},
+	    {"direct", CONF_UPSTREAM_DIRECT},
+	    {"none", CONF_UPSTREAM_NONE},
+	};
+	int v = conf_word(k, w, sizeof(w) / sizeof(w[0]), value, msg, msglen);
+
+	if (v < 0)
+		return -1;
+	c->upstream_tls = (enum conf_upstream_tls)v;
+	return 0;
+}
+
+static int conf_parse_require_tls(struct conf *c, const struct conf_key *k, const char *value,
+                                  char *msg, size_t msglen)
+{
+	static const struct conf_word w[] = {
+	    {"auto", CONF_REQUIRE_AUTO},
+	    {"yes", CONF_REQUIRE_YES},
+	    {"no", CONF_REQUIRE_NO},
+	};
+	int v = conf_word(k, w, sizeof(w) / sizeof(w[0]), value, msg, msglen);
+
+	if (v < 0)
+		return -1;
+	c->require_tls = (enum conf_require_tls)v;
+	return 0;
+}
+
+static int conf_parse_plain(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                            size_t msglen)
+{
+	static const struct conf_word w[] = {
+	    {"allow", CONF_PLAIN_ALLOW},
+	    {"log", CONF_PLAIN_LOG},
+	    {"reject", CONF_PLAIN_REJECT},
+	};
+	int v = conf_word(k, w, sizeof(w) / sizeof(w[0]), value, msg, msglen);
+
+	if (v < 0)
+		return -1;
+	c->plain_without_tls = (enum conf_plain)v;
+	return 0;
+}
+
+/* yes/no and true/false only: "on", "1" and the like are refused so that
+ * a file reads one way. */
+static int conf_parse_bool(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                           size_t msglen)
+{
+	static const struct conf_word w[] = {
+	    {"yes", 1},
+	    {"no", 0},
+	    {"true", 1},
+	    {"false", 0},
+	};
+	int v = conf_word(k, w, sizeof(w) / sizeof(w[0]), value, msg, msglen);
+
+	if (v < 0)
+		return -1;
+	*(bool *)conf_field(c, k->off) = v != 0;
+	return 0;
+}
+
+/* A file name as given ("" = none); opened and checked later, by
+ * conf_check and by the module that uses it. */
+static int conf_parse_path(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                           size_t msglen)
+{
+	char **field = conf_field(c, k->off);
+	char *copy = NULL;
+
+	if (value[0] != '\0') {
+		copy = strdup(value);
+		if (copy == NULL) {
+			conf_msg(msg, msglen, "out of memory");
+			return -1;
+		}
+	}
+	free(*field);
+	*field = copy;
+	return 0;
+}
+
+static bool conf_is_sep(char ch)
+{
+	return ch == ',' || ch == ' ' || ch == '\t';
+}
+
+static void conf_free_list(char **list, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		free(list[i]);
+		list[i] = NULL;
+	}
+}
+
+/*
+ * Copies the len bytes at s upper-cased into name (MAX_MECH_NAME + 1
+ * bytes) if they form a SASL mechanism name (RFC 4422 3.1: 1 to 20 of
+ * A-Z, 0-9, '-' and '_'). Returns 0, or -1 with a message.
+ */
+static int conf_mech_name(const char *s, size_t len, char *name, char *msg, size_t msglen)
+{
+	char tok[CONF_QUOTE_MAX + 1], q[CONF_QUOTED];
+	size_t i, tl;
+
+	if (len <= MAX_MECH_NAME) {
+		for (i = 0; i < len; i++) {
+			char ch = s[i];
+
+			if (ch >= 'a' && ch <= 'z')
+				ch = (char)(ch - 'a' + 'A');
+			if (!conf_is_alnum(ch) && ch != '-' && ch != '_')
+				break;
+			name[i] = ch;
+		}
+		if (i == len) {
+			name[len] = '\0';
+			return 0;
+		}
+	}
+	tl = len < CONF_QUOTE_MAX ? len : CONF_QUOTE_MAX;
+	memcpy(tok, s, tl);
+	tok[tl] = '\0';
+	conf_msg(msg, msglen, "%s%s is not a SASL mechanism name (1 to %d of A-Z, 0-9, - and _)",
+	         conf_quote(q, sizeof(q), tok), len > tl ? "..." : "", MAX_MECH_NAME);
+	return -1;
+}
+
+/*
+ * Parses a mechanism list: names separated by runs of commas and spaces,
+ * upper-cased, duplicates dropped. The list replaces the old one only when
+ * every name is good, so a bad -o leaves the file's list in force.
+ */
+static int conf_parse_mechanisms(struct conf *c, const struct conf_key *k, const char *value,
+                                 char *msg, size_t msglen)
+{
+	char **field = conf_field(c, k->off);
+	size_t *count = conf_field(c, k->count_off);
+	char *list[MAX_MECHANISMS];
+	size_t n = 0, i;
+	const char *p = value;
+
+	for (;;) {
+		char name[MAX_MECH_NAME + 1];
+		const char *start;
+		bool dup = false;
+
+		while (conf_is_sep(*p))
+			p++;
+		if (*p == '\0')
+			break;
+		start = p;
+		while (*p != '\0' && !conf_is_sep(*p))
+			p++;
+		if (conf_mech_name(start, (size_t)(p - start), name, msg, msglen) < 0)
+			goto fail;
+		for (i = 0; i < n; i++)
+			if (strcmp(list[i], name) == 0)
+				dup = true;
+		if (dup)
+			continue;
+		if (n >= MAX_MECHANISMS) {
+			conf_msg(msg, msglen, "too many mechanisms, at most %d", MAX_MECHANISMS);
+			goto fail;
+		}
+		list[n] = strdup(name);
+		if (list[n] == NULL) {
+			conf_msg(msg, msglen, "out of memory");
+			goto fail;
+		}
+		n++;
+	}
+	conf_free_list(field, *count);
+	for (i = 0; i < n; i++)
+		field[i] = list[i];
+	*count = n;
+	return 0;
+fail:
+	conf_free_list(list, n);
+	return -1;
+}
+
+/*
+ * Reads decimal digits from *p into *v, stopping at the first non-digit.
+ * Returns false when there is no digit or the number exceeds max, which
+ * also keeps the arithmetic far from overflow.
+ */
+static bool conf_digits(const char **p, unsigned long long max, unsigned long long *v)
+{
+	const char *s = *p;
+
+	*v = 0;
+	if (*s < '0' || *s > '9')
+		return false;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		*v = *v * 10 + (unsigned long long)(*s - '0');
+		if (*v > max)
+			return false;
+	}
+	*p = s;
+	return true;
+}
+
+static int conf_parse_number(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                             size_t msglen)
+{
+	const char *p = value;
+	unsigned long long v;
+
+	if (!conf_digits(&p, k->max, &v) || *p != '\0' || v < k->min)
+		return conf_expected(k, value, msg, msglen);
+	*(unsigned *)conf_field(c, k->off) = (unsigned)v;
+	return 0;
+}
+
+/* Bytes with an optional k/K (KiB) or M (MiB) suffix, as in "64k". */
+static int conf_parse_bytes(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                            size_t msglen)
+{
+	const char *p = value;
+	unsigned long long v;
+
+	if (!conf_digits(&p, k->max, &v))
+		return conf_expected(k, value, msg, msglen);
+	if (*p == 'k' || *p == 'K') {
+		v *= 1024;
+		p++;
+	} else if (*p == 'M') {
+		v *= MIB;
+		p++;
+	}
+	if (*p != '\0' || v < k->min || v > k->max)
+		return conf_expected(k, value, msg, msglen);
+	*(size_t *)conf_field(c, k->off) = (size_t)v;
+	return 0;
+}
+
+struct conf *conf_new(void)
+{
+	struct conf *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->upstream_tls = CONF_UPSTREAM_STARTTLS;
+	c->upstream_verify = true;
+	c->require_tls = CONF_REQUIRE_AUTO;
+	c->plain_without_tls = CONF_PLAIN_LOG;
+	c->connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+	c->login_timeout = DEFAULT_LOGIN_TIMEOUT;
+	c->max_stanza_prelogin = DEFAULT_MAX_STANZA_PRELOGIN;
+	c->max_stanza = DEFAULT_MAX_STANZA;
+	c->max_sessions = DEFAULT_MAX_SESSIONS;
+	c->max_per_addr = DEFAULT_MAX_PER_ADDR;
+	return c;
+}
+
+void conf_free(struct conf *c)
+{
+	if (c == NULL)
+		return;
+	free(c->upstream_ca);
+	free(c->cert);
+	free(c->key);
+	free(c->event_log);
+	free(c->keylog);
+	conf_free_list(c->mechanisms_deny, c->nmechanisms_deny);
+	conf_free_list(c->mechanisms_allow, c->nmechanisms_allow);
+	free(c);
+}
+
+int conf_set(struct conf *c, const char *key, const char *value, const char *where, char *err,
+             size_t errlen)
+{
+	const struct conf_key *k;
+	char q[CONF_QUOTED];
+	char msg[CONF_MSG_MAX];
+	const char *p;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (where == NULL)
+		where = "-o";
+	if (c == NULL || key == NULL || value == NULL) {
+		conf_msg(err, errlen, "%s: no key or value", where);
+		return -1;
+	}
+	k = conf_find_key(key);
+	if (k == NULL) {
+		const char *hint = conf_suggest(key);
+
+		conf_msg(err, errlen, "%s: unknown key %s%s%s%s", where,
+		         conf_quote(q, sizeof(q), key), hint != NULL ? " (did you mean " : "",
+		         hint != NULL ? hint : "", hint != NULL ? "?)" : "");
+		return -1;
+	}
+	/* Values end up in file names and log lines: no terminal controls. */
+	for (p = value; *p != '\0'; p++) {
+		if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f) {
+			conf_msg(err, errlen, "%s: %s: control character in the value", where,
+			         k->name);
+			return -1;
+		}
+	}
+	msg[0] = '\0';
+	if (k->parse(c, k, value, msg, sizeof(msg)) < 0) {
+		conf_msg(err, errlen, "%s: %s: %s", where, k->name, msg);
+		return -1;
+	}
+	return 0;
+}
+
+/* Cuts the whitespace around s, in place; returns the new start. */
+static char *conf_trim(char *s)
+{
+	size_t n;
+
+	while (conf_is_space(*s))
+		s++;
+	n = strlen(s);
+	while (n > 0 && conf_is_space(s[n - 1]))
+		s[--n] = '\0';
+	return s;
+}
+
+int conf_set_option(struct conf *c, const char *kv, char *err, size_t errlen)
+{
+	char q[CONF_QUOTED];
+	char *copy, *key, *eq;
+	int rc;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	copy = strdup(kv != NULL ? kv : "");
+	if (copy == NULL) {
+		conf_msg(err, errlen, "-o: out of memory");
+		return -1;
+	}
+	eq = strchr(copy, '=');
+	if (eq != NULL)
+		*eq = '\0';
+	key = conf_trim(copy);
+	if (eq == NULL || *key == '\0') {
+		conf_msg(err, errlen, "-o: expected KEY=VALUE, got %s",
+		         conf_quote(q, sizeof(q), kv != NULL ? kv : ""));
+		free(copy);
+		return -1;
+	}
+	/* The shell has done the quoting: the value is used as given, only
+	 * the whitespace around it goes. */
+	rc = conf_set(c, key, conf_trim(eq + 1), "-o", err, errlen);
+	free(copy);
+	return rc;
+}
+
+/* True if s may be a key: letters, digits, '_', '-' and '.'. */
+static bool conf_is_key(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if (!conf_is_alnum(*s) && *s != '_' && *s != '-' && *s != '.')
+			return false;
+	return true;
+}
+
+/*
+ * Splits one line (NUL-terminated, writable) into key and value, in
+ * place. Returns 0 for a blank or comment line, 1 with *key and *value
+ * set, or -1 with a message.
+ */
+static int conf_split_line(char *line, char **key, char **value, char *msg, size_t msglen)
+{
+	char q[CONF_QUOTED];
+	char *p = line, *k, *v;
+	size_t klen;
+
+	while (conf_is_space(*p))
+		p++;
+	if (*p == '\0' || *p == '#')
+		return 0;
+	if (*p == '=') {
+		conf_msg(msg, msglen, "expected KEY = VALUE, found no key before '='");
+		return -1;
+	}
+	k = p;
+	while (*p != '\0' && *p != '=' && !conf_is_space(*p))
+		p++;
+	klen = (size_t)(p - k);
+	while (conf_is_space(*p))
+		p++;
+	if (*p != '=') {
+		k[klen] = '\0';
+		conf_msg(msg, msglen, "expected KEY = VALUE, found no '=' after %s",
+		         conf_quote(q, sizeof(q), k));
+		return -1;
+	}
+	k[klen] = '\0';
+	/* Keys are words; anything else cannot be one, and must not reach the
+	 * messages below unquoted. */
+	if (!conf_is_key(k)) {
+		conf_msg(msg, msglen, "unknown key %s", conf_quote(q, sizeof(q), k));
+		return -1;
+	}
+	p++;
+	while (conf_is_space(*p))
+		p++;
+
+	if (*p == '"') {
+		char *o;
+
+		v = o = ++p;
+		for (;;) {
+			if (*p == '\0') {
+				conf_msg(msg, msglen, "%s: unterminated quoted value", k);
+				return -1;
+			}
+			if (*p == '"')
+				break;
+			if (*p == '\\' && p[1] != '\0')
+				p++;
+			*o++ = *p++;
+		}
+		*o = '\0';
+		p++;
+		while (conf_is_space(*p))
+			p++;
+		if (*p != '\0' && *p != '#') {
+			conf_msg(msg, msglen, "%s: unexpected %s after the closing quote", k,
+			         conf_quote(q, sizeof(q), p));
+			return -1;
+		}
+	} else {
+		char *end;
+
+		v = p;
+		/* '#' starts a comment only after whitespace, so "a#b" stays
+		 * one value (a file name may hold a '#'). */
+		for (; *p != '\0'; p++)
+			if (*p == '#' && p > line && conf_is_space(p[-1]))
+				break;
+		end = p;
+		while (end > v && conf_is_space(end[-1]))
+			end--;
+		*end = '\0';
+	}
+	*key = k;
+	*value = v;
+	return 1;
+}
+
+int conf_load_buffer(struct conf *c, const char *name, const char *data, size_t len, char *err,
+                     size_t errlen)
+{
+	unsigned first[CONF_NKEYS] = {0};
+	char *line = NULL, *where = NULL, *msg = NULL;
+	size_t pos = 0, wlen, mlen;
+	unsigned lineno = 0;
+	int problems = 0;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (name == NULL)
+		name = "(config)";
+	if (data == NULL)
+		len = 0;
+	if (len > CONF_FILE_MAX) {
+		conf_append(err, errlen, "%s: larger than %d bytes, not a configuration file\n",
+		            name, CONF_FILE_MAX);
+		return 1;
+	}
+	wlen = strlen(name) + 16;
+	mlen = wlen + CONF_MSG_MAX + 64;
+	line = malloc(CONF_LINE_MAX);
+	where = malloc(wlen);
+	msg = malloc(mlen);
+	if (line == NULL || where == NULL || msg == NULL) {
+		conf_append(err, errlen, "%s: out of memory\n", name);
+		problems = 1;
+		goto out;
+	}
+
+	while (pos < len) {
+		const char *start = data + pos;
+		const char *nl = memchr(start, '\n', len - pos);
+		size_t n = nl != NULL ? (size_t)(nl - start) : len - pos;
+		const struct conf_key *k;
+		char *key, *value;
+		int r;
+
+		pos += n + (nl != NULL);
+		lineno++;
+		if (n >= CONF_LINE_MAX) {
+			conf_append(err, errlen, "%s:%u: line longer than %d bytes\n", name, lineno,
+			            CONF_LINE_MAX - 1);
+			problems++;
+			continue;
+		}
+		if (memchr(start, '\0', n) != NULL) {
+			conf_append(err, errlen, "%s:%u: NUL byte in the line\n", name, lineno);
+			problems++;
+			continue;
+		}
+		memcpy(line, start, n);
+		line[n] = '\0';
+		r = conf_split_line(line, &key, &value, msg, mlen);
+		if (r == 0)
+			continue;
+		if (r < 0) {
+			conf_append(err, errlen, "%s:%u: %s\n", name, lineno, msg);
+			problems++;
+			continue;
+		}
+		k = conf_find_key(key);
+		if (k != NULL && !k->repeatable) {
+			size_t i = (size_t)(k - conf_keys);
+
+			if (first[i] != 0) {
+				conf_append(err, errlen,
+				            "%s:%u: %s: given twice, first at line %u\n", name,
+				            lineno, k->name, first[i]);
+				problems++;
+				continue;
+			}
+			first[i] = lineno;
+		}
+		snprintf(where, wlen, "%s:%u", name, lineno);
+		if (conf_set(c, key, value, where, msg, mlen) < 0) {
+			conf_append(err, errlen, "%s\n", msg);
+			problems++;
+		}
+	}
+out:
+	free(line);
+	free(where);
+	free(msg);
+	return problems;
+}
+
+int conf_load_file(struct conf *c, const char *path, char *err, size_t errlen)
+{
+	char *data = NULL;
+	size_t len = 0, cap = 0;
+	FILE *f;
+	int rc;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	f = fopen(path, "r");
+	if (f == NULL) {
+		conf_append(err, errlen, "%s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	/* Read to EOF, growing, but never past CONF_FILE_MAX + 1 so that an
+	 * endless file (a FIFO, /dev/zero) ends and is reported as too big. */
+	for (;;) {
+		size_t got;
+
+		if (len == cap) {
+			size_t ncap = cap == 0 ? 4096 : cap * 2;
+			char *nd;
+
+			if (ncap > CONF_FILE_MAX + 1)
+				ncap = CONF_FILE_MAX + 1;
+			if (ncap == cap)
+				break;
+			nd = realloc(data, ncap);
+			if (nd == NULL) {
+				conf_append(err, errlen, "%s: out of memory\n", path);
+				free(data);
+				fclose(f);
+				return -1;
+			}
+			data = nd;
+			cap = ncap;
+		}
+		got = fread(data + len, 1, cap - len, f);
+		len += got;
+		if (got == 0)
+			break;
+	}
+	if (ferror(f)) {
+		conf_append(err, errlen, "%s: %s\n", path, strerror(errno));
+		free(data);
+		fclose(f);
+		return -1;
+	}
+	fclose(f);
+	rc = conf_load_buffer(c, path, data, len, err, errlen);
+	free(data);
+	return rc;
+}
+
+/* Appends a problem unless path names a readable regular file. */
+static int conf_check_file(const char *key, const char *path, char *err, size_t errlen)
+{
+	char q[CONF_QUOTED];
+	struct stat st;
+
+	if (access(path, R_OK) < 0 || stat(path, &st) < 0) {
+		conf_append(err, errlen, "%s: cannot read %s: %s\n", key,
+		            conf_quote(q, sizeof(q), path), strerror(errno));
+		return 1;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		conf_append(err, errlen, "%s: %s is a directory\n", key,
+		            conf_quote(q, sizeof(q), path));
+		return 1;
+	}
+	return 0;
+}
+
+int conf_check(const struct conf *c, char *err, size_t errlen)
+{
+	int problems = 0;
+
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	if (c->nlisten + c->nlisten_tls == 0) {
+		conf_append(err, errlen, "listen: no listener: set listen or listen_tls\n");
+		problems++;
+	}
+	if (!c->upstream_set) {
+		conf_append(err, errlen, "upstream: not set: give HOST:PORT or original-dst\n");
+		problems++;
+	}
+	/* Both kinds of listener need them: listen offers STARTTLS, listen_tls
+	 * is TLS from the first byte. */
+	if (c->nlisten + c->nlisten_tls > 0) {
+		if (c->cert == NULL) {
+			conf_append(err, errlen,
+			            "cert: not set: clients are offered TLS on every listener\n");
+			problems++;
+		}
+		if (c->key == NULL) {
+			conf_append(err, errlen,
+			            "key: not set: clients are offered TLS on every listener\n");
+			problems++;
+		}
+	}
+	if (c->cert != NULL)
+		problems += conf_check_file("cert", c->cert, err, errlen);
+	if (c->key != NULL)
+		problems += conf_check_file("key", c->key, err, errlen);
+	if (c->upstream_ca != NULL)
+		problems += conf_check_file("upstream_ca", c->upstream_ca, err, errlen);
+	return problems == 0 ? 0 : -1;
+}
+
+/* Names are stored upper-cased; the comparison still ignores case so a
+ * caller may pass the name as the client sent it. */
+static bool conf_in_list(char *const *list, size_t n, const char *mech)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcasecmp(list[i], mech) == 0)
+			return true;
+	return false;
+}
+
+bool conf_mechanism_permitted(const struct conf *c, const char *mech)
+{
+	if (mech == NULL)
+		return false;
+	if (c->nmechanisms_allow > 0 &&
+	    !conf_in_list(c->mechanisms_allow, c->nmechanisms_allow, mech))
+		return false;
+	return !conf_in_list(c->mechanisms_deny, c->nmechanisms_deny, mech);
+}
