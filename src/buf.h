@@ -1,7 +1,7 @@
 /*
  * A byte queue: append at the tail, consume at the head. Used for each
  * leg's output and for the event log. Memory grows on demand; callers
- * bound it (the legs by their high/low watermarks, see limits.h).
+ * bound it (the legs by their high/low watermarks, see bounds.h).
  */
 #ifndef XI_BUF_H
 #define XI_BUF_H

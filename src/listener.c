@@ -1,0 +1,153 @@
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "listener.h"
+#include "log.h"
+
+/* Connections accepted per wakeup: enough to drain a burst, few enough
+ * to let established sessions run in between. */
+#define LISTENER_ACCEPTS_PER_WAKEUP 64
+
+struct listener {
+	ev_io io;
+	int fd;
+	enum session_port port;
+	struct proxy *px;
+	char name[300];
+};
+
+/* One descriptor kept open so that, when accept fails with EMFILE, it can
+ * be closed to accept and drop the waiting connection instead of leaving
+ * it to wake us again and again. */
+static int listener_reserve_fd = -1;
+
+static void listener_take_reserve(void)
+{
+	if (listener_reserve_fd < 0)
+		listener_reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void listener_shed(int lfd)
+{
+	if (listener_reserve_fd >= 0) {
+		close(listener_reserve_fd);
+		listener_reserve_fd = -1;
+	}
+	int fd = accept(lfd, NULL, NULL);
+	if (fd >= 0)
+		close(fd);
+	listener_take_reserve();
+}
+
+/* Fires when connections are waiting. */
+static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop, (void)revents;
+	struct listener *ls = (struct listener *)w;
+	const int one = 1;
+
+	for (int i = 0; i < LISTENER_ACCEPTS_PER_WAKEUP; i++) {
+		struct sockaddr_storage peer, local;
+		socklen_t plen = sizeof(peer), llen = sizeof(local);
+		int fd = accept4(ls->fd, (struct sockaddr *)&peer, &plen,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE) {
+				log_warnx("out of file descriptors: connection dropped");
+				listener_shed(ls->fd);
+			}
+			return; /* EAGAIN, or a transient error: come back later */
+		}
+		if (ls->px->stopping || ls->px->nsessions >= ls->px->conf->max_sessions) {
+			close(fd);
+			continue;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0)
+			memset(&local, 0, sizeof(local));
+		session_new(ls->px, fd, ls->port, (struct sockaddr *)&peer,
+			    (struct sockaddr *)&local);
+	}
+}
+
+struct listener *listener_open(struct proxy *px, const struct conf_addr *a,
+			       enum session_port port, char *err, size_t errlen)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+	struct addrinfo *res = NULL;
+	const int one = 1;
+	const char *host = a->host[0] ? a->host : NULL;
+
+	int rc = getaddrinfo(host, a->port, &hints, &res);
+	if (rc != 0) {
+		snprintf(err, errlen, "listen %s:%s: %s", a->host, a->port, gai_strerror(rc));
+		return NULL;
+	}
+	/* with no host, prefer the IPv6 wildcard (dual-stack) if present */
+	struct addrinfo *ai = res;
+	for (struct addrinfo *p = res; host == NULL && p != NULL; p = p->ai_next)
+		if (p->ai_family == AF_INET6)
+			ai = p;
+
+	struct listener *ls = calloc(1, sizeof(*ls));
+	if (ls == NULL) {
+		freeaddrinfo(res);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	snprintf(ls->name, sizeof(ls->name), "%s%s%s:%s", strchr(a->host, ':') ? "[" : "",
+		 a->host[0] ? a->host : "*", strchr(a->host, ':') ? "]" : "", a->port);
+	ls->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (ls->fd < 0) {
+		snprintf(err, errlen, "listen %s: %s", ls->name, strerror(errno));
+		goto fail;
+	}
+	setsockopt(ls->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (ai->ai_family == AF_INET6 && host != NULL)
+		setsockopt(ls->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(ls->fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(ls->fd, 1024) < 0) {
+		snprintf(err, errlen, "listen %s: %s", ls->name, strerror(errno));
+		goto fail;
+	}
+	freeaddrinfo(res);
+	ls->px = px;
+	ls->port = port;
+	ev_io_init(&ls->io, listener_accept_cb, ls->fd, EV_READ);
+	listener_take_reserve();
+	return ls;
+fail:
+	if (ls->fd >= 0)
+		close(ls->fd);
+	free(ls);
+	freeaddrinfo(res);
+	return NULL;
+}
+
+void listener_start(struct listener *ls)
+{
+	ev_io_start(ls->px->loop, &ls->io);
+}
+
+void listener_close(struct listener *ls)
+{
+	if (ls == NULL)
+		return;
+	ev_io_stop(ls->px->loop, &ls->io);
+	close(ls->fd);
+	free(ls);
+}
+
+const char *listener_name(const struct listener *ls)
+{
+	return ls->name;
+}

@@ -1,0 +1,25 @@
+/*
+ * Listening sockets: bind, listen, accept, and hand each connection to a
+ * new session. A reserve fd keeps accept(2) from spinning when the
+ * process runs out of descriptors.
+ */
+#ifndef XI_LISTENER_H
+#define XI_LISTENER_H
+
+#include <stddef.h>
+
+#include "session.h"
+
+struct conf_addr;
+struct listener;
+
+/* Binds and listens on a; NULL with a one-line reason in err. */
+struct listener *listener_open(struct proxy *px, const struct conf_addr *a,
+			       enum session_port port, char *err, size_t errlen);
+void listener_start(struct listener *ls);
+/* Stops accepting and closes the socket; frees ls. */
+void listener_close(struct listener *ls);
+/* The address it listens on, for messages. */
+const char *listener_name(const struct listener *ls);
+
+#endif

@@ -1,0 +1,1292 @@
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "evlog.h"
+#include "log.h"
+#include "login.h"
+#include "policy.h"
+#include "sasl.h"
+#include "session.h"
+#include "tls.h"
+#include "xml.h"
+
+/* One login state per leg; each move goes through login_set_state(). */
+enum login_state {
+	/* client leg: the proxy is the server */
+	CS_TLS_ACCEPT = 0, /* Direct TLS port: handshake first */
+	CS_HEADER,	   /* waiting for the client's stream header */
+	CS_WAIT_UPSTREAM,  /* header answered; features wait for the upstream */
+	CS_PREAUTH,	   /* features sent: STARTTLS, <auth> or iq expected */
+	CS_STARTTLS,	   /* <proceed/> sent, TLS handshake running */
+	CS_SASL,	   /* an exchange is being relayed */
+	CS_RELAY,	   /* after success: relayed as it is, still parsed */
+
+	/* upstream leg: the proxy is the client */
+	US_CONNECTING, /* TCP connect */
+	US_TLS,	       /* Direct TLS handshake (upstream_tls = direct) */
+	US_WAIT_DOMAIN, /* connected; the client has not said 'to' yet */
+	US_HEADER,     /* our header sent; waiting for the server's */
+	US_FEATURES,   /* waiting for <features> */
+	US_PROCEED,    /* <starttls/> sent */
+	US_STARTTLS,   /* TLS handshake after <proceed/> */
+	US_READY,      /* post-TLS features known; waiting for the client */
+	US_SASL,       /* an exchange is being relayed */
+	US_RELAY_HOLD, /* after success: holding the new header and features */
+	US_RELAY,      /* relayed as it is, still parsed */
+	LOGIN_STATE_COUNT,
+};
+
+static const char *const login_state_names[LOGIN_STATE_COUNT] = {
+	"tls_accept", "header", "wait_upstream", "preauth", "starttls", "sasl", "relay",
+	"connecting", "tls", "wait_domain", "header", "features", "proceed", "starttls",
+	"ready", "sasl", "relay_hold", "relay",
+};
+
+static struct session *login_session(const struct leg *l)
+{
+	return l->owner;
+}
+
+static bool login_is_client(const struct leg *l)
+{
+	return l == &login_session(l)->client;
+}
+
+static const char *login_leg_name(const struct leg *l)
+{
+	return login_is_client(l) ? "client" : "upstream";
+}
+
+static void login_set_state(struct leg *l, enum login_state st)
+{
+	log_debug("session %llu: %s leg %s -> %s",
+		  (unsigned long long)login_session(l)->id, login_leg_name(l),
+		  login_state_names[l->state], login_state_names[st]);
+	l->state = (int)st;
+}
+
+static const struct conf *login_conf(const struct session *s)
+{
+	return s->px->conf;
+}
+
+/* ---- writing to a leg ---- */
+
+static void login_send(struct leg *l, const char *data, size_t len)
+{
+	if (leg_send(l, data, len) < 0)
+		session_close(login_session(l), "out of memory");
+}
+
+static void login_send_buf(struct leg *l, struct buf *b)
+{
+	login_send(l, buf_head(b), b->len);
+	buf_free(b);
+}
+
+/* Our own stream header toward the client (the proxy is its server). */
+static void login_client_header(struct session *s)
+{
+	unsigned char rnd[8];
+	char id[17];
+	struct buf b = {0};
+
+	RAND_bytes(rnd, sizeof(rnd));
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+	buf_adds(&b, "<?xml version='1.0'?><stream:stream xmlns='" XML_NS_CLIENT
+		     "' xmlns:stream='" XML_NS_STREAMS "' id='");
+	buf_adds(&b, id);
+	buf_adds(&b, "' from='");
+	xml_escape(&b, s->domain, strlen(s->domain));
+	buf_adds(&b, "' version='1.0' xml:lang='");
+	xml_escape(&b, s->xml_lang[0] ? s->xml_lang : "en",
+		   strlen(s->xml_lang[0] ? s->xml_lang : "en"));
+	buf_adds(&b, "'>");
+	login_send_buf(&s->client, &b);
+	s->client.hdr_sent = true;
+	snprintf(s->client.out_prefix, sizeof(s->client.out_prefix), "stream");
+}
+
+/* Our own stream header toward the upstream (the proxy is its client),
+ * with the domain the client asked for. */
+static void login_upstream_header(struct session *s)
+{
+	struct buf b = {0};
+	buf_adds(&b, "<?xml version='1.0'?><stream:stream xmlns='" XML_NS_CLIENT
+		     "' xmlns:stream='" XML_NS_STREAMS "' to='");
+	xml_escape(&b, s->domain, strlen(s->domain));
+	buf_adds(&b, "' version='1.0' xml:lang='");
+	xml_escape(&b, s->xml_lang[0] ? s->xml_lang : "en",
+		   strlen(s->xml_lang[0] ? s->xml_lang : "en"));
+	buf_adds(&b, "'>");
+	login_send_buf(&s->upstream, &b);
+	s->upstream.hdr_sent = true;
+	snprintf(s->upstream.out_prefix, sizeof(s->upstream.out_prefix), "stream");
+	login_set_state(&s->upstream, US_HEADER);
+}
+
+/* True if something can still be written into the leg's stream: a header
+ * went out and, when relaying, the peer is not in the middle of a stanza
+ * (an error injected there would not be well-formed). */
+static bool login_can_write_stream(const struct leg *l)
+{
+	if (!l->hdr_sent || l->io >= LEG_IO_DRAINING)
+		return false;
+	const struct session *s = login_session(l);
+	if (s->relay && l->peer->xml != NULL && xml_depth(l->peer->xml) > 1)
+		return false;
+	return true;
+}
+
+static void login_stream_tag(struct buf *b, const struct leg *l, const char *name, bool close)
+{
+	if (l->out_prefix[0])
+		buf_addf(b, "<%s%s:%s>", close ? "/" : "", l->out_prefix, name);
+	else if (close)
+		buf_addf(b, "</%s>", name);
+	else
+		buf_addf(b, "<%s xmlns='" XML_NS_STREAMS "'>", name);
+}
+
+/* Tells a leg a stream error and ends its stream; logged. */
+static void login_stream_error(struct leg *l, const char *condition, const char *text)
+{
+	struct session *s = login_session(l);
+	if (login_is_client(l) && !l->hdr_sent && l->io == LEG_IO_OPEN)
+		login_client_header(s);
+	evlog_begin(s->id, "stream_error");
+	evlog_str("dir", login_is_client(l) ? "s2c" : "c2s");
+	evlog_str("condition", condition);
+	evlog_str("text", text);
+	evlog_str("by", "proxy");
+	evlog_end();
+	if (!login_can_write_stream(l))
+		return;
+	struct buf b = {0};
+	login_stream_tag(&b, l, "error", false);
+	buf_addf(&b, "<%s xmlns='" XML_NS_STREAM_ERRORS "'/>", condition);
+	if (text != NULL) {
+		buf_adds(&b, "<text xmlns='" XML_NS_STREAM_ERRORS "'>");
+		xml_escape(&b, text, strlen(text));
+		buf_adds(&b, "</text>");
+	}
+	login_stream_tag(&b, l, "error", true);
+	login_stream_tag(&b, l, "stream", true);
+	login_send_buf(l, &b);
+	l->hdr_sent = false;
+}
+
+/* Ends a leg's stream cleanly, if one is open toward it. */
+static void login_stream_end(struct leg *l)
+{
+	if (!login_can_write_stream(l))
+		return;
+	struct buf b = {0};
+	login_stream_tag(&b, l, "stream", true);
+	login_send_buf(l, &b);
+	l->hdr_sent = false;
+}
+
+/* The session ends because of one leg: tell the client condition (NULL:
+ * a clean close), end the upstream's stream cleanly, close. */
+static void login_fail(struct session *s, const char *condition, const char *text,
+		       const char *reason)
+{
+	if (s->closing)
+		return;
+	if (condition != NULL)
+		login_stream_error(&s->client, condition, text);
+	else
+		login_stream_end(&s->client);
+	login_stream_end(&s->upstream);
+	session_close(s, reason);
+}
+
+/* ---- the event log ---- */
+
+static void login_policy_event(struct session *s, const struct policy_verdict *v)
+{
+	static char names[64][48]; /* "rule:action" strings shared by all sessions */
+	static size_t nnames;
+	char key[48];
+
+	evlog_begin(s->id, "policy");
+	evlog_str("rule", v->rule);
+	evlog_str("action", policy_action_name(v->action));
+	evlog_str("detail", v->detail);
+	evlog_end();
+
+	snprintf(key, sizeof(key), "%s:%s", v->rule, policy_action_name(v->action));
+	for (size_t i = 0; i < s->npolicy; i++)
+		if (strcmp(s->policy_rules[i], key) == 0)
+			return;
+	if (s->npolicy == SESSION_MAX_POLICY)
+		return;
+	for (size_t i = 0; i < nnames; i++) {
+		if (strcmp(names[i], key) == 0) {
+			s->policy_rules[s->npolicy++] = names[i];
+			return;
+		}
+	}
+	if (nnames < sizeof(names) / sizeof(names[0])) {
+		snprintf(names[nnames], sizeof(names[0]), "%s", key);
+		s->policy_rules[s->npolicy++] = names[nnames++];
+	}
+}
+
+static void login_stream_event(struct leg *l, const struct xml_elem *hdr)
+{
+	struct session *s = login_session(l);
+	evlog_begin(s->id, "stream");
+	evlog_str("dir", login_is_client(l) ? "c2s" : "s2c");
+	evlog_int("n", l->stream_n);
+	evlog_str("to", xml_attr(hdr, NULL, "to"));
+	evlog_str("from", xml_attr(hdr, NULL, "from"));
+	evlog_str("id", xml_attr(hdr, NULL, "id"));
+	evlog_str("version", xml_attr(hdr, NULL, "version"));
+	evlog_bool("tls", login_is_client(l) ? s->client_tls : s->upstream_tls);
+	evlog_end();
+}
+
+static void login_tls_event(struct leg *l, bool ok, const char *error)
+{
+	struct session *s = login_session(l);
+	struct tls_info info;
+	bool client = login_is_client(l);
+
+	evlog_begin(s->id, "tls");
+	evlog_str("leg", login_leg_name(l));
+	evlog_bool("ok", ok);
+	if (ok) {
+		tls_describe(l->ssl, !client, &info);
+		evlog_str("version", info.version);
+		evlog_str("cipher", info.cipher);
+		if (client)
+			evlog_str("sni", info.sni[0] ? info.sni : NULL);
+		else
+			evlog_str("sni", s->domain);
+		evlog_str("alpn", info.alpn[0] ? info.alpn : NULL);
+		evlog_bool("resumed", info.resumed);
+		if (!client) {
+			evlog_bool("verified", info.verified);
+			if (!info.verified)
+				evlog_str("verify_error", info.verify_error);
+		}
+		snprintf(client ? s->client_tls_version : s->upstream_tls_version,
+			 sizeof(s->client_tls_version), "%s", info.version);
+		if (client && info.sni[0] && s->domain[0] == '\0')
+			snprintf(s->domain, sizeof(s->domain), "%s", info.sni);
+	} else {
+		evlog_str("error", error);
+	}
+	evlog_end();
+}
+
+static void login_sasl_fields(const struct sasl_fields *f)
+{
+	for (size_t i = 0; i < f->n; i++) {
+		const struct sasl_field *x = &f->f[i];
+		switch (x->type) {
+		case SASL_STR:
+			evlog_str(x->key, x->str);
+			break;
+		case SASL_NUM:
+			evlog_int(x->key, x->num);
+			break;
+		case SASL_BOOL:
+			evlog_bool(x->key, x->num != 0);
+			break;
+		}
+	}
+	if (f->malformed) {
+		evlog_bool("malformed", true);
+		evlog_str("reason", f->reason);
+	}
+}
+
+/* Decodes the payload of a SASL element for the log; secrets stay in the
+ * decoder. */
+static void login_decode(struct session *s, enum sasl_dir dir, const struct xml_elem *e,
+			 struct sasl_fields *f)
+{
+	memset(f, 0, sizeof(*f));
+	if (s->sasl == NULL)
+		return;
+	if (sasl_step(s->sasl, dir, e->text ? e->text : "", e->textlen, e->text != NULL, f) < 0)
+		f->n = 0;
+	const char *v;
+	if ((v = sasl_user(s->sasl)) != NULL)
+		snprintf(s->user, sizeof(s->user), "%s", v);
+	if ((v = sasl_authzid(s->sasl)) != NULL)
+		snprintf(s->authzid, sizeof(s->authzid), "%s", v);
+	if ((v = sasl_cb_flag(s->sasl)) != NULL)
+		snprintf(s->cb, sizeof(s->cb), "%s", v);
+}
+
+static void login_sasl_step_event(struct session *s, const char *dir, unsigned step,
+				  const char *what, const struct sasl_fields *f)
+{
+	evlog_begin(s->id, "sasl_step");
+	evlog_str("dir", dir);
+	evlog_int("step", step);
+	evlog_str("element", what);
+	evlog_str("mechanism", s->mechanism);
+	login_sasl_fields(f);
+	evlog_end();
+}
+
+static void login_result_event(struct session *s, bool success, const char *by,
+			       const char *condition, const char *text)
+{
+	s->outcome = success ? SESSION_OUTCOME_SUCCESS : SESSION_OUTCOME_FAILURE;
+	s->outcome_by = by;
+	s->t_outcome = ev_now(s->px->loop);
+	snprintf(s->condition, sizeof(s->condition), "%s", condition ? condition : "");
+	evlog_begin(s->id, "auth_result");
+	evlog_str("outcome", success ? "success" : "failure");
+	evlog_str("by", by);
+	evlog_str("mechanism", s->mechanism);
+	if (!success) {
+		evlog_str("condition", condition);
+		evlog_str("text", text);
+	}
+	evlog_end();
+}
+
+void login_record(struct session *s)
+{
+	if (!s->auth_tried || s->login_logged)
+		return;
+	s->login_logged = true;
+	evlog_begin(s->id, "login");
+	evlog_str("peer", s->peer);
+	evlog_str("user", s->user[0] ? s->user : NULL);
+	evlog_str("authzid", s->authzid[0] ? s->authzid : NULL);
+	evlog_str("jid", s->jid[0] ? s->jid : NULL);
+	evlog_str("domain", s->domain);
+	evlog_str("mechanism", s->mechanism);
+	evlog_strlist("offered", (const char *const *)s->offered, s->noffered);
+	if (s->client_tls)
+		evlog_str("client_tls", s->client_tls_version);
+	else
+		evlog_bool("client_tls", false);
+	if (s->upstream_tls)
+		evlog_str("upstream_tls", s->upstream_tls_version);
+	else
+		evlog_bool("upstream_tls", false);
+	evlog_str("cb", s->cb[0] ? s->cb : NULL);
+	evlog_str("outcome", s->outcome == SESSION_OUTCOME_SUCCESS   ? "success"
+			     : s->outcome == SESSION_OUTCOME_FAILURE ? "failure"
+								     : "incomplete");
+	evlog_str("by", s->outcome_by);
+	evlog_str("condition", s->condition[0] ? s->condition : NULL);
+	evlog_int("attempts", s->auth_attempts);
+	evlog_strlist("policy", s->policy_rules, s->npolicy);
+	evlog_int("ms", s->outcome != SESSION_OUTCOME_NONE
+				? (long long)((s->t_outcome - s->t0) * 1000.0)
+				: session_ms(s));
+	evlog_end();
+}
+
+/* ---- client features ---- */
+
+static void login_clear_offered(struct session *s)
+{
+	for (size_t i = 0; i < s->noffered; i++)
+		free(s->offered[i]);
+	s->noffered = 0;
+}
+
+/* Sends the client its features: our own <starttls>, the upstream's
+ * post-TLS mechanisms filtered by policy, and what else it offered that
+ * the proxy can carry. */
+static void login_client_features(struct session *s)
+{
+	const struct conf *c = login_conf(s);
+	bool require = policy_require_tls(c, s->upstream_requires_tls);
+	enum streamfeatures_starttls st = SF_STARTTLS_NONE;
+	bool sasl_now = true;
+
+	if (!s->client_tls) {
+		st = require ? SF_STARTTLS_REQUIRED : SF_STARTTLS_OFFERED;
+		sasl_now = !require;
+	}
+	login_clear_offered(s);
+	if (sasl_now) {
+		for (size_t i = 0; i < s->up.nmechs; i++) {
+			struct policy_input in = {.step = POLICY_OFFER,
+						  .mechanism = s->up.mechs[i],
+						  .client_tls = s->client_tls,
+						  .upstream_requires_tls = s->upstream_requires_tls};
+			struct policy_verdict v;
+			policy_check(c, &in, &v);
+			if (v.action == POLICY_STRIP) {
+				login_policy_event(s, &v);
+				continue;
+			}
+			char *m = strdup(s->up.mechs[i]);
+			if (m != NULL)
+				s->offered[s->noffered++] = m;
+		}
+	}
+
+	struct buf b = {0};
+	streamfeatures_write(&b, s->client.out_prefix, st, (const char *const *)s->offered,
+			     s->noffered, sasl_now, &s->up);
+	login_send_buf(&s->client, &b);
+
+	evlog_begin(s->id, "features");
+	evlog_int("n", s->client.stream_n);
+	evlog_str("starttls", streamfeatures_starttls_name(st));
+	evlog_str("upstream_starttls", streamfeatures_starttls_name(s->upstream_starttls));
+	evlog_strlist("mechanisms", (const char *const *)s->up.mechs, s->up.nmechs);
+	evlog_strlist("offered", (const char *const *)s->offered, s->noffered);
+	evlog_bool("tls", s->client_tls);
+	if (s->up.compression)
+		evlog_bool("compression_removed", true);
+	if (s->up.channel_binding)
+		evlog_bool("channel_binding_removed", true);
+	if (s->up.sasl2)
+		evlog_bool("sasl2_removed", true);
+	evlog_end();
+	login_set_state(&s->client, CS_PREAUTH);
+}
+
+/* ---- the client leg ---- */
+
+static void login_begin_tls(struct leg *l, const char *rest, size_t len);
+
+/* The upstream stream starts once both the connection and the client's
+ * domain are there (with Direct TLS the domain is the SNI). */
+static void login_start_upstream_stream(struct session *s)
+{
+	struct leg *u = &s->upstream;
+	if (s->domain[0] == '\0')
+		return;
+	if (u->state == US_TLS && u->ssl == NULL) {
+		session_connect_timer(s, true);
+		login_begin_tls(u, NULL, 0);
+	} else if (u->state == US_WAIT_DOMAIN) {
+		session_connect_timer(s, true);
+		login_upstream_header(s);
+	}
+}
+
+/* Fires for every stream header the client sends. */
+static void login_client_open(struct session *s, const struct xml_elem *hdr)
+{
+	struct leg *l = &s->client;
+	const char *to = xml_attr(hdr, NULL, "to");
+	const char *version = xml_attr(hdr, NULL, "version");
+	const char *lang = xml_attr(hdr, XML_NS_XML, "lang");
+
+	l->stream_n++;
+	login_stream_event(l, hdr);
+	if (s->relay) {
+		/* forwarded as it is: remember its prefix for errors we add */
+		snprintf(s->upstream.out_prefix, sizeof(s->upstream.out_prefix), "%s",
+			 hdr->prefix);
+		s->upstream.hdr_sent = true;
+		return;
+	}
+
+	if (lang != NULL && strlen(lang) < sizeof(s->xml_lang) &&
+	    strspn(lang, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") ==
+		    strlen(lang))
+		snprintf(s->xml_lang, sizeof(s->xml_lang), "%s", lang);
+	if (to != NULL && s->domain[0] == '\0') {
+		if (strlen(to) >= sizeof(s->domain) || strchr(to, '@') || strchr(to, '/')) {
+			login_fail(s, "host-unknown", "bad domain in 'to'", "bad stream 'to'");
+			return;
+		}
+		snprintf(s->domain, sizeof(s->domain), "%s", to);
+	}
+	if (s->domain[0] == '\0') {
+		login_fail(s, "host-unknown", "the stream has no 'to'", "no domain from client");
+		return;
+	}
+	login_client_header(s);
+	if (version == NULL || strncmp(version, "1.", 2) != 0) {
+		login_fail(s, "unsupported-version", NULL, "client stream version not 1.x");
+		return;
+	}
+	login_start_upstream_stream(s);
+	if (s->upstream_ready) {
+		login_client_features(s);
+	} else {
+		login_set_state(l, CS_WAIT_UPSTREAM);
+		leg_set_reading(l, false);
+	}
+}
+
+/* A SASL failure invented by the proxy (policy refused the attempt). */
+static void login_refuse(struct session *s, const char *condition, const char *detail)
+{
+	struct buf b = {0};
+	buf_addf(&b, "<failure xmlns='" XML_NS_SASL "'><%s/><text>", condition);
+	xml_escape(&b, detail, strlen(detail));
+	buf_adds(&b, "</text></failure>");
+	login_send_buf(&s->client, &b);
+	login_result_event(s, false, "proxy", condition, detail);
+}
+
+static bool login_was_offered(const struct session *s, const char *mech)
+{
+	for (size_t i = 0; i < s->noffered; i++)
+		if (strcmp(s->offered[i], mech) == 0)
+			return true;
+	return false;
+}
+
+static void login_forward(struct leg *to, const struct xml_elem *e)
+{
+	struct buf b = {0};
+	if (xml_write(&b, e, XML_NS_CLIENT) < 0) {
+		buf_free(&b);
+		session_close(login_session(to), "out of memory");
+		return;
+	}
+	login_send_buf(to, &b);
+}
+
+static void login_client_auth(struct session *s, const struct xml_elem *e)
+{
+	const char *mech = xml_attr(e, NULL, "mechanism");
+	char name[MAX_MECH_NAME + 1];
+	struct sasl_fields f;
+
+	if (++s->auth_attempts > MAX_AUTH_ATTEMPTS) {
+		login_fail(s, "policy-violation", "too many authentication attempts",
+			   "too many authentication attempts");
+		return;
+	}
+	s->auth_tried = true;
+	size_t n = mech ? strlen(mech) : 0;
+	if (n == 0 || n > MAX_MECH_NAME) {
+		snprintf(s->mechanism, sizeof(s->mechanism), "%s", n ? "(invalid)" : "(none)");
+		login_refuse(s, "invalid-mechanism", "no valid mechanism attribute");
+		return;
+	}
+	for (size_t i = 0; i <= n; i++)
+		name[i] = (char)(mech[i] >= 'a' && mech[i] <= 'z' ? mech[i] - 32 : mech[i]);
+	snprintf(s->mechanism, sizeof(s->mechanism), "%s", name);
+
+	sasl_free(s->sasl);
+	s->sasl = sasl_new(name);
+	s->steps_c2s = s->steps_s2c = 0;
+	s->user[0] = s->authzid[0] = s->cb[0] = '\0';
+	login_decode(s, SASL_C2S, e, &f);
+
+	evlog_begin(s->id, "auth");
+	evlog_str("mechanism", name);
+	evlog_bool("tls", s->client_tls);
+	evlog_bool("sasl2", false);
+	evlog_bool("initial_response", e->text != NULL);
+	login_sasl_fields(&f);
+	evlog_end();
+
+	struct policy_input in = {.step = POLICY_AUTH,
+				  .mechanism = name,
+				  .client_tls = s->client_tls,
+				  .upstream_requires_tls = s->upstream_requires_tls,
+				  .offered = login_was_offered(s, name)};
+	struct policy_verdict v;
+	policy_check(login_conf(s), &in, &v);
+	if (v.action != POLICY_ALLOW)
+		login_policy_event(s, &v);
+	if (v.action == POLICY_REJECT) {
+		login_refuse(s, v.condition, v.detail);
+		return;
+	}
+	if (e->textlen > MAX_SASL_PAYLOAD) {
+		login_refuse(s, "malformed-request", "SASL payload too large");
+		return;
+	}
+	login_forward(&s->upstream, e);
+	login_set_state(&s->client, CS_SASL);
+	login_set_state(&s->upstream, US_SASL);
+}
+
+static void login_client_element(struct session *s, const struct xml_elem *e)
+{
+	struct leg *l = &s->client;
+	struct sasl_fields f;
+
+	if (xml_is(e, XML_NS_STREAMS, "error")) {
+		const struct xml_elem *c = e->children;
+		evlog_begin(s->id, "stream_error");
+		evlog_str("dir", "c2s");
+		evlog_str("condition", c ? c->name : NULL);
+		evlog_end();
+		login_fail(s, NULL, NULL, "client sent a stream error");
+		return;
+	}
+	switch ((enum login_state)l->state) {
+	case CS_PREAUTH:
+		if (xml_is(e, XML_NS_TLS, "starttls")) {
+			if (s->client_tls) {
+				login_fail(s, "policy-violation", "TLS is already in place",
+					   "STARTTLS twice");
+				return;
+			}
+			login_send(l, "<proceed xmlns='" XML_NS_TLS "'/>",
+				   sizeof("<proceed xmlns='" XML_NS_TLS "'/>") - 1);
+			evlog_begin(s->id, "starttls");
+			evlog_str("dir", "c2s");
+			evlog_end();
+			l->restart = true;
+			l->to_tls = true;
+			xml_stop(l->xml);
+			login_set_state(l, CS_STARTTLS);
+			return;
+		}
+		if (xml_is(e, XML_NS_SASL, "auth")) {
+			login_client_auth(s, e);
+			return;
+		}
+		if (xml_is(e, XML_NS_CLIENT, "iq") &&
+		    (s->client_tls ||
+		     !policy_require_tls(login_conf(s), s->upstream_requires_tls))) {
+			/* in-band registration (XEP-0077) and the like */
+			login_forward(&s->upstream, e);
+			return;
+		}
+		break;
+	case CS_SASL:
+		if (xml_is(e, XML_NS_SASL, "response")) {
+			if (++s->steps_c2s > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
+				login_fail(s, "policy-violation", "SASL exchange too long",
+					   "SASL exchange too long");
+				return;
+			}
+			login_decode(s, SASL_C2S, e, &f);
+			login_sasl_step_event(s, "c2s", s->steps_c2s, "response", &f);
+			login_forward(&s->upstream, e);
+			return;
+		}
+		if (xml_is(e, XML_NS_SASL, "abort")) {
+			memset(&f, 0, sizeof(f));
+			login_sasl_step_event(s, "c2s", ++s->steps_c2s, "abort", &f);
+			login_forward(&s->upstream, e);
+			return;
+		}
+		break;
+	default:
+		break;
+	}
+	/* RFC 6120 6.4.1: no stanzas before authentication */
+	if (strcmp(e->ns, XML_NS_CLIENT) == 0)
+		login_fail(s, "not-authorized", "authenticate first", "stanza before authentication");
+	else
+		login_fail(s, "unsupported-stanza-type", "unexpected element during login",
+			   "unexpected client element");
+}
+
+/* ---- the upstream leg ---- */
+
+static void login_upstream_open(struct session *s, const struct xml_elem *hdr)
+{
+	struct leg *u = &s->upstream;
+	const char *version = xml_attr(hdr, NULL, "version");
+
+	u->stream_n++;
+	login_stream_event(u, hdr);
+	if (s->relay) {
+		/* the header went to the client as it was: remember its prefix */
+		snprintf(s->client.out_prefix, sizeof(s->client.out_prefix), "%s", hdr->prefix);
+		s->client.hdr_sent = true;
+		return;
+	}
+	if (version == NULL || strncmp(version, "1.", 2) != 0) {
+		login_fail(s, "remote-connection-failed", "the server does not speak XMPP 1.0",
+			   "upstream stream version not 1.x");
+		return;
+	}
+	login_set_state(u, US_FEATURES);
+}
+
+static void login_upstream_ready(struct session *s)
+{
+	s->upstream_ready = true;
+	session_connect_timer(s, false);
+	login_set_state(&s->upstream, US_READY);
+	if (s->client.state == CS_WAIT_UPSTREAM) {
+		leg_set_reading(&s->client, true);
+		login_client_features(s);
+	}
+}
+
+static void login_upstream_features(struct session *s, const struct xml_elem *e)
+{
+	struct leg *u = &s->upstream;
+	const struct conf *c = login_conf(s);
+
+	if (streamfeatures_parse(&s->up, e) < 0) {
+		session_close(s, "out of memory");
+		return;
+	}
+	if (u->stream_n == 1) {
+		s->upstream_starttls = s->up.starttls;
+		s->upstream_requires_tls = s->up.starttls == SF_STARTTLS_REQUIRED;
+	}
+	if (c->upstream_tls == CONF_UPSTREAM_STARTTLS && !s->upstream_tls) {
+		if (s->up.starttls == SF_STARTTLS_NONE) {
+			evlog_begin(s->id, "tls");
+			evlog_str("leg", "upstream");
+			evlog_bool("ok", false);
+			evlog_str("error", "the server does not offer STARTTLS");
+			evlog_end();
+			login_fail(s, "remote-connection-failed", "the server does not offer STARTTLS",
+				   "upstream offers no STARTTLS");
+			return;
+		}
+		login_send(u, "<starttls xmlns='" XML_NS_TLS "'/>",
+			   sizeof("<starttls xmlns='" XML_NS_TLS "'/>") - 1);
+		evlog_begin(s->id, "starttls");
+		evlog_str("dir", "c2s");
+		evlog_str("leg", "upstream");
+		evlog_end();
+		login_set_state(u, US_PROCEED);
+		return;
+	}
+	login_upstream_ready(s);
+}
+
+static void login_upstream_sasl(struct session *s, const struct xml_elem *e)
+{
+	struct sasl_fields f;
+
+	if (xml_is(e, XML_NS_SASL, "challenge")) {
+		if (++s->steps_s2c > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
+			login_fail(s, "policy-violation", "SASL exchange too long",
+				   "upstream SASL exchange too long");
+			return;
+		}
+		login_decode(s, SASL_S2C, e, &f);
+		login_sasl_step_event(s, "s2c", s->steps_s2c, "challenge", &f);
+		login_forward(&s->client, e);
+		return;
+	}
+	if (xml_is(e, XML_NS_SASL, "success")) {
+		if (e->text != NULL) {
+			login_decode(s, SASL_S2C, e, &f);
+			login_sasl_step_event(s, "s2c", ++s->steps_s2c, "success", &f);
+		}
+		login_result_event(s, true, "upstream", NULL, NULL);
+		login_forward(&s->client, e);
+		/* RFC 6120 6.4.6: both streams restart. The client's parser is
+		 * idle now; ours is inside this callback. */
+		s->relay = true;
+		session_login_done(s);
+		size_t max = login_conf(s)->max_stanza;
+		xml_set_max_stanza(s->client.xml, max);
+		xml_set_max_stanza(s->upstream.xml, max);
+		if (xml_reset(s->client.xml) < 0) {
+			session_close(s, "out of memory");
+			return;
+		}
+		s->client.hdr_sent = false;
+		s->upstream.hdr_sent = false;
+		s->upstream.restart = true;
+		xml_stop(s->upstream.xml);
+		login_set_state(&s->client, CS_RELAY);
+		login_set_state(&s->upstream, US_RELAY_HOLD);
+		return;
+	}
+	if (xml_is(e, XML_NS_SASL, "failure")) {
+		const char *cond = NULL;
+		const char *text = NULL;
+		for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
+			if (strcmp(c->name, "text") == 0)
+				text = c->text;
+			else if (cond == NULL)
+				cond = c->name;
+		}
+		login_result_event(s, false, "upstream", cond, text);
+		login_forward(&s->client, e);
+		login_set_state(&s->client, CS_PREAUTH);
+		login_set_state(&s->upstream, US_READY);
+		return;
+	}
+	login_fail(s, "remote-connection-failed", "unexpected element from the server",
+		   "unexpected upstream element during SASL");
+}
+
+static void login_upstream_element(struct session *s, const struct xml_elem *e)
+{
+	struct leg *u = &s->upstream;
+
+	if (xml_is(e, XML_NS_STREAMS, "error")) {
+		const char *cond = NULL, *text = NULL;
+		for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
+			if (strcmp(c->name, "text") == 0)
+				text = c->text;
+			else if (cond == NULL && strcmp(c->ns, XML_NS_STREAM_ERRORS) == 0)
+				cond = c->name;
+		}
+		evlog_begin(s->id, "stream_error");
+		evlog_str("dir", "s2c");
+		evlog_str("condition", cond);
+		evlog_str("text", text);
+		evlog_end();
+		/* the client hears the server's own condition */
+		login_fail(s, cond ? cond : "undefined-condition", text,
+			   "upstream sent a stream error");
+		return;
+	}
+	switch ((enum login_state)u->state) {
+	case US_FEATURES:
+		if (xml_is(e, XML_NS_STREAMS, "features")) {
+			login_upstream_features(s, e);
+			return;
+		}
+		break;
+	case US_PROCEED:
+		if (xml_is(e, XML_NS_TLS, "proceed")) {
+			u->restart = true;
+			u->to_tls = true;
+			xml_stop(u->xml);
+			login_set_state(u, US_STARTTLS);
+			return;
+		}
+		if (xml_is(e, XML_NS_TLS, "failure")) {
+			login_fail(s, "remote-connection-failed", "the server refused STARTTLS",
+				   "upstream STARTTLS failure");
+			return;
+		}
+		break;
+	case US_READY:
+		if (xml_is(e, XML_NS_CLIENT, "iq")) {
+			login_forward(&s->client, e);
+			return;
+		}
+		break;
+	case US_SASL:
+		login_upstream_sasl(s, e);
+		return;
+	default:
+		break;
+	}
+	login_fail(s, "remote-connection-failed", "unexpected element from the server",
+		   "unexpected upstream element");
+}
+
+/* ---- after success: relayed, still watched ---- */
+
+static void login_copy_attr(char *dst, size_t len, const struct xml_elem *e, const char *name)
+{
+	const char *v = xml_attr(e, NULL, name);
+	snprintf(dst, len, "%s", v ? v : "");
+}
+
+static void login_relay_c2s(struct session *s, const struct xml_elem *e)
+{
+	if (!xml_is(e, XML_NS_CLIENT, "iq") || s->jid[0])
+		return;
+	const char *type = xml_attr(e, NULL, "type");
+	if (type == NULL || strcmp(type, "set") != 0)
+		return;
+	const struct xml_elem *b = xml_child(e, XML_NS_BIND, "bind");
+	if (b != NULL) {
+		const struct xml_elem *r = xml_child(b, XML_NS_BIND, "resource");
+		login_copy_attr(s->bind_id, sizeof(s->bind_id), e, "id");
+		snprintf(s->bind_resource, sizeof(s->bind_resource), "%s",
+			 r && r->text ? r->text : "");
+	} else if (xml_child(e, XML_NS_SESSION, "session") != NULL) {
+		login_copy_attr(s->session_iq_id, sizeof(s->session_iq_id), e, "id");
+	}
+}
+
+static void login_relay_s2c(struct session *s, const struct xml_elem *e)
+{
+	if (xml_is(e, XML_NS_STREAMS, "error")) {
+		const struct xml_elem *c = e->children;
+		evlog_begin(s->id, "stream_error");
+		evlog_str("dir", "s2c");
+		evlog_str("condition", c ? c->name : NULL);
+		evlog_end();
+		return;
+	}
+	if (!xml_is(e, XML_NS_CLIENT, "iq"))
+		return;
+	const char *id = xml_attr(e, NULL, "id");
+	const char *type = xml_attr(e, NULL, "type");
+	if (id == NULL || type == NULL)
+		return;
+	if (s->bind_id[0] && strcmp(id, s->bind_id) == 0) {
+		const struct xml_elem *b = xml_child(e, XML_NS_BIND, "bind");
+		const struct xml_elem *j = b ? xml_child(b, XML_NS_BIND, "jid") : NULL;
+		bool ok = strcmp(type, "result") == 0;
+		if (ok && j != NULL && j->text != NULL)
+			snprintf(s->jid, sizeof(s->jid), "%s", j->text);
+		evlog_begin(s->id, "bind");
+		evlog_bool("ok", ok);
+		evlog_str("resource", s->bind_resource[0] ? s->bind_resource : NULL);
+		evlog_str("jid", s->jid[0] ? s->jid : NULL);
+		evlog_end();
+		s->bind_id[0] = '\0';
+		if (ok) {
+			login_record(s);
+			/* the login is over: names are enough from now on */
+			xml_set_build(s->client.xml, false);
+			xml_set_build(s->upstream.xml, false);
+		}
+	} else if (s->session_iq_id[0] && strcmp(id, s->session_iq_id) == 0) {
+		evlog_begin(s->id, "session");
+		evlog_bool("ok", strcmp(type, "result") == 0);
+		evlog_end();
+		s->session_iq_id[0] = '\0';
+	}
+}
+
+/* The post-login features: held until complete, then rewritten so that
+ * compression (which would turn the stream into zlib) is not offered. */
+static void login_relay_features(struct session *s, const struct xml_elem *e, uint64_t start,
+				 uint64_t end)
+{
+	struct leg *u = &s->upstream;
+	struct streamfeatures f = {0};
+
+	if (streamfeatures_parse(&f, e) < 0) {
+		session_close(s, "out of memory");
+		return;
+	}
+	/* the held bytes begin at offset 0 of this stream */
+	login_send(&s->client, buf_head(&u->hold), (size_t)start);
+	struct buf b = {0};
+	streamfeatures_write(&b, s->client.out_prefix, f.starttls, (const char *const *)f.mechs,
+			     f.nmechs, true, &f);
+	login_send_buf(&s->client, &b);
+	evlog_begin(s->id, "features");
+	evlog_int("n", u->stream_n);
+	evlog_bool("tls", s->client_tls);
+	evlog_bool("authenticated", true);
+	if (f.compression)
+		evlog_bool("compression_removed", true);
+	evlog_end();
+	streamfeatures_free(&f);
+	buf_consume(&u->hold, (size_t)end);
+	login_set_state(u, US_RELAY);
+}
+
+/* ---- parser callbacks ---- */
+
+static void login_on_open(void *ctx, const struct xml_elem *hdr, uint64_t end)
+{
+	struct leg *l = ctx;
+	(void)end;
+	if (login_is_client(l))
+		login_client_open(login_session(l), hdr);
+	else
+		login_upstream_open(login_session(l), hdr);
+}
+
+static void login_on_element(void *ctx, const struct xml_elem *e, uint64_t start, uint64_t end)
+{
+	struct leg *l = ctx;
+	struct session *s = login_session(l);
+
+	if (s->closing) {
+		xml_stop(l->xml);
+		return;
+	}
+	if (login_is_client(l)) {
+		if (s->relay)
+			login_relay_c2s(s, e);
+		else
+			login_client_element(s, e);
+	} else if (l->state == US_RELAY_HOLD && xml_is(e, XML_NS_STREAMS, "features")) {
+		login_relay_features(s, e, start, end);
+	} else if (s->relay) {
+		login_relay_s2c(s, e);
+	} else {
+		login_upstream_element(s, e);
+	}
+	if (s->closing)
+		xml_stop(l->xml);
+}
+
+/* Fires on </stream:stream>. */
+static void login_on_close(void *ctx)
+{
+	struct leg *l = ctx;
+	struct session *s = login_session(l);
+
+	if (s->relay)
+		return; /* forwarded as it is; the TCP close ends the session */
+	if (login_is_client(l)) {
+		login_fail(s, NULL, NULL, "client closed the stream");
+	} else {
+		evlog_begin(s->id, "stream_error");
+		evlog_str("dir", "s2c");
+		evlog_str("condition", NULL);
+		evlog_str("text", "the server closed the stream during login");
+		evlog_end();
+		login_fail(s, "remote-connection-failed", "the server closed the stream",
+			   "upstream closed the stream");
+	}
+	xml_stop(l->xml);
+}
+
+static const struct xml_handler login_xml_handler = {
+	.open = login_on_open,
+	.element = login_on_element,
+	.close = login_on_close,
+};
+
+static const char *login_xml_condition(enum xml_error err)
+{
+	switch (err) {
+	case XML_E_RESTRICTED:
+		return "restricted-xml";
+	case XML_E_INVALID_NAMESPACE:
+		return "invalid-namespace";
+	case XML_E_BAD_PREFIX:
+		return "bad-namespace-prefix";
+	case XML_E_POLICY:
+		return "policy-violation";
+	case XML_E_NOMEM:
+		return "resource-constraint";
+	default:
+		return "not-well-formed";
+	}
+}
+
+/* A leg sent XML the proxy cannot accept: that leg hears why; the other
+ * leg's stream ends (the client hears the server failed). */
+static void login_bad_xml(struct leg *l, enum xml_error err)
+{
+	struct session *s = login_session(l);
+	const char *cond = login_xml_condition(err);
+	const char *why = xml_error_text(l->xml);
+	char reason[200];
+
+	snprintf(reason, sizeof(reason), "%s sent bad XML: %s (%s)", login_leg_name(l), cond, why);
+	if (login_is_client(l)) {
+		login_stream_error(l, cond, why);
+		login_stream_end(&s->upstream);
+	} else {
+		login_stream_error(l, cond, why);
+		login_stream_error(&s->client, "remote-connection-failed",
+				   "the server sent bad XML");
+	}
+	session_close(s, reason);
+}
+
+/* Starts TLS on a leg whose parser just stopped at <starttls/> (client)
+ * or <proceed/> (upstream). Whatever followed in the same read must be
+ * whitespace: TLS begins right after the '>'. */
+static void login_begin_tls(struct leg *l, const char *rest, size_t len)
+{
+	struct session *s = login_session(l);
+	for (size_t i = 0; i < len; i++) {
+		if (rest[i] != ' ' && rest[i] != '\t' && rest[i] != '\r' && rest[i] != '\n') {
+			if (login_is_client(l))
+				login_fail(s, NULL, NULL, "client sent data before the TLS handshake");
+			else
+				login_fail(s, "remote-connection-failed", "bad STARTTLS from the server",
+					   "upstream sent data before the TLS handshake");
+			return;
+		}
+	}
+	SSL *ssl = login_is_client(l)
+			   ? tls_server_new(s->px->server_ctx, l->fd)
+			   : tls_client_new(s->px->client_ctx, l->fd, s->domain,
+					    login_conf(s)->upstream_verify, false);
+	if (ssl == NULL) {
+		login_fail(s, "internal-server-error", NULL, "cannot create TLS session");
+		return;
+	}
+	l->hdr_sent = false;
+	leg_start_tls(l, ssl, login_is_client(l));
+}
+
+void login_data(struct leg *l, const char *data, size_t len)
+{
+	struct session *s = login_session(l);
+
+	while (len > 0 && !s->closing) {
+		bool relay = l->state == CS_RELAY || l->state == US_RELAY;
+		bool hold = l->state == US_RELAY_HOLD;
+		size_t used;
+
+		if (hold && buf_add(&l->hold, data, len) < 0) {
+			session_close(s, "out of memory");
+			return;
+		}
+		enum xml_error err = xml_feed(l->xml, data, len, &used);
+		if (err != XML_OK) {
+			login_bad_xml(l, err);
+			return;
+		}
+		if (s->closing)
+			return;
+		if (relay) {
+			login_send(l->peer, data, used);
+		} else if (hold && l->state == US_RELAY) {
+			/* the features were rewritten: pass on what followed them */
+			login_send(l->peer, buf_head(&l->hold), l->hold.len);
+			buf_free(&l->hold);
+		} else if (hold && l->hold.len > login_conf(s)->max_stanza_prelogin) {
+			login_fail(s, "remote-connection-failed", "the server's features are too large",
+				   "upstream features too large");
+			return;
+		}
+		data += used;
+		len -= used;
+		if (l->restart) {
+			l->restart = false;
+			if (xml_reset(l->xml) < 0) {
+				session_close(s, "out of memory");
+				return;
+			}
+			if (l->to_tls) {
+				l->to_tls = false;
+				login_begin_tls(l, data, len);
+				return;
+			}
+		}
+	}
+}
+
+static void login_tls_done(struct leg *l)
+{
+	struct session *s = login_session(l);
+
+	login_tls_event(l, true, NULL);
+	if (login_is_client(l)) {
+		s->client_tls = true;
+		login_set_state(l, CS_HEADER);
+		return;
+	}
+	s->upstream_tls = true;
+	login_upstream_header(s);
+}
+
+static void login_upstream_connected(struct session *s)
+{
+	struct leg *u = &s->upstream;
+	const struct conf *c = login_conf(s);
+
+	evlog_begin(s->id, "upstream");
+	evlog_str("addr", s->px->upstream_name);
+	evlog_bool("ok", true);
+	evlog_end();
+	/* until the client names its domain, the client is the slow one */
+	session_connect_timer(s, false);
+	login_set_state(u, c->upstream_tls == CONF_UPSTREAM_DIRECT ? US_TLS : US_WAIT_DOMAIN);
+	login_start_upstream_stream(s);
+}
+
+void login_event(struct leg *l, enum leg_event ev, const char *why)
+{
+	struct session *s = login_session(l);
+	bool client = login_is_client(l);
+	char reason[300];
+
+	switch (ev) {
+	case LEG_EV_CONNECTED:
+		login_upstream_connected(s);
+		break;
+	case LEG_EV_TLS_DONE:
+		login_tls_done(l);
+		break;
+	case LEG_EV_TLS_ERROR:
+		login_tls_event(l, false, why);
+		snprintf(reason, sizeof(reason), "%s TLS handshake failed: %s",
+			 login_leg_name(l), why);
+		if (client)
+			login_fail(s, NULL, NULL, reason);
+		else
+			login_fail(s, "remote-connection-failed", "TLS to the server failed", reason);
+		break;
+	case LEG_EV_EOF:
+	case LEG_EV_ERROR:
+		if (!client && l->state == US_CONNECTING) {
+			evlog_begin(s->id, "upstream");
+			evlog_str("addr", s->px->upstream_name);
+			evlog_bool("ok", false);
+			evlog_str("error", why);
+			evlog_end();
+			snprintf(reason, sizeof(reason), "upstream connect failed: %s", why);
+			login_fail(s, "remote-connection-failed", "cannot reach the server", reason);
+			break;
+		}
+		snprintf(reason, sizeof(reason), "%s %s%s%s", login_leg_name(l),
+			 ev == LEG_EV_EOF ? "closed the connection" : "error", why ? ": " : "",
+			 why ? why : "");
+		if (client) {
+			login_stream_end(&s->upstream);
+			session_close(s, reason);
+		} else if (s->relay && l->xml != NULL && xml_depth(l->xml) == 0) {
+			session_close(s, reason); /* the stream was closed first */
+		} else {
+			login_fail(s, "remote-connection-failed", "the server closed the connection",
+				   reason);
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+void login_timeout(struct session *s, bool connect)
+{
+	if (connect) {
+		if (s->upstream.state == US_CONNECTING) {
+			evlog_begin(s->id, "upstream");
+			evlog_str("addr", s->px->upstream_name);
+			evlog_bool("ok", false);
+			evlog_str("error", "connect timed out");
+			evlog_end();
+		}
+		login_fail(s, "remote-connection-failed", "the server did not answer in time",
+			   "upstream timed out");
+		return;
+	}
+	login_fail(s, "connection-timeout", "login not completed in time", "login timeout");
+}
+
+void login_shutdown(struct session *s)
+{
+	login_fail(s, "system-shutdown", NULL, "proxy shutting down");
+}
+
+void login_start(struct session *s)
+{
+	const struct conf *c = login_conf(s);
+	s->client.xml = xml_new(&login_xml_handler, &s->client, c->max_stanza_prelogin);
+	s->upstream.xml = xml_new(&login_xml_handler, &s->upstream, c->max_stanza_prelogin);
+	if (s->client.xml == NULL || s->upstream.xml == NULL) {
+		session_close(s, "out of memory");
+		return;
+	}
+	s->upstream.state = US_CONNECTING;
+	if (s->port == SESSION_PORT_DIRECT_TLS) {
+		s->client.state = CS_TLS_ACCEPT;
+		SSL *ssl = tls_server_new(s->px->server_ctx, s->client.fd);
+		if (ssl == NULL) {
+			session_close(s, "cannot create TLS session");
+			return;
+		}
+		leg_start_tls(&s->client, ssl, false);
+	} else {
+		s->client.state = CS_HEADER;
+		leg_start(&s->client);
+	}
+}
+
+void login_free(struct session *s)
+{
+	xml_free(s->client.xml);
+	xml_free(s->upstream.xml);
+	s->client.xml = s->upstream.xml = NULL;
+	sasl_free(s->sasl);
+	s->sasl = NULL;
+	streamfeatures_free(&s->up);
+	login_clear_offered(s);
+}

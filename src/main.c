@@ -1,0 +1,297 @@
+/*
+ * xmpp-inspect: command line, configuration, listeners, signals and the
+ * event loop. Everything before ev_run() may fatal(); nothing after.
+ */
+#include <ev.h>
+#include <expat.h>
+#include <getopt.h>
+#include <openssl/crypto.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "evlog.h"
+#include "listener.h"
+#include "log.h"
+#include "session.h"
+#include "tls.h"
+#include "upstream.h"
+
+#define XI_VERSION "0.1.0"
+#define DEFAULT_CONF "conf/xmpp-inspect.conf"
+
+struct main_state {
+	struct proxy px;
+	const char *conf_path;
+	char **overrides;
+	size_t noverrides;
+	struct listener *listeners[2 * MAX_LISTENERS];
+	size_t nlisteners;
+	ev_signal sigterm, sigint, sighup;
+	ev_timer stop_timer;
+};
+
+static void main_usage(FILE *f)
+{
+	fprintf(f, "usage: xmpp-inspect [-c FILE] [-o KEY=VALUE]... [-t] [-V] [-v] [-h]\n"
+		   "  -c FILE        configuration file (default: " DEFAULT_CONF ")\n"
+		   "  -o KEY=VALUE   set any configuration key, overriding the file\n"
+		   "  -t             check the configuration and exit 0 (ok) or 1\n"
+		   "  -V             print version and library versions\n"
+		   "  -v             debug messages on stderr\n"
+		   "  -h             this help\n");
+}
+
+static void main_version(void)
+{
+	printf("xmpp-inspect %s\n", XI_VERSION);
+	printf("OpenSSL %s (built with %s)\n", OpenSSL_version(OPENSSL_VERSION),
+	       OPENSSL_VERSION_TEXT);
+	printf("libev %d.%d\n", ev_version_major(), ev_version_minor());
+	printf("Expat %s\n", XML_ExpatVersion());
+}
+
+/* Loads the file and the -o overrides, and checks the whole. NULL with
+ * every problem in err. */
+static struct conf *main_load(const struct main_state *m, char *err, size_t errlen)
+{
+	struct conf *c = conf_new();
+	if (c == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	err[0] = '\0';
+	int problems = conf_load_file(c, m->conf_path, err, errlen);
+	for (size_t i = 0; i < m->noverrides; i++) {
+		size_t used = strlen(err);
+		if (conf_set_option(c, m->overrides[i], err + used, errlen - used) < 0) {
+			problems++;
+			used = strlen(err);
+			if (used + 1 < errlen && used > 0 && err[used - 1] != '\n')
+				strcat(err, "\n");
+		}
+	}
+	if (problems == 0) {
+		size_t used = strlen(err);
+		if (conf_check(c, err + used, errlen - used) < 0)
+			problems++;
+	}
+	if (problems != 0) {
+		conf_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* Builds what a configuration needs besides itself: the upstream address
+ * and the TLS contexts. Nothing in px changes unless all succeed. */
+static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss = {0};
+	socklen_t sslen = 0;
+	char name[300];
+
+	if (!c->upstream_original_dst) {
+		if (upstream_resolve(&c->upstream, &ss, &sslen, err, errlen) < 0)
+			return -1;
+		snprintf(name, sizeof(name), "%s%s%s:%s", strchr(c->upstream.host, ':') ? "[" : "",
+			 c->upstream.host, strchr(c->upstream.host, ':') ? "]" : "",
+			 c->upstream.port);
+	} else {
+		snprintf(name, sizeof(name), "original-dst");
+	}
+	SSL_CTX *sctx = tls_server_ctx(c->cert, c->key, 0, NULL, err, errlen);
+	if (sctx == NULL)
+		return -1;
+	SSL_CTX *cctx = tls_client_ctx(c->upstream_ca, err, errlen);
+	if (cctx == NULL) {
+		SSL_CTX_free(sctx);
+		return -1;
+	}
+	if (evlog_open(c->event_log, err, errlen) < 0 || tls_keylog_open(c->keylog, err, errlen) < 0) {
+		SSL_CTX_free(sctx);
+		SSL_CTX_free(cctx);
+		return -1;
+	}
+	/* sessions keep their own references to the old contexts */
+	SSL_CTX_free(px->server_ctx);
+	SSL_CTX_free(px->client_ctx);
+	px->server_ctx = sctx;
+	px->client_ctx = cctx;
+	px->upstream_sa = ss;
+	px->upstream_salen = sslen;
+	snprintf(px->upstream_name, sizeof(px->upstream_name), "%s", name);
+	conf_free(px->conf);
+	px->conf = c;
+	return 0;
+}
+
+static void main_lifecycle_event(const char *event, const char *detail)
+{
+	evlog_begin(0, event);
+	evlog_str("version", XI_VERSION);
+	if (detail != NULL)
+		evlog_str("detail", detail);
+	evlog_end();
+}
+
+/* Fires on SIGHUP: a new configuration for new sessions and new steps;
+ * established sessions go on. A bad one is reported and the old kept. */
+static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)loop, (void)revents;
+	struct main_state *m = w->data;
+	char err[4096];
+	struct conf *c = main_load(m, err, sizeof(err));
+	if (c == NULL || main_apply(&m->px, c, err, sizeof(err)) < 0) {
+		if (c != NULL)
+			conf_free(c);
+		log_warnx("reload failed, keeping the running configuration:\n%s", err);
+		main_lifecycle_event("reload", "failed");
+		return;
+	}
+	log_info("configuration reloaded");
+	main_lifecycle_event("reload", "ok");
+}
+
+/* Fires when the graceful stop took too long. */
+static void main_stop_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w, (void)revents;
+	ev_break(loop, EVBREAK_ALL);
+}
+
+/* Fires on SIGTERM and SIGINT: stop accepting, end every session. */
+static void main_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)revents;
+	struct main_state *m = w->data;
+	if (m->px.stopping)
+		return;
+	log_info("stopping");
+	for (size_t i = 0; i < m->nlisteners; i++)
+		listener_close(m->listeners[i]);
+	m->nlisteners = 0;
+	ev_timer_init(&m->stop_timer, main_stop_timer_cb, CLOSE_LINGER + 1, 0.);
+	ev_timer_start(loop, &m->stop_timer);
+	ev_unref(loop);
+	session_shutdown_all(&m->px);
+}
+
+static void main_listen(struct main_state *m)
+{
+	const struct conf *c = m->px.conf;
+	char err[512];
+	for (size_t k = 0; k < 2; k++) {
+		const struct conf_addr *addrs = k == 0 ? c->listen : c->listen_tls;
+		size_t n = k == 0 ? c->nlisten : c->nlisten_tls;
+		for (size_t i = 0; i < n; i++) {
+			struct listener *ls = listener_open(
+				&m->px, &addrs[i],
+				k == 0 ? SESSION_PORT_STARTTLS : SESSION_PORT_DIRECT_TLS, err,
+				sizeof(err));
+			if (ls == NULL)
+				fatal("%s", err);
+			m->listeners[m->nlisteners++] = ls;
+			log_info("listening on %s (%s)", listener_name(ls),
+				 k == 0 ? "starttls" : "direct_tls");
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static struct main_state m;
+	bool check = false, verbose = false;
+	int ch;
+
+	m.conf_path = DEFAULT_CONF;
+	m.overrides = calloc((size_t)argc, sizeof(char *));
+	while ((ch = getopt(argc, argv, "c:o:tVvh")) != -1) {
+		switch (ch) {
+		case 'c':
+			m.conf_path = optarg;
+			break;
+		case 'o':
+			m.overrides[m.noverrides++] = optarg;
+			break;
+		case 't':
+			check = true;
+			break;
+		case 'V':
+			main_version();
+			return 0;
+		case 'v':
+			verbose = true;
+			break;
+		case 'h':
+			main_usage(stdout);
+			return 0;
+		default:
+			main_usage(stderr);
+			return 1;
+		}
+	}
+	if (optind != argc) {
+		main_usage(stderr);
+		return 1;
+	}
+	log_init("xmpp-inspect", verbose);
+	tls_init();
+	signal(SIGPIPE, SIG_IGN);
+
+	char err[8192];
+	struct conf *c = main_load(&m, err, sizeof(err));
+	if (check) {
+		if (c == NULL) {
+			fputs(err, stderr);
+			if (err[0] && err[strlen(err) - 1] != '\n')
+				fputc('\n', stderr);
+			return 1;
+		}
+		printf("%s: configuration OK\n", m.conf_path);
+		conf_free(c);
+		return 0;
+	}
+	if (c == NULL) {
+		char *nl = strchr(err, '\n');
+		if (nl != NULL && nl[1] != '\0')
+			fputs(err, stderr); /* several problems: show them all */
+		else
+			fatal("%s", strtok(err, "\n"));
+		return 1;
+	}
+
+	m.px.loop = EV_DEFAULT;
+	if (main_apply(&m.px, c, err, sizeof(err)) < 0)
+		fatal("%s", err);
+	session_proxy_init(&m.px);
+	main_listen(&m);
+	for (size_t i = 0; i < m.nlisteners; i++)
+		listener_start(m.listeners[i]);
+
+	ev_signal_init(&m.sigterm, main_stop_cb, SIGTERM);
+	ev_signal_init(&m.sigint, main_stop_cb, SIGINT);
+	ev_signal_init(&m.sighup, main_sighup_cb, SIGHUP);
+	m.sigterm.data = m.sigint.data = m.sighup.data = &m;
+	ev_signal_start(m.px.loop, &m.sigterm);
+	ev_signal_start(m.px.loop, &m.sigint);
+	ev_signal_start(m.px.loop, &m.sighup);
+	main_lifecycle_event("start", NULL);
+
+	ev_run(m.px.loop, 0);
+
+	main_lifecycle_event("stop", NULL);
+	for (size_t i = 0; i < m.nlisteners; i++)
+		listener_close(m.listeners[i]);
+	evlog_close();
+	tls_keylog_close();
+	SSL_CTX_free(m.px.server_ctx);
+	SSL_CTX_free(m.px.client_ctx);
+	conf_free(m.px.conf);
+	free(m.overrides);
+	log_info("stopped");
+	return 0;
+}

@@ -1,0 +1,108 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "conf.h"
+#include "policy.h"
+
+static bool policy_is_plaintext_mech(const char *mech)
+{
+	return strcmp(mech, "PLAIN") == 0 || strcmp(mech, "LOGIN") == 0;
+}
+
+/* SCRAM-*-PLUS binds the TLS channel; the proxy's two TLS sessions differ,
+ * so such a login can never succeed through it. */
+static bool policy_is_channel_bound(const char *mech)
+{
+	size_t n = strlen(mech);
+	return n > 5 && strcmp(mech + n - 5, "-PLUS") == 0;
+}
+
+bool policy_require_tls(const struct conf *c, bool upstream_requires_tls)
+{
+	switch (c->require_tls) {
+	case CONF_REQUIRE_YES:
+		return true;
+	case CONF_REQUIRE_NO:
+		return false;
+	default:
+		return upstream_requires_tls;
+	}
+}
+
+static void policy_set(struct policy_verdict *v, enum policy_action a, const char *rule,
+		       const char *condition, const char *fmt, const char *mech)
+{
+	v->action = a;
+	v->rule = rule;
+	v->condition = condition;
+	snprintf(v->detail, sizeof(v->detail), fmt, mech);
+}
+
+static void policy_offer(const struct conf *c, const struct policy_input *in,
+			 struct policy_verdict *v)
+{
+	if (policy_is_channel_bound(in->mechanism))
+		policy_set(v, POLICY_STRIP, "channel_binding", NULL,
+			   "%s removed: channel binding cannot cross the proxy", in->mechanism);
+	else if (!conf_mechanism_permitted(c, in->mechanism))
+		policy_set(v, POLICY_STRIP,
+			   c->nmechanisms_allow ? "mechanisms_allow" : "mechanisms_deny", NULL,
+			   "%s removed from the offer", in->mechanism);
+	else if (!in->client_tls && policy_is_plaintext_mech(in->mechanism) &&
+		 c->plain_without_tls == CONF_PLAIN_REJECT)
+		policy_set(v, POLICY_STRIP, "plain_without_tls", NULL,
+			   "%s not offered on a client leg without TLS", in->mechanism);
+}
+
+static void policy_auth(const struct conf *c, const struct policy_input *in,
+			struct policy_verdict *v)
+{
+	if (!in->client_tls && policy_require_tls(c, in->upstream_requires_tls))
+		policy_set(v, POLICY_REJECT, "require_tls", "encryption-required",
+			   "%s before TLS refused", in->mechanism);
+	else if (!conf_mechanism_permitted(c, in->mechanism))
+		policy_set(v, POLICY_REJECT,
+			   c->nmechanisms_allow ? "mechanisms_allow" : "mechanisms_deny",
+			   "invalid-mechanism", "%s is not permitted", in->mechanism);
+	else if (!in->client_tls && policy_is_plaintext_mech(in->mechanism) &&
+		 c->plain_without_tls == CONF_PLAIN_REJECT)
+		policy_set(v, POLICY_REJECT, "plain_without_tls", "encryption-required",
+			   "%s without TLS refused", in->mechanism);
+	else if (!in->offered)
+		policy_set(v, POLICY_REJECT, "not_offered", "invalid-mechanism",
+			   "%s was not offered to the client", in->mechanism);
+	else if (!in->client_tls && policy_is_plaintext_mech(in->mechanism) &&
+		 c->plain_without_tls == CONF_PLAIN_LOG)
+		policy_set(v, POLICY_LOG, "plain_without_tls", NULL,
+			   "%s without TLS: the password crossed the client leg in the clear",
+			   in->mechanism);
+}
+
+void policy_check(const struct conf *c, const struct policy_input *in, struct policy_verdict *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->action = POLICY_ALLOW;
+	out->rule = "";
+	switch (in->step) {
+	case POLICY_OFFER:
+		policy_offer(c, in, out);
+		break;
+	case POLICY_AUTH:
+		policy_auth(c, in, out);
+		break;
+	}
+}
+
+const char *policy_action_name(enum policy_action a)
+{
+	switch (a) {
+	case POLICY_LOG:
+		return "log";
+	case POLICY_STRIP:
+		return "strip";
+	case POLICY_REJECT:
+		return "reject";
+	default:
+		return "allow";
+	}
+}

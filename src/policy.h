@@ -1,0 +1,48 @@
+/*
+ * Policy as a pure function: a const description of one login step in, a
+ * verdict and its reason out. No sockets, no logging: the login code acts
+ * on the verdict and writes the policy event.
+ */
+#ifndef XI_POLICY_H
+#define XI_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct conf;
+
+enum policy_step {
+	POLICY_OFFER = 0, /* may this mechanism be offered to the client? */
+	POLICY_AUTH,	  /* the client sent <auth mechanism=...> */
+};
+
+enum policy_action {
+	POLICY_ALLOW = 0, /* silently */
+	POLICY_LOG,	  /* allowed, with a policy event */
+	POLICY_STRIP,	  /* removed from what the client is offered */
+	POLICY_REJECT,	  /* refused by the proxy; the server never sees it */
+};
+
+struct policy_input {
+	enum policy_step step;
+	const char *mechanism;	/* upper-cased */
+	bool client_tls;	/* the client leg is encrypted */
+	bool upstream_requires_tls;
+	bool offered;		/* POLICY_AUTH: the mechanism was offered to the client */
+};
+
+struct policy_verdict {
+	enum policy_action action;
+	const char *rule;      /* configuration key or built-in rule name */
+	const char *condition; /* POLICY_REJECT: the SASL failure condition */
+	char detail[160];
+};
+
+void policy_check(const struct conf *c, const struct policy_input *in, struct policy_verdict *out);
+
+/* Must the client complete TLS before SASL? */
+bool policy_require_tls(const struct conf *c, bool upstream_requires_tls);
+
+const char *policy_action_name(enum policy_action a);
+
+#endif

@@ -1,0 +1,243 @@
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "evlog.h"
+#include "log.h"
+#include "login.h"
+#include "session.h"
+#include "upstream.h"
+
+static void session_leg_data(struct leg *l, const char *data, size_t len)
+{
+	login_data(l, data, len);
+}
+
+/* Fires for every I/O event of either leg. */
+static void session_leg_event(struct leg *l, enum leg_event ev, const char *why)
+{
+	struct session *s = l->owner;
+
+	if (ev != LEG_EV_CLOSED) {
+		if (!s->closing)
+			login_event(l, ev, why);
+		else if (ev != LEG_EV_CONNECTED && ev != LEG_EV_TLS_DONE)
+			leg_abort(l); /* an error while closing: nothing left to say */
+		else
+			leg_close(l);
+		return;
+	}
+	if (l == &s->client)
+		s->client_closed = true;
+	else
+		s->upstream_closed = true;
+	if (!s->closing) {
+		/* a leg failed on its own: the session goes with it */
+		session_close(s, l == &s->client ? "client connection lost"
+						 : "upstream connection lost");
+		return;
+	}
+	if (s->client_closed && s->upstream_closed && !s->freed) {
+		/* freed by the reaper, after the current callback */
+		s->freed = true;
+		struct proxy *px = s->px;
+		if (s->prev)
+			s->prev->next = s->next;
+		else
+			px->sessions = s->next;
+		if (s->next)
+			s->next->prev = s->prev;
+		s->prev = NULL;
+		s->next = px->dead;
+		px->dead = s;
+		ev_timer_stop(px->loop, &s->login_timer);
+		ev_timer_stop(px->loop, &s->connect_timer);
+	}
+}
+
+static const struct leg_ops session_leg_ops = {
+	.data = session_leg_data,
+	.event = session_leg_event,
+};
+
+long long session_ms(const struct session *s)
+{
+	return (long long)((ev_now(s->px->loop) - s->t0) * 1000.0);
+}
+
+/* Fires at the login timeout, or, once closing, when the legs had long
+ * enough to flush. */
+static void session_login_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop, (void)revents;
+	struct session *s = (struct session *)((char *)w - offsetof(struct session, login_timer));
+	if (s->closing) {
+		leg_abort(&s->client);
+		leg_abort(&s->upstream);
+		return;
+	}
+	login_timeout(s, false);
+}
+
+/* Fires when the upstream took too long to connect or negotiate. */
+static void session_connect_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop, (void)revents;
+	struct session *s = (struct session *)((char *)w - offsetof(struct session, connect_timer));
+	if (!s->closing)
+		login_timeout(s, true);
+}
+
+void session_connect_timer(struct session *s, bool on)
+{
+	ev_timer_stop(s->px->loop, &s->connect_timer);
+	if (on && !s->closing) {
+		ev_timer_set(&s->connect_timer, s->px->conf->connect_timeout, 0.);
+		ev_timer_start(s->px->loop, &s->connect_timer);
+	}
+}
+
+void session_login_done(struct session *s)
+{
+	ev_timer_stop(s->px->loop, &s->login_timer);
+	ev_timer_stop(s->px->loop, &s->connect_timer);
+}
+
+static void session_addr(const struct sockaddr *sa, char *ip, size_t iplen, char *out,
+			 size_t outlen)
+{
+	char tmp[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, tmp, sizeof(tmp));
+		port = ntohs(in->sin_port);
+		snprintf(out, outlen, "%s:%u", tmp, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, tmp, sizeof(tmp));
+		port = ntohs(in6->sin6_port);
+		snprintf(out, outlen, "[%s]:%u", tmp, port);
+	} else {
+		snprintf(out, outlen, "?");
+	}
+	if (ip != NULL)
+		snprintf(ip, iplen, "%s", tmp);
+}
+
+void session_new(struct proxy *px, int fd, enum session_port port, const struct sockaddr *peer,
+		 const struct sockaddr *local)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		log_warnx("out of memory: connection refused");
+		close(fd);
+		return;
+	}
+	s->id = ++px->next_sid;
+	s->px = px;
+	s->port = port;
+	s->t0 = ev_now(px->loop);
+	session_addr(peer, s->peer_ip, sizeof(s->peer_ip), s->peer, sizeof(s->peer));
+	session_addr(local, NULL, 0, s->local, sizeof(s->local));
+	leg_init(&s->client, px->loop, &session_leg_ops, s, &s->upstream, fd);
+	leg_init(&s->upstream, px->loop, &session_leg_ops, s, &s->client, -1);
+	ev_timer_init(&s->login_timer, session_login_timer_cb, px->conf->login_timeout, 0.);
+	ev_timer_init(&s->connect_timer, session_connect_timer_cb, px->conf->connect_timeout, 0.);
+	ev_timer_start(px->loop, &s->login_timer);
+	ev_timer_start(px->loop, &s->connect_timer);
+
+	s->next = px->sessions;
+	if (px->sessions)
+		px->sessions->prev = s;
+	px->sessions = s;
+	px->nsessions++;
+
+	evlog_begin(s->id, "connect");
+	evlog_str("peer", s->peer);
+	evlog_str("local", s->local);
+	evlog_str("port_kind", port == SESSION_PORT_DIRECT_TLS ? "direct_tls" : "starttls");
+	evlog_end();
+
+	login_start(s);
+	if (s->closing)
+		return;
+	char why[256];
+	int ufd = upstream_connect(px, &s->upstream, fd, why, sizeof(why));
+	if (ufd < 0) {
+		login_event(&s->upstream, LEG_EV_ERROR, why);
+		return;
+	}
+}
+
+void session_close(struct session *s, const char *reason)
+{
+	if (s->closing)
+		return;
+	s->closing = true;
+	login_record(s);
+	evlog_begin(s->id, "close");
+	evlog_str("reason", reason);
+	evlog_int("ms", session_ms(s));
+	evlog_int("bytes_c2s", (long long)s->client.bytes_in);
+	evlog_int("bytes_s2c", (long long)s->upstream.bytes_in);
+	evlog_end();
+	log_debug("session %llu closed: %s", (unsigned long long)s->id, reason);
+
+	/* the linger: how long the legs may take to flush what they were told */
+	ev_timer_stop(s->px->loop, &s->connect_timer);
+	ev_timer_stop(s->px->loop, &s->login_timer);
+	ev_timer_set(&s->login_timer, CLOSE_LINGER, 0.);
+	ev_timer_start(s->px->loop, &s->login_timer);
+	leg_close(&s->client);
+	leg_close(&s->upstream);
+}
+
+static void session_free(struct session *s)
+{
+	login_free(s);
+	leg_free(&s->client);
+	leg_free(&s->upstream);
+	free(s);
+}
+
+/* Fires after each loop iteration: frees the sessions closed in it, and
+ * ends the loop when stopping and none is left. */
+static void session_reaper_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+	(void)revents;
+	struct proxy *px = w->data;
+	while (px->dead != NULL) {
+		struct session *s = px->dead;
+		px->dead = s->next;
+		px->nsessions--;
+		session_free(s);
+	}
+	if (px->stopping && px->nsessions == 0)
+		ev_break(loop, EVBREAK_ALL);
+}
+
+void session_proxy_init(struct proxy *px)
+{
+	ev_check_init(&px->reaper, session_reaper_cb);
+	px->reaper.data = px;
+	ev_check_start(px->loop, &px->reaper);
+	/* the reaper must not keep the loop alive on its own */
+	ev_unref(px->loop);
+}
+
+void session_shutdown_all(struct proxy *px)
+{
+	px->stopping = true;
+	for (struct session *s = px->sessions, *next; s != NULL; s = next) {
+		next = s->next;
+		if (!s->closing)
+			login_shutdown(s);
+	}
+	/* wake the loop so the reaper runs even with no session left */
+	ev_feed_event(px->loop, &px->reaper, EV_CHECK);
+}

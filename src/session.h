@@ -1,0 +1,113 @@
+/*
+ * A session is two legs, client and upstream, each pointing at the other
+ * (OpenBSD relayd's se_in/se_out). session_close() is the only way out: it
+ * logs once, closes both legs after flushing what they were told, and the
+ * session is freed after the current callback returns, so any callback may
+ * close its own session safely.
+ */
+#ifndef XI_SESSION_H
+#define XI_SESSION_H
+
+#include <ev.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "bounds.h"
+#include "leg.h"
+#include "streamfeatures.h"
+
+struct conf;
+struct sasl_state;
+
+/* What the process shares with its sessions. Reload replaces conf and the
+ * contexts; a session reads them afresh at each step. */
+struct proxy {
+	struct ev_loop *loop;
+	struct conf *conf;
+	SSL_CTX *server_ctx, *client_ctx;
+	struct sockaddr_storage upstream_sa;
+	socklen_t upstream_salen;
+	char upstream_name[300]; /* for the log */
+	uint64_t next_sid;
+	unsigned nsessions;
+	struct session *sessions; /* live */
+	struct session *dead;	  /* closed, freed by the reaper */
+	ev_check reaper;
+	bool stopping;
+};
+
+enum session_port {
+	SESSION_PORT_STARTTLS = 0,
+	SESSION_PORT_DIRECT_TLS,
+};
+
+enum session_outcome {
+	SESSION_OUTCOME_NONE = 0,
+	SESSION_OUTCOME_SUCCESS,
+	SESSION_OUTCOME_FAILURE,
+};
+
+#define SESSION_MAX_POLICY 8
+
+struct session {
+	uint64_t id;
+	struct proxy *px;
+	struct session *next, *prev; /* px->sessions, or px->dead */
+	struct leg client, upstream;
+	ev_timer login_timer;	/* login timeout, then close linger */
+	ev_timer connect_timer; /* upstream connect and handshakes */
+	ev_tstamp t0;
+	enum session_port port;
+	char peer[INET6_ADDRSTRLEN + 8], local[INET6_ADDRSTRLEN + 8];
+	char peer_ip[INET6_ADDRSTRLEN];
+	bool closing, freed;
+	bool client_closed, upstream_closed; /* their legs reached CLOSED */
+
+	/* the login, as login.c follows it */
+	char domain[256];     /* the client's 'to' */
+	char xml_lang[36];    /* the client's xml:lang */
+	bool client_tls;      /* client leg encrypted */
+	bool upstream_tls;    /* upstream leg encrypted */
+	char client_tls_version[16], upstream_tls_version[16];
+	bool upstream_ready;  /* post-TLS features known */
+	bool upstream_requires_tls;
+	enum streamfeatures_starttls upstream_starttls; /* as first offered */
+	struct streamfeatures up;			/* post-TLS features */
+	char *offered[MAX_MECHANISMS]; /* what the client was last offered */
+	size_t noffered;
+	char mechanism[MAX_MECH_NAME + 1];
+	struct sasl_state *sasl;
+	unsigned steps_c2s, steps_s2c, auth_attempts;
+	bool auth_tried, login_logged, relay;
+	enum session_outcome outcome;
+	const char *outcome_by;	 /* "upstream" or "proxy" */
+	char condition[40];	 /* last failure condition */
+	ev_tstamp t_outcome;
+	char user[256], authzid[256], cb[32];
+	char jid[512];
+	char bind_id[64], session_iq_id[64], bind_resource[256];
+	const char *policy_rules[SESSION_MAX_POLICY]; /* "rule:action", static strings */
+	size_t npolicy;
+};
+
+/* Takes over an accepted, non-blocking client socket. */
+void session_new(struct proxy *px, int fd, enum session_port port, const struct sockaddr *peer,
+		 const struct sockaddr *local);
+/* Ends the session: logs close (and the login record if due), closes both
+ * legs after their queued output. Idempotent. */
+void session_close(struct session *s, const char *reason);
+/* Milliseconds since the client connected. */
+long long session_ms(const struct session *s);
+/* Starts or stops the connect timer. */
+void session_connect_timer(struct session *s, bool on);
+/* Stops the login timer (the login is over). */
+void session_login_done(struct session *s);
+/* Set-up of px (the reaper); once before the loop runs. */
+void session_proxy_init(struct proxy *px);
+/* Graceful stop: every session is told the server is shutting down. */
+void session_shutdown_all(struct proxy *px);
+
+#endif

@@ -1,0 +1,124 @@
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "streamfeatures.h"
+#include "xml.h"
+
+#define NS_COMPRESS "http://jabber.org/features/compress"
+#define NS_SASL_CB "urn:xmpp:sasl-cb:0"
+#define NS_IQ_AUTH "http://jabber.org/features/iq-auth"
+
+void streamfeatures_free(struct streamfeatures *f)
+{
+	for (size_t i = 0; i < f->nmechs; i++)
+		free(f->mechs[i]);
+	if (f->kept != NULL) {
+		buf_free(f->kept);
+		free(f->kept);
+	}
+	memset(f, 0, sizeof(*f));
+}
+
+/* A SASL mechanism name (RFC 4422 3.1): 1-20 of A-Z 0-9 - _. Lower case
+ * is accepted and upper-cased: some servers write it so. */
+static char *streamfeatures_mech_name(const char *s, size_t len)
+{
+	while (len > 0 && isspace((unsigned char)*s))
+		s++, len--;
+	while (len > 0 && isspace((unsigned char)s[len - 1]))
+		len--;
+	if (len == 0 || len > MAX_MECH_NAME)
+		return NULL;
+	char *r = malloc(len + 1);
+	if (r == NULL)
+		return NULL;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)toupper((unsigned char)s[i]);
+		if (!(isupper(c) || isdigit(c) || c == '-' || c == '_')) {
+			free(r);
+			return NULL;
+		}
+		r[i] = (char)c;
+	}
+	r[len] = '\0';
+	return r;
+}
+
+int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
+{
+	streamfeatures_free(f);
+	f->kept = calloc(1, sizeof(*f->kept));
+	if (f->kept == NULL)
+		return -1;
+	for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
+		if (xml_is(c, XML_NS_TLS, "starttls")) {
+			f->starttls = xml_child(c, XML_NS_TLS, "required") != NULL
+					      ? SF_STARTTLS_REQUIRED
+					      : SF_STARTTLS_OFFERED;
+		} else if (xml_is(c, XML_NS_SASL, "mechanisms")) {
+			for (const struct xml_elem *m = c->children; m != NULL; m = m->next) {
+				if (!xml_is(m, XML_NS_SASL, "mechanism"))
+					continue;
+				char *name = streamfeatures_mech_name(m->text ? m->text : "", m->textlen);
+				if (name == NULL)
+					continue; /* junk is not offered on */
+				if (f->nmechs == MAX_MECHANISMS) {
+					f->truncated = true;
+					free(name);
+					continue;
+				}
+				f->mechs[f->nmechs++] = name;
+			}
+		} else if (xml_is(c, NS_COMPRESS, "compression")) {
+			f->compression = true;
+		} else if (xml_is(c, NS_SASL_CB, "sasl-channel-binding")) {
+			f->channel_binding = true;
+		} else if (xml_is(c, XML_NS_SASL2, "authentication")) {
+			f->sasl2 = true;
+		} else if (xml_is(c, NS_IQ_AUTH, "auth")) {
+			f->iq_auth = true;
+		} else if (xml_write(f->kept, c, XML_NS_STREAMS) < 0) {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int streamfeatures_write(struct buf *out, const char *prefix, enum streamfeatures_starttls starttls,
+		   const char *const *mechs, size_t nmechs, bool others, const struct streamfeatures *f)
+{
+	const char *sep = prefix[0] ? ":" : "";
+	int rc = 0;
+	if (prefix[0])
+		rc |= buf_addf(out, "<%s:features>", prefix);
+	else
+		rc |= buf_adds(out, "<features xmlns='" XML_NS_STREAMS "'>");
+	if (starttls == SF_STARTTLS_REQUIRED)
+		rc |= buf_adds(out, "<starttls xmlns='" XML_NS_TLS "'><required/></starttls>");
+	else if (starttls == SF_STARTTLS_OFFERED)
+		rc |= buf_adds(out, "<starttls xmlns='" XML_NS_TLS "'/>");
+	if (nmechs > 0) {
+		rc |= buf_adds(out, "<mechanisms xmlns='" XML_NS_SASL "'>");
+		for (size_t i = 0; i < nmechs; i++)
+			rc |= buf_addf(out, "<mechanism>%s</mechanism>", mechs[i]);
+		rc |= buf_adds(out, "</mechanisms>");
+	}
+	if (others && f != NULL && f->kept != NULL)
+		rc |= buf_add(out, buf_head(f->kept), f->kept->len);
+	rc |= buf_addf(out, "</%s%sfeatures>", prefix, sep);
+	return rc ? -1 : 0;
+}
+
+const char *streamfeatures_starttls_name(enum streamfeatures_starttls s)
+{
+	switch (s) {
+	case SF_STARTTLS_OFFERED:
+		return "offered";
+	case SF_STARTTLS_REQUIRED:
+		return "required";
+	default:
+		return "none";
+	}
+}

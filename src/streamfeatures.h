@@ -1,0 +1,48 @@
+/*
+ * Stream features: reading the upstream's <features> and writing the ones
+ * the client sees. The proxy rebuilds <starttls> and <mechanisms> itself
+ * (they depend on the client leg and on policy) and drops what it cannot
+ * carry: compression (XEP-0138: the stream would become zlib), the SASL
+ * channel-binding types (its two TLS sessions differ), SASL2 (not relayed
+ * yet) and legacy iq-auth (a login without SASL).
+ */
+#ifndef XI_STREAMFEATURES_H
+#define XI_STREAMFEATURES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "bounds.h"
+
+struct buf;
+struct xml_elem;
+
+enum streamfeatures_starttls {
+	SF_STARTTLS_NONE = 0,
+	SF_STARTTLS_OFFERED,
+	SF_STARTTLS_REQUIRED,
+};
+
+struct streamfeatures {
+	enum streamfeatures_starttls starttls;
+	char *mechs[MAX_MECHANISMS]; /* as the server offered them, in order */
+	size_t nmechs;
+	bool compression, channel_binding, sasl2, iq_auth;
+	bool truncated;	  /* more mechanisms than MAX_MECHANISMS */
+	struct buf *kept; /* other children, serialised, for the client */
+};
+
+/* Reads a <features> element into f (previous content freed). Returns 0
+ * or -1 on out of memory. */
+int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e);
+void streamfeatures_free(struct streamfeatures *f);
+
+/* Writes the client's <PREFIX:features>: starttls as given, the listed
+ * mechanisms (none: no <mechanisms> element), and with others the kept
+ * children. prefix is the stream prefix in scope ("" for none). */
+int streamfeatures_write(struct buf *out, const char *prefix, enum streamfeatures_starttls starttls,
+		   const char *const *mechs, size_t nmechs, bool others, const struct streamfeatures *f);
+
+const char *streamfeatures_starttls_name(enum streamfeatures_starttls s);
+
+#endif

@@ -1,0 +1,25 @@
+/*
+ * Reaching the upstream: resolving its address once (at start-up and on
+ * reload, never on the event loop), the transparent mode's original
+ * destination, and the non-blocking connect of a session's upstream leg.
+ */
+#ifndef XI_UPSTREAM_H
+#define XI_UPSTREAM_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+struct conf_addr;
+struct leg;
+struct proxy;
+
+/* Resolves host:port (blocking: only before the loop runs or on reload).
+ * Returns 0 or -1 with a reason in err. */
+int upstream_resolve(const struct conf_addr *a, struct sockaddr_storage *ss, socklen_t *len,
+		     char *err, size_t errlen);
+
+/* Starts connecting leg l. client_fd is the accepted client socket (for
+ * upstream = original-dst). Returns the new fd, or -1 with a reason. */
+int upstream_connect(struct proxy *px, struct leg *l, int client_fd, char *err, size_t errlen);
+
+#endif
