@@ -198,6 +198,22 @@ static void login_fail(struct session *s, const char *condition, const char *tex
 {
 	if (s->closing)
 		return;
+	if (condition != NULL && s->client.stream_n == 0 && !s->fail_pending &&
+	    s->client.io < LEG_IO_CLOSING) {
+		/* The client has not opened its stream yet (it may still be in
+		 * its TLS handshake): an error now could not be well-formed
+		 * XMPP. Let go of the upstream and answer the client's header
+		 * with the error instead; the login timer bounds the wait. */
+		s->fail_pending = true;
+		snprintf(s->fail_condition, sizeof(s->fail_condition), "%s", condition);
+		snprintf(s->fail_text, sizeof(s->fail_text), "%s", text ? text : "");
+		snprintf(s->fail_reason, sizeof(s->fail_reason), "%s", reason);
+		s->upstream_gone = true;
+		session_connect_timer(s, false);
+		login_stream_end(&s->upstream);
+		leg_close(&s->upstream);
+		return;
+	}
 	if (condition != NULL)
 		login_stream_error(&s->client, condition, text);
 	else
@@ -236,6 +252,28 @@ static void login_policy_event(struct session *s, const struct policy_verdict *v
 		snprintf(names[nnames], sizeof(names[0]), "%s", key);
 		s->policy_rules[s->npolicy++] = names[nnames++];
 	}
+}
+
+/* A stream error a leg sent (dir says which), as the event log shows it. */
+static void login_stream_error_event(struct session *s, const char *dir, const struct xml_elem *e,
+				     const char **condp, const char **textp)
+{
+	const char *cond = NULL, *text = NULL;
+	for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
+		if (strcmp(c->name, "text") == 0)
+			text = c->text;
+		else if (cond == NULL && strcmp(c->ns, XML_NS_STREAM_ERRORS) == 0)
+			cond = c->name;
+	}
+	evlog_begin(s->id, "stream_error");
+	evlog_str("dir", dir);
+	evlog_str("condition", cond);
+	evlog_str("text", text);
+	evlog_end();
+	if (condp != NULL)
+		*condp = cond;
+	if (textp != NULL)
+		*textp = text;
 }
 
 static void login_stream_event(struct leg *l, const struct xml_elem *hdr)
@@ -510,6 +548,12 @@ static void login_client_open(struct session *s, const struct xml_elem *hdr)
 		return;
 	}
 	login_client_header(s);
+	if (s->fail_pending) {
+		s->fail_pending = false;
+		login_fail(s, s->fail_condition, s->fail_text[0] ? s->fail_text : NULL,
+			   s->fail_reason);
+		return;
+	}
 	if (version == NULL || strncmp(version, "1.", 2) != 0) {
 		login_fail(s, "unsupported-version", NULL, "client stream version not 1.x");
 		return;
@@ -617,11 +661,7 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 	struct sasl_fields f;
 
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
-		const struct xml_elem *c = e->children;
-		evlog_begin(s->id, "stream_error");
-		evlog_str("dir", "c2s");
-		evlog_str("condition", c ? c->name : NULL);
-		evlog_end();
+		login_stream_error_event(s, "c2s", e, NULL, NULL);
 		login_fail(s, NULL, NULL, "client sent a stream error");
 		return;
 	}
@@ -821,18 +861,8 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e)
 	struct leg *u = &s->upstream;
 
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
-		const char *cond = NULL, *text = NULL;
-		for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
-			if (strcmp(c->name, "text") == 0)
-				text = c->text;
-			else if (cond == NULL && strcmp(c->ns, XML_NS_STREAM_ERRORS) == 0)
-				cond = c->name;
-		}
-		evlog_begin(s->id, "stream_error");
-		evlog_str("dir", "s2c");
-		evlog_str("condition", cond);
-		evlog_str("text", text);
-		evlog_end();
+		const char *cond, *text;
+		login_stream_error_event(s, "s2c", e, &cond, &text);
 		/* the client hears the server's own condition */
 		login_fail(s, cond ? cond : "undefined-condition", text,
 			   "upstream sent a stream error");
@@ -885,6 +915,10 @@ static void login_copy_attr(char *dst, size_t len, const struct xml_elem *e, con
 
 static void login_relay_c2s(struct session *s, const struct xml_elem *e)
 {
+	if (xml_is(e, XML_NS_STREAMS, "error")) {
+		login_stream_error_event(s, "c2s", e, NULL, NULL);
+		return;
+	}
 	if (!xml_is(e, XML_NS_CLIENT, "iq") || s->jid[0])
 		return;
 	const char *type = xml_attr(e, NULL, "type");
@@ -904,11 +938,7 @@ static void login_relay_c2s(struct session *s, const struct xml_elem *e)
 static void login_relay_s2c(struct session *s, const struct xml_elem *e)
 {
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
-		const struct xml_elem *c = e->children;
-		evlog_begin(s->id, "stream_error");
-		evlog_str("dir", "s2c");
-		evlog_str("condition", c ? c->name : NULL);
-		evlog_end();
+		login_stream_error_event(s, "s2c", e, NULL, NULL);
 		return;
 	}
 	if (!xml_is(e, XML_NS_CLIENT, "iq"))
@@ -1236,6 +1266,11 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 
 void login_timeout(struct session *s, bool connect)
 {
+	if (s->fail_pending) {
+		/* the client never opened its stream to hear why */
+		session_close(s, s->fail_reason);
+		return;
+	}
 	if (connect) {
 		if (s->upstream.state == US_CONNECTING) {
 			evlog_begin(s->id, "upstream");

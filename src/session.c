@@ -35,7 +35,7 @@ static void session_leg_event(struct leg *l, enum leg_event ev, const char *why)
 		s->client_closed = true;
 	else
 		s->upstream_closed = true;
-	if (!s->closing) {
+	if (!s->closing && !(l == &s->upstream && s->upstream_gone)) {
 		/* a leg failed on its own: the session goes with it */
 		session_close(s, l == &s->client ? "client connection lost"
 						 : "upstream connection lost");

@@ -65,6 +65,11 @@ struct session {
 	char peer_ip[INET6_ADDRSTRLEN];
 	bool closing, freed;
 	bool client_closed, upstream_closed; /* their legs reached CLOSED */
+	bool upstream_gone;		     /* closed on purpose, the client still served */
+
+	/* a failure waiting for the client's stream header to be told */
+	bool fail_pending;
+	char fail_condition[40], fail_text[96], fail_reason[160];
 
 	/* the login, as login.c follows it */
 	char domain[256];     /* the client's 'to' */

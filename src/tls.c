@@ -72,6 +72,15 @@ static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *o
 	return SSL_TLSEXT_ERR_NOACK;
 }
 
+/* Fires with the client's SNI. Accepting it makes OpenSSL keep the name
+ * for SSL_get_servername() after the handshake (TLS 1.3 included); one
+ * certificate serves every name. */
+static int tls_servername_cb(SSL *ssl, int *alert, void *arg)
+{
+	(void)ssl, (void)alert, (void)arg;
+	return SSL_TLSEXT_ERR_OK;
+}
+
 SSL_CTX *tls_server_ctx(const char *cert, const char *key, int min_version, const char *ciphers,
 			char *err, size_t errlen)
 {
@@ -102,6 +111,7 @@ SSL_CTX *tls_server_ctx(const char *cert, const char *key, int min_version, cons
 		goto fail;
 	}
 	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
+	SSL_CTX_set_tlsext_servername_callback(ctx, tls_servername_cb);
 	SSL_CTX_set_keylog_callback(ctx, tls_keylog_cb);
 	return ctx;
 fail:

@@ -21,6 +21,7 @@ struct xml_parser {
 	void *ctx;
 	size_t max_stanza;
 	bool build;
+	bool build_this; /* building the current depth-1 element */
 
 	unsigned depth;	       /* 0 outside the stream, 1 in it, 2+ in a stanza */
 	uint64_t fed;	       /* bytes given to this Expat parser */
@@ -179,7 +180,8 @@ static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Ch
 	}
 
 	/* Without building, only the depth-1 element itself is made. */
-	if (p->depth > 2 && !(p->build && p->cur_depth == p->depth - 1 && p->built < XML_MAX_BUILT))
+	if (p->depth > 2 && !(p->build_this && p->cur_depth == p->depth - 1 &&
+			      p->built < XML_MAX_BUILT))
 		return;
 	struct xml_elem *e = xml_make(qname, atts, nattrs);
 	if (e == NULL) {
@@ -188,6 +190,9 @@ static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Ch
 	}
 	p->built++;
 	if (p->depth == 2) {
+		/* stream-level elements (features, errors) are rare and small:
+		 * always built, so errors are seen whole after login too */
+		p->build_this = p->build || strcmp(e->ns, XML_NS_STREAMS) == 0;
 		p->root = e;
 	} else {
 		struct xml_elem **tail = &p->cur->children;
