@@ -1046,8 +1046,13 @@ static void login_on_close(void *ctx)
 	struct leg *l = ctx;
 	struct session *s = login_session(l);
 
-	if (s->relay)
-		return; /* forwarded as it is; the TCP close ends the session */
+	if (s->relay) {
+		/* forwarded as it is; the TCP close that follows ends the session */
+		if (s->ended_by == NULL)
+			s->ended_by = login_is_client(l) ? "client ended the stream"
+							 : "server ended the stream";
+		return;
+	}
 	if (login_is_client(l)) {
 		login_fail(s, NULL, NULL, "client closed the stream");
 	} else {
@@ -1249,6 +1254,8 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		snprintf(reason, sizeof(reason), "%s %s%s%s", login_leg_name(l),
 			 ev == LEG_EV_EOF ? "closed the connection" : "error", why ? ": " : "",
 			 why ? why : "");
+		if (s->ended_by != NULL && ev == LEG_EV_EOF)
+			snprintf(reason, sizeof(reason), "%s", s->ended_by);
 		if (client) {
 			login_stream_end(&s->upstream);
 			session_close(s, reason);

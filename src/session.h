@@ -87,6 +87,7 @@ struct session {
 	struct sasl_state *sasl;
 	unsigned steps_c2s, steps_s2c, auth_attempts;
 	bool auth_tried, login_logged, relay;
+	const char *ended_by; /* who sent </stream:stream> after login */
 	enum session_outcome outcome;
 	const char *outcome_by;	 /* "upstream" or "proxy" */
 	char condition[40];	 /* last failure condition */
