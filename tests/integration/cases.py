@@ -824,7 +824,9 @@ def login_timeout(ctx):
 
 @case("sigterm_with_open_session")
 def sigterm_with_open_session(ctx):
-    """SIGTERM while a logged-in session is open: exit 0, the session's close logged."""
+    """SIGTERM while a logged-in session is open: the client is told
+    (system-shutdown), answers with </stream>, and the proxy exits 0 promptly
+    with the session's close logged."""
     px = ctx.proxy()
     c = ctx.raw(px.port)
     try:
@@ -833,11 +835,40 @@ def sigterm_with_open_session(ctx):
         ctx.require(False, f"raw login failed: {e}")
     ctx.require(px.events.wait("login", 5), "no login event")
     t0 = time.monotonic()
-    status = px.stop()
+    px.proc.send_signal(signal.SIGTERM)
+    cond = c.stream_error(timeout=5)
+    ctx.check(cond == "system-shutdown", f"client got stream error {cond!r}, want system-shutdown")
+    try:
+        c.send("</stream:stream>")
+    except OSError:
+        pass
+    ctx.check(c.wait_closed(5), "client connection still open after shutdown")
+    c.close()
+    status = px.stop(timeout=10)
+    took = time.monotonic() - t0
     ctx.check(status == 0, f"exit status {status} after SIGTERM")
-    ctx.check(time.monotonic() - t0 < 8, "shutdown took more than 8 s")
+    ctx.check(took < 3, f"shutdown took {took:.1f} s with a client that closed at once")
     ctx.check(px.events.find("close"), "open session's close not logged at shutdown")
-    ctx.check(c.wait_closed(2), "client connection still open after shutdown")
+
+
+@case("sigterm_after_client_close")
+def sigterm_after_client_close(ctx):
+    """A client drops its connection and SIGTERM follows within a millisecond
+    (the session is ending while the shutdown starts): exit 0, promptly."""
+    px = ctx.proxy()
+    c = ctx.raw(px.port)
+    try:
+        raw.login_plain(c, "alice", USERS["alice"])
+    except AssertionError as e:
+        ctx.require(False, f"raw login failed: {e}")
+    ctx.require(px.events.wait("login", 5), "no login event")
+    c.close()
+    t0 = time.monotonic()
+    status = px.stop(timeout=15)
+    took = time.monotonic() - t0
+    ctx.check(status == 0, f"exit status {status} after SIGTERM")
+    ctx.check(px.events.find("close"), "no close event for the dropped client")
+    ctx.check(took < 3, f"shutdown took {took:.1f} s; the only session was ending anyway")
 
 
 @case("sighup_reload")
