@@ -10,7 +10,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "addrtab.h"
 #include "conf.h"
+#include "evlog.h"
 #include "listener.h"
 #include "log.h"
 
@@ -49,6 +51,33 @@ static void listener_shed(int lfd)
 	listener_take_reserve();
 }
 
+/* Why a new connection from peer must be refused at once, or NULL. */
+static const char *listener_refusal(const struct proxy *px, const struct sockaddr *peer)
+{
+	if (px->stopping)
+		return "stopping";
+	if (px->nsessions >= px->conf->max_sessions)
+		return "max_sessions";
+	struct in6_addr key = addrtab_key(peer);
+	if (addrtab_count(px->peers, &key) >= px->conf->max_per_addr)
+		return "max_per_addr";
+	return NULL;
+}
+
+/* A refusal is a process event: there is no session to carry it. */
+static void listener_refused(const struct sockaddr_storage *peer, const char *why)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+	if (peer->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, ip, sizeof(ip));
+	else if (peer->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, ip, sizeof(ip));
+	evlog_begin(0, "refused");
+	evlog_str("peer", ip);
+	evlog_str("rule", why);
+	evlog_end();
+}
+
 /* Fires when connections are waiting. */
 static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -68,7 +97,9 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			}
 			return; /* EAGAIN, or a transient error: come back later */
 		}
-		if (ls->px->stopping || ls->px->nsessions >= ls->px->conf->max_sessions) {
+		const char *refused = listener_refusal(ls->px, (struct sockaddr *)&peer);
+		if (refused != NULL) {
+			listener_refused(&peer, refused);
 			close(fd);
 			continue;
 		}

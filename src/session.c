@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "addrtab.h"
 #include "conf.h"
 #include "evlog.h"
 #include "log.h"
@@ -138,6 +139,13 @@ void session_new(struct proxy *px, int fd, enum session_port port, const struct 
 		close(fd);
 		return;
 	}
+	s->peer_key = addrtab_key(peer);
+	if (addrtab_add(px->peers, &s->peer_key) < 0) {
+		log_warnx("out of memory: connection refused");
+		free(s);
+		close(fd);
+		return;
+	}
 	s->id = ++px->next_sid;
 	s->px = px;
 	s->port = port;
@@ -199,6 +207,7 @@ void session_close(struct session *s, const char *reason)
 
 static void session_free(struct session *s)
 {
+	addrtab_del(s->px->peers, &s->peer_key);
 	login_free(s);
 	leg_free(&s->client);
 	leg_free(&s->upstream);
@@ -223,6 +232,9 @@ static void session_reaper_cb(struct ev_loop *loop, ev_check *w, int revents)
 
 void session_proxy_init(struct proxy *px)
 {
+	px->peers = addrtab_new();
+	if (px->peers == NULL)
+		fatal("out of memory");
 	ev_check_init(&px->reaper, session_reaper_cb);
 	px->reaper.data = px;
 	ev_check_start(px->loop, &px->reaper);

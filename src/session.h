@@ -33,6 +33,7 @@ struct proxy {
 	char upstream_name[300]; /* for the log */
 	uint64_t next_sid;
 	unsigned nsessions;
+	struct addrtab *peers; /* sessions per client address */
 	struct session *sessions; /* live */
 	struct session *dead;	  /* closed, freed by the reaper */
 	ev_check reaper;
@@ -63,6 +64,7 @@ struct session {
 	enum session_port port;
 	char peer[INET6_ADDRSTRLEN + 8], local[INET6_ADDRSTRLEN + 8];
 	char peer_ip[INET6_ADDRSTRLEN];
+	struct in6_addr peer_key; /* in px->peers */
 	bool closing, freed;
 	bool client_closed, upstream_closed; /* their legs reached CLOSED */
 	bool upstream_gone;		     /* closed on purpose, the client still served */
