@@ -167,6 +167,11 @@ class Ctx:
         for px in self.proxies:
             if px.proc is None:
                 continue
+            # Let sessions the case left open end before SIGTERM, so every
+            # case does not also test shutdown racing a closing session
+            # (sigterm_after_client_close does that on purpose).
+            if px.alive():
+                harness.wait_until(lambda: all_closed(px.events.read()), 3)
             died = px.exit_status is None and not px.alive()
             status = px.stop()
             if died:
@@ -216,6 +221,12 @@ def sids(events):
         if e.get("event") == "connect" and e.get("sid") not in out:
             out.append(e.get("sid"))
     return out
+
+
+def all_closed(events):
+    """True if every session that connected has its close event."""
+    closed = {e.get("sid") for e in events if e.get("event") == "close"}
+    return all(sid in closed for sid in sids(events))
 
 
 class Session:
@@ -806,6 +817,59 @@ def tls_garbage_after_starttls(ctx):
     ctx.check(r.get("ok"), f"a later client failed: {r.get('error')}")
 
 
+@case("oversized_stanza_prelogin")
+def oversized_stanza_prelogin(ctx):
+    """A 100 KB <auth> before login (limit 64 KiB): policy-violation, closed."""
+    px = ctx.proxy()
+    c = ctx.raw(px.port)
+    c.open_stream()
+    c.starttls()
+    c.open_stream()
+    c.send(f"<auth xmlns='{raw.NS_SASL}' mechanism='PLAIN'>" + "QUFB" * 25000 + "</auth>")
+    cond = c.stream_error(timeout=5)
+    ctx.check(cond in ("policy-violation", "resource-constraint"),
+              f"stream error {cond!r}, want policy-violation; got {c.describe()}")
+    ctx.check(c.wait_closed(5), "connection not closed")
+    s = ctx.session(px)
+    ctx.check(not s.all("auth_result", by="upstream"), "oversized auth was relayed upstream")
+
+
+@case("max_per_addr")
+def max_per_addr(ctx):
+    """max_per_addr = 2: a third connection from 127.0.0.1 is turned away while
+    two are open; once one ends, a new one is served again."""
+    px = ctx.proxy(max_per_addr="2")
+    held = []
+    for i in range(2):
+        c = ctx.raw(px.port)
+        c.send(raw.header())
+        el = c.next_element()
+        ctx.require(el is not None and raw.local(el.tag) == "features",
+                    f"connection {i + 1} of 2 not served: {c.describe(el)}")
+        held.append(c)
+    third = ctx.raw(px.port)
+    try:
+        third.send(raw.header())
+    except OSError:
+        pass
+    el = third.next_element()
+    ctx.check(el is None or raw.local(el.tag) != "features",
+              f"third connection served features: {third.describe(el)}")
+    ctx.check(third.eof or third.stream_closed or third.wait_closed(5), "third connection left open")
+    held[0].close()
+
+    def served():
+        try:
+            with raw.RawClient(px.port, ca=CA) as c:
+                c.send(raw.header())
+                el = c.next_element(timeout=2)
+                return el is not None and raw.local(el.tag) == "features"
+        except OSError:
+            return False
+    ctx.check(harness.wait_until(served, 10, 0.2), "no connection served after one of the two ended")
+    ctx.check(px.alive(), "proxy died")
+
+
 @case("login_timeout")
 def login_timeout(ctx):
     """login_timeout = 1: a client that never logs in is cut off (connection-timeout)."""
@@ -916,7 +980,8 @@ def sighup_reload(ctx):
 
 @case("config_check", prosody=None)
 def config_check(ctx):
-    """-t: a good config passes (0), an unknown key fails (1) naming file:line."""
+    """-t: a good config passes (0), an unknown key fails (1) naming file:line
+    (or -o); -V names the linked libraries."""
     px = ctx.proxy(upstream_port=harness.port_refusing(), start=False)
     px.write_config()
     r = ctx.run_bin(["-t", "-c", str(px.config)])
@@ -929,6 +994,14 @@ def config_check(ctx):
     out = r.stdout + r.stderr
     ctx.check(r.returncode == 1, f"-t on an unknown key: status {r.returncode}")
     ctx.check(f"{bad}:3" in out or "bad.conf:3" in out, f"-t does not name bad.conf:3: {out.strip()[:300]}")
+    r = ctx.run_bin(["-t", "-c", str(px.config), "-o", "no_such_key=1"])
+    ctx.check(r.returncode == 1, f"-t with -o no_such_key=1: status {r.returncode}")
+    ctx.check("-o" in r.stdout + r.stderr, f"-o error does not name -o: {(r.stdout + r.stderr).strip()[:200]}")
+    r = ctx.run_bin(["-V"])
+    out = r.stdout + r.stderr
+    ctx.check(r.returncode == 0, f"-V: status {r.returncode}")
+    for lib in ("OpenSSL", "libev", "xpat"):
+        ctx.check(lib.lower() in out.lower(), f"-V does not mention {lib}: {out.strip()[:200]!r}")
 
 
 @case("port_in_use", prosody=None)
