@@ -1,0 +1,968 @@
+/*
+ * Unit tests of xml.c, the Expat stream layer. A recording handler turns
+ * every event into one line of a textual trace:
+ *
+ *   open {NS}stream to=lab.test version=1.0 @END
+ *   elem {NS}name a=v {NS}a=v "text" ({NS}child ...) [START,END)
+ *   close
+ *   reset                    (the test restarted the stream after a stop)
+ *
+ * so that whole transcripts can be compared: fed at once, fed one byte at
+ * a time and fed in odd chunk sizes, they must give the same trace,
+ * offsets included. Errors are checked fed at once and byte by byte too:
+ * a limit must not depend on how the bytes were split into reads.
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bounds.h"
+#include "buf.h"
+#include "xml.h"
+#include "t.h"
+
+#define NS_STREAMS_Q "'" XML_NS_STREAMS "'"
+#define HDR_TAIL "to='lab.test' version='1.0' xmlns='jabber:client'"
+/* A client's stream header as Gajim or Conversations send it. */
+#define CLIENT_HDR                                                                                 \
+	"<?xml version='1.0'?><stream:stream " HDR_TAIL " xmlns:stream=" NS_STREAMS_Q              \
+	" xml:lang='en'>"
+#define STARTTLS "<starttls xmlns='" XML_NS_TLS "'/>"
+#define TLS_NS "{" XML_NS_TLS "}"
+
+/* What the handler records, and which elements make it stop the parser. */
+struct rec {
+	struct xml_parser *p;
+	struct buf trace;
+	const char *stop_on[4]; /* local names whose element triggers xml_stop() */
+	bool stopped;		/* xml_stop() was called since the last reset */
+	bool offsets;		/* record offsets in the trace */
+	unsigned nelems;
+	/* the last element, serialised by xml_write() relative to jabber:client */
+	struct buf last_written;
+};
+
+static void dump_attrs(struct buf *b, const struct xml_attr *a, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (a[i].ns[0])
+			buf_addf(b, " {%s}%s=%s", a[i].ns, a[i].name, a[i].value);
+		else
+			buf_addf(b, " %s=%s", a[i].name, a[i].value);
+	}
+}
+
+/* One element and its subtree, on one line. */
+static void dump_elem(struct buf *b, const struct xml_elem *e)
+{
+	buf_addf(b, "{%s}%s", e->ns, e->name);
+	dump_attrs(b, e->attrs, e->nattrs);
+	if (e->textlen) {
+		buf_adds(b, " \"");
+		buf_add(b, e->text, e->textlen);
+		buf_adds(b, "\"");
+	}
+	if (e->children != NULL) {
+		buf_adds(b, " (");
+		for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
+			dump_elem(b, c);
+			if (c->next != NULL)
+				buf_adds(b, " ");
+		}
+		buf_adds(b, ")");
+	}
+}
+
+/* Fires when the stream header is parsed. */
+static void rec_open(void *ctx, const struct xml_elem *h, uint64_t end)
+{
+	struct rec *r = ctx;
+	buf_addf(&r->trace, "open {%s}%s", h->ns, h->name);
+	dump_attrs(&r->trace, h->attrs, h->nattrs);
+	if (r->offsets)
+		buf_addf(&r->trace, " @%llu", (unsigned long long)end);
+	buf_adds(&r->trace, "\n");
+}
+
+/* Fires for each complete depth-1 element. */
+static void rec_element(void *ctx, const struct xml_elem *e, uint64_t start, uint64_t end)
+{
+	struct rec *r = ctx;
+	r->nelems++;
+	buf_adds(&r->trace, "elem ");
+	dump_elem(&r->trace, e);
+	if (r->offsets)
+		buf_addf(&r->trace, " [%llu,%llu)", (unsigned long long)start,
+			 (unsigned long long)end);
+	buf_adds(&r->trace, "\n");
+	buf_reset(&r->last_written);
+	xml_write(&r->last_written, e, XML_NS_CLIENT);
+	for (size_t i = 0; i < 4 && r->stop_on[i] != NULL; i++) {
+		if (strcmp(e->name, r->stop_on[i]) == 0) {
+			xml_stop(r->p);
+			r->stopped = true;
+		}
+	}
+}
+
+/* Fires at </stream:stream>. */
+static void rec_close(void *ctx)
+{
+	struct rec *r = ctx;
+	buf_adds(&r->trace, "close\n");
+}
+
+static const struct xml_handler rec_handler = {rec_open, rec_element, rec_close};
+
+static void rec_init(struct rec *r, size_t max_stanza)
+{
+	memset(r, 0, sizeof(*r));
+	r->offsets = true;
+	r->p = xml_new(&rec_handler, r, max_stanza);
+	if (r->p == NULL)
+		abort();
+}
+
+static void rec_free(struct rec *r)
+{
+	xml_free(r->p);
+	buf_free(&r->trace);
+	buf_free(&r->last_written);
+}
+
+/* The trace as a NUL-terminated string (valid until the next event). */
+static const char *rec_text(struct rec *r)
+{
+	buf_add(&r->trace, "", 1);
+	r->trace.len--;
+	return buf_head(&r->trace);
+}
+
+/*
+ * Feeds len bytes in chunks of at most chunk bytes (0: all at once), as
+ * the proxy does: after a stop it resets the parser and feeds the bytes
+ * that were not used to the new stream. Returns the first error.
+ */
+static enum xml_error rec_feed(struct rec *r, const char *data, size_t len, size_t chunk)
+{
+	size_t off = 0;
+	if (chunk == 0)
+		chunk = len ? len : 1;
+	while (off < len) {
+		size_t n = len - off < chunk ? len - off : chunk;
+		size_t used = 0;
+		enum xml_error err = xml_feed(r->p, data + off, n, &used);
+		if (err != XML_OK)
+			return err;
+		if (used > n)
+			abort();
+		off += used;
+		if (r->stopped) {
+			if (xml_reset(r->p) < 0)
+				return XML_E_NOMEM;
+			r->stopped = false;
+			buf_adds(&r->trace, "reset\n");
+		} else if (used != n) {
+			buf_adds(&r->trace, "SHORT USE WITHOUT STOP\n");
+			return XML_OK;
+		}
+	}
+	return XML_OK;
+}
+
+/* Parses data in a fresh parser; the trace is left in *r (rec_free it). */
+static enum xml_error parse_in(struct rec *r, const char *data, size_t len, size_t chunk,
+			       size_t max_stanza)
+{
+	rec_init(r, max_stanza);
+	r->stop_on[0] = "starttls";
+	r->stop_on[1] = "proceed";
+	r->stop_on[2] = "success";
+	return rec_feed(r, data, len, chunk);
+}
+
+/* The error a fresh parser reports for data, fed with the chunk size. */
+static enum xml_error error_of(const char *data, size_t len, size_t chunk, size_t max_stanza)
+{
+	struct rec r;
+	enum xml_error err = parse_in(&r, data, len, chunk, max_stanza);
+	if (err != XML_OK && strcmp(xml_error_text(r.p), "no error") == 0)
+		err = 99; /* an error without an account: reported as a mismatch */
+	rec_free(&r);
+	return err;
+}
+
+/* The trace of data, or "" with the error appended when parsing fails. */
+static char *trace_of(const char *data, size_t len, size_t chunk)
+{
+	struct rec r;
+	enum xml_error err = parse_in(&r, data, len, chunk, DEFAULT_MAX_STANZA_PRELOGIN);
+	if (err != XML_OK)
+		buf_addf(&r.trace, "ERROR %d: %s\n", (int)err, xml_error_text(r.p));
+	char *s = strdup(rec_text(&r));
+	rec_free(&r);
+	return s;
+}
+
+/* ---------------------------------------------------------------- */
+
+static void test_starttls(void)
+{
+	const char in[] = CLIENT_HDR STARTTLS;
+	struct rec r;
+	rec_init(&r, DEFAULT_MAX_STANZA_PRELOGIN);
+	size_t used = 0;
+	enum xml_error err = xml_feed(r.p, in, sizeof(in) - 1, &used);
+	T_CHECK(err == XML_OK, "starttls: parses");
+	T_CHECK(used == sizeof(in) - 1, "starttls: all bytes used");
+	char want[512];
+	size_t hl = strlen(CLIENT_HDR), sl = strlen(STARTTLS);
+	snprintf(want, sizeof(want),
+		 "open {" XML_NS_STREAMS "}stream to=lab.test version=1.0 {" XML_NS_XML
+		 "}lang=en @%zu\n"
+		 "elem " TLS_NS "starttls [%zu,%zu)\n",
+		 hl, hl, hl + sl);
+	T_STREQ(rec_text(&r), want, "starttls: trace");
+	T_CHECK(xml_depth(r.p) == 1, "starttls: depth 1 between stanzas");
+	T_CHECK(xml_offset(r.p) == sizeof(in) - 1, "starttls: offset is bytes fed");
+	T_STREQ(xml_error_text(r.p), "no error", "starttls: no error text");
+	rec_free(&r);
+
+	char *whole = trace_of(in, sizeof(in) - 1, 0);
+	char *bytes = trace_of(in, sizeof(in) - 1, 1);
+	T_STREQ(whole, bytes, "starttls: byte by byte gives the same trace");
+	free(whole);
+	free(bytes);
+
+	/* the close event */
+	const char full[] = CLIENT_HDR "</stream:stream>";
+	struct rec c;
+	rec_init(&c, 1024);
+	c.offsets = false;
+	size_t u;
+	T_CHECK(xml_feed(c.p, full, sizeof(full) - 1, &u) == XML_OK, "close: parses");
+	T_CHECK(strstr(rec_text(&c), "\nclose\n") != NULL, "close: reported");
+	T_CHECK(xml_depth(c.p) == 0, "close: depth 0 after the stream");
+	rec_free(&c);
+}
+
+/*
+ * A whole login seen by one parser: three streams (restarted after
+ * <proceed/> and after <success/>), features with mechanisms, SASL with
+ * base64 text, bind with nested children, a message with xml:lang,
+ * entities and CDATA, and whitespace keepalives.
+ */
+static const char transcript[] =
+	"<?xml version='1.0'?>"
+	"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+	"id='a1b2c3' from='lab.test' version='1.0' xml:lang='en'>"
+	"<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/>"
+	"</starttls></stream:features>"
+	"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+	"<?xml version='1.0'?>"
+	"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+	"id='d4e5f6' from='lab.test' version='1.0' xml:lang='en'>\n"
+	"<stream:features>\n"
+	"  <mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\n"
+	"    <mechanism>SCRAM-SHA-1</mechanism>\n"
+	"    <mechanism>PLAIN</mechanism>\n"
+	"  </mechanisms>\n"
+	"</stream:features>\n"
+	"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+	"AGFsaWNlAHdvbmRlcmxhbmQ=</auth>"
+	"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
+	"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
+	"id='g7h8i9' from='lab.test' version='1.0' xml:lang='en'>"
+	"<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+	"<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>"
+	"<sm xmlns='urn:xmpp:sm:3'/></stream:features>"
+	"<iq type='set' id='bind_1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+	"<resource>laptop</resource></bind></iq>"
+	"<iq type='result' id='bind_1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+	"<jid>alice@lab.test/laptop</jid></bind></iq>"
+	" "
+	"<message to='bob@lab.test' type='chat' xml:lang='fr' id='m&amp;1'>"
+	"<body>Tom &amp; Jerry &lt;3 \xc3\xa9t\xc3\xa9 <![CDATA[<b>bold</b> & more]]></body>"
+	"<active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+	"\n \t"
+	"<presence><show>away</show><status>brb</status><priority>5</priority></presence>"
+	" "
+	"</stream:stream>";
+
+static void test_transcript(void)
+{
+	size_t len = sizeof(transcript) - 1;
+	char *whole = trace_of(transcript, len, 0);
+	T_CHECK(strstr(whole, "ERROR") == NULL, "transcript: parses");
+	T_CHECK(strstr(whole, "close\n") != NULL, "transcript: ends with close");
+	/* three headers, two restarts */
+	size_t opens = 0, resets = 0;
+	for (const char *s = whole; (s = strstr(s, "open ")) != NULL; s++)
+		opens++;
+	for (const char *s = whole; (s = strstr(s, "reset\n")) != NULL; s++)
+		resets++;
+	T_CHECK(opens == 3, "transcript: three stream headers");
+	T_CHECK(resets == 2, "transcript: two restarts");
+	T_CHECK(strstr(whole, "elem {" XML_NS_STREAMS "}features \"\n  \n\" ({" XML_NS_SASL
+			      "}mechanisms \"\n    \n    \n  \" ({" XML_NS_SASL
+			      "}mechanism \"SCRAM-SHA-1\" {" XML_NS_SASL
+			      "}mechanism \"PLAIN\"))") != NULL,
+		"transcript: features with mechanisms");
+	T_CHECK(strstr(whole, "elem {" XML_NS_SASL
+			      "}auth mechanism=PLAIN \"AGFsaWNlAHdvbmRlcmxhbmQ=\"") != NULL,
+		"transcript: auth with its base64 text");
+	T_CHECK(strstr(whole, "elem {jabber:client}iq type=set id=bind_1 ({" XML_NS_BIND
+			      "}bind ({" XML_NS_BIND "}resource \"laptop\"))") != NULL,
+		"transcript: iq bind with nested children");
+	T_CHECK(strstr(whole, "elem {jabber:client}message to=bob@lab.test type=chat {" XML_NS_XML
+			      "}lang=fr id=m&1 ({jabber:client}body \"Tom & Jerry <3 "
+			      "\xc3\xa9t\xc3\xa9 <b>bold</b> & more\" "
+			      "{http://jabber.org/protocol/chatstates}active)") != NULL,
+		"transcript: message with xml:lang, entities, UTF-8 and CDATA");
+	T_CHECK(strstr(whole, "elem {jabber:client}presence ({jabber:client}show \"away\" "
+			      "{jabber:client}status \"brb\" {jabber:client}priority \"5\")") !=
+			NULL,
+		"transcript: presence after whitespace keepalives");
+
+	static const size_t chunks[] = {1, 2, 3, 5, 7, 13, 64, 100, 1000, 4096};
+	for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
+		char name[96];
+		char *t = trace_of(transcript, len, chunks[i]);
+		snprintf(name, sizeof(name), "transcript: chunks of %zu give the same trace",
+			 chunks[i]);
+		T_STREQ(t, whole, name);
+		free(t);
+	}
+	free(whole);
+}
+
+/* The streams namespace is recognised whatever prefix carries it. */
+static void test_namespaces(void)
+{
+	struct {
+		const char *name, *in, *want;
+	} cases[] = {
+		{"namespaces: stream: prefix",
+		 "<stream:stream xmlns:stream=" NS_STREAMS_Q " xmlns='jabber:client'>"
+		 "<stream:features/><message/>",
+		 "open {" XML_NS_STREAMS "}stream\n"
+		 "elem {" XML_NS_STREAMS "}features\n"
+		 "elem {jabber:client}message\n"},
+		{"namespaces: another prefix (s:)",
+		 "<s:stream xmlns:s=" NS_STREAMS_Q " xmlns='jabber:client'>"
+		 "<s:features><starttls xmlns='" XML_NS_TLS "'/></s:features><s:error/>",
+		 "open {" XML_NS_STREAMS "}stream\n"
+		 "elem {" XML_NS_STREAMS "}features (" TLS_NS "starttls)\n"
+		 "elem {" XML_NS_STREAMS "}error\n"},
+		{"namespaces: default-namespace features",
+		 "<stream:stream xmlns:stream=" NS_STREAMS_Q " xmlns='jabber:client'>"
+		 "<features xmlns=" NS_STREAMS_Q "><starttls xmlns='" XML_NS_TLS
+		 "'><required/></starttls></features>",
+		 "open {" XML_NS_STREAMS "}stream\n"
+		 "elem {" XML_NS_STREAMS "}features (" TLS_NS "starttls (" TLS_NS "required))\n"},
+		{"namespaces: stream element in the default namespace",
+		 "<stream xmlns=" NS_STREAMS_Q "><features/><message xmlns='jabber:client'/>",
+		 "open {" XML_NS_STREAMS "}stream\n"
+		 "elem {" XML_NS_STREAMS "}features\n"
+		 "elem {jabber:client}message\n"},
+		{"namespaces: stream: prefix bound to another URI for a stanza",
+		 "<stream:stream xmlns:stream=" NS_STREAMS_Q " xmlns='jabber:client'>"
+		 "<stream:features xmlns:stream='urn:other'/>",
+		 "open {" XML_NS_STREAMS "}stream\n"
+		 "elem {urn:other}features\n"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		for (size_t chunk = 0; chunk <= 1; chunk++) {
+			struct rec r;
+			rec_init(&r, 4096);
+			r.offsets = false;
+			enum xml_error err = rec_feed(&r, cases[i].in, strlen(cases[i].in), chunk);
+			char name[128];
+			snprintf(name, sizeof(name), "%s%s", cases[i].name,
+				 chunk ? " (byte by byte)" : "");
+			T_CHECK(err == XML_OK && strcmp(rec_text(&r), cases[i].want) == 0, name);
+			rec_free(&r);
+		}
+	}
+
+	/* the tree API finds elements by namespace, not by prefix */
+	struct rec r;
+	rec_init(&r, 4096);
+	const char in[] = "<s:stream xmlns:s=" NS_STREAMS_Q " xmlns='jabber:client'>"
+			  "<s:features/>";
+	size_t used;
+	xml_feed(r.p, in, sizeof(in) - 1, &used);
+	T_CHECK(strstr(rec_text(&r), "}features") != NULL, "namespaces: s:features reported");
+	rec_free(&r);
+}
+
+struct err_case {
+	const char *name;
+	const char *in;
+	size_t len; /* 0: strlen(in) */
+	size_t max_stanza;
+	enum xml_error want;
+};
+
+#define STREAM_OPEN                                                                                \
+	"<stream:stream xmlns:stream=" NS_STREAMS_Q " xmlns='jabber:client' to='lab.test'>"
+
+static const struct err_case err_cases[] = {
+	/* namespaces */
+	{"wrong stream namespace", "<stream:stream xmlns:stream='http://etherx.jabber.org/streamz'>",
+	 0, 4096, XML_E_INVALID_NAMESPACE},
+	{"stream element without namespace", "<stream to='lab.test'>", 0, 4096,
+	 XML_E_INVALID_NAMESPACE},
+	{"jabber:client stream element", "<stream xmlns='jabber:client'>", 0, 4096,
+	 XML_E_INVALID_NAMESPACE},
+	{"streams namespace but not <stream>", "<stream:features xmlns:stream=" NS_STREAMS_Q ">",
+	 0, 4096, XML_E_INVALID_NAMESPACE},
+	{"unbound stream prefix", "<stream:stream xmlns='jabber:client' to='lab.test'>", 0, 4096,
+	 XML_E_BAD_PREFIX},
+	{"unbound prefix on a stanza", STREAM_OPEN "<foo:message/>", 0, 4096, XML_E_BAD_PREFIX},
+	{"unbound prefix on a nested element", STREAM_OPEN "<message><x:body/></message>", 0, 4096,
+	 XML_E_BAD_PREFIX},
+	{"unbound prefix on an attribute", STREAM_OPEN "<message foo:to='a'/>", 0, 4096,
+	 XML_E_BAD_PREFIX},
+
+	/* restricted XML, before the header */
+	{"DTD before the header",
+	 "<?xml version='1.0'?><!DOCTYPE stream:stream>" STREAM_OPEN, 0, 4096, XML_E_RESTRICTED},
+	{"billion laughs before the header",
+	 "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'>"
+	 "<!ENTITY lol1 '&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;'>"
+	 "<!ENTITY lol2 '&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;'>"
+	 "<!ENTITY lol3 '&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;'>]>" STREAM_OPEN
+	 "<message><body>&lol3;</body></message>",
+	 0, 4096, XML_E_RESTRICTED},
+	{"external entity before the header",
+	 "<!DOCTYPE s [<!ENTITY xxe SYSTEM 'file:///etc/passwd'>]>" STREAM_OPEN
+	 "<message>&xxe;</message>",
+	 0, 4096, XML_E_RESTRICTED},
+	{"comment before the header", "<?xml version='1.0'?><!-- hi -->" STREAM_OPEN, 0, 4096,
+	 XML_E_RESTRICTED},
+	{"processing instruction before the header", "<?foo bar?>" STREAM_OPEN, 0, 4096,
+	 XML_E_RESTRICTED},
+
+	/* restricted XML, inside the stream */
+	{"comment between stanzas", STREAM_OPEN "<!-- hi -->", 0, 4096, XML_E_RESTRICTED},
+	{"comment inside a stanza", STREAM_OPEN "<message><!-- hi --></message>", 0, 4096,
+	 XML_E_RESTRICTED},
+	{"processing instruction between stanzas", STREAM_OPEN "<?foo bar?>", 0, 4096,
+	 XML_E_RESTRICTED},
+	{"processing instruction inside a stanza", STREAM_OPEN "<message><?foo?></message>", 0,
+	 4096, XML_E_RESTRICTED},
+	{"XML declaration inside the stream", STREAM_OPEN "<?xml version='1.0'?>", 0, 4096,
+	 XML_E_RESTRICTED},
+	{"DTD inside the stream", STREAM_OPEN "<!DOCTYPE foo>", 0, 4096, XML_E_RESTRICTED},
+	{"entity declaration inside the stream", STREAM_OPEN "<!ENTITY lol 'lol'>", 0, 4096,
+	 XML_E_RESTRICTED},
+
+	/* not well-formed */
+	{"mismatched end tag", STREAM_OPEN "<message><body></message>", 0, 4096,
+	 XML_E_NOT_WELL_FORMED},
+	{"overlong UTF-8 C0 80 in text", STREAM_OPEN "<message><body>a\xc0\x80</body></message>",
+	 0, 4096, XML_E_NOT_WELL_FORMED},
+	{"byte FF in text", STREAM_OPEN "<message><body>\xff</body></message>", 0, 4096,
+	 XML_E_NOT_WELL_FORMED},
+	{"byte FF in an attribute", STREAM_OPEN "<message to='\xff'/>", 0, 4096,
+	 XML_E_NOT_WELL_FORMED},
+	{"surrogate ED A0 80 in text", STREAM_OPEN "<message>\xed\xa0\x80</message>", 0, 4096,
+	 XML_E_NOT_WELL_FORMED},
+	{"invalid UTF-8 in the header", "<stream:stream xmlns:stream=" NS_STREAMS_Q " to='\xc0\x80'>",
+	 0, 4096, XML_E_NOT_WELL_FORMED},
+	{"NUL byte in text", STREAM_OPEN "<message>a\0b</message>",
+	 sizeof(STREAM_OPEN "<message>a\0b</message>") - 1, 4096, XML_E_NOT_WELL_FORMED},
+	{"NUL byte between stanzas", STREAM_OPEN "\0", sizeof(STREAM_OPEN "\0") - 1, 4096,
+	 XML_E_NOT_WELL_FORMED},
+	{"character reference to NUL", STREAM_OPEN "<message>&#0;</message>", 0, 4096,
+	 XML_E_NOT_WELL_FORMED},
+	{"undefined entity", STREAM_OPEN "<message>&nbsp;</message>", 0, 4096,
+	 XML_E_NOT_WELL_FORMED},
+	{"text after the stream", STREAM_OPEN "</stream:stream><message/>", 0, 4096,
+	 XML_E_NOT_WELL_FORMED},
+	{"duplicate attribute", STREAM_OPEN "<message to='a' to='b'/>", 0, 4096,
+	 XML_E_NOT_WELL_FORMED},
+};
+
+static void test_errors(void)
+{
+	for (size_t i = 0; i < sizeof(err_cases) / sizeof(err_cases[0]); i++) {
+		const struct err_case *c = &err_cases[i];
+		size_t len = c->len ? c->len : strlen(c->in);
+		char name[160];
+		enum xml_error whole = error_of(c->in, len, 0, c->max_stanza);
+		snprintf(name, sizeof(name), "error: %s -> %d (got %d)", c->name, (int)c->want,
+			 (int)whole);
+		T_CHECK(whole == c->want, name);
+		enum xml_error bytes = error_of(c->in, len, 1, c->max_stanza);
+		snprintf(name, sizeof(name), "error: %s, byte by byte -> %d (got %d)", c->name,
+			 (int)c->want, (int)bytes);
+		T_CHECK(bytes == c->want, name);
+	}
+}
+
+/* "<stream...><message>" + n nested <a> + closing tags. */
+static char *nested(size_t n)
+{
+	struct buf b = {0};
+	buf_adds(&b, STREAM_OPEN "<message>");
+	for (size_t i = 0; i < n; i++)
+		buf_adds(&b, "<a>");
+	for (size_t i = 0; i < n; i++)
+		buf_adds(&b, "</a>");
+	buf_adds(&b, "</message>");
+	buf_add(&b, "", 1);
+	char *s = strdup(buf_head(&b));
+	buf_free(&b);
+	return s;
+}
+
+/* A stanza with n attributes, each value vlen bytes. */
+static char *with_attrs(size_t n, size_t vlen)
+{
+	struct buf b = {0};
+	buf_adds(&b, STREAM_OPEN "<message");
+	for (size_t i = 0; i < n; i++) {
+		buf_addf(&b, " a%zu='", i);
+		for (size_t j = 0; j < vlen; j++)
+			buf_add(&b, "v", 1);
+		buf_adds(&b, "'");
+	}
+	buf_adds(&b, "/>");
+	buf_add(&b, "", 1);
+	char *s = strdup(buf_head(&b));
+	buf_free(&b);
+	return s;
+}
+
+/* Checks data gives want both fed whole and in chunks of chunk bytes. */
+static void check_error(const char *name, const char *data, size_t max_stanza, size_t chunk,
+			enum xml_error want)
+{
+	char n[200];
+	enum xml_error got = error_of(data, strlen(data), 0, max_stanza);
+	snprintf(n, sizeof(n), "limit: %s -> %d (got %d)", name, (int)want, (int)got);
+	T_CHECK(got == want, n);
+	got = error_of(data, strlen(data), chunk, max_stanza);
+	snprintf(n, sizeof(n), "limit: %s, chunks of %zu -> %d (got %d)", name, chunk, (int)want,
+		 (int)got);
+	T_CHECK(got == want, n);
+}
+
+static void test_limits(void)
+{
+	/* stanza size: text, children, and a start tag never closed */
+	struct buf b = {0};
+	buf_adds(&b, STREAM_OPEN "<message><body>");
+	for (int i = 0; i < 2000; i++)
+		buf_add(&b, "x", 1);
+	buf_adds(&b, "</body></message>");
+	buf_add(&b, "", 1);
+	check_error("2000 bytes of text, max_stanza 1024", buf_head(&b), 1024, 1,
+		    XML_E_POLICY);
+	check_error("2000 bytes of text, max_stanza 4096", buf_head(&b), 4096, 1, XML_OK);
+	buf_reset(&b);
+
+	buf_adds(&b, STREAM_OPEN "<message>");
+	for (int i = 0; i < 200; i++)
+		buf_adds(&b, "<x/>");
+	buf_adds(&b, "</message>");
+	buf_add(&b, "", 1);
+	check_error("200 empty children, max_stanza 512", buf_head(&b), 512, 3, XML_E_POLICY);
+	buf_reset(&b);
+
+	buf_adds(&b, STREAM_OPEN "<message to='");
+	for (int i = 0; i < 100 * 1024; i++)
+		buf_add(&b, "a", 1);
+	buf_add(&b, "", 1);
+	check_error("100 KiB attribute value in an unclosed start tag", buf_head(&b),
+		    DEFAULT_MAX_STANZA_PRELOGIN, READ_CHUNK, XML_E_POLICY);
+	buf_reset(&b);
+
+	/* the stanza limit counts from the stanza's start, not the stream's */
+	buf_adds(&b, STREAM_OPEN);
+	for (int i = 0; i < 100; i++)
+		buf_adds(&b, "<message><body>0123456789</body></message> ");
+	buf_add(&b, "", 1);
+	check_error("100 small stanzas, max_stanza 64", buf_head(&b), 64, 7, XML_OK);
+	buf_reset(&b);
+
+	/* between stanzas a long whitespace run is not a stanza */
+	buf_adds(&b, STREAM_OPEN);
+	for (int i = 0; i < 10000; i++)
+		buf_add(&b, " ", 1);
+	buf_adds(&b, "<message/>");
+	buf_add(&b, "", 1);
+	check_error("10000 bytes of whitespace keepalives, max_stanza 1024", buf_head(&b), 1024,
+		    100, XML_OK);
+	buf_free(&b);
+
+	/* nesting: xml_depth() counts the stream as 1 */
+	char *s = nested(MAX_XML_DEPTH - 2);
+	check_error("nesting to depth MAX_XML_DEPTH", s, 1 << 20, 5, XML_OK);
+	free(s);
+	s = nested(MAX_XML_DEPTH - 1);
+	check_error("nesting to depth MAX_XML_DEPTH + 1", s, 1 << 20, 5, XML_E_POLICY);
+	free(s);
+	s = nested(100000);
+	check_error("nesting 100000 deep", s, 1 << 30, 4096, XML_E_POLICY);
+	free(s);
+
+	s = with_attrs(MAX_XML_ATTRS, 3);
+	check_error("MAX_XML_ATTRS attributes", s, 1 << 20, 11, XML_OK);
+	free(s);
+	s = with_attrs(MAX_XML_ATTRS + 1, 3);
+	check_error("MAX_XML_ATTRS + 1 attributes", s, 1 << 20, 11, XML_E_POLICY);
+	free(s);
+	s = with_attrs(1, MAX_XML_ATTR_LEN);
+	check_error("attribute of MAX_XML_ATTR_LEN bytes", s, 1 << 20, 1000, XML_OK);
+	free(s);
+	s = with_attrs(1, MAX_XML_ATTR_LEN + 1);
+	check_error("attribute of MAX_XML_ATTR_LEN + 1 bytes", s, 1 << 20, 1000, XML_E_POLICY);
+	free(s);
+
+	/* the stream header: never closed, and closed but too large */
+	buf_adds(&b, "<stream:stream xmlns:stream=" NS_STREAMS_Q " to='");
+	for (int i = 0; i < MAX_STREAM_HEADER + 100; i++)
+		buf_add(&b, "h", 1);
+	buf_add(&b, "", 1);
+	check_error("stream header over MAX_STREAM_HEADER never closed", buf_head(&b), 1 << 20,
+		    512, XML_E_POLICY);
+	b.len--;
+	buf_adds(&b, "'>");
+	buf_add(&b, "", 1);
+	check_error("stream header over MAX_STREAM_HEADER, closed", buf_head(&b), 1 << 20, 1,
+		    XML_E_POLICY);
+	buf_free(&b);
+
+	/* a small header is fine whatever comes before it */
+	check_error("header after an XML declaration",
+		    "<?xml version='1.0' encoding='UTF-8'?>\n" STREAM_OPEN, 1024, 1, XML_OK);
+}
+
+/* xml_stop() at the end of an element, then xml_reset(): a new stream. */
+static void test_restart(void)
+{
+	const char first[] = CLIENT_HDR "<proceed xmlns='" XML_NS_TLS "'></proceed>";
+	const char second[] = "<?xml version='1.0'?><stream:stream xmlns:stream=" NS_STREAMS_Q
+			      " xmlns='jabber:client' id='2'>"
+			      "<message/>";
+	char in[1024];
+	snprintf(in, sizeof(in), "%s%s", first, second);
+	size_t len = strlen(in), flen = strlen(first);
+
+	struct rec r;
+	rec_init(&r, 4096);
+	r.stop_on[0] = "proceed";
+	size_t used = 12345;
+	enum xml_error err = xml_feed(r.p, in, len, &used);
+	T_CHECK(err == XML_OK, "restart: stop is not an error");
+	T_CHECK(used == flen, "restart: used ends right after </proceed>");
+	T_CHECK(xml_offset(r.p) == flen, "restart: offset ends right after </proceed>");
+	T_CHECK(r.stopped, "restart: the handler stopped");
+	size_t again = 99;
+	T_CHECK(xml_feed(r.p, in + used, len - used, &again) == XML_OK && again == 0,
+		"restart: a stopped parser consumes nothing until reset");
+	T_CHECK(xml_reset(r.p) == 0, "restart: reset");
+	r.stopped = false;
+	T_CHECK(xml_offset(r.p) == 0 && xml_depth(r.p) == 0,
+		"restart: offsets and depth from 0");
+	buf_reset(&r.trace);
+	size_t used2 = 0;
+	err = xml_feed(r.p, in + used, len - used, &used2);
+	T_CHECK(err == XML_OK && used2 == len - used, "restart: the rest parses as a new stream");
+	char want[256];
+	size_t hl = strlen(second) - strlen("<message/>");
+	snprintf(want, sizeof(want),
+		 "open {" XML_NS_STREAMS "}stream id=2 @%zu\n"
+		 "elem {jabber:client}message [%zu,%zu)\n",
+		 hl, hl, hl + strlen("<message/>"));
+	T_STREQ(rec_text(&r), want, "restart: second header reported, offsets from 0");
+	rec_free(&r);
+
+	/* an empty element, and the stop at the very end of the buffer */
+	const char tls[] = CLIENT_HDR STARTTLS;
+	rec_init(&r, 4096);
+	r.stop_on[0] = "starttls";
+	err = xml_feed(r.p, tls, sizeof(tls) - 1, &used);
+	T_CHECK(err == XML_OK && used == sizeof(tls) - 1 && r.stopped,
+		"restart: stop on the last byte uses everything");
+	rec_free(&r);
+
+	/* bytes after <starttls/> belong to TLS: none of them is parsed */
+	const char junk[] = CLIENT_HDR STARTTLS "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+	rec_init(&r, 4096);
+	r.stop_on[0] = "starttls";
+	err = xml_feed(r.p, junk, sizeof(junk) - 1, &used);
+	T_CHECK(err == XML_OK && used == sizeof(junk) - 1 - 11,
+		"restart: a TLS ClientHello after <starttls/> is left unused");
+	rec_free(&r);
+
+	/* without a reset a second <?xml?> is an error */
+	const char twice[] = "<stream:stream xmlns:stream=" NS_STREAMS_Q "><?xml version='1.0'?>";
+	T_CHECK(error_of(twice, sizeof(twice) - 1, 0, 4096) == XML_E_RESTRICTED,
+		"restart: a second XML declaration without a reset is refused");
+}
+
+static void test_sticky(void)
+{
+	struct rec r;
+	rec_init(&r, 4096);
+	const char bad[] = STREAM_OPEN "<a></b>";
+	const char good[] = "<message/>";
+	size_t used = 1;
+	enum xml_error e1 = xml_feed(r.p, bad, sizeof(bad) - 1, &used);
+	T_CHECK(e1 == XML_E_NOT_WELL_FORMED, "sticky: first error");
+	T_CHECK(strcmp(xml_error_text(r.p), "no error") != 0, "sticky: error has a text");
+	used = 7;
+	enum xml_error e2 = xml_feed(r.p, good, sizeof(good) - 1, &used);
+	T_CHECK(e2 == e1 && used == 0, "sticky: later feed returns it, uses nothing");
+	T_CHECK(strstr(rec_text(&r), "message") == NULL, "sticky: nothing reported after it");
+	rec_free(&r);
+
+	rec_init(&r, 64);
+	const char big[] = STREAM_OPEN "<message><body>0123456789012345678901234567890123456789"
+				       "0123456789012345678901234567890123456789</body></message>";
+	T_CHECK(xml_feed(r.p, big, sizeof(big) - 1, &used) == XML_E_POLICY, "sticky: policy error");
+	xml_set_max_stanza(r.p, 1 << 20);
+	T_CHECK(xml_feed(r.p, good, sizeof(good) - 1, &used) == XML_E_POLICY && used == 0,
+		"sticky: raising the limit later does not clear it");
+	rec_free(&r);
+}
+
+static void test_build_off(void)
+{
+	struct rec r;
+	rec_init(&r, 4096);
+	r.offsets = false;
+	xml_set_build(r.p, false);
+	const char in[] = STREAM_OPEN
+		"<message to='bob@lab.test'><body>hi</body><x xmlns='urn:x'><y/></x></message>"
+		"<iq type='get'><query xmlns='jabber:iq:roster'/></iq>"
+		"<stream:features><bind xmlns='" XML_NS_BIND "'/></stream:features>"
+		"<stream:error><conflict xmlns='" XML_NS_STREAM_ERRORS "'/></stream:error>";
+	size_t used;
+	T_CHECK(xml_feed(r.p, in, sizeof(in) - 1, &used) == XML_OK, "build off: parses");
+	const char *t = rec_text(&r);
+	T_CHECK(strstr(t, "elem {jabber:client}message") != NULL, "build off: message name");
+	T_CHECK(strstr(t, "elem {jabber:client}iq") != NULL, "build off: iq name");
+	T_CHECK(strstr(t, "{jabber:client}body") == NULL && strstr(t, "{urn:x}") == NULL &&
+			strstr(t, "\"hi\"") == NULL,
+		"build off: no children or text of stanzas");
+	T_CHECK(strstr(t, "elem {" XML_NS_STREAMS "}features ({" XML_NS_BIND "}bind)") != NULL,
+		"build off: stream features still built");
+	T_CHECK(strstr(t, "elem {" XML_NS_STREAMS "}error ({" XML_NS_STREAM_ERRORS
+			  "}conflict)") != NULL,
+		"build off: stream errors still built");
+	T_CHECK(r.nelems == 4, "build off: four elements");
+	/* and on again */
+	buf_reset(&r.trace);
+	xml_set_build(r.p, true);
+	const char more[] = "<message><body>back</body></message>";
+	xml_feed(r.p, more, sizeof(more) - 1, &used);
+	T_STREQ(rec_text(&r), "elem {jabber:client}message ({jabber:client}body \"back\")\n",
+		"build on again: children built");
+	rec_free(&r);
+}
+
+/* Captures one element as a deep copy is impossible with the public API:
+ * the tests below work inside the callback. */
+struct tree_check {
+	int seen;
+};
+
+static void tree_open(void *ctx, const struct xml_elem *h, uint64_t end)
+{
+	(void)ctx, (void)end;
+	T_STREQ(xml_attr(h, XML_NS_XML, "lang"), "en", "tree: header xml:lang via XML_NS_XML");
+	T_CHECK(xml_attr(h, NULL, "lang") == NULL, "tree: header xml:lang is not unqualified");
+	T_STREQ(xml_attr(h, NULL, "to"), "lab.test", "tree: header to");
+	T_STREQ(h->prefix, "stream", "tree: header prefix as written");
+}
+
+static void tree_element(void *ctx, const struct xml_elem *e, uint64_t start, uint64_t end)
+{
+	struct tree_check *tc = ctx;
+	(void)start, (void)end;
+	tc->seen++;
+	T_CHECK(xml_is(e, XML_NS_CLIENT, "message"), "tree: xml_is ns and name");
+	T_CHECK(xml_is(e, NULL, "message"), "tree: xml_is any namespace");
+	T_CHECK(!xml_is(e, XML_NS_STREAMS, "message"), "tree: xml_is wrong namespace");
+	T_CHECK(!xml_is(e, XML_NS_CLIENT, "messag"), "tree: xml_is wrong name");
+	T_STREQ(xml_attr(e, XML_NS_XML, "lang"), "de", "tree: xml:lang");
+	T_STREQ(xml_attr(e, NULL, "to"), "bob@lab.test/\xc3\xa4", "tree: to, UTF-8 kept");
+	T_STREQ(xml_attr(e, "urn:x", "flag"), "1", "tree: namespaced attribute");
+	T_CHECK(xml_attr(e, NULL, "flag") == NULL, "tree: namespaced attribute is not unqualified");
+	T_CHECK(xml_attr(e, NULL, "nope") == NULL, "tree: missing attribute");
+	T_STREQ(e->prefix, "", "tree: no prefix");
+
+	const struct xml_elem *body = xml_child(e, NULL, "body");
+	T_CHECK(body != NULL && body->parent == e, "tree: xml_child any ns, parent link");
+	T_CHECK(xml_child(e, XML_NS_CLIENT, "body") == body, "tree: xml_child with ns");
+	T_CHECK(xml_child(e, "urn:x", "body") == NULL, "tree: xml_child wrong ns");
+	if (body != NULL) {
+		T_CHECK(body->textlen == strlen("a < b & 'c'") && body->text != NULL &&
+				strcmp(body->text, "a < b & 'c'") == 0,
+			"tree: text with entities, NUL-terminated, textlen");
+		T_CHECK(body->children == NULL, "tree: leaf has no children");
+	}
+	const struct xml_elem *x = xml_child(e, "urn:x", "x");
+	T_CHECK(x != NULL && strcmp(x->prefix, "p") == 0, "tree: prefixed child, prefix kept");
+	const struct xml_elem *second = xml_child(e, NULL, "thread");
+	T_CHECK(second != NULL && body != NULL && body->next == x && x != NULL && x->next == second,
+		"tree: siblings in document order");
+	if (x != NULL) {
+		const struct xml_elem *y = xml_child(x, "urn:x", "y");
+		T_CHECK(y != NULL && y->parent == x && strcmp(y->text, "deep") == 0,
+			"tree: grandchild inherits the prefix's namespace");
+	}
+	T_CHECK(e->textlen == 0 || strspn(e->text, " \n") == e->textlen,
+		"tree: element text is only its own character data");
+}
+
+static void tree_close(void *ctx)
+{
+	(void)ctx;
+}
+
+static void test_tree(void)
+{
+	static const struct xml_handler h = {tree_open, tree_element, tree_close};
+	struct tree_check tc = {0};
+	struct xml_parser *p = xml_new(&h, &tc, 4096);
+	const char in[] = "<stream:stream xmlns:stream=" NS_STREAMS_Q
+			  " xmlns='jabber:client' to='lab.test' xml:lang='en'>"
+			  "<message to='bob@lab.test/&#xe4;' xml:lang='de' xmlns:u='urn:x' u:flag='1'>"
+			  "<body>a &lt; b &amp; &apos;c&apos;</body>"
+			  "<p:x xmlns:p='urn:x'><p:y>deep</p:y></p:x><thread>t1</thread>"
+			  "</message>";
+	size_t used;
+	T_CHECK(p != NULL && xml_feed(p, in, sizeof(in) - 1, &used) == XML_OK, "tree: parses");
+	T_CHECK(tc.seen == 1, "tree: one element");
+	xml_free(p);
+}
+
+/* Parses "<stream xmlns=parent_ns>" + s and returns the trace without offsets. */
+static char *reparse(const char *s, size_t len)
+{
+	struct rec r;
+	rec_init(&r, 1 << 20);
+	r.offsets = false;
+	const char hdr[] = STREAM_OPEN;
+	size_t used;
+	enum xml_error err = xml_feed(r.p, hdr, sizeof(hdr) - 1, &used);
+	buf_reset(&r.trace);
+	if (err == XML_OK)
+		err = xml_feed(r.p, s, len, &used);
+	if (err != XML_OK)
+		buf_addf(&r.trace, "ERROR %d: %s\n", (int)err, xml_error_text(r.p));
+	char *t = strdup(rec_text(&r));
+	rec_free(&r);
+	return t;
+}
+
+/* Parses one stanza, writes it with xml_write(), parses the result: the
+ * traces must be the same. */
+static void check_roundtrip(const char *name, const char *stanza)
+{
+	struct rec r;
+	rec_init(&r, 1 << 20);
+	r.offsets = false;
+	const char hdr[] = STREAM_OPEN;
+	size_t used;
+	xml_feed(r.p, hdr, sizeof(hdr) - 1, &used);
+	buf_reset(&r.trace);
+	enum xml_error err = xml_feed(r.p, stanza, strlen(stanza), &used);
+	char n[160];
+	snprintf(n, sizeof(n), "write: %s: parses", name);
+	T_CHECK(err == XML_OK && r.nelems == 1, n);
+	char *again = reparse(buf_head(&r.last_written), r.last_written.len);
+	snprintf(n, sizeof(n), "write: %s: round trip gives the same trace", name);
+	T_STREQ(again, rec_text(&r), n);
+	if (strcmp(again, rec_text(&r)) != 0) {
+		printf("#   original: %s#   written:  %.*s\n#   reparsed: %s", rec_text(&r),
+		       (int)r.last_written.len, buf_head(&r.last_written), again);
+	}
+	free(again);
+	rec_free(&r);
+}
+
+static void test_write(void)
+{
+	struct buf b = {0};
+	T_CHECK(xml_escape(&b, "a&b<c>d'e\"f", 11) == 0, "escape: returns 0");
+	T_CHECK(b.len == strlen("a&amp;b&lt;c&gt;d&apos;e&quot;f") &&
+			memcmp(buf_head(&b), "a&amp;b&lt;c&gt;d&apos;e&quot;f", b.len) == 0,
+		"escape: & < > ' \"");
+	buf_reset(&b);
+	xml_escape(&b, "plain \xc3\xa9", 8);
+	T_CHECK(b.len == 8 && memcmp(buf_head(&b), "plain \xc3\xa9", 8) == 0,
+		"escape: plain text and UTF-8 unchanged");
+	buf_reset(&b);
+	xml_escape(&b, "", 0);
+	T_CHECK(b.len == 0, "escape: empty");
+	buf_free(&b);
+
+	check_roundtrip("simple", "<presence/>");
+	check_roundtrip("escaping in text and attributes",
+			"<message to='a&amp;b&lt;c&gt;d&apos;e&quot;f' id=\"q'&quot;\">"
+			"<body>&amp; &lt; &gt; &apos; &quot; ]]&gt; \xe2\x82\xac</body></message>");
+	check_roundtrip("namespaced attributes and xml:lang",
+			"<message xmlns:x='urn:x' xmlns:y='urn:y' x:a='1' y:b='&lt;2' xml:lang='en'>"
+			"<body xml:lang='fr' x:c='3'>salut</body></message>");
+	check_roundtrip("namespaces change and return",
+			"<iq type='set'><bind xmlns='" XML_NS_BIND "'><resource>r</resource>"
+			"<x xmlns='jabber:client'><y xmlns=''/></x></bind></iq>");
+	check_roundtrip("prefixed elements",
+			"<stream:features><s:starttls xmlns:s='" XML_NS_TLS "'><s:required/>"
+			"</s:starttls></stream:features>");
+	check_roundtrip("CDATA", "<message><body><![CDATA[<x>&amp;</x>]]></body></message>");
+	check_roundtrip("mixed content", "<message><body>a<b/>c<i>d</i>e</body></message>");
+	check_roundtrip("numeric references", "<message><body>&#x1F600;&#65;</body></message>");
+	/* attribute-value normalisation turns raw tab, LF and CR into spaces:
+	 * xml_write must write them as character references */
+	check_roundtrip("tab, LF and CR in an attribute value",
+			"<message id='a&#9;b&#10;c&#13;d'/>");
+	/* a raw CR in text is read as LF: it must be written as &#13; */
+	check_roundtrip("CR in text", "<message><body>a&#13;b</body></message>");
+	/* the xml prefix is bound by definition; xmlns='...XML ns' is forbidden */
+	check_roundtrip("element in the XML namespace", "<message><xml:foo/></message>");
+
+	/* xmlns is written where it differs from parent_ns, not otherwise */
+	struct rec r;
+	rec_init(&r, 4096);
+	const char in[] = STREAM_OPEN "<message><body>x</body></message>";
+	size_t used;
+	xml_feed(r.p, in, sizeof(in) - 1, &used);
+	buf_add(&r.last_written, "", 1);
+	T_STREQ(buf_head(&r.last_written), "<message><body>x</body></message>",
+		"write: no xmlns when the namespace is the parent's");
+	rec_free(&r);
+
+	struct rec s;
+	rec_init(&s, 4096);
+	const char in2[] = STREAM_OPEN "<stream:features><register xmlns='urn:r'/></stream:features>";
+	xml_feed(s.p, in2, sizeof(in2) - 1, &used);
+	buf_add(&s.last_written, "", 1);
+	T_STREQ(buf_head(&s.last_written),
+		"<features xmlns='" XML_NS_STREAMS "'><register xmlns='urn:r'/></features>",
+		"write: xmlns where the namespace differs");
+	rec_free(&s);
+}
+
+int main(void)
+{
+	test_starttls();
+	test_transcript();
+	test_namespaces();
+	test_errors();
+	test_limits();
+	test_restart();
+	test_sticky();
+	test_build_off();
+	test_tree();
+	test_write();
+	T_DONE();
+}
