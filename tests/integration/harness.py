@@ -111,6 +111,16 @@ def port_refusing():
 # ---------------------------------------------------------------- processes
 
 
+def _die_with_parent():
+    """preexec_fn: the child gets SIGTERM if the test runner dies (even by
+    SIGKILL), so no Prosody or proxy outlives a killed CI job."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def stop_process(proc, timeout=10.0, sig=signal.SIGTERM):
     """Sends sig, waits up to timeout, then SIGKILL. Returns the exit status
     and whether it had to be killed."""
@@ -296,7 +306,7 @@ class Prosody:
         self.proc = subprocess.Popen(
             ["prosody", "--config", str(self.config), "-F"],
             stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=subprocess.STDOUT,
-            env=self.env, start_new_session=True)
+            env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
         try:
             wait_listening([self.port, self.tls_port], timeout, self.proc, "prosody")
         except HarnessError as e:
@@ -403,7 +413,8 @@ class Proxy:
         self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen([self.binary, "-c", str(self.config)],
                                      stdin=subprocess.DEVNULL, stdout=self._out,
-                                     stderr=self._err, env=env, start_new_session=True)
+                                     stderr=self._err, env=env, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         ports = []
         if "listen" in self.keys:
             ports.append(self.port)
