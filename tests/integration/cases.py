@@ -730,7 +730,8 @@ def client_closes_mid_login(ctx):
 
 @case("client_stream_error_relayed")
 def client_stream_error_relayed(ctx):
-    """A logged-in client ends with a stream error: logged (dir c2s) and the session closes."""
+    """A logged-in client ends with a stream error: logged (dir c2s), relayed
+    to the server (seen in Prosody's log), and the session closes."""
     px = ctx.proxy()
     c = ctx.raw(px.port)
     try:
@@ -738,11 +739,17 @@ def client_stream_error_relayed(ctx):
     except AssertionError as e:
         ctx.require(False, f"raw login failed: {e}")
     ctx.check(str(jid).startswith(ALICE + "/"), f"bound jid {jid!r}")
-    c.send(f"<stream:error><policy-violation xmlns='{raw.NS_STANZAS}'/></stream:error></stream:stream>")
+    marker = f"xi-marker-{time.monotonic_ns()}"
+    c.send(f"<stream:error><policy-violation xmlns='{raw.NS_STANZAS}'/>"
+           f"<text xmlns='{raw.NS_STANZAS}'>{marker}</text></stream:error></stream:stream>")
     ctx.check(c.wait_closed(5), "connection not closed after the client's stream error")
     s = ctx.session(px)
-    s.expect(ctx, "stream_error", dir="c2s", condition="policy-violation")
+    s.expect(ctx, "stream_error", dir="c2s", condition="policy-violation", text=marker)
     s.expect(ctx, "login", outcome="success")
+    # Prosody logs "Session closed by remote with error: policy-violation (TEXT)".
+    log = ctx.prosody().log
+    ctx.check(harness.wait_until(lambda: marker in harness.tail(log, 20000), 5),
+              "the stream error did not reach the server (not in Prosody's log)")
 
 
 @case("client_stream_error_prelogin")
