@@ -75,6 +75,7 @@ class Ctx:
         self.problems = []
         self.proxies = []
         self.raws = []
+        self.servers = []
         self.notes = []
 
     # -------------------------------------------------------- expectations
@@ -100,6 +101,17 @@ class Ctx:
 
     def prosody(self, variant=None):
         return self.runner.prosody(variant or self.case.prosody)
+
+    def private_prosody(self, variant="default"):
+        """A Prosody of this case alone (for cases that stop or kill it)."""
+        p = harness.Prosody(name=f"prosody-{self.case.name}", keep=self.runner.keep,
+                            **PROSODY_VARIANTS[variant])
+        self.servers.append(p)
+        try:
+            p.start()
+        except harness.HarnessError as e:
+            self.require(False, f"harness: private Prosody did not start: {e}")
+        return p
 
     def proxy(self, upstream_port=None, upstream_tls="starttls", start=True, **extra):
         """A started proxy in front of this case's Prosody (its STARTTLS port,
@@ -188,6 +200,8 @@ class Ctx:
                 leaks += harness.find_secrets(px.written_files(), pw, list(USERS) + list(CYRUS_USERS))
             self.check(not leaks, "password in proxy output: " + "; ".join(sorted(set(leaks))))
             self.check_log_format(px)
+        for p in self.servers:
+            p.stop()
 
     def check_log_format(self, px):
         events = px.events.read()
@@ -572,6 +586,37 @@ def upstream_stream_error(ctx):
     ctx.check(s.all("stream_error"), f"no stream_error event: {s.names()}")
     ctx.check(s.all("stream_error", condition="host-unknown"),
               f"no stream_error host-unknown: {s.all('stream_error')}")
+
+
+@case("upstream_goes_away", prosody=None)
+def upstream_goes_away(ctx):
+    """After login the server leaves: a Prosody shutting down sends
+    system-shutdown, which reaches the client; a Prosody killed outright
+    sends nothing, and the client still gets a stream error, not a silent
+    close."""
+    for how in ("sigterm", "sigkill"):
+        p = ctx.private_prosody()
+        px = ctx.proxy(upstream_port=p.port)
+        c = ctx.raw(px.port)
+        try:
+            raw.login_plain(c, "alice", USERS["alice"])
+        except AssertionError as e:
+            ctx.require(False, f"{how}: raw login failed: {e}")
+        if how == "sigterm":
+            p.proc.send_signal(signal.SIGTERM)
+        else:
+            p.proc.kill()
+        cond = c.stream_error(timeout=10)
+        if how == "sigterm":
+            ctx.check(cond == "system-shutdown", f"{how}: client got {cond!r}, want system-shutdown; {c.describe()}")
+        else:
+            ctx.check(cond is not None, f"{how}: no stream error for the client: {c.describe()}")
+        ctx.check(c.wait_closed(5), f"{how}: client connection not closed")
+        s = ctx.session(px)
+        s.expect(ctx, "close")
+        if how == "sigterm":
+            s.expect(ctx, "stream_error", dir="s2c", condition="system-shutdown")
+        p.stop()
 
 
 # ================================================================ policy
