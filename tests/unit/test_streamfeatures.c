@@ -122,7 +122,7 @@ static bool parse(struct capture *cap, const char *header, const char *body, siz
 static bool kept_is(const struct streamfeatures *f, const char *want)
 {
 	return f->kept != NULL && f->kept->len == strlen(want) &&
-	       memcmp(buf_head(f->kept), want, f->kept->len) == 0;
+	       (f->kept->len == 0 || memcmp(buf_head(f->kept), want, f->kept->len) == 0);
 }
 
 static bool has(const char *trace, const char *s)
@@ -176,7 +176,9 @@ static void test_prosody(void)
 	T_CHECK(has(t, "{http://jabber.org/protocol/caps}c hash=sha-1 node=http://prosody.im "
 		       "ver=a&b="),
 		"prosody: written, caps kept with its attributes");
-	T_CHECK(kept_is(&back.f, buf_head(f->kept)), "prosody: kept survives a second pass");
+	T_CHECK(back.f.kept != NULL && back.f.kept->len == f->kept->len && f->kept->len > 0 &&
+			memcmp(buf_head(back.f.kept), buf_head(f->kept), f->kept->len) == 0,
+		"prosody: kept survives a second pass");
 	T_CHECK(out.len > 17 && memcmp(buf_head(&out), "<stream:features>", 17) == 0,
 		"prosody: written with the stream prefix");
 

@@ -863,6 +863,21 @@ static char *reparse(const char *s, size_t len)
 	return t;
 }
 
+/* A diagnostic line, with control bytes shown as \xNN so that the output
+ * stays one line per check. */
+static void show(const char *label, const char *s, size_t n)
+{
+	printf("#   %s: ", label);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f)
+			printf("\\x%02x", c);
+		else
+			putchar(c);
+	}
+	putchar('\n');
+}
+
 /* Parses one stanza, writes it with xml_write(), parses the result: the
  * traces must be the same. */
 static void check_roundtrip(const char *name, const char *stanza)
@@ -882,8 +897,9 @@ static void check_roundtrip(const char *name, const char *stanza)
 	snprintf(n, sizeof(n), "write: %s: round trip gives the same trace", name);
 	T_STREQ(again, rec_text(&r), n);
 	if (strcmp(again, rec_text(&r)) != 0) {
-		printf("#   original: %s#   written:  %.*s\n#   reparsed: %s", rec_text(&r),
-		       (int)r.last_written.len, buf_head(&r.last_written), again);
+		show("original", rec_text(&r), strlen(rec_text(&r)));
+		show("written", buf_head(&r.last_written), r.last_written.len);
+		show("reparsed", again, strlen(again));
 	}
 	free(again);
 	rec_free(&r);
