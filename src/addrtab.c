@@ -11,7 +11,9 @@
 struct addrtab_node {
 	struct addrtab_node *next;
 	struct in6_addr key;
-	unsigned count;
+	unsigned count;	   /* open sessions */
+	unsigned failures; /* authentication failures until fail_until */
+	double fail_until;
 };
 
 struct addrtab {
@@ -70,36 +72,91 @@ static struct addrtab_node **addrtab_find(struct addrtab *t, const struct in6_ad
 	return p;
 }
 
-unsigned addrtab_count(const struct addrtab *t, const struct in6_addr *key)
+static const struct addrtab_node *addrtab_get(const struct addrtab *t, const struct in6_addr *key)
 {
 	for (const struct addrtab_node *n = t->bucket[addrtab_hash(t, key)]; n; n = n->next)
 		if (memcmp(&n->key, key, sizeof(*key)) == 0)
-			return n->count;
-	return 0;
+			return n;
+	return NULL;
 }
 
-int addrtab_add(struct addrtab *t, const struct in6_addr *key)
+unsigned addrtab_count(const struct addrtab *t, const struct in6_addr *key)
+{
+	const struct addrtab_node *n = addrtab_get(t, key);
+	return n ? n->count : 0;
+}
+
+/* The entry for key, created if missing; NULL on out of memory. */
+static struct addrtab_node *addrtab_make(struct addrtab *t, const struct in6_addr *key)
 {
 	struct addrtab_node **p = addrtab_find(t, key);
 	if (*p == NULL) {
 		struct addrtab_node *n = calloc(1, sizeof(*n));
 		if (n == NULL)
-			return -1;
+			return NULL;
 		n->key = *key;
 		*p = n;
 	}
-	(*p)->count++;
+	return *p;
+}
+
+/* Drops the entry at *p if it has nothing left to remember at now. */
+static void addrtab_prune(struct addrtab_node **p, double now)
+{
+	struct addrtab_node *n = *p;
+	if (n->count == 0 && (n->failures == 0 || now >= n->fail_until)) {
+		*p = n->next;
+		free(n);
+	}
+}
+
+int addrtab_add(struct addrtab *t, const struct in6_addr *key)
+{
+	struct addrtab_node *n = addrtab_make(t, key);
+	if (n == NULL)
+		return -1;
+	n->count++;
 	return 0;
 }
 
-void addrtab_del(struct addrtab *t, const struct in6_addr *key)
+void addrtab_del(struct addrtab *t, const struct in6_addr *key, double now)
 {
 	struct addrtab_node **p = addrtab_find(t, key);
-	struct addrtab_node *n = *p;
-	if (n == NULL)
+	if (*p == NULL)
 		return;
-	if (--n->count == 0) {
-		*p = n->next;
-		free(n);
+	if ((*p)->count > 0)
+		(*p)->count--;
+	addrtab_prune(p, now);
+}
+
+unsigned addrtab_failures(const struct addrtab *t, const struct in6_addr *key, double now)
+{
+	const struct addrtab_node *n = addrtab_get(t, key);
+	return n != NULL && now < n->fail_until ? n->failures : 0;
+}
+
+int addrtab_fail(struct addrtab *t, const struct in6_addr *key, double now, double window)
+{
+	struct addrtab_node *n = addrtab_make(t, key);
+	if (n == NULL)
+		return -1;
+	if (now >= n->fail_until) {
+		n->failures = 0;
+		n->fail_until = now + window;
+	}
+	n->failures++;
+	return 0;
+}
+
+void addrtab_sweep(struct addrtab *t, double now)
+{
+	for (size_t i = 0; i < ADDRTAB_BUCKETS; i++) {
+		struct addrtab_node **p = &t->bucket[i];
+		while (*p != NULL) {
+			struct addrtab_node *n = *p;
+			addrtab_prune(p, now);
+			if (*p == n)
+				p = &n->next;
+		}
 	}
 }

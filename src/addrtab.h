@@ -1,7 +1,9 @@
 /*
- * Sessions per client address, for the max_per_addr limit: a hash table
- * of counts keyed by the address (IPv4 as v4-mapped IPv6), so the check at
- * accept costs O(1) however many sessions are open.
+ * What the proxy remembers per client address: open sessions (for
+ * max_per_addr) and recent authentication failures (for auth_failures).
+ * A hash table keyed by the address (IPv4 as v4-mapped IPv6), so each check
+ * costs O(1) however many sessions are open. An entry lives while it has
+ * sessions or a failure window that has not expired.
  */
 #ifndef XI_ADDRTAB_H
 #define XI_ADDRTAB_H
@@ -19,6 +21,17 @@ struct in6_addr addrtab_key(const struct sockaddr *sa);
 unsigned addrtab_count(const struct addrtab *t, const struct in6_addr *key);
 /* One more / one fewer. addrtab_add returns -1 on out of memory. */
 int addrtab_add(struct addrtab *t, const struct in6_addr *key);
-void addrtab_del(struct addrtab *t, const struct in6_addr *key);
+void addrtab_del(struct addrtab *t, const struct in6_addr *key, double now);
+
+/* Drops every entry with nothing left to remember at now (expired
+ * failure windows of addresses with no session). */
+void addrtab_sweep(struct addrtab *t, double now);
+
+/* Failures from key in the window that began with the first of them
+ * (0 once it has expired at now). */
+unsigned addrtab_failures(const struct addrtab *t, const struct in6_addr *key, double now);
+/* One more failure; a new window of window seconds starts if none is
+ * running. Returns -1 on out of memory. */
+int addrtab_fail(struct addrtab *t, const struct in6_addr *key, double now, double window);
 
 #endif

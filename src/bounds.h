@@ -48,6 +48,12 @@
  * use at most 3 round trips; GSSAPI tokens stay below 48 KiB base64. */
 #define MAX_SASL_STEPS 16
 #define MAX_SASL_PAYLOAD (48 * 1024)
+/* The pause after a failed login when auth_failures is set: between MIN
+ * and MIN + SPREAD seconds, random, so timing tells a guesser nothing and
+ * each guess costs time (OpenSMTPD pauses 1 s). */
+#define AUTH_FAILURE_DELAY_MIN 0.2
+#define AUTH_FAILURE_DELAY_SPREAD 0.8
+
 /* Login attempts (auth elements) per session before the proxy gives up. */
 #define MAX_AUTH_ATTEMPTS 8
 
@@ -59,6 +65,10 @@
 /* Event log: memory queued for a slow disk before lines are dropped (and
  * counted). */
 #define EVLOG_QUEUE_MAX (16 * 1024 * 1024)
+
+/* users_allow/users_deny patterns, and the length of one. */
+#define MAX_USER_PATTERNS 64
+#define MAX_USER_PATTERN_LEN 256
 
 /* Listening sockets per kind. */
 #define MAX_LISTENERS 16

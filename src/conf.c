@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,12 +57,14 @@ struct conf_key {
 
 static conf_parse_fn conf_parse_listen, conf_parse_upstream, conf_parse_upstream_tls,
     conf_parse_bool, conf_parse_path, conf_parse_require_tls, conf_parse_plain,
-    conf_parse_mechanisms, conf_parse_number, conf_parse_bytes;
+    conf_parse_mechanisms, conf_parse_number, conf_parse_bytes, conf_parse_tls_version,
+    conf_parse_patterns, conf_parse_rate;
 
 #define F(f) offsetof(struct conf, f)
 #define MIB (1024 * 1024)
 #define BYTES_HELP "bytes, 1024 to 16M (suffix k or M)"
 #define MECH_HELP "SASL mechanism names separated by commas or spaces"
+#define PATTERN_HELP "identity patterns (* ? [..]) separated by commas or spaces"
 
 /* One entry per key, as HAProxy's keyword tables: name, repeatable,
  * parser, help ("expected ..."), then field, counter field and range for
@@ -108,11 +111,26 @@ static const struct conf_key conf_keys[] = {
 		F(max_sessions), 0, 1, 1000000},
 	{"max_per_addr",	false,	conf_parse_number,	"a number, 1 to 1000000",
 		F(max_per_addr), 0, 1, 1000000},
+	{"tls_min_version",	false,	conf_parse_tls_version,	"TLSv1.2 or TLSv1.3",
+		0, 0, 0, 0},
+	{"tls_ciphers",		false,	conf_parse_path,	"an OpenSSL cipher list",
+		F(tls_ciphers), 0, 0, 0},
+	{"users_deny",		false,	conf_parse_patterns,	PATTERN_HELP,
+		F(users_deny), F(nusers_deny), 0, 0},
+	{"users_allow",		false,	conf_parse_patterns,	PATTERN_HELP,
+		F(users_allow), F(nusers_allow), 0, 0},
+	{"auth_failures",	false,	conf_parse_rate,	"N/SECONDS (1 to 10000 failures per 1 to 86400 s), or off",
+		0, 0, 0, 0},
+	{"strip_starttls",	false,	conf_parse_bool,	"yes or no (or true or false)",
+		F(strip_starttls), 0, 0, 0},
+	{"offer_mechanisms",	false,	conf_parse_mechanisms,	MECH_HELP,
+		F(offer_mechanisms), F(noffer_mechanisms), 0, 0},
 };
 /* clang-format on */
 
 #undef F
 #undef MECH_HELP
+#undef PATTERN_HELP
 #undef BYTES_HELP
 
 #define CONF_NKEYS (sizeof(conf_keys) / sizeof(conf_keys[0]))
@@ -769,6 +787,96 @@ static int conf_parse_bytes(struct conf *c, const struct conf_key *k, const char
 	return 0;
 }
 
+static int conf_parse_tls_version(struct conf *c, const struct conf_key *k, const char *value,
+                                  char *msg, size_t msglen)
+{
+	static const struct conf_word w[] = {
+	    {"TLSv1.2", CONF_TLS_1_2},
+	    {"TLSv1.3", CONF_TLS_1_3},
+	    {"1.2", CONF_TLS_1_2},
+	    {"1.3", CONF_TLS_1_3},
+	};
+	int v = conf_word(k, w, sizeof(w) / sizeof(w[0]), value, msg, msglen);
+
+	if (v < 0)
+		return -1;
+	c->tls_min_version = (enum conf_tls_version)v;
+	return 0;
+}
+
+/* A list of fnmatch patterns for users_allow/users_deny: printable, no
+ * quotes, bounded in length and number. */
+static int conf_parse_patterns(struct conf *c, const struct conf_key *k, const char *value,
+                               char *msg, size_t msglen)
+{
+	char **field = conf_field(c, k->off);
+	size_t *count = conf_field(c, k->count_off);
+	char *list[MAX_USER_PATTERNS];
+	size_t n = 0, i;
+	const char *p = value;
+
+	for (;;) {
+		while (conf_is_sep(*p))
+			p++;
+		if (*p == '\0')
+			break;
+		const char *start = p;
+		while (*p != '\0' && !conf_is_sep(*p))
+			p++;
+		size_t len = (size_t)(p - start);
+		if (len > MAX_USER_PATTERN_LEN) {
+			conf_msg(msg, msglen, "a pattern is longer than %d characters",
+			         MAX_USER_PATTERN_LEN);
+			goto fail;
+		}
+		for (i = 0; i < len; i++) {
+			unsigned char ch = (unsigned char)start[i];
+			if (ch < 0x21 || ch == 0x7f || ch == '"' || ch == '\'') {
+				conf_msg(msg, msglen, "patterns may not contain spaces, quotes or controls");
+				goto fail;
+			}
+		}
+		if (n >= MAX_USER_PATTERNS) {
+			conf_msg(msg, msglen, "too many patterns, at most %d", MAX_USER_PATTERNS);
+			goto fail;
+		}
+		list[n] = strndup(start, len);
+		if (list[n] == NULL) {
+			conf_msg(msg, msglen, "out of memory");
+			goto fail;
+		}
+		n++;
+	}
+	conf_free_list(field, *count);
+	for (i = 0; i < n; i++)
+		field[i] = list[i];
+	*count = n;
+	return 0;
+fail:
+	conf_free_list(list, n);
+	return -1;
+}
+
+/* auth_failures: "N/SECONDS" or "off". */
+static int conf_parse_rate(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                           size_t msglen)
+{
+	const char *p = value;
+	unsigned long long n, secs;
+
+	if (strcmp(value, "off") == 0 || value[0] == '\0') {
+		c->auth_failures_max = 0;
+		c->auth_failures_window = 0;
+		return 0;
+	}
+	if (!conf_digits(&p, 10000, &n) || n < 1 || *p++ != '/' || !conf_digits(&p, 86400, &secs) ||
+	    secs < 1 || *p != '\0')
+		return conf_expected(k, value, msg, msglen);
+	c->auth_failures_max = (unsigned)n;
+	c->auth_failures_window = (unsigned)secs;
+	return 0;
+}
+
 struct conf *conf_new(void)
 {
 	struct conf *c = calloc(1, sizeof(*c));
@@ -799,6 +907,10 @@ void conf_free(struct conf *c)
 	free(c->keylog);
 	conf_free_list(c->mechanisms_deny, c->nmechanisms_deny);
 	conf_free_list(c->mechanisms_allow, c->nmechanisms_allow);
+	conf_free_list(c->offer_mechanisms, c->noffer_mechanisms);
+	conf_free_list(c->users_deny, c->nusers_deny);
+	conf_free_list(c->users_allow, c->nusers_allow);
+	free(c->tls_ciphers);
 	free(c);
 }
 
@@ -1186,6 +1298,16 @@ static bool conf_in_list(char *const *list, size_t n, const char *mech)
 
 	for (i = 0; i < n; i++)
 		if (strcasecmp(list[i], mech) == 0)
+			return true;
+	return false;
+}
+
+bool conf_user_matches(char *const *patterns, size_t n, const char *identity)
+{
+	if (identity == NULL)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (fnmatch(patterns[i], identity, FNM_CASEFOLD) == 0)
 			return true;
 	return false;
 }

@@ -42,6 +42,11 @@ enum conf_plain {
 	CONF_PLAIN_REJECT,
 };
 
+enum conf_tls_version {
+	CONF_TLS_1_2 = 0,
+	CONF_TLS_1_3,
+};
+
 /*
  * host is a name or a literal address (IPv6 without brackets); "" means
  * any address (written "*:PORT" or ":PORT", listeners only). port is the
@@ -75,6 +80,26 @@ struct conf {
 	size_t nmechanisms_deny;
 	char *mechanisms_allow[MAX_MECHANISMS];
 	size_t nmechanisms_allow;
+
+	/* client leg TLS */
+	enum conf_tls_version tls_min_version;
+	char *tls_ciphers; /* OpenSSL cipher list for TLS <= 1.2; NULL: defaults */
+
+	/* identities (fnmatch patterns, case-insensitive) refused or allowed */
+	char *users_deny[MAX_USER_PATTERNS];
+	size_t nusers_deny;
+	char *users_allow[MAX_USER_PATTERNS];
+	size_t nusers_allow;
+
+	/* auth_failures N/SECONDS: past N failures from one address within
+	 * SECONDS, attempts are refused; 0 = off */
+	unsigned auth_failures_max;
+	unsigned auth_failures_window;
+
+	/* lab downgrade tests */
+	bool strip_starttls;
+	char *offer_mechanisms[MAX_MECHANISMS]; /* offered exactly, if set */
+	size_t noffer_mechanisms;
 
 	unsigned connect_timeout; /* seconds */
 	unsigned login_timeout;   /* seconds */
@@ -122,6 +147,9 @@ int conf_set_option(struct conf *c, const char *kv, char *err, size_t errlen);
  * in err, one per line.
  */
 int conf_check(const struct conf *c, char *err, size_t errlen);
+
+/* True if identity matches a pattern of the list (case-insensitive). */
+bool conf_user_matches(char *const *patterns, size_t n, const char *identity);
 
 /* True if mech (case-insensitive) is offered to and accepted from clients
  * under mechanisms_allow/mechanisms_deny. */

@@ -160,7 +160,7 @@ static void leg_shutdown(struct leg *l)
 		SSL_shutdown(l->ssl); /* one try: the FIN follows regardless */
 		ERR_clear_error();
 	}
-	if (l->fd >= 0 && shutdown(l->fd, SHUT_WR) == 0) {
+	if (l->fd >= 0 && !l->no_drain && shutdown(l->fd, SHUT_WR) == 0) {
 		l->io = LEG_IO_DRAINING;
 		leg_update(l);
 		return;
@@ -470,6 +470,13 @@ void leg_close(struct leg *l)
 	default:
 		leg_finish(l);
 	}
+}
+
+void leg_hurry(struct leg *l)
+{
+	l->no_drain = true;
+	if (l->io == LEG_IO_DRAINING)
+		leg_finish(l);
 }
 
 void leg_abort(struct leg *l)

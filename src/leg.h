@@ -63,6 +63,7 @@ struct leg {
 	bool paused;  /* the peer's output is above the high mark */
 	bool want_read_for_write, want_write_for_read, hs_want_write;
 	bool tls_after_flush; /* TLS starts once the output is flushed */
+	bool no_drain;	      /* close right after the flush (process stopping) */
 	bool tls_skip_ws;
 	struct buf out;
 	uint64_t bytes_in, bytes_out;
@@ -95,6 +96,9 @@ int leg_send(struct leg *l, const char *data, size_t len);
 void leg_set_reading(struct leg *l, bool on);
 /* Flushes what is queued, then shuts the leg down; CLOSED follows. */
 void leg_close(struct leg *l);
+/* The process is stopping: flush, but do not wait for the peer's close;
+ * a leg already waiting for it is closed now. */
+void leg_hurry(struct leg *l);
 /* Closes at once, dropping queued output; CLOSED follows. */
 void leg_abort(struct leg *l);
 /* Frees what leg_init and the transport allocated (after CLOSED). */

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "addrtab.h"
 #include "conf.h"
 #include "evlog.h"
 #include "log.h"
@@ -397,7 +398,7 @@ static void login_result_event(struct session *s, bool success, const char *by,
 
 void login_record(struct session *s)
 {
-	if (!s->auth_tried || s->login_logged)
+	if ((!s->auth_tried && !s->starttls_stripped) || s->login_logged)
 		return;
 	s->login_logged = true;
 	evlog_begin(s->id, "login");
@@ -424,6 +425,8 @@ void login_record(struct session *s)
 	evlog_str("condition", s->condition[0] ? s->condition : NULL);
 	evlog_int("attempts", s->auth_attempts);
 	evlog_strlist("policy", s->policy_rules, s->npolicy);
+	if (s->starttls_stripped)
+		evlog_str("downgrade", s->downgrade_accepted ? "accepted" : "refused");
 	evlog_int("ms", s->outcome != SESSION_OUTCOME_NONE
 				? (long long)((s->t_outcome - s->t0) * 1000.0)
 				: session_ms(s));
@@ -449,12 +452,32 @@ static void login_client_features(struct session *s)
 	enum streamfeatures_starttls st = SF_STARTTLS_NONE;
 	bool sasl_now = true;
 
-	if (!s->client_tls) {
+	if (!s->client_tls && c->strip_starttls) {
+		/* a lab downgrade test: does the client go on in the clear? */
+		struct policy_verdict v = {.action = POLICY_STRIP, .rule = "strip_starttls"};
+		snprintf(v.detail, sizeof(v.detail),
+			 "STARTTLS hidden from the client; the upstream leg keeps TLS");
+		login_policy_event(s, &v);
+		s->starttls_stripped = true;
+	} else if (!s->client_tls) {
 		st = require ? SF_STARTTLS_REQUIRED : SF_STARTTLS_OFFERED;
 		sasl_now = !require;
 	}
 	login_clear_offered(s);
-	if (sasl_now) {
+	if (sasl_now && c->noffer_mechanisms > 0) {
+		/* a lab test of what the client accepts: exactly this list */
+		struct policy_verdict v = {.action = POLICY_LOG, .rule = "offer_mechanisms"};
+		size_t used = (size_t)snprintf(v.detail, sizeof(v.detail), "offered exactly:");
+		for (size_t i = 0; i < c->noffer_mechanisms; i++) {
+			s->offered[s->noffered++] = strdup(c->offer_mechanisms[i]);
+			if (s->offered[s->noffered - 1] == NULL)
+				s->noffered--;
+			if (used < sizeof(v.detail))
+				used += (size_t)snprintf(v.detail + used, sizeof(v.detail) - used,
+							 " %s", c->offer_mechanisms[i]);
+		}
+		login_policy_event(s, &v);
+	} else if (sasl_now) {
 		for (size_t i = 0; i < s->up.nmechs; i++) {
 			struct policy_input in = {.step = POLICY_OFFER,
 						  .mechanism = s->up.mechs[i],
@@ -567,15 +590,71 @@ static void login_client_open(struct session *s, const struct xml_elem *hdr)
 	}
 }
 
-/* A SASL failure invented by the proxy (policy refused the attempt). */
-static void login_refuse(struct session *s, const char *condition, const char *detail)
+/* Sends the client the outcome of a failed attempt. With auth_failures
+ * set it goes out after a short random pause (as OpenSMTPD does), during
+ * which the client's input waits: guessing gets slow. */
+static void login_send_failure(struct session *s, struct buf *b, bool counts)
+{
+	const struct conf *c = login_conf(s);
+	if (c->auth_failures_max == 0) {
+		login_send_buf(&s->client, b);
+		return;
+	}
+	if (counts && addrtab_fail(s->px->peers, &s->peer_key, ev_now(s->px->loop),
+				   c->auth_failures_window) < 0) {
+		buf_free(b);
+		session_close(s, "out of memory");
+		return;
+	}
+	unsigned char r;
+	RAND_bytes(&r, 1);
+	buf_free(&s->delayed);
+	s->delayed = *b;
+	memset(b, 0, sizeof(*b));
+	leg_set_reading(&s->client, false);
+	session_delay(s, AUTH_FAILURE_DELAY_MIN + (AUTH_FAILURE_DELAY_SPREAD * r) / 255.0);
+}
+
+void login_resume(struct session *s)
+{
+	login_send_buf(&s->client, &s->delayed);
+	leg_set_reading(&s->client, true);
+}
+
+/* A SASL failure invented by the proxy (policy refused the attempt);
+ * counts says whether it is a failed login for auth_failures. */
+static void login_refuse(struct session *s, const char *condition, const char *detail,
+			 bool counts)
 {
 	struct buf b = {0};
 	buf_addf(&b, "<failure xmlns='" XML_NS_SASL "'><%s/><text>", condition);
 	xml_escape(&b, detail, strlen(detail));
 	buf_adds(&b, "</text></failure>");
-	login_send_buf(&s->client, &b);
 	login_result_event(s, false, "proxy", condition, detail);
+	login_send_failure(s, &b, counts);
+}
+
+/* Checks the identity once the exchange has revealed it (users_deny,
+ * users_allow). Returns false if the attempt was refused. */
+static bool login_identity_allowed(struct session *s)
+{
+	if (s->user[0] == '\0' || s->identity_checked)
+		return true;
+	s->identity_checked = true;
+	struct policy_input in = {.step = POLICY_IDENTITY,
+				  .mechanism = s->mechanism,
+				  .client_tls = s->client_tls,
+				  .user = s->user,
+				  .domain = s->domain};
+	struct policy_verdict v;
+	policy_check(login_conf(s), &in, &v);
+	if (v.action == POLICY_ALLOW)
+		return true;
+	login_policy_event(s, &v);
+	if (v.action != POLICY_REJECT)
+		return true;
+	login_refuse(s, v.condition, v.detail, true);
+	return false;
 }
 
 static bool login_was_offered(const struct session *s, const char *mech)
@@ -612,7 +691,7 @@ static void login_client_auth(struct session *s, const struct xml_elem *e)
 	size_t n = mech ? strlen(mech) : 0;
 	if (n == 0 || n > MAX_MECH_NAME) {
 		snprintf(s->mechanism, sizeof(s->mechanism), "%s", n ? "(invalid)" : "(none)");
-		login_refuse(s, "invalid-mechanism", "no valid mechanism attribute");
+		login_refuse(s, "invalid-mechanism", "no valid mechanism attribute", false);
 		return;
 	}
 	for (size_t i = 0; i <= n; i++)
@@ -623,6 +702,7 @@ static void login_client_auth(struct session *s, const struct xml_elem *e)
 	s->sasl = sasl_new(name);
 	s->steps_c2s = s->steps_s2c = 0;
 	s->user[0] = s->authzid[0] = s->cb[0] = '\0';
+	s->identity_checked = false;
 	login_decode(s, SASL_C2S, e, &f);
 
 	evlog_begin(s->id, "auth");
@@ -633,21 +713,29 @@ static void login_client_auth(struct session *s, const struct xml_elem *e)
 	login_sasl_fields(&f);
 	evlog_end();
 
-	struct policy_input in = {.step = POLICY_AUTH,
-				  .mechanism = name,
-				  .client_tls = s->client_tls,
-				  .upstream_requires_tls = s->upstream_requires_tls,
-				  .offered = login_was_offered(s, name)};
+	if (s->starttls_stripped && !s->client_tls)
+		s->downgrade_accepted = true;
+	struct policy_input in = {
+		.step = POLICY_AUTH,
+		.mechanism = name,
+		.client_tls = s->client_tls,
+		.upstream_requires_tls = s->upstream_requires_tls,
+		.offered = login_was_offered(s, name),
+		.starttls_stripped = s->starttls_stripped,
+		.failures = addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
+	};
 	struct policy_verdict v;
 	policy_check(login_conf(s), &in, &v);
 	if (v.action != POLICY_ALLOW)
 		login_policy_event(s, &v);
 	if (v.action == POLICY_REJECT) {
-		login_refuse(s, v.condition, v.detail);
+		login_refuse(s, v.condition, v.detail, false);
 		return;
 	}
+	if (!login_identity_allowed(s))
+		return;
 	if (e->textlen > MAX_SASL_PAYLOAD) {
-		login_refuse(s, "malformed-request", "SASL payload too large");
+		login_refuse(s, "malformed-request", "SASL payload too large", false);
 		return;
 	}
 	login_forward(&s->upstream, e);
@@ -705,6 +793,15 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 			}
 			login_decode(s, SASL_C2S, e, &f);
 			login_sasl_step_event(s, "c2s", s->steps_c2s, "response", &f);
+			if (!login_identity_allowed(s)) {
+				/* the server is mid-exchange: abort it, and drop
+				 * the <failure><aborted/> it will answer */
+				login_send(&s->upstream, "<abort xmlns='" XML_NS_SASL "'/>",
+					   sizeof("<abort xmlns='" XML_NS_SASL "'/>") - 1);
+				s->swallow_failure = true;
+				login_set_state(l, CS_PREAUTH);
+				return;
+			}
 			login_forward(&s->upstream, e);
 			return;
 		}
@@ -846,10 +943,21 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e)
 			else if (cond == NULL)
 				cond = c->name;
 		}
-		login_result_event(s, false, "upstream", cond, text);
-		login_forward(&s->client, e);
-		login_set_state(&s->client, CS_PREAUTH);
 		login_set_state(&s->upstream, US_READY);
+		if (s->swallow_failure) {
+			s->swallow_failure = false; /* the answer to our own <abort/> */
+			return;
+		}
+		login_result_event(s, false, "upstream", cond, text);
+		login_set_state(&s->client, CS_PREAUTH);
+		struct buf b = {0};
+		if (xml_write(&b, e, XML_NS_CLIENT) < 0) {
+			buf_free(&b);
+			session_close(s, "out of memory");
+			return;
+		}
+		login_send_failure(s, &b, cond == NULL || (strcmp(cond, "aborted") != 0 &&
+							   strcmp(cond, "temporary-auth-failure") != 0));
 		return;
 	}
 	login_fail(s, "remote-connection-failed", "unexpected element from the server",

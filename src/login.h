@@ -20,6 +20,8 @@ void login_data(struct leg *l, const char *data, size_t len);
 void login_event(struct leg *l, enum leg_event ev, const char *why);
 /* The login timeout or the upstream connect timeout expired. */
 void login_timeout(struct session *s, bool connect);
+/* The pause after a failed login is over: the held answer goes out. */
+void login_resume(struct session *s);
 /* The proxy is stopping: end both streams politely. */
 void login_shutdown(struct session *s);
 /* The session is closing: write the login record if one is due. */

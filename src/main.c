@@ -102,7 +102,10 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 	} else {
 		snprintf(name, sizeof(name), "original-dst");
 	}
-	SSL_CTX *sctx = tls_server_ctx(c->cert, c->key, 0, NULL, err, errlen);
+	SSL_CTX *sctx = tls_server_ctx(c->cert, c->key,
+				       c->tls_min_version == CONF_TLS_1_3 ? TLS1_3_VERSION
+									   : TLS1_2_VERSION,
+				       c->tls_ciphers, err, errlen);
 	if (sctx == NULL)
 		return -1;
 	SSL_CTX *cctx = tls_client_ctx(c->upstream_ca, err, errlen);

@@ -41,6 +41,8 @@ static void policy_set(struct policy_verdict *v, enum policy_action a, const cha
 static void policy_offer(const struct conf *c, const struct policy_input *in,
 			 struct policy_verdict *v)
 {
+	if (c->noffer_mechanisms > 0)
+		return; /* the lab asked for exactly its list: see login.c */
 	if (policy_is_channel_bound(in->mechanism))
 		policy_set(v, POLICY_STRIP, "channel_binding", NULL,
 			   "%s removed: channel binding cannot cross the proxy", in->mechanism);
@@ -57,7 +59,11 @@ static void policy_offer(const struct conf *c, const struct policy_input *in,
 static void policy_auth(const struct conf *c, const struct policy_input *in,
 			struct policy_verdict *v)
 {
-	if (!in->client_tls && policy_require_tls(c, in->upstream_requires_tls))
+	if (c->auth_failures_max > 0 && in->failures >= c->auth_failures_max)
+		policy_set(v, POLICY_REJECT, "auth_failures", "temporary-auth-failure",
+			   "%s refused: too many recent failures from this address", in->mechanism);
+	else if (!in->client_tls && !in->starttls_stripped &&
+		 policy_require_tls(c, in->upstream_requires_tls))
 		policy_set(v, POLICY_REJECT, "require_tls", "encryption-required",
 			   "%s before TLS refused", in->mechanism);
 	else if (!conf_mechanism_permitted(c, in->mechanism))
@@ -68,7 +74,7 @@ static void policy_auth(const struct conf *c, const struct policy_input *in,
 		 c->plain_without_tls == CONF_PLAIN_REJECT)
 		policy_set(v, POLICY_REJECT, "plain_without_tls", "encryption-required",
 			   "%s without TLS refused", in->mechanism);
-	else if (!in->offered)
+	else if (!in->offered && c->noffer_mechanisms == 0)
 		policy_set(v, POLICY_REJECT, "not_offered", "invalid-mechanism",
 			   "%s was not offered to the client", in->mechanism);
 	else if (!in->client_tls && policy_is_plaintext_mech(in->mechanism) &&
@@ -76,6 +82,26 @@ static void policy_auth(const struct conf *c, const struct policy_input *in,
 		policy_set(v, POLICY_LOG, "plain_without_tls", NULL,
 			   "%s without TLS: the password crossed the client leg in the clear",
 			   in->mechanism);
+}
+
+/* users_deny and users_allow match the identity alone and as
+ * identity@domain, so both "mallory" and "*@lab.test" patterns work. */
+static void policy_identity(const struct conf *c, const struct policy_input *in,
+			    struct policy_verdict *v)
+{
+	char full[600];
+	const char *user = in->user ? in->user : "";
+	snprintf(full, sizeof(full), "%s@%s", user, in->domain ? in->domain : "");
+	bool deny = conf_user_matches(c->users_deny, c->nusers_deny, user) ||
+		    conf_user_matches(c->users_deny, c->nusers_deny, full);
+	bool allow = conf_user_matches(c->users_allow, c->nusers_allow, user) ||
+		     conf_user_matches(c->users_allow, c->nusers_allow, full);
+	if (deny)
+		policy_set(v, POLICY_REJECT, "users_deny", "not-authorized",
+			   "identity %s is denied", user);
+	else if (c->nusers_allow > 0 && !allow)
+		policy_set(v, POLICY_REJECT, "users_allow", "not-authorized",
+			   "identity %s is not allowed", user);
 }
 
 void policy_check(const struct conf *c, const struct policy_input *in, struct policy_verdict *out)
@@ -89,6 +115,9 @@ void policy_check(const struct conf *c, const struct policy_input *in, struct po
 		break;
 	case POLICY_AUTH:
 		policy_auth(c, in, out);
+		break;
+	case POLICY_IDENTITY:
+		policy_identity(c, in, out);
 		break;
 	}
 }

@@ -14,6 +14,7 @@ struct conf;
 enum policy_step {
 	POLICY_OFFER = 0, /* may this mechanism be offered to the client? */
 	POLICY_AUTH,	  /* the client sent <auth mechanism=...> */
+	POLICY_IDENTITY,  /* the exchange revealed who authenticates */
 };
 
 enum policy_action {
@@ -29,6 +30,10 @@ struct policy_input {
 	bool client_tls;	/* the client leg is encrypted */
 	bool upstream_requires_tls;
 	bool offered;		/* POLICY_AUTH: the mechanism was offered to the client */
+	bool starttls_stripped; /* strip_starttls hid STARTTLS from this client */
+	unsigned failures;	/* POLICY_AUTH: recent failures from the client address */
+	const char *user;	/* POLICY_IDENTITY: authcid/username */
+	const char *domain;	/* POLICY_IDENTITY: the stream's domain */
 };
 
 struct policy_verdict {

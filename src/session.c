@@ -55,8 +55,10 @@ static void session_leg_event(struct leg *l, enum leg_event ev, const char *why)
 		s->prev = NULL;
 		s->next = px->dead;
 		px->dead = s;
+		ev_idle_start(px->loop, &px->reaper);
 		ev_timer_stop(px->loop, &s->login_timer);
 		ev_timer_stop(px->loop, &s->connect_timer);
+		ev_timer_stop(px->loop, &s->delay_timer);
 	}
 }
 
@@ -91,6 +93,22 @@ static void session_connect_timer_cb(struct ev_loop *loop, ev_timer *w, int reve
 	struct session *s = (struct session *)((char *)w - offsetof(struct session, connect_timer));
 	if (!s->closing)
 		login_timeout(s, true);
+}
+
+/* Fires when the pause after a failed login is over. */
+static void session_delay_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop, (void)revents;
+	struct session *s = (struct session *)((char *)w - offsetof(struct session, delay_timer));
+	if (!s->closing)
+		login_resume(s);
+}
+
+void session_delay(struct session *s, double seconds)
+{
+	ev_timer_stop(s->px->loop, &s->delay_timer);
+	ev_timer_set(&s->delay_timer, seconds, 0.);
+	ev_timer_start(s->px->loop, &s->delay_timer);
 }
 
 void session_connect_timer(struct session *s, bool on)
@@ -156,6 +174,7 @@ void session_new(struct proxy *px, int fd, enum session_port port, const struct 
 	leg_init(&s->upstream, px->loop, &session_leg_ops, s, &s->client, -1);
 	ev_timer_init(&s->login_timer, session_login_timer_cb, px->conf->login_timeout, 0.);
 	ev_timer_init(&s->connect_timer, session_connect_timer_cb, px->conf->connect_timeout, 0.);
+	ev_timer_init(&s->delay_timer, session_delay_timer_cb, 0., 0.);
 	ev_timer_start(px->loop, &s->login_timer);
 	ev_timer_start(px->loop, &s->connect_timer);
 
@@ -198,6 +217,7 @@ void session_close(struct session *s, const char *reason)
 
 	/* the linger: how long the legs may take to flush what they were told */
 	ev_timer_stop(s->px->loop, &s->connect_timer);
+	ev_timer_stop(s->px->loop, &s->delay_timer);
 	ev_timer_stop(s->px->loop, &s->login_timer);
 	ev_timer_set(&s->login_timer, CLOSE_LINGER, 0.);
 	ev_timer_start(s->px->loop, &s->login_timer);
@@ -207,19 +227,24 @@ void session_close(struct session *s, const char *reason)
 
 static void session_free(struct session *s)
 {
-	addrtab_del(s->px->peers, &s->peer_key);
+	addrtab_del(s->px->peers, &s->peer_key, ev_now(s->px->loop));
 	login_free(s);
+	buf_free(&s->delayed);
 	leg_free(&s->client);
 	leg_free(&s->upstream);
 	free(s);
 }
 
-/* Fires after each loop iteration: frees the sessions closed in it, and
- * ends the loop when stopping and none is left. */
-static void session_reaper_cb(struct ev_loop *loop, ev_check *w, int revents)
+/* Fires when the loop has nothing else to do and a session has closed
+ * (or the process is stopping): frees the closed sessions, and ends the
+ * loop when stopping and none is left. An idle watcher, not a check: a
+ * check may already have run in the iteration that closed the session, and
+ * the next iteration could be far away. */
+static void session_reaper_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
 	(void)revents;
 	struct proxy *px = w->data;
+	ev_idle_stop(loop, w);
 	while (px->dead != NULL) {
 		struct session *s = px->dead;
 		px->dead = s->next;
@@ -230,16 +255,25 @@ static void session_reaper_cb(struct ev_loop *loop, ev_check *w, int revents)
 		ev_break(loop, EVBREAK_ALL);
 }
 
+/* Fires every minute: expired failure windows are forgotten. */
+static void session_sweeper_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)revents;
+	struct proxy *px = w->data;
+	addrtab_sweep(px->peers, ev_now(loop));
+}
+
 void session_proxy_init(struct proxy *px)
 {
 	px->peers = addrtab_new();
 	if (px->peers == NULL)
 		fatal("out of memory");
-	ev_check_init(&px->reaper, session_reaper_cb);
-	px->reaper.data = px;
-	ev_check_start(px->loop, &px->reaper);
-	/* the reaper must not keep the loop alive on its own */
+	ev_timer_init(&px->sweeper, session_sweeper_cb, 60., 60.);
+	px->sweeper.data = px;
+	ev_timer_start(px->loop, &px->sweeper);
 	ev_unref(px->loop);
+	ev_idle_init(&px->reaper, session_reaper_cb);
+	px->reaper.data = px;
 }
 
 void session_shutdown_all(struct proxy *px)
@@ -247,9 +281,11 @@ void session_shutdown_all(struct proxy *px)
 	px->stopping = true;
 	for (struct session *s = px->sessions, *next; s != NULL; s = next) {
 		next = s->next;
+		leg_hurry(&s->client);
+		leg_hurry(&s->upstream);
 		if (!s->closing)
 			login_shutdown(s);
 	}
-	/* wake the loop so the reaper runs even with no session left */
-	ev_feed_event(px->loop, &px->reaper, EV_CHECK);
+	/* the reaper ends the loop once no session is left, maybe now */
+	ev_idle_start(px->loop, &px->reaper);
 }

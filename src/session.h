@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include "bounds.h"
+#include "buf.h"
 #include "leg.h"
 #include "streamfeatures.h"
 
@@ -36,7 +37,8 @@ struct proxy {
 	struct addrtab *peers; /* sessions per client address */
 	struct session *sessions; /* live */
 	struct session *dead;	  /* closed, freed by the reaper */
-	ev_check reaper;
+	ev_idle reaper;	  /* frees px->dead */
+	ev_timer sweeper; /* forgets expired per-address failure windows */
 	bool stopping;
 };
 
@@ -60,6 +62,7 @@ struct session {
 	struct leg client, upstream;
 	ev_timer login_timer;	/* login timeout, then close linger */
 	ev_timer connect_timer; /* upstream connect and handshakes */
+	ev_timer delay_timer;	/* the pause after a failed login */
 	ev_tstamp t0;
 	enum session_port port;
 	char peer[INET6_ADDRSTRLEN + 8], local[INET6_ADDRSTRLEN + 8];
@@ -90,6 +93,10 @@ struct session {
 	unsigned steps_c2s, steps_s2c, auth_attempts;
 	bool auth_tried, login_logged, relay;
 	const char *ended_by; /* who sent </stream:stream> after login */
+	bool identity_checked;	 /* users_allow/deny applied to this attempt */
+	bool swallow_failure;	 /* the upstream's next <failure> answers our <abort/> */
+	bool starttls_stripped, downgrade_accepted;
+	struct buf delayed;	 /* a failure held back by the auth_failures pause */
 	enum session_outcome outcome;
 	const char *outcome_by;	 /* "upstream" or "proxy" */
 	char condition[40];	 /* last failure condition */
@@ -111,6 +118,8 @@ void session_close(struct session *s, const char *reason);
 long long session_ms(const struct session *s);
 /* Starts or stops the connect timer. */
 void session_connect_timer(struct session *s, bool on);
+/* Holds the client's input for seconds, then calls login_resume(). */
+void session_delay(struct session *s, double seconds);
 /* Stops the login timer (the login is over). */
 void session_login_done(struct session *s);
 /* Set-up of px (the reaper); once before the loop runs. */

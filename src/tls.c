@@ -221,12 +221,3 @@ const char *tls_error(SSL *ssl, char *buf, size_t len)
 	}
 	return tls_queue_error(buf, len);
 }
-
-int tls_version_parse(const char *s)
-{
-	if (strcmp(s, "TLSv1.2") == 0 || strcmp(s, "1.2") == 0)
-		return TLS1_2_VERSION;
-	if (strcmp(s, "TLSv1.3") == 0 || strcmp(s, "1.3") == 0)
-		return TLS1_3_VERSION;
-	return 0;
-}

@@ -51,7 +51,4 @@ void tls_describe(SSL *ssl, bool client_role, struct tls_info *info);
  * verification error, as one short line in buf. */
 const char *tls_error(SSL *ssl, char *buf, size_t len);
 
-/* "TLSv1.2" -> TLS1_2_VERSION; 0 if unknown. */
-int tls_version_parse(const char *s);
-
 #endif
