@@ -24,10 +24,10 @@ int buf_adds(struct buf *b, const char *s);
 int buf_addf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Drops n bytes from the head (n <= len). */
 void buf_consume(struct buf *b, size_t n);
-/* The unconsumed bytes. */
+/* The unconsumed bytes (a valid pointer even before any storage). */
 static inline const char *buf_head(const struct buf *b)
 {
-	return b->data + b->off;
+	return b->data != NULL ? b->data + b->off : "";
 }
 void buf_reset(struct buf *b);
 /* Frees the storage; the buf is empty and reusable. */

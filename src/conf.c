@@ -1312,12 +1312,17 @@ bool conf_user_matches(char *const *patterns, size_t n, const char *identity)
 	return false;
 }
 
-bool conf_mechanism_permitted(const struct conf *c, const char *mech)
+const char *conf_mechanism_refusal(const struct conf *c, const char *mech)
 {
-	if (mech == NULL)
-		return false;
+	if (mech == NULL || conf_in_list(c->mechanisms_deny, c->nmechanisms_deny, mech))
+		return "mechanisms_deny";
 	if (c->nmechanisms_allow > 0 &&
 	    !conf_in_list(c->mechanisms_allow, c->nmechanisms_allow, mech))
-		return false;
-	return !conf_in_list(c->mechanisms_deny, c->nmechanisms_deny, mech);
+		return "mechanisms_allow";
+	return NULL;
+}
+
+bool conf_mechanism_permitted(const struct conf *c, const char *mech)
+{
+	return conf_mechanism_refusal(c, mech) == NULL;
 }

@@ -46,9 +46,8 @@ static void policy_offer(const struct conf *c, const struct policy_input *in,
 	if (policy_is_channel_bound(in->mechanism))
 		policy_set(v, POLICY_STRIP, "channel_binding", NULL,
 			   "%s removed: channel binding cannot cross the proxy", in->mechanism);
-	else if (!conf_mechanism_permitted(c, in->mechanism))
-		policy_set(v, POLICY_STRIP,
-			   c->nmechanisms_allow ? "mechanisms_allow" : "mechanisms_deny", NULL,
+	else if (conf_mechanism_refusal(c, in->mechanism) != NULL)
+		policy_set(v, POLICY_STRIP, conf_mechanism_refusal(c, in->mechanism), NULL,
 			   "%s removed from the offer", in->mechanism);
 	else if (!in->client_tls && policy_is_plaintext_mech(in->mechanism) &&
 		 c->plain_without_tls == CONF_PLAIN_REJECT)
@@ -66,9 +65,8 @@ static void policy_auth(const struct conf *c, const struct policy_input *in,
 		 policy_require_tls(c, in->upstream_requires_tls))
 		policy_set(v, POLICY_REJECT, "require_tls", "encryption-required",
 			   "%s before TLS refused", in->mechanism);
-	else if (!conf_mechanism_permitted(c, in->mechanism))
-		policy_set(v, POLICY_REJECT,
-			   c->nmechanisms_allow ? "mechanisms_allow" : "mechanisms_deny",
+	else if (conf_mechanism_refusal(c, in->mechanism) != NULL)
+		policy_set(v, POLICY_REJECT, conf_mechanism_refusal(c, in->mechanism),
 			   "invalid-mechanism", "%s is not permitted", in->mechanism);
 	else if (!in->client_tls && policy_is_plaintext_mech(in->mechanism) &&
 		 c->plain_without_tls == CONF_PLAIN_REJECT)

@@ -35,6 +35,7 @@ enum sasl_mech {
 	MECH_OAUTHBEARER,
 	MECH_X_OAUTH2,
 	MECH_HT,
+	MECH_CRAM_MD5,
 };
 
 struct sasl_state {
@@ -1114,6 +1115,36 @@ static void ht_s2c(struct sasl_state *st, struct payload *pl, struct sasl_fields
 	out_bool(out, "responder_proof", true);
 }
 
+/* ---- CRAM-MD5 (RFC 2195) ---------------------------------------------- */
+
+/* The server's challenge is a msg-id: its length only (it is a nonce). */
+static void cram_s2c(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
+{
+	(void)st;
+	if (pl->n > 0)
+		out_num(out, "challenge_len", (long long)pl->n);
+}
+
+/* "username SP digest": the username; the HMAC is never written (it
+ * answers one challenge only, but is a password-derived value). */
+static void cram_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
+{
+	size_t sp = pl->n;
+	if (pl->n == 0)
+		return;
+	while (sp > 0 && pl->p[sp - 1] != ' ')
+		sp--;
+	if (sp <= 1 || has_nul(pl)) {
+		out_malformed(out, "expected \"username digest\"");
+		return;
+	}
+	out_str(out, "username", pl->p, sp - 1);
+	state_set(st->user, &st->have_user, pl->p, sp - 1);
+	out_bool(out, "digest", pl->n - sp == 32);
+	if (pl->n - sp != 32)
+		out_malformed(out, "digest is not 32 hex digits");
+}
+
 /* ---- any other mechanism ----------------------------------------------- */
 
 static void other_any(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
@@ -1141,6 +1172,7 @@ static const struct sasl_mech_ops {
     [MECH_OAUTHBEARER] = {"OAUTHBEARER", false, oauthbearer_c2s, oauthbearer_s2c},
     [MECH_X_OAUTH2] = {"X-OAUTH2", false, xoauth2_c2s, none_s2c},
     [MECH_HT] = {"HT-", true, ht_c2s, ht_s2c},
+    [MECH_CRAM_MD5] = {"CRAM-MD5", false, cram_c2s, cram_s2c},
 };
 
 /* A name longer than RFC 4422 allows is kept cut and decoded as an

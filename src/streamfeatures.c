@@ -9,6 +9,10 @@
 #define NS_COMPRESS "http://jabber.org/features/compress"
 #define NS_SASL_CB "urn:xmpp:sasl-cb:0"
 #define NS_IQ_AUTH "http://jabber.org/features/iq-auth"
+/* Kept children are written where the default namespace may be
+ * jabber:client or the streams namespace (features written unprefixed):
+ * compared with this impossible URI, each declares its own. */
+#define STREAMFEATURES_NO_NS "\x01"
 
 void streamfeatures_free(struct streamfeatures *f)
 {
@@ -79,7 +83,7 @@ int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 			f->sasl2 = true;
 		} else if (xml_is(c, NS_IQ_AUTH, "auth")) {
 			f->iq_auth = true;
-		} else if (xml_write(f->kept, c, XML_NS_STREAMS) < 0) {
+		} else if (xml_write(f->kept, c, STREAMFEATURES_NO_NS) < 0) {
 			return -1;
 		}
 	}

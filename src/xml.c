@@ -154,6 +154,11 @@ static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Ch
 	}
 
 	if (p->depth == 1) {
+		if (xml_event_end(p) - (uint64_t)XML_GetCurrentByteIndex(p->expat) >
+		    MAX_STREAM_HEADER) {
+			xml_fail(p, XML_E_POLICY, "stream header too large");
+			return;
+		}
 		struct xml_elem *hdr = xml_make(qname, atts, nattrs);
 		if (hdr == NULL) {
 			xml_fail(p, XML_E_NOMEM, "out of memory");
@@ -373,9 +378,27 @@ void xml_stop(struct xml_parser *p)
 	XML_StopParser(p->expat, XML_FALSE);
 }
 
+/* True if the input where Expat stopped begins a markup declaration
+ * (<!DOCTYPE, <!ENTITY, <!ELEMENT, <!ATTLIST, <!NOTATION): inside the
+ * stream Expat calls these invalid tokens, but they are restricted XML. */
+static bool xml_at_declaration(const struct xml_parser *p)
+{
+	int offset = 0, size = 0;
+	const char *ctx = XML_GetInputContext(p->expat, &offset, &size);
+	/* Expat points just past the "<!" it could not continue */
+	if (ctx == NULL || offset < 2 || offset >= size)
+		return false;
+	const char *at = ctx + offset;
+	return at[-2] == '<' && at[-1] == '!' && at[0] >= 'A' && at[0] <= 'Z';
+}
+
 static enum xml_error xml_map_expat(struct xml_parser *p)
 {
 	enum XML_Error code = XML_GetErrorCode(p->expat);
+	if (code == XML_ERROR_INVALID_TOKEN && xml_at_declaration(p)) {
+		snprintf(p->errtext, sizeof(p->errtext), "markup declaration in the stream");
+		return XML_E_RESTRICTED;
+	}
 	snprintf(p->errtext, sizeof(p->errtext), "%s at line %lu column %lu",
 		 XML_ErrorString(code), (unsigned long)XML_GetCurrentLineNumber(p->expat),
 		 (unsigned long)XML_GetCurrentColumnNumber(p->expat));
@@ -493,6 +516,17 @@ int xml_escape(struct buf *out, const char *s, size_t len)
 		case '"':
 			rep = "&quot;";
 			break;
+		/* kept as characters: raw, an attribute value would normalise
+		 * them to spaces, and CR to LF in text */
+		case '\t':
+			rep = "&#9;";
+			break;
+		case '\n':
+			rep = "&#10;";
+			break;
+		case '\r':
+			rep = "&#13;";
+			break;
 		default:
 			continue;
 		}
@@ -508,8 +542,10 @@ int xml_escape(struct buf *out, const char *s, size_t len)
 
 int xml_write(struct buf *out, const struct xml_elem *e, const char *parent_ns)
 {
-	int rc = buf_addf(out, "<%s", e->name);
-	if (strcmp(e->ns, parent_ns) != 0) {
+	/* the xml: namespace is bound by definition and may not be declared */
+	const char *pfx = strcmp(e->ns, XML_NS_XML) == 0 ? "xml:" : "";
+	int rc = buf_addf(out, "<%s%s", pfx, e->name);
+	if (pfx[0] == '\0' && strcmp(e->ns, parent_ns) != 0) {
 		rc |= buf_adds(out, " xmlns='");
 		rc |= xml_escape(out, e->ns, strlen(e->ns));
 		rc |= buf_adds(out, "'");
@@ -535,7 +571,7 @@ int xml_write(struct buf *out, const struct xml_elem *e, const char *parent_ns)
 	if (e->textlen)
 		rc |= xml_escape(out, e->text, e->textlen);
 	for (const struct xml_elem *c = e->children; c != NULL; c = c->next)
-		rc |= xml_write(out, c, e->ns);
-	rc |= buf_addf(out, "</%s>", e->name);
+		rc |= xml_write(out, c, pfx[0] ? parent_ns : e->ns);
+	rc |= buf_addf(out, "</%s%s>", pfx, e->name);
 	return rc ? -1 : 0;
 }

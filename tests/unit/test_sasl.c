@@ -819,15 +819,40 @@ static void test_tokens(void)
 
 /* ---- other mechanisms and generic bounds ---------------------------------- */
 
-static void test_other(void)
+/* RFC 2195 section 2's example: the username, never the digest. */
+static void test_cram_md5(void)
 {
 	struct sasl_state *st = sasl_new("CRAM-MD5");
 
 	FEED(st, SASL_S2C, "<1896.697170952@postoffice.example.net>");
-	T_CHECK(ok() && num_is("len", 39) && out.n == 1, "CRAM-MD5: challenge by length only");
+	T_CHECK(ok() && num_is("challenge_len", 39) && out.n == 1, "CRAM-MD5: challenge by length");
+	FEED(st, SASL_C2S, "tim b913a602c7eda7a495b4e6e7334d3890");
+	T_CHECK(ok() && str_is("username", "tim") && bool_is("digest", true) &&
+	            no_secret(st, "b913a602"),
+	        "CRAM-MD5: RFC 2195 response gives the username, not the digest");
+	T_CHECK(sasl_user(st) != NULL && strcmp(sasl_user(st), "tim") == 0, "CRAM-MD5: sasl_user");
+	sasl_free(st);
+
+	st = sasl_new("CRAM-MD5");
+	FEED(st, SASL_C2S, "nospace");
+	T_CHECK(out.malformed && out.n == 0, "CRAM-MD5: response without a space is malformed");
+	sasl_free(st);
+	st = sasl_new("CRAM-MD5");
+	FEED(st, SASL_C2S, "tim short");
+	T_CHECK(out.malformed && str_is("username", "tim") && no_secret(st, "short"),
+	        "CRAM-MD5: a short digest is malformed and not shown");
+	sasl_free(st);
+}
+
+static void test_other(void)
+{
+	struct sasl_state *st = sasl_new("X-UNKNOWN");
+
+	FEED(st, SASL_S2C, "<1896.697170952@postoffice.example.net>");
+	T_CHECK(ok() && num_is("len", 39) && out.n == 1, "other: challenge by length only");
 	FEED(st, SASL_C2S, "tim b913a602c7eda7a495b4e6e7334d3890");
 	T_CHECK(ok() && num_is("len", 36) && no_secret(st, "b913a602"),
-	        "CRAM-MD5: response by length only");
+	        "other: response by length only");
 	feed_b64(st, SASL_S2C, "=");
 	T_CHECK(ok() && num_is("len", 0), "other: empty payload has len 0");
 	feed_none(st, SASL_S2C);
@@ -967,6 +992,7 @@ int main(void)
 	test_scram_hostile();
 	test_anonymous_external();
 	test_tokens();
+	test_cram_md5();
 	test_other();
 	test_bounds();
 	T_DONE();
