@@ -67,6 +67,12 @@ int buf_addf(struct buf *b, const char *fmt, ...)
 	return 0;
 }
 
+const char *buf_head(const struct buf *b)
+{
+	/* NULL + 0 is undefined behaviour: an empty buffer has no storage */
+	return b->data != NULL ? b->data + b->off : "";
+}
+
 void buf_consume(struct buf *b, size_t n)
 {
 	if (n >= b->len) {

@@ -25,10 +25,7 @@ int buf_addf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 
 /* Drops n bytes from the head (n <= len). */
 void buf_consume(struct buf *b, size_t n);
 /* The unconsumed bytes (a valid pointer even before any storage). */
-static inline const char *buf_head(const struct buf *b)
-{
-	return b->data != NULL ? b->data + b->off : "";
-}
+const char *buf_head(const struct buf *b);
 void buf_reset(struct buf *b);
 /* Frees the storage; the buf is empty and reusable. */
 void buf_free(struct buf *b);

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fnmatch.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,8 @@ static const struct conf_key conf_keys[] = {
 		F(strip_starttls), 0, 0, 0},
 	{"offer_mechanisms",	false,	conf_parse_mechanisms,	MECH_HELP,
 		F(offer_mechanisms), F(noffer_mechanisms), 0, 0},
+	{"user",		false,	conf_parse_path,	"a user name",
+		F(user), 0, 0, 0},
 };
 /* clang-format on */
 
@@ -911,6 +914,7 @@ void conf_free(struct conf *c)
 	conf_free_list(c->users_deny, c->nusers_deny);
 	conf_free_list(c->users_allow, c->nusers_allow);
 	free(c->tls_ciphers);
+	free(c->user);
 	free(c);
 }
 
@@ -1287,6 +1291,10 @@ int conf_check(const struct conf *c, char *err, size_t errlen)
 		problems += conf_check_file("key", c->key, err, errlen);
 	if (c->upstream_ca != NULL)
 		problems += conf_check_file("upstream_ca", c->upstream_ca, err, errlen);
+	if (c->user != NULL && getpwnam(c->user) == NULL) {
+		conf_append(err, errlen, "user: no such user\n");
+		problems++;
+	}
 	return problems == 0 ? 0 : -1;
 }
 

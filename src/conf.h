@@ -101,6 +101,8 @@ struct conf {
 	char *offer_mechanisms[MAX_MECHANISMS]; /* offered exactly, if set */
 	size_t noffer_mechanisms;
 
+	char *user; /* drop root to this user after start-up; NULL: stay */
+
 	unsigned connect_timeout; /* seconds */
 	unsigned login_timeout;   /* seconds */
 	size_t max_stanza_prelogin;

@@ -418,6 +418,8 @@ void login_record(struct session *s)
 	else
 		evlog_bool("upstream_tls", false);
 	evlog_str("cb", s->cb[0] ? s->cb : NULL);
+	if (s->cb_downgrade)
+		evlog_bool("cb_downgrade", true);
 	evlog_str("outcome", s->outcome == SESSION_OUTCOME_SUCCESS   ? "success"
 			     : s->outcome == SESSION_OUTCOME_FAILURE ? "failure"
 								     : "incomplete");
@@ -634,6 +636,30 @@ static void login_refuse(struct session *s, const char *condition, const char *d
 	login_send_failure(s, &b, counts);
 }
 
+static bool login_upstream_offered_plus(const struct session *s)
+{
+	for (size_t i = 0; i < s->up.nmechs; i++) {
+		size_t n = strlen(s->up.mechs[i]);
+		if (n > 5 && strcmp(s->up.mechs[i] + n - 5, "-PLUS") == 0)
+			return true;
+	}
+	return false;
+}
+
+static void login_check_channel_binding(struct session *s)
+{
+	struct policy_input in = {.step = POLICY_CHANNEL_BINDING,
+				  .mechanism = s->mechanism,
+				  .cb_flag = s->cb[0] ? s->cb : NULL,
+				  .upstream_offered_plus = login_upstream_offered_plus(s)};
+	struct policy_verdict v;
+	policy_check(login_conf(s), &in, &v);
+	if (v.action != POLICY_ALLOW) {
+		login_policy_event(s, &v);
+		s->cb_downgrade = true;
+	}
+}
+
 /* Checks the identity once the exchange has revealed it (users_deny,
  * users_allow). Returns false if the attempt was refused. */
 static bool login_identity_allowed(struct session *s)
@@ -715,6 +741,7 @@ static void login_client_auth(struct session *s, const struct xml_elem *e)
 
 	if (s->starttls_stripped && !s->client_tls)
 		s->downgrade_accepted = true;
+	login_check_channel_binding(s);
 	struct policy_input in = {
 		.step = POLICY_AUTH,
 		.mechanism = name,

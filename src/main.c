@@ -4,12 +4,16 @@
  */
 #include <ev.h>
 #include <expat.h>
+#include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pwd.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "evlog.h"
@@ -183,6 +187,23 @@ static void main_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	session_shutdown_all(&m->px);
 }
 
+/* After the ports are bound and the keys read, root is no longer needed:
+ * become c->user for good (groups, gid, uid, in that order). */
+static void main_drop_privileges(const struct conf *c)
+{
+	if (c->user == NULL)
+		return;
+	struct passwd *pw = getpwnam(c->user);
+	if (pw == NULL)
+		fatal("user %s: no such user", c->user);
+	if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+	    setuid(pw->pw_uid) < 0)
+		fatal("cannot become user %s: %s", c->user, strerror(errno));
+	if (pw->pw_uid != 0 && setuid(0) == 0)
+		fatal("could regain root after becoming %s", c->user);
+	log_info("running as %s (uid %u)", pw->pw_name, (unsigned)pw->pw_uid);
+}
+
 static void main_listen(struct main_state *m)
 {
 	const struct conf *c = m->px.conf;
@@ -272,6 +293,7 @@ int main(int argc, char **argv)
 		fatal("%s", err);
 	session_proxy_init(&m.px);
 	main_listen(&m);
+	main_drop_privileges(m.px.conf);
 	for (size_t i = 0; i < m.nlisteners; i++)
 		listener_start(m.listeners[i]);
 

@@ -102,6 +102,18 @@ static void policy_identity(const struct conf *c, const struct policy_input *in,
 			   "identity %s is not allowed", user);
 }
 
+/* RFC 5802 6: "y" means "I support channel binding but think you do
+ * not". The server did offer -PLUS; the proxy hid it. A server that
+ * checks refuses the login: a downgrade, detected and logged. */
+static void policy_channel_binding(const struct policy_input *in, struct policy_verdict *v)
+{
+	if (in->cb_flag != NULL && strcmp(in->cb_flag, "y") == 0 && in->upstream_offered_plus)
+		policy_set(v, POLICY_LOG, "channel_binding", NULL,
+			   "%s with GS2 flag y after the proxy removed -PLUS: a downgrade "
+			   "the server may refuse (RFC 5802 6)",
+			   in->mechanism);
+}
+
 void policy_check(const struct conf *c, const struct policy_input *in, struct policy_verdict *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -116,6 +128,9 @@ void policy_check(const struct conf *c, const struct policy_input *in, struct po
 		break;
 	case POLICY_IDENTITY:
 		policy_identity(c, in, out);
+		break;
+	case POLICY_CHANNEL_BINDING:
+		policy_channel_binding(in, out);
 		break;
 	}
 }

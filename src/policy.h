@@ -15,6 +15,7 @@ enum policy_step {
 	POLICY_OFFER = 0, /* may this mechanism be offered to the client? */
 	POLICY_AUTH,	  /* the client sent <auth mechanism=...> */
 	POLICY_IDENTITY,  /* the exchange revealed who authenticates */
+	POLICY_CHANNEL_BINDING, /* the client's SCRAM GS2 flag is known */
 };
 
 enum policy_action {
@@ -34,6 +35,8 @@ struct policy_input {
 	unsigned failures;	/* POLICY_AUTH: recent failures from the client address */
 	const char *user;	/* POLICY_IDENTITY: authcid/username */
 	const char *domain;	/* POLICY_IDENTITY: the stream's domain */
+	const char *cb_flag;	/* POLICY_CHANNEL_BINDING: "n", "y" or "p=..." */
+	bool upstream_offered_plus; /* the server offered a -PLUS mechanism */
 };
 
 struct policy_verdict {

@@ -96,6 +96,7 @@ struct session {
 	bool identity_checked;	 /* users_allow/deny applied to this attempt */
 	bool swallow_failure;	 /* the upstream's next <failure> answers our <abort/> */
 	bool starttls_stripped, downgrade_accepted;
+	bool cb_downgrade; /* GS2 "y" to a server that offered -PLUS */
 	struct buf delayed;	 /* a failure held back by the auth_failures pause */
 	enum session_outcome outcome;
 	const char *outcome_by;	 /* "upstream" or "proxy" */
