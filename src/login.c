@@ -355,7 +355,9 @@ static void login_decode(struct session *s, enum sasl_dir dir, const struct xml_
 	memset(f, 0, sizeof(*f));
 	if (s->sasl == NULL)
 		return;
-	if (sasl_step(s->sasl, dir, e->text ? e->text : "", e->textlen, e->text != NULL, f) < 0)
+	const char *text = e != NULL ? e->text : NULL;
+	if (sasl_step(s->sasl, dir, text ? text : "", e != NULL ? e->textlen : 0, text != NULL, f) <
+	    0)
 		f->n = 0;
 	const char *v;
 	if ((v = sasl_user(s->sasl)) != NULL)
@@ -497,9 +499,15 @@ static void login_client_features(struct session *s)
 		}
 	}
 
+	/* SASL2 offers the same filtered mechanisms, where the server has them */
+	const char *sasl2[MAX_MECHANISMS];
+	size_t nsasl2 = 0;
+	for (size_t i = 0; i < s->noffered; i++)
+		if (streamfeatures_has_sasl2(&s->up, s->offered[i]))
+			sasl2[nsasl2++] = s->offered[i];
 	struct buf b = {0};
 	streamfeatures_write(&b, s->client.out_prefix, st, (const char *const *)s->offered,
-			     s->noffered, sasl_now, &s->up);
+			     s->noffered, sasl2, nsasl2, sasl_now, &s->up);
 	login_send_buf(&s->client, &b);
 
 	evlog_begin(s->id, "features");
@@ -514,7 +522,7 @@ static void login_client_features(struct session *s)
 	if (s->up.channel_binding)
 		evlog_bool("channel_binding_removed", true);
 	if (s->up.sasl2)
-		evlog_bool("sasl2_removed", true);
+		evlog_strlist("sasl2_offered", sasl2, nsasl2);
 	evlog_end();
 	login_set_state(&s->client, CS_PREAUTH);
 }
@@ -592,6 +600,12 @@ static void login_client_open(struct session *s, const struct xml_elem *hdr)
 	}
 }
 
+/* The SASL namespace of the exchange in progress: RFC 6120 or XEP-0388. */
+static const char *login_sasl_ns(const struct session *s)
+{
+	return s->sasl2 ? XML_NS_SASL2 : XML_NS_SASL;
+}
+
 /* Sends the client the outcome of a failed attempt. With auth_failures
  * set it goes out after a short random pause (as OpenSMTPD does), during
  * which the client's input waits: guessing gets slow. */
@@ -629,7 +643,9 @@ static void login_refuse(struct session *s, const char *condition, const char *d
 			 bool counts)
 {
 	struct buf b = {0};
-	buf_addf(&b, "<failure xmlns='" XML_NS_SASL "'><%s/><text>", condition);
+	/* XEP-0388 keeps RFC 6120's conditions, in their own namespace */
+	buf_addf(&b, "<failure xmlns='%s'><%s xmlns='" XML_NS_SASL "'/><text>", login_sasl_ns(s),
+		 condition);
 	xml_escape(&b, detail, strlen(detail));
 	buf_adds(&b, "</text></failure>");
 	login_result_event(s, false, "proxy", condition, detail);
@@ -702,9 +718,26 @@ static void login_forward(struct leg *to, const struct xml_elem *e)
 	login_send_buf(to, &b);
 }
 
-static void login_client_auth(struct session *s, const struct xml_elem *e)
+/* XEP-0388 <user-agent id=...><software/><device/></user-agent>: what the
+ * client says it is, for the audit (client-supplied, not verified). */
+static void login_user_agent(const struct xml_elem *e)
+{
+	const struct xml_elem *ua = xml_child(e, XML_NS_SASL2, "user-agent");
+	if (ua == NULL)
+		return;
+	const struct xml_elem *sw = xml_child(ua, XML_NS_SASL2, "software");
+	const struct xml_elem *dev = xml_child(ua, XML_NS_SASL2, "device");
+	evlog_str("user_agent_id", xml_attr(ua, NULL, "id"));
+	evlog_str("user_agent_software", sw ? sw->text : NULL);
+	evlog_str("user_agent_device", dev ? dev->text : NULL);
+}
+
+/* <auth> (RFC 6120) or <authenticate> (XEP-0388, payload in
+ * <initial-response>): decoded, logged, checked, then relayed. */
+static void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 {
 	const char *mech = xml_attr(e, NULL, "mechanism");
+	const struct xml_elem *payload = sasl2 ? xml_child(e, XML_NS_SASL2, "initial-response") : e;
 	char name[MAX_MECH_NAME + 1];
 	struct sasl_fields f;
 
@@ -714,6 +747,7 @@ static void login_client_auth(struct session *s, const struct xml_elem *e)
 		return;
 	}
 	s->auth_tried = true;
+	s->sasl2 = sasl2;
 	size_t n = mech ? strlen(mech) : 0;
 	if (n == 0 || n > MAX_MECH_NAME) {
 		snprintf(s->mechanism, sizeof(s->mechanism), "%s", n ? "(invalid)" : "(none)");
@@ -729,13 +763,15 @@ static void login_client_auth(struct session *s, const struct xml_elem *e)
 	s->steps_c2s = s->steps_s2c = 0;
 	s->user[0] = s->authzid[0] = s->cb[0] = '\0';
 	s->identity_checked = false;
-	login_decode(s, SASL_C2S, e, &f);
+	login_decode(s, SASL_C2S, payload, &f);
 
 	evlog_begin(s->id, "auth");
 	evlog_str("mechanism", name);
 	evlog_bool("tls", s->client_tls);
-	evlog_bool("sasl2", false);
-	evlog_bool("initial_response", e->text != NULL);
+	evlog_bool("sasl2", sasl2);
+	evlog_bool("initial_response", payload != NULL && payload->text != NULL);
+	if (sasl2)
+		login_user_agent(e);
 	login_sasl_fields(&f);
 	evlog_end();
 
@@ -747,7 +783,8 @@ static void login_client_auth(struct session *s, const struct xml_elem *e)
 		.mechanism = name,
 		.client_tls = s->client_tls,
 		.upstream_requires_tls = s->upstream_requires_tls,
-		.offered = login_was_offered(s, name),
+		.offered = login_was_offered(s, name) &&
+			   (!sasl2 || streamfeatures_has_sasl2(&s->up, name)),
 		.starttls_stripped = s->starttls_stripped,
 		.failures = addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
 	};
@@ -761,7 +798,7 @@ static void login_client_auth(struct session *s, const struct xml_elem *e)
 	}
 	if (!login_identity_allowed(s))
 		return;
-	if (e->textlen > MAX_SASL_PAYLOAD) {
+	if (payload != NULL && payload->textlen > MAX_SASL_PAYLOAD) {
 		login_refuse(s, "malformed-request", "SASL payload too large", false);
 		return;
 	}
@@ -799,8 +836,9 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 			login_set_state(l, CS_STARTTLS);
 			return;
 		}
-		if (xml_is(e, XML_NS_SASL, "auth")) {
-			login_client_auth(s, e);
+		if (xml_is(e, XML_NS_SASL, "auth") ||
+		    (s->up.sasl2 && xml_is(e, XML_NS_SASL2, "authenticate"))) {
+			login_client_auth(s, e, strcmp(e->ns, XML_NS_SASL2) == 0);
 			return;
 		}
 		if (xml_is(e, XML_NS_CLIENT, "iq") &&
@@ -812,7 +850,7 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 		}
 		break;
 	case CS_SASL:
-		if (xml_is(e, XML_NS_SASL, "response")) {
+		if (xml_is(e, login_sasl_ns(s), "response")) {
 			if (++s->steps_c2s > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
 				login_fail(s, "policy-violation", "SASL exchange too long",
 					   "SASL exchange too long");
@@ -823,8 +861,9 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 			if (!login_identity_allowed(s)) {
 				/* the server is mid-exchange: abort it, and drop
 				 * the <failure><aborted/> it will answer */
-				login_send(&s->upstream, "<abort xmlns='" XML_NS_SASL "'/>",
-					   sizeof("<abort xmlns='" XML_NS_SASL "'/>") - 1);
+				struct buf b = {0};
+				buf_addf(&b, "<abort xmlns='%s'/>", login_sasl_ns(s));
+				login_send_buf(&s->upstream, &b);
 				s->swallow_failure = true;
 				login_set_state(l, CS_PREAUTH);
 				return;
@@ -832,9 +871,18 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 			login_forward(&s->upstream, e);
 			return;
 		}
-		if (xml_is(e, XML_NS_SASL, "abort")) {
+		if (xml_is(e, login_sasl_ns(s), "abort") ||
+		    (s->sasl2 && (xml_is(e, XML_NS_SASL2, "next") ||
+				  xml_is(e, XML_NS_SASL2, "task-data")))) {
+			/* task data (XEP-0480 upgrades) carries password hashes:
+			 * only its element name is logged */
+			if (++s->steps_c2s > MAX_SASL_STEPS) {
+				login_fail(s, "policy-violation", "SASL exchange too long",
+					   "SASL exchange too long");
+				return;
+			}
 			memset(&f, 0, sizeof(f));
-			login_sasl_step_event(s, "c2s", ++s->steps_c2s, "abort", &f);
+			login_sasl_step_event(s, "c2s", s->steps_c2s, e->name, &f);
 			login_forward(&s->upstream, e);
 			return;
 		}
@@ -920,11 +968,46 @@ static void login_upstream_features(struct session *s, const struct xml_elem *e)
 	login_upstream_ready(s);
 }
 
-static void login_upstream_sasl(struct session *s, const struct xml_elem *e)
+/* After <success>: both legs relay from here on, still parsed. */
+static void login_enter_relay(struct session *s)
+{
+	s->relay = true;
+	session_login_done(s);
+	size_t max = login_conf(s)->max_stanza;
+	xml_set_max_stanza(s->client.xml, max);
+	xml_set_max_stanza(s->upstream.xml, max);
+	login_set_state(&s->client, CS_RELAY);
+}
+
+/* XEP-0388 success: the stream goes on without a restart. The identity
+ * the server granted, and an inline Bind2 result, end the login. */
+static void login_sasl2_success(struct session *s, const struct xml_elem *e, uint64_t end)
+{
+	const struct xml_elem *id = xml_child(e, XML_NS_SASL2, "authorization-identifier");
+	const struct xml_elem *bound = xml_child(e, "urn:xmpp:bind:0", "bound");
+	if (id != NULL && id->text != NULL)
+		snprintf(s->jid, sizeof(s->jid), "%s", id->text);
+	login_enter_relay(s);
+	/* what follows </success> in this read is relayed as it is */
+	s->upstream.relay_from = end;
+	s->upstream.relay_mid = true;
+	login_set_state(&s->upstream, US_RELAY);
+	if (bound != NULL) {
+		evlog_begin(s->id, "bind");
+		evlog_bool("ok", true);
+		evlog_bool("bind2", true);
+		evlog_str("jid", s->jid[0] ? s->jid : NULL);
+		evlog_end();
+	}
+	login_record(s);
+}
+
+static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t end)
 {
 	struct sasl_fields f;
+	const char *ns = login_sasl_ns(s);
 
-	if (xml_is(e, XML_NS_SASL, "challenge")) {
+	if (xml_is(e, ns, "challenge")) {
 		if (++s->steps_s2c > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
 			login_fail(s, "policy-violation", "SASL exchange too long",
 				   "upstream SASL exchange too long");
@@ -935,20 +1018,22 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e)
 		login_forward(&s->client, e);
 		return;
 	}
-	if (xml_is(e, XML_NS_SASL, "success")) {
-		if (e->text != NULL) {
-			login_decode(s, SASL_S2C, e, &f);
+	if (xml_is(e, ns, "success")) {
+		const struct xml_elem *data =
+			s->sasl2 ? xml_child(e, XML_NS_SASL2, "additional-data") : e;
+		if (data != NULL && data->text != NULL) {
+			login_decode(s, SASL_S2C, data, &f);
 			login_sasl_step_event(s, "s2c", ++s->steps_s2c, "success", &f);
 		}
 		login_result_event(s, true, "upstream", NULL, NULL);
 		login_forward(&s->client, e);
+		if (s->sasl2) {
+			login_sasl2_success(s, e, end);
+			return;
+		}
 		/* RFC 6120 6.4.6: both streams restart. The client's parser is
 		 * idle now; ours is inside this callback. */
-		s->relay = true;
-		session_login_done(s);
-		size_t max = login_conf(s)->max_stanza;
-		xml_set_max_stanza(s->client.xml, max);
-		xml_set_max_stanza(s->upstream.xml, max);
+		login_enter_relay(s);
 		if (xml_reset(s->client.xml) < 0) {
 			session_close(s, "out of memory");
 			return;
@@ -957,17 +1042,27 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e)
 		s->upstream.hdr_sent = false;
 		s->upstream.restart = true;
 		xml_stop(s->upstream.xml);
-		login_set_state(&s->client, CS_RELAY);
 		login_set_state(&s->upstream, US_RELAY_HOLD);
 		return;
 	}
-	if (xml_is(e, XML_NS_SASL, "failure")) {
+	if (s->sasl2 && (xml_is(e, XML_NS_SASL2, "continue") || xml_is(e, XML_NS_SASL2, "task-data"))) {
+		if (++s->steps_s2c > MAX_SASL_STEPS) {
+			login_fail(s, "policy-violation", "SASL exchange too long",
+				   "upstream SASL exchange too long");
+			return;
+		}
+		memset(&f, 0, sizeof(f));
+		login_sasl_step_event(s, "s2c", s->steps_s2c, e->name, &f);
+		login_forward(&s->client, e);
+		return;
+	}
+	if (xml_is(e, ns, "failure")) {
 		const char *cond = NULL;
 		const char *text = NULL;
 		for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
 			if (strcmp(c->name, "text") == 0)
 				text = c->text;
-			else if (cond == NULL)
+			else if (cond == NULL && strcmp(c->ns, XML_NS_SASL) == 0)
 				cond = c->name;
 		}
 		login_set_state(&s->upstream, US_READY);
@@ -991,7 +1086,7 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e)
 		   "unexpected upstream element during SASL");
 }
 
-static void login_upstream_element(struct session *s, const struct xml_elem *e)
+static void login_upstream_element(struct session *s, const struct xml_elem *e, uint64_t end)
 {
 	struct leg *u = &s->upstream;
 
@@ -1031,7 +1126,7 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e)
 		}
 		break;
 	case US_SASL:
-		login_upstream_sasl(s, e);
+		login_upstream_sasl(s, e, end);
 		return;
 	default:
 		break;
@@ -1124,7 +1219,7 @@ static void login_relay_features(struct session *s, const struct xml_elem *e, ui
 	login_send(&s->client, buf_head(&u->hold), (size_t)start);
 	struct buf b = {0};
 	streamfeatures_write(&b, s->client.out_prefix, f.starttls, (const char *const *)f.mechs,
-			     f.nmechs, true, &f);
+			     f.nmechs, NULL, 0, true, &f);
 	login_send_buf(&s->client, &b);
 	evlog_begin(s->id, "features");
 	evlog_int("n", u->stream_n);
@@ -1169,7 +1264,7 @@ static void login_on_element(void *ctx, const struct xml_elem *e, uint64_t start
 	} else if (s->relay) {
 		login_relay_s2c(s, e);
 	} else {
-		login_upstream_element(s, e);
+		login_upstream_element(s, e, end);
 	}
 	if (s->closing)
 		xml_stop(l->xml);
@@ -1282,6 +1377,7 @@ void login_data(struct leg *l, const char *data, size_t len)
 	while (len > 0 && !s->closing) {
 		bool relay = l->state == CS_RELAY || l->state == US_RELAY;
 		bool hold = l->state == US_RELAY_HOLD;
+		uint64_t base = xml_offset(l->xml);
 		size_t used;
 
 		if (hold && buf_add(&l->hold, data, len) < 0) {
@@ -1297,6 +1393,12 @@ void login_data(struct leg *l, const char *data, size_t len)
 			return;
 		if (relay) {
 			login_send(l->peer, data, used);
+		} else if (l->relay_mid) {
+			/* relaying began inside this read (SASL2 success) */
+			l->relay_mid = false;
+			size_t from = (size_t)(l->relay_from - base);
+			if (from < used)
+				login_send(l->peer, data + from, used - from);
 		} else if (hold && l->state == US_RELAY) {
 			/* the features were rewritten: pass on what followed them */
 			login_send(l->peer, buf_head(&l->hold), l->hold.len);

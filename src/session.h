@@ -92,6 +92,7 @@ struct session {
 	struct sasl_state *sasl;
 	unsigned steps_c2s, steps_s2c, auth_attempts;
 	bool auth_tried, login_logged, relay;
+	bool sasl2; /* the exchange in progress is XEP-0388's */
 	const char *ended_by; /* who sent </stream:stream> after login */
 	bool identity_checked;	 /* users_allow/deny applied to this attempt */
 	bool swallow_failure;	 /* the upstream's next <failure> answers our <abort/> */

@@ -14,14 +14,22 @@
  * compared with this impossible URI, each declares its own. */
 #define STREAMFEATURES_NO_NS "\x01"
 
+static void streamfeatures_free_buf(struct buf *b)
+{
+	if (b != NULL) {
+		buf_free(b);
+		free(b);
+	}
+}
+
 void streamfeatures_free(struct streamfeatures *f)
 {
 	for (size_t i = 0; i < f->nmechs; i++)
 		free(f->mechs[i]);
-	if (f->kept != NULL) {
-		buf_free(f->kept);
-		free(f->kept);
-	}
+	for (size_t i = 0; i < f->nsasl2_mechs; i++)
+		free(f->sasl2_mechs[i]);
+	streamfeatures_free_buf(f->kept);
+	streamfeatures_free_buf(f->sasl2_kept);
 	memset(f, 0, sizeof(*f));
 }
 
@@ -50,11 +58,32 @@ static char *streamfeatures_mech_name(const char *s, size_t len)
 	return r;
 }
 
+/* Collects the <mechanism> children of e (SASL1 or SASL2) into list;
+ * junk names are not offered on, more than MAX_MECHANISMS are cut. */
+static void streamfeatures_mechs(const struct xml_elem *e, const char *ns, char **list, size_t *n,
+				 bool *truncated)
+{
+	for (const struct xml_elem *m = e->children; m != NULL; m = m->next) {
+		if (!xml_is(m, ns, "mechanism"))
+			continue;
+		char *name = streamfeatures_mech_name(m->text ? m->text : "", m->textlen);
+		if (name == NULL)
+			continue;
+		if (*n == MAX_MECHANISMS) {
+			*truncated = true;
+			free(name);
+			continue;
+		}
+		list[(*n)++] = name;
+	}
+}
+
 int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 {
 	streamfeatures_free(f);
 	f->kept = calloc(1, sizeof(*f->kept));
-	if (f->kept == NULL)
+	f->sasl2_kept = calloc(1, sizeof(*f->sasl2_kept));
+	if (f->kept == NULL || f->sasl2_kept == NULL)
 		return -1;
 	for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
 		if (xml_is(c, XML_NS_TLS, "starttls")) {
@@ -62,25 +91,19 @@ int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 					      ? SF_STARTTLS_REQUIRED
 					      : SF_STARTTLS_OFFERED;
 		} else if (xml_is(c, XML_NS_SASL, "mechanisms")) {
-			for (const struct xml_elem *m = c->children; m != NULL; m = m->next) {
-				if (!xml_is(m, XML_NS_SASL, "mechanism"))
-					continue;
-				char *name = streamfeatures_mech_name(m->text ? m->text : "", m->textlen);
-				if (name == NULL)
-					continue; /* junk is not offered on */
-				if (f->nmechs == MAX_MECHANISMS) {
-					f->truncated = true;
-					free(name);
-					continue;
-				}
-				f->mechs[f->nmechs++] = name;
-			}
+			streamfeatures_mechs(c, XML_NS_SASL, f->mechs, &f->nmechs, &f->truncated);
 		} else if (xml_is(c, NS_COMPRESS, "compression")) {
 			f->compression = true;
 		} else if (xml_is(c, NS_SASL_CB, "sasl-channel-binding")) {
 			f->channel_binding = true;
 		} else if (xml_is(c, XML_NS_SASL2, "authentication")) {
 			f->sasl2 = true;
+			streamfeatures_mechs(c, XML_NS_SASL2, f->sasl2_mechs, &f->nsasl2_mechs,
+					     &f->truncated);
+			for (const struct xml_elem *k = c->children; k != NULL; k = k->next)
+				if (!xml_is(k, XML_NS_SASL2, "mechanism") &&
+				    xml_write(f->sasl2_kept, k, XML_NS_SASL2) < 0)
+					return -1;
 		} else if (xml_is(c, NS_IQ_AUTH, "auth")) {
 			f->iq_auth = true;
 		} else if (xml_write(f->kept, c, STREAMFEATURES_NO_NS) < 0) {
@@ -91,7 +114,8 @@ int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 }
 
 int streamfeatures_write(struct buf *out, const char *prefix, enum streamfeatures_starttls starttls,
-		   const char *const *mechs, size_t nmechs, bool others, const struct streamfeatures *f)
+			 const char *const *mechs, size_t nmechs, const char *const *sasl2_mechs,
+			 size_t nsasl2, bool others, const struct streamfeatures *f)
 {
 	const char *sep = prefix[0] ? ":" : "";
 	int rc = 0;
@@ -109,10 +133,26 @@ int streamfeatures_write(struct buf *out, const char *prefix, enum streamfeature
 			rc |= buf_addf(out, "<mechanism>%s</mechanism>", mechs[i]);
 		rc |= buf_adds(out, "</mechanisms>");
 	}
+	if (nsasl2 > 0) {
+		rc |= buf_adds(out, "<authentication xmlns='" XML_NS_SASL2 "'>");
+		for (size_t i = 0; i < nsasl2; i++)
+			rc |= buf_addf(out, "<mechanism>%s</mechanism>", sasl2_mechs[i]);
+		if (f != NULL && f->sasl2_kept != NULL)
+			rc |= buf_add(out, buf_head(f->sasl2_kept), f->sasl2_kept->len);
+		rc |= buf_adds(out, "</authentication>");
+	}
 	if (others && f != NULL && f->kept != NULL)
 		rc |= buf_add(out, buf_head(f->kept), f->kept->len);
 	rc |= buf_addf(out, "</%s%sfeatures>", prefix, sep);
 	return rc ? -1 : 0;
+}
+
+bool streamfeatures_has_sasl2(const struct streamfeatures *f, const char *mech)
+{
+	for (size_t i = 0; i < f->nsasl2_mechs; i++)
+		if (strcmp(f->sasl2_mechs[i], mech) == 0)
+			return true;
+	return false;
 }
 
 const char *streamfeatures_starttls_name(enum streamfeatures_starttls s)

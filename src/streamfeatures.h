@@ -3,8 +3,9 @@
  * the client sees. The proxy rebuilds <starttls> and <mechanisms> itself
  * (they depend on the client leg and on policy) and drops what it cannot
  * carry: compression (XEP-0138: the stream would become zlib), the SASL
- * channel-binding types (its two TLS sessions differ), SASL2 (not relayed
- * yet) and legacy iq-auth (a login without SASL).
+ * channel-binding types (its two TLS sessions differ) and legacy iq-auth
+ * (a login without SASL). SASL2 (XEP-0388) <authentication> is rebuilt
+ * like <mechanisms>, its <inline> features kept.
  */
 #ifndef XI_STREAMFEATURES_H
 #define XI_STREAMFEATURES_H
@@ -30,6 +31,9 @@ struct streamfeatures {
 	bool compression, channel_binding, sasl2, iq_auth;
 	bool truncated;	  /* more mechanisms than MAX_MECHANISMS */
 	struct buf *kept; /* other children, serialised, for the client */
+	char *sasl2_mechs[MAX_MECHANISMS]; /* SASL2 <authentication> mechanisms */
+	size_t nsasl2_mechs;
+	struct buf *sasl2_kept; /* its other children (<inline>), serialised */
 };
 
 /* Reads a <features> element into f (previous content freed). Returns 0
@@ -38,10 +42,15 @@ int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e);
 void streamfeatures_free(struct streamfeatures *f);
 
 /* Writes the client's <PREFIX:features>: starttls as given, the listed
- * mechanisms (none: no <mechanisms> element), and with others the kept
- * children. prefix is the stream prefix in scope ("" for none). */
+ * mechanisms (none: no <mechanisms> element), the listed SASL2 mechanisms
+ * (none: no <authentication>), and with others the kept children. prefix
+ * is the stream prefix in scope ("" for none). */
 int streamfeatures_write(struct buf *out, const char *prefix, enum streamfeatures_starttls starttls,
-		   const char *const *mechs, size_t nmechs, bool others, const struct streamfeatures *f);
+			 const char *const *mechs, size_t nmechs, const char *const *sasl2_mechs,
+			 size_t nsasl2, bool others, const struct streamfeatures *f);
+
+/* True if the server offered mech over SASL2. */
+bool streamfeatures_has_sasl2(const struct streamfeatures *f, const char *mech);
 
 const char *streamfeatures_starttls_name(enum streamfeatures_starttls s);
 
