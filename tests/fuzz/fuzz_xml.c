@@ -15,8 +15,7 @@
  * namespace) call xml_stop(), and the loop calls xml_reset() and feeds the
  * unused bytes to the new stream. Every element is serialised with
  * xml_write() and the result parsed again in a stream of its own: it must
- * parse, and give the same tree (except for the xml_write bugs reported
- * and tested in tests/unit/test_xml.c, see fuzz_known_issue()).
+ * parse, and give the same tree.
  * Contract checks abort() so libFuzzer keeps the input: offsets within
  * what was fed, *used <= len and == len unless stopped, sticky errors with
  * a text, depth bounded.
@@ -67,30 +66,6 @@ static void fuzz_dump(struct buf *b, const struct xml_elem *e)
 	buf_adds(b, "</>");
 }
 
-/*
- * Trees on which xml_write is known not to round-trip (reported, with
- * failing unit tests): tab, LF or CR in an attribute value and CR in text
- * come back changed; an element in the XML namespace is written with a
- * forbidden xmlns. Returns 1 for a changed tree, 2 for unparsable output.
- */
-static int fuzz_known_issue(const struct xml_elem *e)
-{
-	int worst = 0;
-	if (strcmp(e->ns, XML_NS_XML) == 0)
-		return 2;
-	for (size_t i = 0; i < e->nattrs; i++)
-		if (strpbrk(e->attrs[i].value, "\t\n\r") != NULL)
-			worst = 1;
-	if (e->textlen && memchr(e->text, '\r', e->textlen) != NULL)
-		worst = 1;
-	for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
-		int w = fuzz_known_issue(c);
-		if (w > worst)
-			worst = w;
-	}
-	return worst;
-}
-
 static void fuzz_re_open(void *ctx, const struct xml_elem *h, uint64_t end)
 {
 	(void)ctx, (void)h, (void)end;
@@ -115,9 +90,6 @@ static const struct xml_handler fuzz_re_handler = {fuzz_re_open, fuzz_re_element
 /* Parses what xml_write made of e and compares. */
 static void fuzz_check_written(const struct xml_elem *e, const struct buf *w)
 {
-	int known = fuzz_known_issue(e);
-	if (known == 2)
-		return;
 	struct fuzz_reparse r = {0};
 	struct xml_parser *q = xml_new(&fuzz_re_handler, &r, 64u << 20);
 	if (q == NULL)
@@ -128,13 +100,11 @@ static void fuzz_check_written(const struct xml_elem *e, const struct buf *w)
 		err = xml_feed(q, buf_head(w), w->len, &used);
 	if (err != XML_OK || r.elements != 1)
 		abort(); /* xml_write made something that does not parse as one element */
-	if (known == 0) {
-		struct buf d = {0};
-		fuzz_dump(&d, e);
-		if (d.len != r.dump.len || memcmp(buf_head(&d), buf_head(&r.dump), d.len) != 0)
-			abort(); /* the round trip changed the tree */
-		buf_free(&d);
-	}
+	struct buf d = {0};
+	fuzz_dump(&d, e);
+	if (d.len != r.dump.len || memcmp(buf_head(&d), buf_head(&r.dump), d.len) != 0)
+		abort(); /* the round trip changed the tree */
+	buf_free(&d);
 	buf_free(&r.dump);
 	xml_free(q);
 }
