@@ -199,6 +199,264 @@ static void test_table(void)
 	}
 }
 
+/*
+ * The rules of issue 4, in a second table (the first one's rows stay as
+ * they are): users_deny/users_allow at POLICY_IDENTITY, auth_failures,
+ * strip_starttls and offer_mechanisms at POLICY_OFFER/POLICY_AUTH.
+ */
+struct cfg2 {
+	enum conf_require_tls require;
+	enum conf_plain plain;
+	const char *deny[4];	   /* mechanisms_deny */
+	const char *users_deny[4]; /* fnmatch patterns */
+	const char *users_allow[4];
+	unsigned failures_max, failures_window; /* auth_failures N/SECONDS; 0 = off */
+	const char *offer[4];			/* offer_mechanisms */
+};
+
+static struct conf *make_conf2(const struct cfg2 *k)
+{
+	struct conf *c = conf_new();
+	if (c == NULL)
+		abort();
+	c->require_tls = k->require;
+	c->plain_without_tls = k->plain;
+	for (size_t i = 0; i < 4 && k->deny[i]; i++)
+		c->mechanisms_deny[c->nmechanisms_deny++] = strdup(k->deny[i]);
+	for (size_t i = 0; i < 4 && k->users_deny[i]; i++)
+		c->users_deny[c->nusers_deny++] = strdup(k->users_deny[i]);
+	for (size_t i = 0; i < 4 && k->users_allow[i]; i++)
+		c->users_allow[c->nusers_allow++] = strdup(k->users_allow[i]);
+	c->auth_failures_max = k->failures_max;
+	c->auth_failures_window = k->failures_window;
+	for (size_t i = 0; i < 4 && k->offer[i]; i++)
+		c->offer_mechanisms[c->noffer_mechanisms++] = strdup(k->offer[i]);
+	return c;
+}
+
+static const struct cfg2 NONE2 = {CONF_REQUIRE_AUTO, CONF_PLAIN_LOG, {NULL}, {NULL}, {NULL}, 0, 0,
+				  {NULL}};
+static const struct cfg2 UDENY = {CONF_REQUIRE_AUTO, CONF_PLAIN_LOG, {NULL},
+				  {"mallory", "b?b", "*@evil.test", "[x-z]*"}, {NULL}, 0, 0, {NULL}};
+static const struct cfg2 UDENY_CASE = {CONF_REQUIRE_AUTO, CONF_PLAIN_LOG, {NULL},
+				       {"ALICE@LAB.TEST"}, {NULL}, 0, 0, {NULL}};
+static const struct cfg2 UALLOW = {CONF_REQUIRE_AUTO, CONF_PLAIN_LOG, {NULL}, {NULL},
+				   {"alice", "*@staff.test"}, 0, 0, {NULL}};
+static const struct cfg2 UBOTH = {CONF_REQUIRE_AUTO, CONF_PLAIN_LOG, {NULL}, {"bob"}, {"*"}, 0, 0,
+				  {NULL}};
+static const struct cfg2 FAIL3 = {CONF_REQUIRE_AUTO, CONF_PLAIN_LOG, {NULL}, {NULL}, {NULL}, 3, 60,
+				  {NULL}};
+static const struct cfg2 FAIL1_STRICT = {CONF_REQUIRE_YES, CONF_PLAIN_REJECT, {"PLAIN"}, {NULL},
+					 {NULL}, 1, 2, {NULL}};
+static const struct cfg2 PLAIN_REJ2 = {CONF_REQUIRE_AUTO, CONF_PLAIN_REJECT, {NULL}, {NULL},
+				       {NULL}, 0, 0, {NULL}};
+static const struct cfg2 REQ_YES2 = {CONF_REQUIRE_YES, CONF_PLAIN_LOG, {NULL}, {NULL}, {NULL}, 0, 0,
+				     {NULL}};
+static const struct cfg2 DENY_SCRAM2 = {CONF_REQUIRE_AUTO, CONF_PLAIN_LOG, {"SCRAM-SHA-1"}, {NULL},
+					{NULL}, 0, 0, {NULL}};
+static const struct cfg2 OFFER = {CONF_REQUIRE_AUTO, CONF_PLAIN_LOG, {NULL}, {NULL}, {NULL}, 0, 0,
+				  {"PLAIN", "X-FAKE"}};
+static const struct cfg2 OFFER_DENY = {CONF_REQUIRE_AUTO, CONF_PLAIN_REJECT, {"DIGEST-MD5"}, {NULL},
+				       {NULL}, 0, 0, {"DIGEST-MD5", "PLAIN"}};
+
+enum { NOSTRIP = 0, STRIPPED = 1 };
+
+struct row2 {
+	const char *name;
+	const struct cfg2 *cfg;
+	enum policy_step step;
+	const char *mech;
+	bool client_tls, upstream_requires_tls, offered, stripped;
+	unsigned failures;
+	const char *user, *domain; /* POLICY_IDENTITY */
+	enum policy_action action;
+	const char *rule;
+	const char *condition;
+	const char *detail; /* a substring of the detail, NULL for POLICY_ALLOW */
+};
+
+static const struct row2 rows2[] = {
+	/* ---- identity: users_deny ---- */
+	{"identity, no lists", &NONE2, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ, OFFERED, NOSTRIP, 0,
+	 "alice", "lab.test", POLICY_ALLOW, "", NULL, NULL},
+	{"identity denied by name", &UDENY, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ, OFFERED, NOSTRIP,
+	 0, "mallory", "lab.test", POLICY_REJECT, "users_deny", "not-authorized", "mallory"},
+	{"identity denied, other case", &UDENY, POLICY_IDENTITY, "SCRAM-SHA-1", TLS, UP_REQ, OFFERED,
+	 NOSTRIP, 0, "MalLory", "lab.test", POLICY_REJECT, "users_deny", "not-authorized",
+	 "MalLory"},
+	{"identity denied by ?", &UDENY, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ, OFFERED, NOSTRIP, 0,
+	 "bob", "lab.test", POLICY_REJECT, "users_deny", "not-authorized", "bob"},
+	{"identity: ? is one character", &UDENY, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ, OFFERED,
+	 NOSTRIP, 0, "boob", "lab.test", POLICY_ALLOW, "", NULL, NULL},
+	{"identity denied by user@domain pattern", &UDENY, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ,
+	 OFFERED, NOSTRIP, 0, "alice", "evil.test", POLICY_REJECT, "users_deny", "not-authorized",
+	 "alice"},
+	{"identity: domain pattern, other domain", &UDENY, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ,
+	 OFFERED, NOSTRIP, 0, "alice", "lab.test", POLICY_ALLOW, "", NULL, NULL},
+	{"identity: domain pattern, domain case", &UDENY, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ,
+	 OFFERED, NOSTRIP, 0, "alice", "EVIL.test", POLICY_REJECT, "users_deny", "not-authorized",
+	 "alice"},
+	{"identity denied by a bracket range", &UDENY, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ,
+	 OFFERED, NOSTRIP, 0, "yves", "lab.test", POLICY_REJECT, "users_deny", "not-authorized",
+	 "yves"},
+	{"identity: bracket range, other letter", &UDENY, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ,
+	 OFFERED, NOSTRIP, 0, "walter", "lab.test", POLICY_ALLOW, "", NULL, NULL},
+	{"identity: a pattern is not a substring", &UDENY, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ,
+	 OFFERED, NOSTRIP, 0, "mallory2", "lab.test", POLICY_ALLOW, "", NULL, NULL},
+	{"identity: full-JID pattern, other case", &UDENY_CASE, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ,
+	 OFFERED, NOSTRIP, 0, "alice", "lab.test", POLICY_REJECT, "users_deny", "not-authorized",
+	 "alice"},
+	{"identity: full-JID pattern, other user", &UDENY_CASE, POLICY_IDENTITY, "PLAIN", TLS,
+	 UP_REQ, OFFERED, NOSTRIP, 0, "bob", "lab.test", POLICY_ALLOW, "", NULL, NULL},
+	{"identity: the check ignores TLS and mechanism", &UDENY, POLICY_IDENTITY, "X-ANY", NOTLS,
+	 UP_OPT, NOT_OFFERED, NOSTRIP, 0, "mallory", "lab.test", POLICY_REJECT, "users_deny",
+	 "not-authorized", "mallory"},
+	{"identity: no domain, name pattern", &UDENY, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ, OFFERED,
+	 NOSTRIP, 0, "mallory", NULL, POLICY_REJECT, "users_deny", "not-authorized", "mallory"},
+
+	/* ---- identity: users_allow ---- */
+	{"identity allowed by name", &UALLOW, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ, OFFERED, NOSTRIP,
+	 0, "alice", "lab.test", POLICY_ALLOW, "", NULL, NULL},
+	{"identity allowed, other case", &UALLOW, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ, OFFERED,
+	 NOSTRIP, 0, "ALICE", "lab.test", POLICY_ALLOW, "", NULL, NULL},
+	{"identity not in the allow list", &UALLOW, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ, OFFERED,
+	 NOSTRIP, 0, "bob", "lab.test", POLICY_REJECT, "users_allow", "not-authorized", "bob"},
+	{"identity allowed by domain pattern", &UALLOW, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ,
+	 OFFERED, NOSTRIP, 0, "bob", "staff.test", POLICY_ALLOW, "", NULL, NULL},
+	{"identity: deny wins over allow", &UBOTH, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ, OFFERED,
+	 NOSTRIP, 0, "bob", "lab.test", POLICY_REJECT, "users_deny", "not-authorized", "bob"},
+	{"identity: allow * lets the others in", &UBOTH, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ,
+	 OFFERED, NOSTRIP, 0, "carol", "lab.test", POLICY_ALLOW, "", NULL, NULL},
+	{"identity: lists do not act at auth", &UDENY, POLICY_AUTH, "PLAIN", TLS, UP_REQ, OFFERED,
+	 NOSTRIP, 0, "mallory", "lab.test", POLICY_ALLOW, "", NULL, NULL},
+
+	/* ---- auth_failures ---- */
+	{"auth_failures: below the limit", &FAIL3, POLICY_AUTH, "PLAIN", TLS, UP_REQ, OFFERED,
+	 NOSTRIP, 2, NULL, NULL, POLICY_ALLOW, "", NULL, NULL},
+	{"auth_failures: at the limit", &FAIL3, POLICY_AUTH, "PLAIN", TLS, UP_REQ, OFFERED, NOSTRIP,
+	 3, NULL, NULL, POLICY_REJECT, "auth_failures", "temporary-auth-failure", "PLAIN"},
+	{"auth_failures: past the limit", &FAIL3, POLICY_AUTH, "SCRAM-SHA-1", TLS, UP_REQ, OFFERED,
+	 NOSTRIP, 1000, NULL, NULL, POLICY_REJECT, "auth_failures", "temporary-auth-failure",
+	 "SCRAM-SHA-1"},
+	{"auth_failures off: any count", &NONE2, POLICY_AUTH, "PLAIN", TLS, UP_REQ, OFFERED, NOSTRIP,
+	 100000, NULL, NULL, POLICY_ALLOW, "", NULL, NULL},
+	{"auth_failures before require_tls/deny/plain", &FAIL1_STRICT, POLICY_AUTH, "PLAIN", NOTLS,
+	 UP_OPT, NOT_OFFERED, NOSTRIP, 1, NULL, NULL, POLICY_REJECT, "auth_failures",
+	 "temporary-auth-failure", "PLAIN"},
+	{"auth_failures under the limit: next rule", &FAIL1_STRICT, POLICY_AUTH, "PLAIN", NOTLS,
+	 UP_OPT, OFFERED, NOSTRIP, 0, NULL, NULL, POLICY_REJECT, "require_tls",
+	 "encryption-required", "PLAIN"},
+	{"auth_failures do not act at offer", &FAIL3, POLICY_OFFER, "PLAIN", TLS, UP_REQ, 0, NOSTRIP,
+	 50, NULL, NULL, POLICY_ALLOW, "", NULL, NULL},
+	{"auth_failures do not act at identity", &FAIL3, POLICY_IDENTITY, "PLAIN", TLS, UP_REQ,
+	 OFFERED, NOSTRIP, 50, "alice", "lab.test", POLICY_ALLOW, "", NULL, NULL},
+
+	/* ---- strip_starttls: the client was never offered TLS ---- */
+	{"stripped: upstream requires TLS, not enforced", &NONE2, POLICY_AUTH, "SCRAM-SHA-1", NOTLS,
+	 UP_REQ, OFFERED, STRIPPED, 0, NULL, NULL, POLICY_ALLOW, "", NULL, NULL},
+	{"stripped: require_tls yes, not enforced", &REQ_YES2, POLICY_AUTH, "SCRAM-SHA-1", NOTLS,
+	 UP_REQ, OFFERED, STRIPPED, 0, NULL, NULL, POLICY_ALLOW, "", NULL, NULL},
+	{"stripped: PLAIN in clear is logged", &NONE2, POLICY_AUTH, "PLAIN", NOTLS, UP_REQ, OFFERED,
+	 STRIPPED, 0, NULL, NULL, POLICY_LOG, "plain_without_tls", NULL, "PLAIN"},
+	{"stripped: plain reject still refuses", &PLAIN_REJ2, POLICY_AUTH, "PLAIN", NOTLS, UP_REQ,
+	 OFFERED, STRIPPED, 0, NULL, NULL, POLICY_REJECT, "plain_without_tls",
+	 "encryption-required", "PLAIN"},
+	{"stripped: mechanisms_deny still refuses", &DENY_SCRAM2, POLICY_AUTH, "SCRAM-SHA-1", NOTLS,
+	 UP_REQ, OFFERED, STRIPPED, 0, NULL, NULL, POLICY_REJECT, "mechanisms_deny",
+	 "invalid-mechanism", "SCRAM-SHA-1"},
+	{"stripped: not offered still refused", &NONE2, POLICY_AUTH, "SCRAM-SHA-256", NOTLS, UP_REQ,
+	 NOT_OFFERED, STRIPPED, 0, NULL, NULL, POLICY_REJECT, "not_offered", "invalid-mechanism",
+	 "SCRAM-SHA-256"},
+	{"stripped: auth_failures still first", &FAIL3, POLICY_AUTH, "PLAIN", NOTLS, UP_REQ, OFFERED,
+	 STRIPPED, 3, NULL, NULL, POLICY_REJECT, "auth_failures", "temporary-auth-failure",
+	 "PLAIN"},
+	{"not stripped, TLS skipped: require_tls refuses", &NONE2, POLICY_AUTH, "SCRAM-SHA-1", NOTLS,
+	 UP_REQ, OFFERED, NOSTRIP, 0, NULL, NULL, POLICY_REJECT, "require_tls",
+	 "encryption-required", "SCRAM-SHA-1"},
+
+	/* ---- offer_mechanisms: the lab's list, offered as it is ---- */
+	{"offer list: offer step keeps out of it", &OFFER, POLICY_OFFER, "SCRAM-SHA-1", TLS, UP_REQ,
+	 0, NOSTRIP, 0, NULL, NULL, POLICY_ALLOW, "", NULL, NULL},
+	{"offer list: -PLUS not stripped at offer", &OFFER, POLICY_OFFER, "SCRAM-SHA-1-PLUS", TLS,
+	 UP_REQ, 0, NOSTRIP, 0, NULL, NULL, POLICY_ALLOW, "", NULL, NULL},
+	{"offer list: denied not stripped at offer", &OFFER_DENY, POLICY_OFFER, "DIGEST-MD5", TLS,
+	 UP_REQ, 0, NOSTRIP, 0, NULL, NULL, POLICY_ALLOW, "", NULL, NULL},
+	{"offer list: a made-up mechanism is relayed", &OFFER, POLICY_AUTH, "X-FAKE", TLS, UP_REQ,
+	 OFFERED, NOSTRIP, 0, NULL, NULL, POLICY_ALLOW, "", NULL, NULL},
+	{"offer list: not offered is relayed too", &OFFER, POLICY_AUTH, "SCRAM-SHA-1", TLS, UP_REQ,
+	 NOT_OFFERED, NOSTRIP, 0, NULL, NULL, POLICY_ALLOW, "", NULL, NULL},
+	{"offer list: mechanisms_deny still refuses", &OFFER_DENY, POLICY_AUTH, "DIGEST-MD5", TLS,
+	 UP_REQ, OFFERED, NOSTRIP, 0, NULL, NULL, POLICY_REJECT, "mechanisms_deny",
+	 "invalid-mechanism", "DIGEST-MD5"},
+	{"offer list: plain reject still refuses", &OFFER_DENY, POLICY_AUTH, "PLAIN", NOTLS, UP_OPT,
+	 OFFERED, NOSTRIP, 0, NULL, NULL, POLICY_REJECT, "plain_without_tls", "encryption-required",
+	 "PLAIN"},
+};
+
+static void test_table2(void)
+{
+	for (size_t i = 0; i < sizeof(rows2) / sizeof(rows2[0]); i++) {
+		const struct row2 *r = &rows2[i];
+		struct conf *c = make_conf2(r->cfg);
+		struct policy_input in = {.step = r->step,
+					  .mechanism = r->mech,
+					  .client_tls = r->client_tls,
+					  .upstream_requires_tls = r->upstream_requires_tls,
+					  .offered = r->offered,
+					  .starttls_stripped = r->stripped,
+					  .failures = r->failures,
+					  .user = r->user,
+					  .domain = r->domain};
+		struct policy_verdict v;
+		memset(&v, 0xa5, sizeof(v));
+		policy_check(c, &in, &v);
+		char name[240];
+		bool detail_terminated = memchr(v.detail, '\0', sizeof(v.detail)) != NULL;
+		snprintf(name, sizeof(name), "%s -> %s %s (got %s %s: %s)", r->name,
+			 policy_action_name(r->action), r->rule, policy_action_name(v.action),
+			 v.action == r->action && v.rule ? v.rule : "?",
+			 detail_terminated ? v.detail : "(unterminated)");
+		bool cond_ok = r->condition == NULL
+				       ? v.condition == NULL
+				       : v.condition != NULL && strcmp(v.condition, r->condition) == 0;
+		bool detail_ok = r->detail == NULL ? v.detail[0] == '\0'
+						   : detail_terminated && strstr(v.detail, r->detail) != NULL;
+		T_CHECK(v.action == r->action && v.rule != NULL && strcmp(v.rule, r->rule) == 0 &&
+				cond_ok && detail_ok,
+			name);
+		conf_free(c);
+	}
+}
+
+/* An identity longer than the detail and the user@domain buffer: cut,
+ * terminated, and still matched by a name pattern. */
+static void test_identity_long(void)
+{
+	struct conf *c = make_conf2(&UDENY);
+	char user[700];
+	memset(user, 'z', sizeof(user) - 1);
+	user[sizeof(user) - 1] = '\0';
+	struct policy_input in = {.step = POLICY_IDENTITY,
+				  .mechanism = "PLAIN",
+				  .client_tls = true,
+				  .user = user,
+				  .domain = "lab.test"};
+	struct policy_verdict v;
+	policy_check(c, &in, &v);
+	T_CHECK(v.action == POLICY_REJECT && strcmp(v.rule, "users_deny") == 0 &&
+			strlen(v.detail) == sizeof(v.detail) - 1,
+		"identity: a 699-character name is denied by [x-z]*, detail cut and terminated");
+	conf_free(c);
+	struct cfg2 pct = UDENY;
+	pct.users_deny[0] = "%s*";
+	c = make_conf2(&pct);
+	in.user = "%s%n%s";
+	policy_check(c, &in, &v);
+	T_CHECK(v.action == POLICY_REJECT && strstr(v.detail, "%s%n%s") != NULL,
+		"identity: a name with % is text, not a format");
+	conf_free(c);
+}
+
 /* A long mechanism name must not overflow the detail text. */
 static void test_detail(void)
 {
@@ -253,6 +511,8 @@ static void test_names(void)
 int main(void)
 {
 	test_table();
+	test_table2();
+	test_identity_long();
 	test_detail();
 	test_require_tls();
 	test_names();
