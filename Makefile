@@ -30,8 +30,10 @@ SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 .PHONY: all test demo clean sanitize unit certs fuzz deps
 all: xmpp-inspect
 
+# cp then rename: a running ./xmpp-inspect (a test, the demo) is replaced,
+# not written into (which fails with "text file busy")
 xmpp-inspect: $(BUILD)/xmpp-inspect
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/xmpp-inspect: $(BUILD)/main.o $(BUILD)/libxi.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)

@@ -267,12 +267,15 @@ static void leg_handshake(struct leg *l)
 	case SSL_ERROR_WANT_WRITE:
 		l->hs_want_write = true;
 		return;
+	case SSL_ERROR_ZERO_RETURN:
+		snprintf(why, sizeof(why), "connection closed during the TLS handshake");
+		break;
 	case SSL_ERROR_SYSCALL:
 		if (ERR_peek_error() != 0)
 			tls_error(l->ssl, why, sizeof(why));
 		else
 			snprintf(why, sizeof(why), "%s",
-				 errno ? strerror(errno) : "connection closed during handshake");
+				 errno ? strerror(errno) : "connection closed during the TLS handshake");
 		break;
 	default:
 		tls_error(l->ssl, why, sizeof(why));

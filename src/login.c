@@ -101,8 +101,10 @@ static void login_client_header(struct session *s)
 	buf_adds(&b, "<?xml version='1.0'?><stream:stream xmlns='" XML_NS_CLIENT
 		     "' xmlns:stream='" XML_NS_STREAMS "' id='");
 	buf_adds(&b, id);
-	buf_adds(&b, "' from='");
-	xml_escape(&b, s->domain, strlen(s->domain));
+	if (s->domain[0]) {
+		buf_adds(&b, "' from='");
+		xml_escape(&b, s->domain, strlen(s->domain));
+	}
 	buf_adds(&b, "' version='1.0' xml:lang='");
 	xml_escape(&b, s->xml_lang[0] ? s->xml_lang : "en",
 		   strlen(s->xml_lang[0] ? s->xml_lang : "en"));
@@ -192,6 +194,22 @@ static void login_stream_end(struct leg *l)
 	l->hdr_sent = false;
 }
 
+/* Ends the session now: the client hears condition (NULL: a clean close;
+ * with no stream open toward it yet, our header comes first), the
+ * upstream's stream ends cleanly. */
+static void login_end(struct session *s, const char *condition, const char *text,
+		      const char *reason)
+{
+	if (s->closing)
+		return;
+	if (condition != NULL)
+		login_stream_error(&s->client, condition, text);
+	else
+		login_stream_end(&s->client);
+	login_stream_end(&s->upstream);
+	session_close(s, reason);
+}
+
 /* The session ends because of one leg: tell the client condition (NULL:
  * a clean close), end the upstream's stream cleanly, close. */
 static void login_fail(struct session *s, const char *condition, const char *text,
@@ -199,27 +217,37 @@ static void login_fail(struct session *s, const char *condition, const char *tex
 {
 	if (s->closing)
 		return;
-	if (condition != NULL && s->client.stream_n == 0 && !s->fail_pending &&
+	if (condition != NULL && !s->relay && !s->client.hdr_sent && !s->fail_pending &&
 	    s->client.io < LEG_IO_CLOSING) {
 		/* The client has not opened its stream yet (it may still be in
-		 * its TLS handshake): an error now could not be well-formed
-		 * XMPP. Let go of the upstream and answer the client's header
-		 * with the error instead; the login timer bounds the wait. */
+		 * a TLS handshake, first or after STARTTLS): an error now could
+		 * not be well-formed XMPP. Let go of the upstream and answer the
+		 * client's header with the error; the login timer bounds the
+		 * wait. */
 		s->fail_pending = true;
 		snprintf(s->fail_condition, sizeof(s->fail_condition), "%s", condition);
 		snprintf(s->fail_text, sizeof(s->fail_text), "%s", text ? text : "");
 		snprintf(s->fail_reason, sizeof(s->fail_reason), "%s", reason);
 		s->upstream_gone = true;
 		session_connect_timer(s, false);
+		session_login_deadline(s, CLOSE_LINGER);
 		login_stream_end(&s->upstream);
 		leg_close(&s->upstream);
 		return;
 	}
-	if (condition != NULL)
-		login_stream_error(&s->client, condition, text);
-	else
-		login_stream_end(&s->client);
-	login_stream_end(&s->upstream);
+	login_end(s, condition, text, reason);
+}
+
+/* The server broke a rule: it hears the stream error, the client hears
+ * that the server failed. */
+static void login_upstream_fault(struct session *s, const char *condition, const char *text)
+{
+	char reason[160];
+	if (s->closing)
+		return;
+	snprintf(reason, sizeof(reason), "upstream: %s (%s)", condition, text);
+	login_stream_error(&s->upstream, condition, text);
+	login_stream_error(&s->client, "remote-connection-failed", "the server misbehaved");
 	session_close(s, reason);
 }
 
@@ -569,18 +597,22 @@ static void login_client_open(struct session *s, const struct xml_elem *hdr)
 	    strspn(lang, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") ==
 		    strlen(lang))
 		snprintf(s->xml_lang, sizeof(s->xml_lang), "%s", lang);
-	if (to != NULL && s->domain[0] == '\0') {
-		if (strlen(to) >= sizeof(s->domain) || strchr(to, '@') || strchr(to, '/')) {
-			login_fail(s, "host-unknown", "bad domain in 'to'", "bad stream 'to'");
-			return;
-		}
+	bool bad_to = to != NULL && (strlen(to) >= sizeof(s->domain) || strchr(to, '@') ||
+				     strchr(to, '/') || to[0] == '\0');
+	if (to != NULL && !bad_to && s->domain[0] == '\0')
 		snprintf(s->domain, sizeof(s->domain), "%s", to);
-	}
-	if (s->domain[0] == '\0') {
-		login_fail(s, "host-unknown", "the stream has no 'to'", "no domain from client");
+	/* the client opened its stream: whatever follows is answered in ours */
+	login_client_header(s);
+	if (strcmp(xml_default_ns(l->xml), XML_NS_CLIENT) != 0) {
+		login_fail(s, "invalid-namespace", "the content namespace must be jabber:client",
+			   "client stream not in jabber:client");
 		return;
 	}
-	login_client_header(s);
+	if (bad_to || s->domain[0] == '\0') {
+		login_fail(s, "host-unknown", bad_to ? "bad domain in 'to'" : "the stream has no 'to'",
+			   bad_to ? "bad stream 'to'" : "no domain from client");
+		return;
+	}
 	if (s->fail_pending) {
 		s->fail_pending = false;
 		login_fail(s, s->fail_condition, s->fail_text[0] ? s->fail_text : NULL,
@@ -913,6 +945,10 @@ static void login_upstream_open(struct session *s, const struct xml_elem *hdr)
 		s->client.hdr_sent = true;
 		return;
 	}
+	if (strcmp(xml_default_ns(u->xml), XML_NS_CLIENT) != 0) {
+		login_upstream_fault(s, "invalid-namespace", "the content namespace must be jabber:client");
+		return;
+	}
 	if (version == NULL || strncmp(version, "1.", 2) != 0) {
 		login_fail(s, "remote-connection-failed", "the server does not speak XMPP 1.0",
 			   "upstream stream version not 1.x");
@@ -1009,8 +1045,7 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 
 	if (xml_is(e, ns, "challenge")) {
 		if (++s->steps_s2c > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
-			login_fail(s, "policy-violation", "SASL exchange too long",
-				   "upstream SASL exchange too long");
+			login_upstream_fault(s, "policy-violation", "SASL exchange too long");
 			return;
 		}
 		login_decode(s, SASL_S2C, e, &f);
@@ -1047,8 +1082,7 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 	}
 	if (s->sasl2 && (xml_is(e, XML_NS_SASL2, "continue") || xml_is(e, XML_NS_SASL2, "task-data"))) {
 		if (++s->steps_s2c > MAX_SASL_STEPS) {
-			login_fail(s, "policy-violation", "SASL exchange too long",
-				   "upstream SASL exchange too long");
+			login_upstream_fault(s, "policy-violation", "SASL exchange too long");
 			return;
 		}
 		memset(&f, 0, sizeof(f));
@@ -1330,15 +1364,13 @@ static void login_bad_xml(struct leg *l, enum xml_error err)
 	const char *why = xml_error_text(l->xml);
 	char reason[200];
 
-	snprintf(reason, sizeof(reason), "%s sent bad XML: %s (%s)", login_leg_name(l), cond, why);
-	if (login_is_client(l)) {
-		login_stream_error(l, cond, why);
-		login_stream_end(&s->upstream);
-	} else {
-		login_stream_error(l, cond, why);
-		login_stream_error(&s->client, "remote-connection-failed",
-				   "the server sent bad XML");
+	if (!login_is_client(l)) {
+		login_upstream_fault(s, cond, why);
+		return;
 	}
+	snprintf(reason, sizeof(reason), "client sent bad XML: %s (%s)", cond, why);
+	login_stream_error(l, cond, why);
+	login_stream_end(&s->upstream);
 	session_close(s, reason);
 }
 
@@ -1527,7 +1559,8 @@ void login_timeout(struct session *s, bool connect)
 			   "upstream timed out");
 		return;
 	}
-	login_fail(s, "connection-timeout", "login not completed in time", "login timeout");
+	/* no waiting for a header from a client that is too slow to send one */
+	login_end(s, "connection-timeout", "login not completed in time", "login timeout");
 }
 
 void login_shutdown(struct session *s)

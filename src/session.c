@@ -111,6 +111,13 @@ void session_delay(struct session *s, double seconds)
 	ev_timer_start(s->px->loop, &s->delay_timer);
 }
 
+void session_login_deadline(struct session *s, double seconds)
+{
+	ev_timer_stop(s->px->loop, &s->login_timer);
+	ev_timer_set(&s->login_timer, seconds, 0.);
+	ev_timer_start(s->px->loop, &s->login_timer);
+}
+
 void session_connect_timer(struct session *s, bool on)
 {
 	ev_timer_stop(s->px->loop, &s->connect_timer);

@@ -120,6 +120,8 @@ void session_close(struct session *s, const char *reason);
 long long session_ms(const struct session *s);
 /* Starts or stops the connect timer. */
 void session_connect_timer(struct session *s, bool on);
+/* Re-arms the login timer to fire in seconds. */
+void session_login_deadline(struct session *s, double seconds);
 /* Holds the client's input for seconds, then calls login_resume(). */
 void session_delay(struct session *s, double seconds);
 /* Stops the login timer (the login is over). */

@@ -32,6 +32,7 @@ struct xml_parser {
 	unsigned cur_depth;    /* depth of cur */
 	size_t built;	       /* elements in root */
 
+	char default_ns[64]; /* declared on the stream header; "" if none */
 	bool stopped;	  /* xml_stop() called in a callback */
 	uint64_t stop_at; /* offset where the stop took effect */
 	enum xml_error err;
@@ -137,6 +138,10 @@ static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Ch
 	struct xml_parser *p = data;
 	size_t nattrs = 0;
 
+	/* Expat may still report events after XML_StopParser (the end of an
+	 * empty element refused in its start handler): they are void */
+	if (p->err != XML_OK || p->stopped)
+		return;
 	while (atts[2 * nattrs] != NULL) {
 		if (strlen(atts[2 * nattrs + 1]) > MAX_XML_ATTR_LEN) {
 			xml_fail(p, XML_E_POLICY, "attribute value too long");
@@ -216,6 +221,8 @@ static void XMLCALL xml_on_end(void *data, const XML_Char *qname)
 	struct xml_parser *p = data;
 	(void)qname;
 
+	if (p->err != XML_OK || p->stopped)
+		return;
 	if (p->depth == 1) {
 		p->depth = 0;
 		p->mark = xml_event_end(p);
@@ -249,6 +256,8 @@ static void XMLCALL xml_on_text(void *data, const XML_Char *s, int len)
 {
 	struct xml_parser *p = data;
 
+	if (p->err != XML_OK || p->stopped)
+		return;
 	if (p->depth < 2) {
 		p->mark = xml_event_end(p);
 		return;
@@ -269,6 +278,15 @@ static void XMLCALL xml_on_text(void *data, const XML_Char *s, int len)
 	e->textlen += (size_t)len;
 	t[e->textlen] = '\0';
 	e->text = t;
+}
+
+/* Fires for each namespace declaration; the one without a prefix on the
+ * stream header is the content namespace (RFC 6120 4.8.2). */
+static void XMLCALL xml_on_ns(void *data, const XML_Char *prefix, const XML_Char *uri)
+{
+	struct xml_parser *p = data;
+	if (p->depth == 0 && prefix == NULL)
+		snprintf(p->default_ns, sizeof(p->default_ns), "%s", uri ? uri : "");
 }
 
 /* RFC 6120 11.1: no DTD, entity declaration, comment or processing
@@ -312,6 +330,7 @@ static int xml_expat_new(struct xml_parser *p)
 	XML_SetUserData(p->expat, p);
 	XML_SetElementHandler(p->expat, xml_on_start, xml_on_end);
 	XML_SetCharacterDataHandler(p->expat, xml_on_text);
+	XML_SetStartNamespaceDeclHandler(p->expat, xml_on_ns);
 	XML_SetStartDoctypeDeclHandler(p->expat, xml_on_doctype);
 	XML_SetEntityDeclHandler(p->expat, xml_on_entity);
 	XML_SetCommentHandler(p->expat, xml_on_comment);
@@ -323,6 +342,7 @@ static int xml_expat_new(struct xml_parser *p)
 	XML_SetReparseDeferralEnabled(p->expat, XML_FALSE);
 #endif
 	p->depth = 0;
+	p->default_ns[0] = '\0';
 	p->fed = 0;
 	p->mark = 0;
 	p->stanza_start = 0;
@@ -465,6 +485,11 @@ uint64_t xml_offset(const struct xml_parser *p)
 unsigned xml_depth(const struct xml_parser *p)
 {
 	return p->depth;
+}
+
+const char *xml_default_ns(const struct xml_parser *p)
+{
+	return p->default_ns;
 }
 
 const char *xml_error_text(const struct xml_parser *p)

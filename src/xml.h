@@ -100,6 +100,9 @@ void xml_set_max_stanza(struct xml_parser *p, size_t max_stanza);
 uint64_t xml_offset(const struct xml_parser *p);
 /* 0 before the header, 1 between stanzas, 2+ inside one. */
 unsigned xml_depth(const struct xml_parser *p);
+/* The default (content) namespace declared on the stream header, "" if
+ * none; valid from the open() callback on. */
+const char *xml_default_ns(const struct xml_parser *p);
 /* A human-readable account of the last error. */
 const char *xml_error_text(const struct xml_parser *p);
 
