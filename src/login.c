@@ -1015,6 +1015,8 @@ static void login_enter_relay(struct session *s)
 	login_set_state(&s->client, CS_RELAY);
 }
 
+static bool login_bound_identity_allowed(struct session *s);
+
 /* XEP-0388 success: the stream goes on without a restart. The identity
  * the server granted, and an inline Bind2 result, end the login. */
 static void login_sasl2_success(struct session *s, const struct xml_elem *e, uint64_t end)
@@ -1024,6 +1026,8 @@ static void login_sasl2_success(struct session *s, const struct xml_elem *e, uin
 	if (id != NULL && id->text != NULL)
 		snprintf(s->jid, sizeof(s->jid), "%s", id->text);
 	login_enter_relay(s);
+	if (s->jid[0] && !login_bound_identity_allowed(s))
+		return;
 	/* what follows </success> in this read is relayed as it is */
 	s->upstream.relay_from = end;
 	s->upstream.relay_mid = true;
@@ -1099,11 +1103,15 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 			else if (cond == NULL && strcmp(c->ns, XML_NS_SASL) == 0)
 				cond = c->name;
 		}
-		login_set_state(&s->upstream, US_READY);
 		if (s->swallow_failure) {
-			s->swallow_failure = false; /* the answer to our own <abort/> */
+			/* the answer to our own <abort/>; the client may already
+			 * have started its next exchange, which goes on */
+			s->swallow_failure = false;
+			if (s->client.state != CS_SASL)
+				login_set_state(&s->upstream, US_READY);
 			return;
 		}
+		login_set_state(&s->upstream, US_READY);
 		login_result_event(s, false, "upstream", cond, text);
 		login_set_state(&s->client, CS_PREAUTH);
 		struct buf b = {0};
@@ -1199,6 +1207,40 @@ static void login_relay_c2s(struct session *s, const struct xml_elem *e)
 	}
 }
 
+/* users_deny/users_allow once more on the identity the server bound, in
+ * the server's own normalised form: a name spelled to slip past the check
+ * on the raw SASL identity (Unicode width or case forms, soft hyphens,
+ * an authzid) is caught here. The session is ended before any use. */
+static bool login_bound_identity_allowed(struct session *s)
+{
+	const struct conf *c = login_conf(s);
+	char local[sizeof(s->jid)];
+	if (c->nusers_deny == 0 && c->nusers_allow == 0)
+		return true;
+	snprintf(local, sizeof(local), "%s", s->jid);
+	local[strcspn(local, "@/")] = '\0';
+	if (strchr(s->jid, '@') == NULL)
+		local[0] = '\0';
+	struct policy_input in = {.step = POLICY_IDENTITY,
+				  .mechanism = s->mechanism,
+				  .client_tls = s->client_tls,
+				  .user = local,
+				  .domain = s->domain};
+	struct policy_verdict v;
+	policy_check(c, &in, &v);
+	if (v.action != POLICY_REJECT)
+		return true;
+	snprintf(v.detail + strlen(v.detail), sizeof(v.detail) - strlen(v.detail),
+		 " (bound as %.60s)", s->jid);
+	login_policy_event(s, &v);
+	s->outcome = SESSION_OUTCOME_FAILURE;
+	s->outcome_by = "proxy";
+	snprintf(s->condition, sizeof(s->condition), "%s", "policy-violation");
+	login_end(s, "policy-violation", "this identity is not allowed here",
+		  "bound identity refused by policy");
+	return false;
+}
+
 static void login_relay_s2c(struct session *s, const struct xml_elem *e)
 {
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
@@ -1223,6 +1265,8 @@ static void login_relay_s2c(struct session *s, const struct xml_elem *e)
 		evlog_str("jid", s->jid[0] ? s->jid : NULL);
 		evlog_end();
 		s->bind_id[0] = '\0';
+		if (ok && !login_bound_identity_allowed(s))
+			return;
 		if (ok) {
 			login_record(s);
 			/* the login is over: names are enough from now on */

@@ -89,6 +89,24 @@ static struct conf *main_load(const struct main_state *m, char *err, size_t errl
 	return c;
 }
 
+/* -t: what only OpenSSL can judge (the certificate and key, that they
+ * match, the CA bundle, the cipher list), by building the contexts once. */
+static int main_check_tls(const struct conf *c, char *err, size_t errlen)
+{
+	SSL_CTX *sctx = tls_server_ctx(c->cert, c->key,
+				       c->tls_min_version == CONF_TLS_1_3 ? TLS1_3_VERSION
+									   : TLS1_2_VERSION,
+				       c->tls_ciphers, err, errlen);
+	if (sctx == NULL)
+		return -1;
+	SSL_CTX_free(sctx);
+	SSL_CTX *cctx = tls_client_ctx(c->upstream_ca, err, errlen);
+	if (cctx == NULL)
+		return -1;
+	SSL_CTX_free(cctx);
+	return 0;
+}
+
 /* Builds what a configuration needs besides itself: the upstream address
  * and the TLS contexts. Nothing in px changes unless all succeed. */
 static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen)
@@ -269,6 +287,10 @@ int main(int argc, char **argv)
 	char err[8192];
 	struct conf *c = main_load(&m, err, sizeof(err));
 	if (check) {
+		if (c != NULL && main_check_tls(c, err, sizeof(err)) < 0) {
+			conf_free(c);
+			c = NULL;
+		}
 		if (c == NULL) {
 			fputs(err, stderr);
 			if (err[0] && err[strlen(err) - 1] != '\n')

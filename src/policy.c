@@ -4,6 +4,10 @@
 #include "conf.h"
 #include "policy.h"
 
+/* Room for any identity the SASL decoders return (SASL_VALUE_MAX), folded
+ * (folding never lengthens it). */
+#define SASL_VALUE_MAX_FOLD 1024
+
 static bool policy_is_plaintext_mech(const char *mech)
 {
 	return strcmp(mech, "PLAIN") == 0 || strcmp(mech, "LOGIN") == 0;
@@ -72,6 +76,9 @@ static void policy_auth(const struct conf *c, const struct policy_input *in,
 		 c->plain_without_tls == CONF_PLAIN_REJECT)
 		policy_set(v, POLICY_REJECT, "plain_without_tls", "encryption-required",
 			   "%s without TLS refused", in->mechanism);
+	else if (c->nusers_allow > 0 && strcmp(in->mechanism, "ANONYMOUS") == 0)
+		policy_set(v, POLICY_REJECT, "users_allow", "not-authorized",
+			   "%s has no identity to allow", in->mechanism);
 	else if (!in->offered && c->noffer_mechanisms == 0)
 		policy_set(v, POLICY_REJECT, "not_offered", "invalid-mechanism",
 			   "%s was not offered to the client", in->mechanism);
@@ -82,13 +89,55 @@ static void policy_auth(const struct conf *c, const struct policy_input *in,
 			   in->mechanism);
 }
 
+/* Code points stringprep maps to nothing (RFC 3454 table B.1): a name
+ * with them is the same account to a server that applies nodeprep. */
+static bool policy_ignorable(unsigned cp)
+{
+	return cp == 0xAD || cp == 0x34F || cp == 0x1806 || (cp >= 0x180B && cp <= 0x180D) ||
+	       (cp >= 0x200B && cp <= 0x200D) || cp == 0x2060 || (cp >= 0xFE00 && cp <= 0xFE0F) ||
+	       cp == 0xFEFF;
+}
+
+/*
+ * The identity as a nodeprep/PRECIS server would see it, as far as an
+ * ASCII pattern can tell: fullwidth forms (U+FF01-FF5E) become ASCII and
+ * ignorable code points vanish; other bytes stay (case is folded by the
+ * match). Not a full NFKC: the bound JID is checked again after login
+ * (login.c), in the server's own normalised form.
+ */
+static void policy_fold_identity(const char *in, char *out, size_t outlen)
+{
+	const unsigned char *p = (const unsigned char *)in;
+	size_t o = 0;
+	while (*p && o + 4 < outlen) {
+		unsigned cp = *p, len = 1;
+		if (cp >= 0xC2 && cp <= 0xDF && (p[1] & 0xC0) == 0x80)
+			cp = ((cp & 0x1F) << 6) | (p[1] & 0x3F), len = 2;
+		else if (cp >= 0xE0 && cp <= 0xEF && (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80)
+			cp = ((cp & 0x0F) << 12) | ((p[1] & 0x3F) << 6) | (p[2] & 0x3F), len = 3;
+		if (len > 1 && policy_ignorable(cp)) {
+			p += len;
+			continue;
+		}
+		if (cp >= 0xFF01 && cp <= 0xFF5E) {
+			out[o++] = (char)(cp - 0xFF01 + 0x21);
+			p += len;
+			continue;
+		}
+		for (unsigned i = 0; i < len && *p; i++)
+			out[o++] = (char)*p++;
+	}
+	out[o] = '\0';
+}
+
 /* users_deny and users_allow match the identity alone and as
  * identity@domain, so both "mallory" and "*@lab.test" patterns work. */
 static void policy_identity(const struct conf *c, const struct policy_input *in,
 			    struct policy_verdict *v)
 {
-	char full[600];
-	const char *user = in->user ? in->user : "";
+	char folded[SASL_VALUE_MAX_FOLD], full[SASL_VALUE_MAX_FOLD + 300];
+	policy_fold_identity(in->user ? in->user : "", folded, sizeof(folded));
+	const char *user = folded;
 	snprintf(full, sizeof(full), "%s@%s", user, in->domain ? in->domain : "");
 	bool deny = conf_user_matches(c->users_deny, c->nusers_deny, user) ||
 		    conf_user_matches(c->users_deny, c->nusers_deny, full);
@@ -96,10 +145,10 @@ static void policy_identity(const struct conf *c, const struct policy_input *in,
 		     conf_user_matches(c->users_allow, c->nusers_allow, full);
 	if (deny)
 		policy_set(v, POLICY_REJECT, "users_deny", "not-authorized",
-			   "identity %s is denied", user);
+			   "identity %.100s is denied", user);
 	else if (c->nusers_allow > 0 && !allow)
 		policy_set(v, POLICY_REJECT, "users_allow", "not-authorized",
-			   "identity %s is not allowed", user);
+			   "identity %.100s is not allowed", user);
 }
 
 /* RFC 5802 6: "y" means "I support channel binding but think you do
