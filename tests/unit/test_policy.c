@@ -508,8 +508,77 @@ static void test_names(void)
 	T_STREQ(policy_action_name(POLICY_REJECT), "reject", "action name: reject");
 }
 
+/* Spellings a nodeprep server treats as the same account are folded
+ * before users_deny matches; other scripts stay other names. */
+static void test_identity_fold(void)
+{
+	static const struct {
+		const char *user;
+		enum policy_action want;
+		const char *name;
+	} folds[] = {
+	    {"\xef\xbd\x81\xef\xbd\x8c\xef\xbd\x89\xef\xbd\x83\xef\xbd\x85", POLICY_REJECT,
+	     "fold: fullwidth alice is alice"},
+	    {"ali\xc2\xad"
+	     "ce",
+	     POLICY_REJECT, "fold: a soft hyphen vanishes"},
+	    {"al\xe2\x80\x8b"
+	     "ice",
+	     POLICY_REJECT, "fold: a zero-width space vanishes"},
+	    {"\xef\xbb\xbf"
+	     "ALICE",
+	     POLICY_REJECT, "fold: BOM and upper case"},
+	    {"\xd0\xb0"
+	     "lice",
+	     POLICY_ALLOW, "fold: Cyrillic a is another name"},
+	    {"bob", POLICY_ALLOW, "fold: another user passes"},
+	    {"\xef\xbd", POLICY_ALLOW, "fold: a truncated sequence is kept as bytes"},
+	};
+	struct conf *c = conf_new();
+	char err[256];
+	conf_set(c, "users_deny", "alice", "test", err, sizeof(err));
+	for (size_t i = 0; i < sizeof(folds) / sizeof(folds[0]); i++) {
+		struct policy_input in = {.step = POLICY_IDENTITY,
+					  .mechanism = "PLAIN",
+					  .client_tls = true,
+					  .user = folds[i].user,
+					  .domain = "lab.test"};
+		struct policy_verdict v;
+		policy_check(c, &in, &v);
+		T_CHECK(v.action == folds[i].want, folds[i].name);
+	}
+	conf_free(c);
+}
+
+/* GS2 "y" is a downgrade only when the server offered -PLUS. */
+static void test_channel_binding(void)
+{
+	struct conf *c = conf_new();
+	struct policy_input in = {.step = POLICY_CHANNEL_BINDING,
+				  .mechanism = "SCRAM-SHA-1",
+				  .cb_flag = "y",
+				  .upstream_offered_plus = true};
+	struct policy_verdict v;
+	policy_check(c, &in, &v);
+	T_CHECK(v.action == POLICY_LOG && strcmp(v.rule, "channel_binding") == 0,
+		"cb: y after -PLUS was removed is logged");
+	in.upstream_offered_plus = false;
+	policy_check(c, &in, &v);
+	T_CHECK(v.action == POLICY_ALLOW, "cb: y with no -PLUS offered is fine");
+	in.upstream_offered_plus = true;
+	in.cb_flag = "n";
+	policy_check(c, &in, &v);
+	T_CHECK(v.action == POLICY_ALLOW, "cb: n is fine");
+	in.cb_flag = NULL;
+	policy_check(c, &in, &v);
+	T_CHECK(v.action == POLICY_ALLOW, "cb: no flag (not SCRAM) is fine");
+	conf_free(c);
+}
+
 int main(void)
 {
+	test_identity_fold();
+	test_channel_binding();
 	test_table();
 	test_table2();
 	test_identity_long();
