@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "addrtab.h"
+#include "audit.h"
 #include "conf.h"
 #include "evlog.h"
 #include "log.h"
@@ -251,129 +252,7 @@ static void login_upstream_fault(struct session *s, const char *condition, const
 	session_close(s, reason);
 }
 
-/* ---- the event log ---- */
-
-static void login_policy_event(struct session *s, const struct policy_verdict *v)
-{
-	static char names[64][48]; /* "rule:action" strings shared by all sessions */
-	static size_t nnames;
-	char key[48];
-
-	evlog_begin(s->id, "policy");
-	evlog_str("rule", v->rule);
-	evlog_str("action", policy_action_name(v->action));
-	evlog_str("detail", v->detail);
-	evlog_end();
-
-	snprintf(key, sizeof(key), "%s:%s", v->rule, policy_action_name(v->action));
-	for (size_t i = 0; i < s->npolicy; i++)
-		if (strcmp(s->policy_rules[i], key) == 0)
-			return;
-	if (s->npolicy == SESSION_MAX_POLICY)
-		return;
-	for (size_t i = 0; i < nnames; i++) {
-		if (strcmp(names[i], key) == 0) {
-			s->policy_rules[s->npolicy++] = names[i];
-			return;
-		}
-	}
-	if (nnames < sizeof(names) / sizeof(names[0])) {
-		snprintf(names[nnames], sizeof(names[0]), "%s", key);
-		s->policy_rules[s->npolicy++] = names[nnames++];
-	}
-}
-
-/* A stream error a leg sent (dir says which), as the event log shows it. */
-static void login_stream_error_event(struct session *s, const char *dir, const struct xml_elem *e,
-				     const char **condp, const char **textp)
-{
-	const char *cond = NULL, *text = NULL;
-	for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
-		if (strcmp(c->name, "text") == 0)
-			text = c->text;
-		else if (cond == NULL && strcmp(c->ns, XML_NS_STREAM_ERRORS) == 0)
-			cond = c->name;
-	}
-	evlog_begin(s->id, "stream_error");
-	evlog_str("dir", dir);
-	evlog_str("condition", cond);
-	evlog_str("text", text);
-	evlog_end();
-	if (condp != NULL)
-		*condp = cond;
-	if (textp != NULL)
-		*textp = text;
-}
-
-static void login_stream_event(struct leg *l, const struct xml_elem *hdr)
-{
-	struct session *s = login_session(l);
-	evlog_begin(s->id, "stream");
-	evlog_str("dir", login_is_client(l) ? "c2s" : "s2c");
-	evlog_int("n", l->stream_n);
-	evlog_str("to", xml_attr(hdr, NULL, "to"));
-	evlog_str("from", xml_attr(hdr, NULL, "from"));
-	evlog_str("id", xml_attr(hdr, NULL, "id"));
-	evlog_str("version", xml_attr(hdr, NULL, "version"));
-	evlog_bool("tls", login_is_client(l) ? s->client_tls : s->upstream_tls);
-	evlog_end();
-}
-
-static void login_tls_event(struct leg *l, bool ok, const char *error)
-{
-	struct session *s = login_session(l);
-	struct tls_info info;
-	bool client = login_is_client(l);
-
-	evlog_begin(s->id, "tls");
-	evlog_str("leg", login_leg_name(l));
-	evlog_bool("ok", ok);
-	if (ok) {
-		tls_describe(l->ssl, !client, &info);
-		evlog_str("version", info.version);
-		evlog_str("cipher", info.cipher);
-		if (client)
-			evlog_str("sni", info.sni[0] ? info.sni : NULL);
-		else
-			evlog_str("sni", s->domain);
-		evlog_str("alpn", info.alpn[0] ? info.alpn : NULL);
-		evlog_bool("resumed", info.resumed);
-		if (!client) {
-			evlog_bool("verified", info.verified);
-			if (!info.verified)
-				evlog_str("verify_error", info.verify_error);
-		}
-		snprintf(client ? s->client_tls_version : s->upstream_tls_version,
-			 sizeof(s->client_tls_version), "%s", info.version);
-		if (client && info.sni[0] && s->domain[0] == '\0')
-			snprintf(s->domain, sizeof(s->domain), "%s", info.sni);
-	} else {
-		evlog_str("error", error);
-	}
-	evlog_end();
-}
-
-static void login_sasl_fields(const struct sasl_fields *f)
-{
-	for (size_t i = 0; i < f->n; i++) {
-		const struct sasl_field *x = &f->f[i];
-		switch (x->type) {
-		case SASL_STR:
-			evlog_str(x->key, x->str);
-			break;
-		case SASL_NUM:
-			evlog_int(x->key, x->num);
-			break;
-		case SASL_BOOL:
-			evlog_bool(x->key, x->num != 0);
-			break;
-		}
-	}
-	if (f->malformed) {
-		evlog_bool("malformed", true);
-		evlog_str("reason", f->reason);
-	}
-}
+/* ---- SASL payloads ---- */
 
 /* Decodes the payload of a SASL element for the log; secrets stay in the
  * decoder. */
@@ -394,75 +273,6 @@ static void login_decode(struct session *s, enum sasl_dir dir, const struct xml_
 		snprintf(s->authzid, sizeof(s->authzid), "%s", v);
 	if ((v = sasl_cb_flag(s->sasl)) != NULL)
 		snprintf(s->cb, sizeof(s->cb), "%s", v);
-}
-
-static void login_sasl_step_event(struct session *s, const char *dir, unsigned step,
-				  const char *what, const struct sasl_fields *f)
-{
-	evlog_begin(s->id, "sasl_step");
-	evlog_str("dir", dir);
-	evlog_int("step", step);
-	evlog_str("element", what);
-	evlog_str("mechanism", s->mechanism);
-	login_sasl_fields(f);
-	evlog_end();
-}
-
-static void login_result_event(struct session *s, bool success, const char *by,
-			       const char *condition, const char *text)
-{
-	s->outcome = success ? SESSION_OUTCOME_SUCCESS : SESSION_OUTCOME_FAILURE;
-	s->outcome_by = by;
-	s->t_outcome = ev_now(s->px->loop);
-	snprintf(s->condition, sizeof(s->condition), "%s", condition ? condition : "");
-	evlog_begin(s->id, "auth_result");
-	evlog_str("outcome", success ? "success" : "failure");
-	evlog_str("by", by);
-	evlog_str("mechanism", s->mechanism);
-	if (!success) {
-		evlog_str("condition", condition);
-		evlog_str("text", text);
-	}
-	evlog_end();
-}
-
-void login_record(struct session *s)
-{
-	if ((!s->auth_tried && !s->starttls_stripped) || s->login_logged)
-		return;
-	s->login_logged = true;
-	evlog_begin(s->id, "login");
-	evlog_str("peer", s->peer);
-	evlog_str("user", s->user[0] ? s->user : NULL);
-	evlog_str("authzid", s->authzid[0] ? s->authzid : NULL);
-	evlog_str("jid", s->jid[0] ? s->jid : NULL);
-	evlog_str("domain", s->domain);
-	evlog_str("mechanism", s->mechanism);
-	evlog_strlist("offered", (const char *const *)s->offered, s->noffered);
-	if (s->client_tls)
-		evlog_str("client_tls", s->client_tls_version);
-	else
-		evlog_bool("client_tls", false);
-	if (s->upstream_tls)
-		evlog_str("upstream_tls", s->upstream_tls_version);
-	else
-		evlog_bool("upstream_tls", false);
-	evlog_str("cb", s->cb[0] ? s->cb : NULL);
-	if (s->cb_downgrade)
-		evlog_bool("cb_downgrade", true);
-	evlog_str("outcome", s->outcome == SESSION_OUTCOME_SUCCESS   ? "success"
-			     : s->outcome == SESSION_OUTCOME_FAILURE ? "failure"
-								     : "incomplete");
-	evlog_str("by", s->outcome_by);
-	evlog_str("condition", s->condition[0] ? s->condition : NULL);
-	evlog_int("attempts", s->auth_attempts);
-	evlog_strlist("policy", s->policy_rules, s->npolicy);
-	if (s->starttls_stripped)
-		evlog_str("downgrade", s->downgrade_accepted ? "accepted" : "refused");
-	evlog_int("ms", s->outcome != SESSION_OUTCOME_NONE
-				? (long long)((s->t_outcome - s->t0) * 1000.0)
-				: session_ms(s));
-	evlog_end();
 }
 
 /* ---- client features ---- */
@@ -489,7 +299,7 @@ static void login_client_features(struct session *s)
 		struct policy_verdict v = {.action = POLICY_STRIP, .rule = "strip_starttls"};
 		snprintf(v.detail, sizeof(v.detail),
 			 "STARTTLS hidden from the client; the upstream leg keeps TLS");
-		login_policy_event(s, &v);
+		audit_policy(s, &v);
 		s->starttls_stripped = true;
 	} else if (!s->client_tls) {
 		st = require ? SF_STARTTLS_REQUIRED : SF_STARTTLS_OFFERED;
@@ -508,7 +318,7 @@ static void login_client_features(struct session *s)
 				used += (size_t)snprintf(v.detail + used, sizeof(v.detail) - used,
 							 " %s", c->offer_mechanisms[i]);
 		}
-		login_policy_event(s, &v);
+		audit_policy(s, &v);
 	} else if (sasl_now) {
 		for (size_t i = 0; i < s->up.nmechs; i++) {
 			struct policy_input in = {.step = POLICY_OFFER,
@@ -518,7 +328,7 @@ static void login_client_features(struct session *s)
 			struct policy_verdict v;
 			policy_check(c, &in, &v);
 			if (v.action == POLICY_STRIP) {
-				login_policy_event(s, &v);
+				audit_policy(s, &v);
 				continue;
 			}
 			char *m = strdup(s->up.mechs[i]);
@@ -584,7 +394,7 @@ static void login_client_open(struct session *s, const struct xml_elem *hdr)
 	const char *lang = xml_attr(hdr, XML_NS_XML, "lang");
 
 	l->stream_n++;
-	login_stream_event(l, hdr);
+	audit_stream(l, login_is_client(l), hdr);
 	if (s->relay) {
 		/* forwarded as it is: remember its prefix for errors we add */
 		snprintf(s->upstream.out_prefix, sizeof(s->upstream.out_prefix), "%s",
@@ -680,7 +490,7 @@ static void login_refuse(struct session *s, const char *condition, const char *d
 		 condition);
 	xml_escape(&b, detail, strlen(detail));
 	buf_adds(&b, "</text></failure>");
-	login_result_event(s, false, "proxy", condition, detail);
+	audit_result(s, false, "proxy", condition, detail);
 	login_send_failure(s, &b, counts);
 }
 
@@ -703,7 +513,7 @@ static void login_check_channel_binding(struct session *s)
 	struct policy_verdict v;
 	policy_check(login_conf(s), &in, &v);
 	if (v.action != POLICY_ALLOW) {
-		login_policy_event(s, &v);
+		audit_policy(s, &v);
 		s->cb_downgrade = true;
 	}
 }
@@ -724,7 +534,7 @@ static bool login_identity_allowed(struct session *s)
 	policy_check(login_conf(s), &in, &v);
 	if (v.action == POLICY_ALLOW)
 		return true;
-	login_policy_event(s, &v);
+	audit_policy(s, &v);
 	if (v.action != POLICY_REJECT)
 		return true;
 	login_refuse(s, v.condition, v.detail, true);
@@ -804,7 +614,7 @@ static void login_client_auth(struct session *s, const struct xml_elem *e, bool 
 	evlog_bool("initial_response", payload != NULL && payload->text != NULL);
 	if (sasl2)
 		login_user_agent(e);
-	login_sasl_fields(&f);
+	audit_sasl_fields(&f);
 	evlog_end();
 
 	if (s->starttls_stripped && !s->client_tls)
@@ -823,7 +633,7 @@ static void login_client_auth(struct session *s, const struct xml_elem *e, bool 
 	struct policy_verdict v;
 	policy_check(login_conf(s), &in, &v);
 	if (v.action != POLICY_ALLOW)
-		login_policy_event(s, &v);
+		audit_policy(s, &v);
 	if (v.action == POLICY_REJECT) {
 		login_refuse(s, v.condition, v.detail, false);
 		return;
@@ -845,7 +655,7 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 	struct sasl_fields f;
 
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
-		login_stream_error_event(s, "c2s", e, NULL, NULL);
+		audit_stream_error(s, "c2s", e, NULL, NULL);
 		login_fail(s, NULL, NULL, "client sent a stream error");
 		return;
 	}
@@ -889,7 +699,7 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 				return;
 			}
 			login_decode(s, SASL_C2S, e, &f);
-			login_sasl_step_event(s, "c2s", s->steps_c2s, "response", &f);
+			audit_sasl_step(s, "c2s", s->steps_c2s, "response", &f);
 			if (!login_identity_allowed(s)) {
 				/* the server is mid-exchange: abort it, and drop
 				 * the <failure><aborted/> it will answer */
@@ -914,7 +724,7 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 				return;
 			}
 			memset(&f, 0, sizeof(f));
-			login_sasl_step_event(s, "c2s", s->steps_c2s, e->name, &f);
+			audit_sasl_step(s, "c2s", s->steps_c2s, e->name, &f);
 			login_forward(&s->upstream, e);
 			return;
 		}
@@ -938,7 +748,7 @@ static void login_upstream_open(struct session *s, const struct xml_elem *hdr)
 	const char *version = xml_attr(hdr, NULL, "version");
 
 	u->stream_n++;
-	login_stream_event(u, hdr);
+	audit_stream(u, login_is_client(u), hdr);
 	if (s->relay) {
 		/* the header went to the client as it was: remember its prefix */
 		snprintf(s->client.out_prefix, sizeof(s->client.out_prefix), "%s", hdr->prefix);
@@ -1039,7 +849,7 @@ static void login_sasl2_success(struct session *s, const struct xml_elem *e, uin
 		evlog_str("jid", s->jid[0] ? s->jid : NULL);
 		evlog_end();
 	}
-	login_record(s);
+	audit_login(s);
 }
 
 static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t end)
@@ -1053,7 +863,7 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 			return;
 		}
 		login_decode(s, SASL_S2C, e, &f);
-		login_sasl_step_event(s, "s2c", s->steps_s2c, "challenge", &f);
+		audit_sasl_step(s, "s2c", s->steps_s2c, "challenge", &f);
 		login_forward(&s->client, e);
 		return;
 	}
@@ -1062,9 +872,9 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 			s->sasl2 ? xml_child(e, XML_NS_SASL2, "additional-data") : e;
 		if (data != NULL && data->text != NULL) {
 			login_decode(s, SASL_S2C, data, &f);
-			login_sasl_step_event(s, "s2c", ++s->steps_s2c, "success", &f);
+			audit_sasl_step(s, "s2c", ++s->steps_s2c, "success", &f);
 		}
-		login_result_event(s, true, "upstream", NULL, NULL);
+		audit_result(s, true, "upstream", NULL, NULL);
 		login_forward(&s->client, e);
 		if (s->sasl2) {
 			login_sasl2_success(s, e, end);
@@ -1090,7 +900,7 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 			return;
 		}
 		memset(&f, 0, sizeof(f));
-		login_sasl_step_event(s, "s2c", s->steps_s2c, e->name, &f);
+		audit_sasl_step(s, "s2c", s->steps_s2c, e->name, &f);
 		login_forward(&s->client, e);
 		return;
 	}
@@ -1112,7 +922,7 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 			return;
 		}
 		login_set_state(&s->upstream, US_READY);
-		login_result_event(s, false, "upstream", cond, text);
+		audit_result(s, false, "upstream", cond, text);
 		login_set_state(&s->client, CS_PREAUTH);
 		struct buf b = {0};
 		if (xml_write(&b, e, XML_NS_CLIENT) < 0) {
@@ -1134,7 +944,7 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e, 
 
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
 		const char *cond, *text;
-		login_stream_error_event(s, "s2c", e, &cond, &text);
+		audit_stream_error(s, "s2c", e, &cond, &text);
 		/* the client hears the server's own condition */
 		login_fail(s, cond ? cond : "undefined-condition", text,
 			   "upstream sent a stream error");
@@ -1188,7 +998,7 @@ static void login_copy_attr(char *dst, size_t len, const struct xml_elem *e, con
 static void login_relay_c2s(struct session *s, const struct xml_elem *e)
 {
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
-		login_stream_error_event(s, "c2s", e, NULL, NULL);
+		audit_stream_error(s, "c2s", e, NULL, NULL);
 		return;
 	}
 	if (!xml_is(e, XML_NS_CLIENT, "iq") || s->jid[0])
@@ -1232,7 +1042,7 @@ static bool login_bound_identity_allowed(struct session *s)
 		return true;
 	snprintf(v.detail + strlen(v.detail), sizeof(v.detail) - strlen(v.detail),
 		 " (bound as %.60s)", s->jid);
-	login_policy_event(s, &v);
+	audit_policy(s, &v);
 	s->outcome = SESSION_OUTCOME_FAILURE;
 	s->outcome_by = "proxy";
 	snprintf(s->condition, sizeof(s->condition), "%s", "policy-violation");
@@ -1244,7 +1054,7 @@ static bool login_bound_identity_allowed(struct session *s)
 static void login_relay_s2c(struct session *s, const struct xml_elem *e)
 {
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
-		login_stream_error_event(s, "s2c", e, NULL, NULL);
+		audit_stream_error(s, "s2c", e, NULL, NULL);
 		return;
 	}
 	if (!xml_is(e, XML_NS_CLIENT, "iq"))
@@ -1268,7 +1078,7 @@ static void login_relay_s2c(struct session *s, const struct xml_elem *e)
 		if (ok && !login_bound_identity_allowed(s))
 			return;
 		if (ok) {
-			login_record(s);
+			audit_login(s);
 			/* the login is over: names are enough from now on */
 			xml_set_build(s->client.xml, false);
 			xml_set_build(s->upstream.xml, false);
@@ -1505,7 +1315,7 @@ static void login_tls_done(struct leg *l)
 {
 	struct session *s = login_session(l);
 
-	login_tls_event(l, true, NULL);
+	audit_tls(l, login_is_client(l), true, NULL);
 	if (login_is_client(l)) {
 		s->client_tls = true;
 		login_set_state(l, CS_HEADER);
@@ -1544,7 +1354,7 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		login_tls_done(l);
 		break;
 	case LEG_EV_TLS_ERROR:
-		login_tls_event(l, false, why);
+		audit_tls(l, login_is_client(l), false, why);
 		snprintf(reason, sizeof(reason), "%s TLS handshake failed: %s",
 			 login_leg_name(l), why);
 		if (client)
@@ -1609,7 +1419,7 @@ void login_timeout(struct session *s, bool connect)
 
 void login_shutdown(struct session *s)
 {
-	login_fail(s, "system-shutdown", NULL, "proxy shutting down");
+	login_end(s, "system-shutdown", NULL, "proxy shutting down");
 }
 
 void login_start(struct session *s)

@@ -24,8 +24,6 @@ void login_timeout(struct session *s, bool connect);
 void login_resume(struct session *s);
 /* The proxy is stopping: end both streams politely. */
 void login_shutdown(struct session *s);
-/* The session is closing: write the login record if one is due. */
-void login_record(struct session *s);
 /* Frees what the login kept (features, SASL state, parsers). */
 void login_free(struct session *s);
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "addrtab.h"
+#include "audit.h"
 #include "conf.h"
 #include "evlog.h"
 #include "log.h"
@@ -213,7 +214,7 @@ void session_close(struct session *s, const char *reason)
 	if (s->closing)
 		return;
 	s->closing = true;
-	login_record(s);
+	audit_login(s);
 	evlog_begin(s->id, "close");
 	evlog_str("reason", reason);
 	evlog_int("ms", session_ms(s));

@@ -1,0 +1,204 @@
+/*
+ * The event log's view of a session: each record of CONTRACT.md that
+ * describes a login step, written from the facts the session holds. The
+ * login state machine (login.c) decides; this says what happened.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "audit.h"
+#include "evlog.h"
+#include "policy.h"
+#include "sasl.h"
+#include "session.h"
+#include "tls.h"
+#include "xml.h"
+
+void audit_policy(struct session *s, const struct policy_verdict *v)
+{
+	static char names[64][48]; /* "rule:action" strings shared by all sessions */
+	static size_t nnames;
+	char key[48];
+
+	evlog_begin(s->id, "policy");
+	evlog_str("rule", v->rule);
+	evlog_str("action", policy_action_name(v->action));
+	evlog_str("detail", v->detail);
+	evlog_end();
+
+	snprintf(key, sizeof(key), "%s:%s", v->rule, policy_action_name(v->action));
+	for (size_t i = 0; i < s->npolicy; i++)
+		if (strcmp(s->policy_rules[i], key) == 0)
+			return;
+	if (s->npolicy == SESSION_MAX_POLICY)
+		return;
+	for (size_t i = 0; i < nnames; i++) {
+		if (strcmp(names[i], key) == 0) {
+			s->policy_rules[s->npolicy++] = names[i];
+			return;
+		}
+	}
+	if (nnames < sizeof(names) / sizeof(names[0])) {
+		snprintf(names[nnames], sizeof(names[0]), "%s", key);
+		s->policy_rules[s->npolicy++] = names[nnames++];
+	}
+}
+
+void audit_stream_error(struct session *s, const char *dir, const struct xml_elem *e,
+			const char **condp, const char **textp)
+{
+	const char *cond = NULL, *text = NULL;
+	for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
+		if (strcmp(c->name, "text") == 0)
+			text = c->text;
+		else if (cond == NULL && strcmp(c->ns, XML_NS_STREAM_ERRORS) == 0)
+			cond = c->name;
+	}
+	evlog_begin(s->id, "stream_error");
+	evlog_str("dir", dir);
+	evlog_str("condition", cond);
+	evlog_str("text", text);
+	evlog_end();
+	if (condp != NULL)
+		*condp = cond;
+	if (textp != NULL)
+		*textp = text;
+}
+
+void audit_stream(const struct leg *l, bool client, const struct xml_elem *hdr)
+{
+	const struct session *s = l->owner;
+	evlog_begin(s->id, "stream");
+	evlog_str("dir", client ? "c2s" : "s2c");
+	evlog_int("n", l->stream_n);
+	evlog_str("to", xml_attr(hdr, NULL, "to"));
+	evlog_str("from", xml_attr(hdr, NULL, "from"));
+	evlog_str("id", xml_attr(hdr, NULL, "id"));
+	evlog_str("version", xml_attr(hdr, NULL, "version"));
+	evlog_bool("tls", client ? s->client_tls : s->upstream_tls);
+	evlog_end();
+}
+
+void audit_tls(struct leg *l, bool client, bool ok, const char *error)
+{
+	struct session *s = l->owner;
+	struct tls_info info;
+
+	evlog_begin(s->id, "tls");
+	evlog_str("leg", client ? "client" : "upstream");
+	evlog_bool("ok", ok);
+	if (ok) {
+		tls_describe(l->ssl, !client, &info);
+		evlog_str("version", info.version);
+		evlog_str("cipher", info.cipher);
+		if (client)
+			evlog_str("sni", info.sni[0] ? info.sni : NULL);
+		else
+			evlog_str("sni", s->domain);
+		evlog_str("alpn", info.alpn[0] ? info.alpn : NULL);
+		evlog_bool("resumed", info.resumed);
+		if (!client) {
+			evlog_bool("verified", info.verified);
+			if (!info.verified)
+				evlog_str("verify_error", info.verify_error);
+		}
+		snprintf(client ? s->client_tls_version : s->upstream_tls_version,
+			 sizeof(s->client_tls_version), "%s", info.version);
+		if (client && info.sni[0] && s->domain[0] == '\0')
+			snprintf(s->domain, sizeof(s->domain), "%s", info.sni);
+	} else {
+		evlog_str("error", error);
+	}
+	evlog_end();
+}
+
+void audit_sasl_fields(const struct sasl_fields *f)
+{
+	for (size_t i = 0; i < f->n; i++) {
+		const struct sasl_field *x = &f->f[i];
+		switch (x->type) {
+		case SASL_STR:
+			evlog_str(x->key, x->str);
+			break;
+		case SASL_NUM:
+			evlog_int(x->key, x->num);
+			break;
+		case SASL_BOOL:
+			evlog_bool(x->key, x->num != 0);
+			break;
+		}
+	}
+	if (f->malformed) {
+		evlog_bool("malformed", true);
+		evlog_str("reason", f->reason);
+	}
+}
+
+void audit_sasl_step(const struct session *s, const char *dir, unsigned step, const char *what,
+		     const struct sasl_fields *f)
+{
+	evlog_begin(s->id, "sasl_step");
+	evlog_str("dir", dir);
+	evlog_int("step", step);
+	evlog_str("element", what);
+	evlog_str("mechanism", s->mechanism);
+	audit_sasl_fields(f);
+	evlog_end();
+}
+
+void audit_result(struct session *s, bool success, const char *by, const char *condition,
+		  const char *text)
+{
+	s->outcome = success ? SESSION_OUTCOME_SUCCESS : SESSION_OUTCOME_FAILURE;
+	s->outcome_by = by;
+	s->t_outcome = ev_now(s->px->loop);
+	snprintf(s->condition, sizeof(s->condition), "%s", condition ? condition : "");
+	evlog_begin(s->id, "auth_result");
+	evlog_str("outcome", success ? "success" : "failure");
+	evlog_str("by", by);
+	evlog_str("mechanism", s->mechanism);
+	if (!success) {
+		evlog_str("condition", condition);
+		evlog_str("text", text);
+	}
+	evlog_end();
+}
+
+void audit_login(struct session *s)
+{
+	if ((!s->auth_tried && !s->starttls_stripped) || s->login_logged)
+		return;
+	s->login_logged = true;
+	evlog_begin(s->id, "login");
+	evlog_str("peer", s->peer);
+	evlog_str("user", s->user[0] ? s->user : NULL);
+	evlog_str("authzid", s->authzid[0] ? s->authzid : NULL);
+	evlog_str("jid", s->jid[0] ? s->jid : NULL);
+	evlog_str("domain", s->domain);
+	evlog_str("mechanism", s->mechanism);
+	evlog_strlist("offered", (const char *const *)s->offered, s->noffered);
+	if (s->client_tls)
+		evlog_str("client_tls", s->client_tls_version);
+	else
+		evlog_bool("client_tls", false);
+	if (s->upstream_tls)
+		evlog_str("upstream_tls", s->upstream_tls_version);
+	else
+		evlog_bool("upstream_tls", false);
+	evlog_str("cb", s->cb[0] ? s->cb : NULL);
+	if (s->cb_downgrade)
+		evlog_bool("cb_downgrade", true);
+	evlog_str("outcome", s->outcome == SESSION_OUTCOME_SUCCESS   ? "success"
+			     : s->outcome == SESSION_OUTCOME_FAILURE ? "failure"
+								     : "incomplete");
+	evlog_str("by", s->outcome_by);
+	evlog_str("condition", s->condition[0] ? s->condition : NULL);
+	evlog_int("attempts", s->auth_attempts);
+	evlog_strlist("policy", s->policy_rules, s->npolicy);
+	if (s->starttls_stripped)
+		evlog_str("downgrade", s->downgrade_accepted ? "accepted" : "refused");
+	evlog_int("ms", s->outcome != SESSION_OUTCOME_NONE
+				? (long long)((s->t_outcome - s->t0) * 1000.0)
+				: session_ms(s));
+	evlog_end();
+}
