@@ -34,6 +34,12 @@
 /* DNS names are at most 253 characters (RFC 1035, without the root dot). */
 #define CONF_HOST_MAX 253
 
+/* One accepted word of a key and the value it stands for. */
+struct conf_word {
+	const char *word;
+	int value;
+};
+
 struct conf_key;
 
 /*
@@ -54,14 +60,39 @@ struct conf_key {
 	size_t off;
 	size_t count_off;
 	unsigned long long min, max;
+	/* For conf_parse_word: the words and the value each stands for. */
+	const struct conf_word *words;
+	size_t nwords;
 };
 
-static conf_parse_fn conf_parse_listen, conf_parse_upstream, conf_parse_upstream_tls,
-    conf_parse_bool, conf_parse_path, conf_parse_require_tls, conf_parse_plain,
-    conf_parse_mechanisms, conf_parse_number, conf_parse_bytes, conf_parse_tls_version,
+static conf_parse_fn conf_parse_listen, conf_parse_upstream, conf_parse_word, conf_parse_bool,
+    conf_parse_path, conf_parse_mechanisms, conf_parse_number, conf_parse_bytes,
     conf_parse_patterns, conf_parse_rate;
 
+static const struct conf_word conf_words_upstream_tls[] = {
+    {"starttls", CONF_UPSTREAM_STARTTLS},
+    {"direct", CONF_UPSTREAM_DIRECT},
+    {"none", CONF_UPSTREAM_NONE},
+};
+static const struct conf_word conf_words_require_tls[] = {
+    {"auto", CONF_REQUIRE_AUTO},
+    {"yes", CONF_REQUIRE_YES},
+    {"no", CONF_REQUIRE_NO},
+};
+static const struct conf_word conf_words_plain[] = {
+    {"allow", CONF_PLAIN_ALLOW},
+    {"log", CONF_PLAIN_LOG},
+    {"reject", CONF_PLAIN_REJECT},
+};
+static const struct conf_word conf_words_tls_version[] = {
+    {"TLSv1.2", CONF_TLS_1_2},
+    {"TLSv1.3", CONF_TLS_1_3},
+    {"1.2", CONF_TLS_1_2},
+    {"1.3", CONF_TLS_1_3},
+};
+
 #define F(f) offsetof(struct conf, f)
+#define WORDS(w) (w), sizeof(w) / sizeof((w)[0])
 #define MIB (1024 * 1024)
 #define BYTES_HELP "bytes, 1024 to 16M (suffix k or M)"
 #define MECH_HELP "SASL mechanism names separated by commas or spaces"
@@ -73,65 +104,66 @@ static conf_parse_fn conf_parse_listen, conf_parse_upstream, conf_parse_upstream
 /* clang-format off */
 static const struct conf_key conf_keys[] = {
 	{"listen",		true,	conf_parse_listen,	"ADDR:PORT",
-		F(listen), F(nlisten), 0, 0},
+		F(listen), F(nlisten), 0, 0, NULL, 0},
 	{"listen_tls",		true,	conf_parse_listen,	"ADDR:PORT",
-		F(listen_tls), F(nlisten_tls), 0, 0},
+		F(listen_tls), F(nlisten_tls), 0, 0, NULL, 0},
 	{"upstream",		false,	conf_parse_upstream,	"HOST:PORT or original-dst",
-		0, 0, 0, 0},
-	{"upstream_tls",	false,	conf_parse_upstream_tls, "starttls, direct or none",
-		0, 0, 0, 0},
+		0, 0, 0, 0, NULL, 0},
+	{"upstream_tls",	false,	conf_parse_word,	"starttls, direct or none",
+		F(upstream_tls), 0, 0, 0, WORDS(conf_words_upstream_tls)},
 	{"upstream_verify",	false,	conf_parse_bool,	"yes or no (or true or false)",
-		F(upstream_verify), 0, 0, 0},
+		F(upstream_verify), 0, 0, 0, NULL, 0},
 	{"upstream_ca",		false,	conf_parse_path,	"a file name",
-		F(upstream_ca), 0, 0, 0},
+		F(upstream_ca), 0, 0, 0, NULL, 0},
 	{"cert",		false,	conf_parse_path,	"a file name",
-		F(cert), 0, 0, 0},
+		F(cert), 0, 0, 0, NULL, 0},
 	{"key",			false,	conf_parse_path,	"a file name",
-		F(key), 0, 0, 0},
+		F(key), 0, 0, 0, NULL, 0},
 	{"event_log",		false,	conf_parse_path,	"a file name or -",
-		F(event_log), 0, 0, 0},
+		F(event_log), 0, 0, 0, NULL, 0},
 	{"keylog",		false,	conf_parse_path,	"a file name",
-		F(keylog), 0, 0, 0},
-	{"require_tls",		false,	conf_parse_require_tls,	"auto, yes or no",
-		0, 0, 0, 0},
-	{"plain_without_tls",	false,	conf_parse_plain,	"allow, log or reject",
-		0, 0, 0, 0},
+		F(keylog), 0, 0, 0, NULL, 0},
+	{"require_tls",		false,	conf_parse_word,	"auto, yes or no",
+		F(require_tls), 0, 0, 0, WORDS(conf_words_require_tls)},
+	{"plain_without_tls",	false,	conf_parse_word,	"allow, log or reject",
+		F(plain_without_tls), 0, 0, 0, WORDS(conf_words_plain)},
 	{"mechanisms_deny",	false,	conf_parse_mechanisms,	MECH_HELP,
-		F(mechanisms_deny), F(nmechanisms_deny), 0, 0},
+		F(mechanisms_deny), F(nmechanisms_deny), 0, 0, NULL, 0},
 	{"mechanisms_allow",	false,	conf_parse_mechanisms,	MECH_HELP,
-		F(mechanisms_allow), F(nmechanisms_allow), 0, 0},
+		F(mechanisms_allow), F(nmechanisms_allow), 0, 0, NULL, 0},
 	{"connect_timeout",	false,	conf_parse_number,	"seconds, 1 to 3600",
-		F(connect_timeout), 0, 1, 3600},
+		F(connect_timeout), 0, 1, 3600, NULL, 0},
 	{"login_timeout",	false,	conf_parse_number,	"seconds, 1 to 86400",
-		F(login_timeout), 0, 1, 86400},
+		F(login_timeout), 0, 1, 86400, NULL, 0},
 	{"max_stanza_prelogin",	false,	conf_parse_bytes,	BYTES_HELP,
-		F(max_stanza_prelogin), 0, 1024, 16 * MIB},
+		F(max_stanza_prelogin), 0, 1024, 16 * MIB, NULL, 0},
 	{"max_stanza",		false,	conf_parse_bytes,	BYTES_HELP,
-		F(max_stanza), 0, 1024, 16 * MIB},
+		F(max_stanza), 0, 1024, 16 * MIB, NULL, 0},
 	{"max_sessions",	false,	conf_parse_number,	"a number, 1 to 1000000",
-		F(max_sessions), 0, 1, 1000000},
+		F(max_sessions), 0, 1, 1000000, NULL, 0},
 	{"max_per_addr",	false,	conf_parse_number,	"a number, 1 to 1000000",
-		F(max_per_addr), 0, 1, 1000000},
-	{"tls_min_version",	false,	conf_parse_tls_version,	"TLSv1.2 or TLSv1.3",
-		0, 0, 0, 0},
+		F(max_per_addr), 0, 1, 1000000, NULL, 0},
+	{"tls_min_version",	false,	conf_parse_word,	"TLSv1.2 or TLSv1.3",
+		F(tls_min_version), 0, 0, 0, WORDS(conf_words_tls_version)},
 	{"tls_ciphers",		false,	conf_parse_path,	"an OpenSSL cipher list",
-		F(tls_ciphers), 0, 0, 0},
+		F(tls_ciphers), 0, 0, 0, NULL, 0},
 	{"users_deny",		false,	conf_parse_patterns,	PATTERN_HELP,
-		F(users_deny), F(nusers_deny), 0, 0},
+		F(users_deny), F(nusers_deny), 0, 0, NULL, 0},
 	{"users_allow",		false,	conf_parse_patterns,	PATTERN_HELP,
-		F(users_allow), F(nusers_allow), 0, 0},
+		F(users_allow), F(nusers_allow), 0, 0, NULL, 0},
 	{"auth_failures",	false,	conf_parse_rate,	"N/SECONDS (1 to 10000 failures per 1 to 86400 s), or off",
-		0, 0, 0, 0},
+		0, 0, 0, 0, NULL, 0},
 	{"strip_starttls",	false,	conf_parse_bool,	"yes or no (or true or false)",
-		F(strip_starttls), 0, 0, 0},
+		F(strip_starttls), 0, 0, 0, NULL, 0},
 	{"offer_mechanisms",	false,	conf_parse_mechanisms,	MECH_HELP,
-		F(offer_mechanisms), F(noffer_mechanisms), 0, 0},
+		F(offer_mechanisms), F(noffer_mechanisms), 0, 0, NULL, 0},
 	{"user",		false,	conf_parse_path,	"a user name",
-		F(user), 0, 0, 0},
+		F(user), 0, 0, 0, NULL, 0},
 };
 /* clang-format on */
 
 #undef F
+#undef WORDS
 #undef MECH_HELP
 #undef PATTERN_HELP
 #undef BYTES_HELP
@@ -529,10 +561,6 @@ static int conf_parse_upstream(struct conf *c, const struct conf_key *k, const c
 	return 0;
 }
 
-struct conf_word {
-	const char *word;
-	int value;
-};
 
 /* Finds value among n words. Returns the word's value or -1 with msg. */
 static int conf_word(const struct conf_key *k, const struct conf_word *w, size_t n,
@@ -546,56 +574,21 @@ static int conf_word(const struct conf_key *k, const struct conf_word *w, size_t
 	return conf_expected(k, value, msg, msglen);
 }
 
-static int conf_parse_upstream_tls(struct conf *c, const struct conf_key *k, const char *value,
-                                   char *msg, size_t msglen)
-{
-	static const struct conf_word w[] = {
-	    {"starttls", CONF_UPSTREAM_STARTTLS},
-	    {"direct", CONF_UPSTREAM_DIRECT},
-	    {"none", CONF_UPSTREAM_NONE},
-	};
-	int v = conf_word(k, w, sizeof(w) / sizeof(w[0]), value, msg, msglen);
-
-	if (v < 0)
-		return -1;
-	c->upstream_tls = (enum conf_upstream_tls)v;
-	return 0;
-}
-
-static int conf_parse_require_tls(struct conf *c, const struct conf_key *k, const char *value,
-                                  char *msg, size_t msglen)
-{
-	static const struct conf_word w[] = {
-	    {"auto", CONF_REQUIRE_AUTO},
-	    {"yes", CONF_REQUIRE_YES},
-	    {"no", CONF_REQUIRE_NO},
-	};
-	int v = conf_word(k, w, sizeof(w) / sizeof(w[0]), value, msg, msglen);
-
-	if (v < 0)
-		return -1;
-	c->require_tls = (enum conf_require_tls)v;
-	return 0;
-}
-
-static int conf_parse_plain(struct conf *c, const struct conf_key *k, const char *value, char *msg,
-                            size_t msglen)
-{
-	static const struct conf_word w[] = {
-	    {"allow", CONF_PLAIN_ALLOW},
-	    {"log", CONF_PLAIN_LOG},
-	    {"reject", CONF_PLAIN_REJECT},
-	};
-	int v = conf_word(k, w, sizeof(w) / sizeof(w[0]), value, msg, msglen);
-
-	if (v < 0)
-		return -1;
-	c->plain_without_tls = (enum conf_plain)v;
-	return 0;
-}
-
 /* yes/no and true/false only: "on", "1" and the like are refused so that
  * a file reads one way. */
+/* A key whose value is one word of k->words, stored in an enum field
+ * (enums here are int-sized, with values from 0). */
+static int conf_parse_word(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                           size_t msglen)
+{
+	int v = conf_word(k, k->words, k->nwords, value, msg, msglen);
+
+	if (v < 0)
+		return -1;
+	*(int *)conf_field(c, k->off) = v;
+	return 0;
+}
+
 static int conf_parse_bool(struct conf *c, const struct conf_key *k, const char *value, char *msg,
                            size_t msglen)
 {
@@ -686,44 +679,79 @@ static int conf_mech_name(const char *s, size_t len, char *name, char *msg, size
  * upper-cased, duplicates dropped. The list replaces the old one only when
  * every name is good, so a bad -o leaves the file's list in force.
  */
-static int conf_parse_mechanisms(struct conf *c, const struct conf_key *k, const char *value,
-                                 char *msg, size_t msglen)
+/* Turns one item of a list into its stored form (malloc'd, into *out), or
+ * fails with a message. */
+typedef int conf_item_fn(const char *s, size_t len, char **out, char *msg, size_t msglen);
+
+static int conf_item_mechanism(const char *s, size_t len, char **out, char *msg, size_t msglen)
+{
+	char name[MAX_MECH_NAME + 1];
+	if (conf_mech_name(s, len, name, msg, msglen) < 0)
+		return -1;
+	*out = strdup(name);
+	return 0;
+}
+
+/* A pattern for users_allow/users_deny: printable, no quotes, bounded. */
+static int conf_item_pattern(const char *s, size_t len, char **out, char *msg, size_t msglen)
+{
+	if (len > MAX_USER_PATTERN_LEN) {
+		conf_msg(msg, msglen, "a pattern is longer than %d characters", MAX_USER_PATTERN_LEN);
+		return -1;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch < 0x21 || ch == 0x7f || ch == '"' || ch == '\'') {
+			conf_msg(msg, msglen, "patterns may not contain spaces, quotes or controls");
+			return -1;
+		}
+	}
+	*out = strndup(s, len);
+	return 0;
+}
+
+/* A list separated by commas and/or spaces into the char *[max] field at
+ * k->off with its count at k->count_off; duplicates are dropped. The old
+ * list is replaced only when the whole new one is good. */
+static int conf_parse_list(struct conf *c, const struct conf_key *k, const char *value,
+                           conf_item_fn *item, size_t max, const char *what, char *msg,
+                           size_t msglen)
 {
 	char **field = conf_field(c, k->off);
 	size_t *count = conf_field(c, k->count_off);
-	char *list[MAX_MECHANISMS];
+	char *list[MAX_MECHANISMS > MAX_USER_PATTERNS ? MAX_MECHANISMS : MAX_USER_PATTERNS];
 	size_t n = 0, i;
 	const char *p = value;
 
 	for (;;) {
-		char name[MAX_MECH_NAME + 1];
-		const char *start;
+		char *one = NULL;
 		bool dup = false;
 
 		while (conf_is_sep(*p))
 			p++;
 		if (*p == '\0')
 			break;
-		start = p;
+		const char *start = p;
 		while (*p != '\0' && !conf_is_sep(*p))
 			p++;
-		if (conf_mech_name(start, (size_t)(p - start), name, msg, msglen) < 0)
+		if (item(start, (size_t)(p - start), &one, msg, msglen) < 0)
 			goto fail;
-		for (i = 0; i < n; i++)
-			if (strcmp(list[i], name) == 0)
-				dup = true;
-		if (dup)
-			continue;
-		if (n >= MAX_MECHANISMS) {
-			conf_msg(msg, msglen, "too many mechanisms, at most %d", MAX_MECHANISMS);
-			goto fail;
-		}
-		list[n] = strdup(name);
-		if (list[n] == NULL) {
+		if (one == NULL) {
 			conf_msg(msg, msglen, "out of memory");
 			goto fail;
 		}
-		n++;
+		for (i = 0; i < n; i++)
+			dup |= strcmp(list[i], one) == 0;
+		if (dup) {
+			free(one);
+			continue;
+		}
+		if (n >= max) {
+			free(one);
+			conf_msg(msg, msglen, "too many %s, at most %zu", what, max);
+			goto fail;
+		}
+		list[n++] = one;
 	}
 	conf_free_list(field, *count);
 	for (i = 0; i < n; i++)
@@ -733,6 +761,13 @@ static int conf_parse_mechanisms(struct conf *c, const struct conf_key *k, const
 fail:
 	conf_free_list(list, n);
 	return -1;
+}
+
+static int conf_parse_mechanisms(struct conf *c, const struct conf_key *k, const char *value,
+                                 char *msg, size_t msglen)
+{
+	return conf_parse_list(c, k, value, conf_item_mechanism, MAX_MECHANISMS, "mechanisms", msg,
+	                       msglen);
 }
 
 /*
@@ -790,74 +825,11 @@ static int conf_parse_bytes(struct conf *c, const struct conf_key *k, const char
 	return 0;
 }
 
-static int conf_parse_tls_version(struct conf *c, const struct conf_key *k, const char *value,
-                                  char *msg, size_t msglen)
-{
-	static const struct conf_word w[] = {
-	    {"TLSv1.2", CONF_TLS_1_2},
-	    {"TLSv1.3", CONF_TLS_1_3},
-	    {"1.2", CONF_TLS_1_2},
-	    {"1.3", CONF_TLS_1_3},
-	};
-	int v = conf_word(k, w, sizeof(w) / sizeof(w[0]), value, msg, msglen);
-
-	if (v < 0)
-		return -1;
-	c->tls_min_version = (enum conf_tls_version)v;
-	return 0;
-}
-
-/* A list of fnmatch patterns for users_allow/users_deny: printable, no
- * quotes, bounded in length and number. */
 static int conf_parse_patterns(struct conf *c, const struct conf_key *k, const char *value,
                                char *msg, size_t msglen)
 {
-	char **field = conf_field(c, k->off);
-	size_t *count = conf_field(c, k->count_off);
-	char *list[MAX_USER_PATTERNS];
-	size_t n = 0, i;
-	const char *p = value;
-
-	for (;;) {
-		while (conf_is_sep(*p))
-			p++;
-		if (*p == '\0')
-			break;
-		const char *start = p;
-		while (*p != '\0' && !conf_is_sep(*p))
-			p++;
-		size_t len = (size_t)(p - start);
-		if (len > MAX_USER_PATTERN_LEN) {
-			conf_msg(msg, msglen, "a pattern is longer than %d characters",
-			         MAX_USER_PATTERN_LEN);
-			goto fail;
-		}
-		for (i = 0; i < len; i++) {
-			unsigned char ch = (unsigned char)start[i];
-			if (ch < 0x21 || ch == 0x7f || ch == '"' || ch == '\'') {
-				conf_msg(msg, msglen, "patterns may not contain spaces, quotes or controls");
-				goto fail;
-			}
-		}
-		if (n >= MAX_USER_PATTERNS) {
-			conf_msg(msg, msglen, "too many patterns, at most %d", MAX_USER_PATTERNS);
-			goto fail;
-		}
-		list[n] = strndup(start, len);
-		if (list[n] == NULL) {
-			conf_msg(msg, msglen, "out of memory");
-			goto fail;
-		}
-		n++;
-	}
-	conf_free_list(field, *count);
-	for (i = 0; i < n; i++)
-		field[i] = list[i];
-	*count = n;
-	return 0;
-fail:
-	conf_free_list(list, n);
-	return -1;
+	return conf_parse_list(c, k, value, conf_item_pattern, MAX_USER_PATTERNS, "patterns", msg,
+	                       msglen);
 }
 
 /* auth_failures: "N/SECONDS" or "off". */
