@@ -1129,3 +1129,7 @@ def upstream_garbage_success(ctx):
     ctx.check(px.alive(), "proxy died")
     r = ctx.client(px.port, jid=f"carol@{DOMAIN}", mech="PLAIN")
     ctx.check(r.get("ok"), f"PLAIN after the garbage: {r.get('error')}")
+
+
+# Hostile input (issue 5): registered by importing the module.
+import cases_hostile  # noqa: E402,F401
