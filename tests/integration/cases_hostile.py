@@ -965,6 +965,82 @@ def hostile_upstream_starttls_injection(ctx):
     survives(ctx, px, w)
 
 
+@case("hostile_upstream_endless_features_after_login", prosody=None)
+@with_fake
+def hostile_upstream_endless_features_after_login(ctx):
+    """After <success/> the upstream's new features never end (1 MiB): the
+    proxy, which holds the new header and features to rewrite them, gives
+    up at the pre-login element limit; the client, whose new stream is
+    open, hears remote-connection-failed in a well-formed stream. And an
+    upstream that sends only the new header and dies: the same."""
+    srv = fake_upstream(ctx, [fakeserver.good, fakeserver.endless_features_after_login,
+                              fakeserver.close_after_login_header])
+    px = start_proxy_env(ctx, ASAN_SMALL_QUARANTINE, upstream_port=srv.port)
+    w = Witness(ctx, px, "alice")
+    before = rss_kib(px.proc.pid)
+    c = prelogin(ctx, px)
+    c.auth("PLAIN", raw.plain_payload("alice", USERS["alice"]))
+    el = c.next_element()
+    ctx.check(el is not None and raw.local(el.tag) == "success", f"no <success/>: {c.describe(el)}")
+    c._reset_parser()
+    c.send(raw.header())
+    told(ctx, c, "remote-connection-failed", timeout=10)
+    s = ctx.session(px, 1)
+    s.expect(ctx, "auth_result", outcome="success")
+    s.expect(ctx, "close")
+    after = rss_kib(px.proc.pid)
+    if before and after:
+        ctx.check(after - before < 8 * 1024, f"proxy RSS grew {before} -> {after} KiB")
+    c = prelogin(ctx, px)
+    c.auth("PLAIN", raw.plain_payload("alice", USERS["alice"]))
+    el = c.next_element()
+    ctx.check(el is not None and raw.local(el.tag) == "success", f"no <success/>: {c.describe(el)}")
+    c._reset_parser()
+    c.send(raw.header())
+    cond = c.stream_error(timeout=10)
+    ctx.check(cond == "remote-connection-failed",
+              f"server died after its new header: client told {cond!r}; got {c.describe()}")
+    ctx.check(c.eof or c.wait_closed(5), "client connection not closed")
+    survives(ctx, px, w)
+
+
+@case("hostile_log_injection")
+def hostile_log_injection(ctx):
+    """Newlines, quotes, backslashes, U+2028 and JSON look-alikes in the
+    stream 'to', the PLAIN authcid and authzid, the bind resource: every
+    event log line stays one JSON object (checked for every case), and no
+    forged event appears."""
+    px = ctx.proxy()
+    forged = '"}\n{"ts":"2026-01-01T00:00:00.000Z","sid":99,"event":"forged"}'
+    c = prelogin(ctx, px)
+    payload = base64.b64encode(("x\u2028\n" + forged + "\0alice\n" + forged + "\0nope").encode()).decode()
+    c.auth("PLAIN", payload)
+    c.next_element()
+    c.close()
+    c = ctx.raw(px.port)
+    send_quietly(c, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='"
+                 + raw.NS_STREAM + "' to='lab.test&#10;{&quot;event&quot;:&quot;forged&quot;}' version='1.0'>")
+    c.stream_error(timeout=5)
+    c.close()
+    c = ctx.raw(px.port)
+    try:
+        raw.login_plain(c, "alice", USERS["alice"], bind=False)
+        c.send(f"<iq type='set' id='b1'><bind xmlns='{raw.NS_BIND}'><resource>r&#10;"
+               "{&quot;event&quot;:&quot;forged&quot;}\\</resource></bind></iq>")
+        c.next_element()
+    except AssertionError as e:
+        ctx.check(False, f"login for the resource test failed: {e}")
+    c.close()
+    harness.wait_until(lambda: cases.all_closed(px.events.read()), 5)
+    events = px.events.read()
+    ctx.check(not px.events.bad_lines, f"event log line not JSON: {px.events.bad_lines[:1]}")
+    ctx.check(not [e for e in events if e.get("event") == "forged" or e.get("sid") == 99],
+              "a forged event made it into the log")
+    auth = [e for e in events if e.get("event") == "auth"]
+    ctx.check(auth and "\n" in str(auth[0].get("authcid", "")) + str(auth[0].get("authzid", "")),
+              f"the authcid/authzid with a newline was not logged as it was: {auth[:1]}")
+
+
 # ================================================================ resources
 
 

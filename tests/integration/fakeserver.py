@@ -394,3 +394,32 @@ def proceed_with_injection(conn):
         conn.note(f"TLS failed: {e}")
         return
     conn.drain(timeout=10)
+
+
+def endless_features_after_login(conn):
+    """A good login up to <success/>; then the restarted stream's features
+    never end (1 MiB). The proxy holds those features to rewrite them."""
+    conn.prologue()
+    conn.wait_auth()
+    conn.send(f"<success xmlns='{NS_SASL}'/>")
+    conn.expect(HEADER_RE, what="the stream header after SASL")
+    conn.send(header("fake-3") + b"<stream:features><filler>")
+    try:
+        for _ in range(256):
+            conn.send(b"y" * 4096)
+    except OSError:
+        pass
+    conn.note("post-login filler sent")
+    conn.drain(timeout=10)
+
+
+def close_after_login_header(conn):
+    """A good login up to <success/>; then only the restarted stream's
+    header, and the connection closes (the server died between the two)."""
+    conn.prologue()
+    conn.wait_auth()
+    conn.send(f"<success xmlns='{NS_SASL}'/>")
+    conn.expect(HEADER_RE, what="the stream header after SASL")
+    conn.send(header("fake-3"))
+    conn.note("header sent, closing")
+    time.sleep(0.2)
