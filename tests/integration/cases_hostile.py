@@ -1136,6 +1136,69 @@ def hostile_reader_never_reads(ctx):
     c.close()
 
 
+def cpu_seconds(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@case("hostile_fd_exhaustion")
+def hostile_fd_exhaustion(ctx):
+    """The proxy runs with only 40 file descriptors (ulimit -n 40) and 60
+    clients connect at once: it does not spin on accept (CPU stays low), the
+    clients it cannot serve are closed or told remote-connection-failed,
+    the witness carries on, and once the crowd leaves new clients are
+    served again."""
+    px = ctx.proxy(start=False)
+    wrapper = px.dir / "low-fd-limit"
+    wrapper.write_text(f"#!/bin/sh\nulimit -n 40 || exit 1\nexec '{px.binary}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    px.binary = str(wrapper)
+    try:
+        px.start()
+    except harness.HarnessError as e:
+        ctx.require(False, f"proxy did not start with ulimit -n 40: {e}")
+    w = Witness(ctx, px)
+    pid = px.proc.pid
+    socks = connect_many(px.port, 60)
+    try:
+        for s in socks:
+            try:
+                s.sendall(raw.header().encode())
+            except OSError:
+                pass
+        time.sleep(1.0)  # let the crowd settle into whatever it gets
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(2.0)
+        cpu = (cpu_seconds(pid) or 0) - (cpu0 or 0)
+        ctx.check(cpu < 0.5, f"the proxy used {cpu:.2f}s of CPU in {time.monotonic() - t0:.1f}s "
+                  "while out of descriptors (spinning?)")
+        ctx.check(px.alive(), "proxy died out of descriptors")
+        hit = ("out of file descriptors" in px.stderr()
+               or px.events.find("upstream", ok=False))
+        ctx.check(hit, "the descriptor limit was never reached (no EMFILE in stderr, "
+                  "no failed upstream): the case tested nothing")
+        survives(ctx, px, w, "running out of descriptors")
+    finally:
+        for s in socks:
+            s.close()
+    ctx.check(harness.wait_until(lambda: all_closed_but(px, 1), 10), "sessions not closed after the crowd left")
+
+    def served():
+        try:
+            with raw.RawClient(px.port, ca=CA) as c:
+                c.open_stream()
+                return True
+        except (OSError, AssertionError):
+            return False
+    ctx.check(harness.wait_until(served, 10, 0.2), "no client served after the crowd left")
+    r = ctx.client(px.port, mech="PLAIN")
+    ctx.check(r.get("ok"), f"a login after the crowd left failed: {r.get('error')}")
+
+
 def connect_many(port, n):
     socks = []
     for _ in range(n):
