@@ -1199,6 +1199,73 @@ def hostile_fd_exhaustion(ctx):
     ctx.check(r.get("ok"), f"a login after the crowd left failed: {r.get('error')}")
 
 
+@case("hostile_upstream_never_reads", prosody=None)
+@with_fake
+def hostile_upstream_never_reads(ctx):
+    """After login the upstream stops reading while the client sends as fast
+    as it can: the proxy stops reading the client at its high mark (the
+    client's sends block), its RSS stays bounded, the witness carries on."""
+    srv = fake_upstream(ctx, [fakeserver.good, fakeserver.login_then(fakeserver.never_read)])
+    px = start_proxy_env(ctx, ASAN_SMALL_QUARANTINE, upstream_port=srv.port)
+    w = Witness(ctx, px, "alice")
+    c = ctx.raw(px.port)
+    try:
+        jid = raw.login_plain(c, "alice", USERS["alice"])
+    except AssertionError as e:
+        ctx.require(False, f"raw login failed: {e}")
+    before = rss_kib(px.proc.pid)
+    msg = (f"<message to='{jid}' type='chat'><body>{'q' * 8000}</body></message>").encode() * 8
+    sent, blocked, t0 = 0, False, time.monotonic()
+    c.sock.settimeout(2.0)
+    while time.monotonic() - t0 < 15 and sent < 64 * 1024 * 1024:
+        try:
+            c.sock.sendall(msg)
+        except (socket.timeout, ssl.SSLWantWriteError):
+            blocked = True
+            break
+        except OSError as e:
+            ctx.check(False, f"connection failed while flooding: {e}")
+            break
+        sent += len(msg)
+    ctx.check(blocked, f"the client's sends never blocked ({sent} bytes): the proxy kept reading")
+    ctx.check(sent < 16 * 1024 * 1024, f"{sent} bytes accepted before blocking")
+    after = rss_kib(px.proc.pid)
+    if before and after:
+        ctx.check(after - before < 16 * 1024, f"proxy RSS grew {before} -> {after} KiB")
+    ctx.note(f"sent {sent} bytes before blocking; RSS {before} -> {after} KiB")
+    survives(ctx, px, w, "the stalled upstream")
+    c.close()
+
+
+@case("hostile_upstream_oversized_after_login", prosody=None)
+@with_fake
+def hostile_upstream_oversized_after_login(ctx):
+    """max_stanza = 16k and the upstream sends a logged-in client a 100 KB
+    message: the server is told policy-violation, the client's connection
+    closes (it is mid-stanza, so no error can be added), the close says
+    why, the witness carries on."""
+    srv = fake_upstream(ctx, [fakeserver.good, fakeserver.login_then(fakeserver.big_stanza(100000))])
+    px = ctx.proxy(upstream_port=srv.port, max_stanza="16k")
+    w = Witness(ctx, px, "alice")
+    c = ctx.raw(px.port)
+    try:
+        raw.login_plain(c, "alice", USERS["alice"])
+    except AssertionError as e:
+        ctx.require(False, f"raw login failed: {e}")
+    ctx.check(c.wait_closed(10), "client connection not closed")
+    s = ctx.session(px, 1)
+    s.expect(ctx, "stream_error", dir="c2s", condition="policy-violation", by="proxy")
+    close = s.expect(ctx, "close")
+    if close:
+        ctx.check("policy-violation" in str(close.get("reason")), f"close reason {close.get('reason')!r}")
+    conn = srv.wait_conn(1)
+    if conn is not None and conn.done.wait(15):
+        ctx.check(b"policy-violation" in conn.received,
+                  f"the server was not told policy-violation: {conn.received[-300:]!r}")
+    ctx.check(len(c.received) < 40000, f"the client got {len(c.received)} bytes of a 16k-limited stream")
+    survives(ctx, px, w)
+
+
 def connect_many(port, n):
     socks = []
     for _ in range(n):

@@ -423,3 +423,41 @@ def close_after_login_header(conn):
     conn.send(header("fake-3"))
     conn.note("header sent, closing")
     time.sleep(0.2)
+
+
+def login_then(after):
+    """A good login through bind, then after(conn) instead of the echo."""
+    def script(conn):
+        conn.prologue()
+        conn.wait_auth()
+        conn.send(f"<success xmlns='{NS_SASL}'/>")
+        conn.expect(HEADER_RE, what="the stream header after SASL")
+        conn.send(header("fake-3") + features_bind())
+        iq = conn.expect(BIND_RE, what="the bind iq")
+        m = re.search(rb"id=['\"]([^'\"]*)['\"]", iq)
+        conn.send(f"<iq type='result' id='{m.group(1).decode() if m else 'b1'}'>"
+                  f"<bind xmlns='{NS_BIND}'><jid>alice@{harness.DOMAIN}/fake{conn.index}</jid>"
+                  "</bind></iq>")
+        conn.note("bound")
+        after(conn)
+    return script
+
+
+def never_read(conn):
+    """Stops reading (for 30 s, or until the proxy closes the connection)."""
+    conn.note("not reading any more")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not conn.server.stopping:
+        time.sleep(0.1)
+
+
+def big_stanza(size):
+    def after(conn):
+        try:
+            conn.send(f"<message to='alice@{harness.DOMAIN}/fake{conn.index}' type='chat'><body>".encode()
+                      + b"w" * size + b"</body></message>")
+        except OSError:
+            pass
+        conn.note(f"sent a {size}-byte message")
+        conn.drain(timeout=10)
+    return after
