@@ -607,14 +607,20 @@ def upstream_goes_away(ctx):
         else:
             p.proc.kill()
         cond = c.stream_error(timeout=10)
+        # Prosody may close with unread bytes in its socket: the reset then
+        # takes its system-shutdown out of the proxy's receive queue (Linux
+        # drops queued data on RST). The proxy then says the server went
+        # away, which is right too; anything but a stream error is not.
+        relayed = cond == "system-shutdown"
         if how == "sigterm":
-            ctx.check(cond == "system-shutdown", f"{how}: client got {cond!r}, want system-shutdown; {c.describe()}")
+            ctx.check(cond in ("system-shutdown", "remote-connection-failed"),
+                      f"{how}: client got {cond!r}, want system-shutdown; {c.describe()}")
         else:
             ctx.check(cond is not None, f"{how}: no stream error for the client: {c.describe()}")
         ctx.check(c.wait_closed(5), f"{how}: client connection not closed")
         s = ctx.session(px)
         s.expect(ctx, "close")
-        if how == "sigterm":
+        if how == "sigterm" and relayed:
             s.expect(ctx, "stream_error", dir="s2c", condition="system-shutdown")
         p.stop()
 
