@@ -141,9 +141,23 @@ static bool login_can_write_stream(const struct leg *l)
 	if (!l->hdr_sent || l->io >= LEG_IO_DRAINING)
 		return false;
 	const struct session *s = login_session(l);
-	if (s->relay && l->peer->xml != NULL && xml_depth(l->peer->xml) > 1)
+	/* held features never reached the client: no stanza is open there */
+	if (s->relay && l->peer->xml != NULL && xml_depth(l->peer->xml) > 1 &&
+	    l->peer->state != US_RELAY_HOLD)
 		return false;
 	return true;
+}
+
+/* After success the server's new header waits in the hold buffer with its
+ * features; before the proxy says anything to the client, the header it
+ * belongs in must go out. */
+static void login_release_held_header(struct session *s)
+{
+	struct leg *u = &s->upstream;
+	if (u->state != US_RELAY_HOLD || !s->held_hdr || s->client.hdr_sent)
+		return;
+	login_send(&s->client, buf_head(&u->hold), (size_t)s->held_hdr_end);
+	s->client.hdr_sent = true;
 }
 
 static void login_stream_tag(struct buf *b, const struct leg *l, const char *name, bool close)
@@ -160,15 +174,21 @@ static void login_stream_tag(struct buf *b, const struct leg *l, const char *nam
 static void login_stream_error(struct leg *l, const char *condition, const char *text)
 {
 	struct session *s = login_session(l);
-	if (login_is_client(l) && !l->hdr_sent && l->io == LEG_IO_OPEN)
-		login_client_header(s);
+	if (login_is_client(l)) {
+		login_release_held_header(s);
+		if (!l->hdr_sent && l->io == LEG_IO_OPEN)
+			login_client_header(s);
+	}
+	bool can = login_can_write_stream(l);
 	evlog_begin(s->id, "stream_error");
 	evlog_str("dir", login_is_client(l) ? "s2c" : "c2s");
 	evlog_str("condition", condition);
 	evlog_str("text", text);
 	evlog_str("by", "proxy");
+	if (!can)
+		evlog_bool("sent", false); /* the leg could not take it any more */
 	evlog_end();
-	if (!login_can_write_stream(l))
+	if (!can)
 		return;
 	struct buf b = {0};
 	login_stream_tag(&b, l, "error", false);
@@ -187,6 +207,8 @@ static void login_stream_error(struct leg *l, const char *condition, const char 
 /* Ends a leg's stream cleanly, if one is open toward it. */
 static void login_stream_end(struct leg *l)
 {
+	if (login_is_client(l))
+		login_release_held_header(login_session(l));
 	if (!login_can_write_stream(l))
 		return;
 	struct buf b = {0};
@@ -742,7 +764,7 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 
 /* ---- the upstream leg ---- */
 
-static void login_upstream_open(struct session *s, const struct xml_elem *hdr)
+static void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t end)
 {
 	struct leg *u = &s->upstream;
 	const char *version = xml_attr(hdr, NULL, "version");
@@ -750,9 +772,16 @@ static void login_upstream_open(struct session *s, const struct xml_elem *hdr)
 	u->stream_n++;
 	audit_stream(u, login_is_client(u), hdr);
 	if (s->relay) {
-		/* the header went to the client as it was: remember its prefix */
+		/* the header goes to the client as it was: its prefix is the one
+		 * our own errors must use. While the features are held, so is the
+		 * header (bytes [0, end) of the held stream). */
 		snprintf(s->client.out_prefix, sizeof(s->client.out_prefix), "%s", hdr->prefix);
-		s->client.hdr_sent = true;
+		if (u->state == US_RELAY_HOLD) {
+			s->held_hdr = true;
+			s->held_hdr_end = end;
+		} else {
+			s->client.hdr_sent = true;
+		}
 		return;
 	}
 	if (strcmp(xml_default_ns(u->xml), XML_NS_CLIENT) != 0) {
@@ -1103,8 +1132,11 @@ static void login_relay_features(struct session *s, const struct xml_elem *e, ui
 		session_close(s, "out of memory");
 		return;
 	}
-	/* the held bytes begin at offset 0 of this stream */
-	login_send(&s->client, buf_head(&u->hold), (size_t)start);
+	/* the held bytes begin at offset 0 of this stream; the header may
+	 * have gone out already, ahead of an error */
+	size_t from = s->client.hdr_sent ? (size_t)s->held_hdr_end : 0;
+	login_send(&s->client, buf_head(&u->hold) + from, (size_t)start - from);
+	s->client.hdr_sent = true;
 	struct buf b = {0};
 	streamfeatures_write(&b, s->client.out_prefix, f.starttls, (const char *const *)f.mechs,
 			     f.nmechs, NULL, 0, true, &f);
@@ -1126,11 +1158,10 @@ static void login_relay_features(struct session *s, const struct xml_elem *e, ui
 static void login_on_open(void *ctx, const struct xml_elem *hdr, uint64_t end)
 {
 	struct leg *l = ctx;
-	(void)end;
 	if (login_is_client(l))
 		login_client_open(login_session(l), hdr);
 	else
-		login_upstream_open(login_session(l), hdr);
+		login_upstream_open(login_session(l), hdr, end);
 }
 
 static void login_on_element(void *ctx, const struct xml_elem *e, uint64_t start, uint64_t end)

@@ -93,6 +93,8 @@ struct session {
 	unsigned steps_c2s, steps_s2c, auth_attempts;
 	bool auth_tried, login_logged, relay;
 	bool sasl2; /* the exchange in progress is XEP-0388's */
+	bool held_hdr;		/* the server's post-login header is in the hold buffer */
+	uint64_t held_hdr_end;	/* ... up to this offset */
 	const char *ended_by; /* who sent </stream:stream> after login */
 	bool identity_checked;	 /* users_allow/deny applied to this attempt */
 	bool swallow_failure;	 /* the upstream's next <failure> answers our <abort/> */
