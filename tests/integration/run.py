@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 import cases  # noqa: E402
 import cases_sasl2  # noqa: E402,F401  (registers the SASL2 cases)
+import cases_sasl  # noqa: E402,F401  (channel binding with a raw SCRAM client)
 import cases_policy  # noqa: E402,F401  (registers the policy cases, issue 4)
 
 
