@@ -451,6 +451,14 @@ class Proxy:
 
     def cleanup(self):
         self.stop(timeout=2.0)
+        # XI_KEEP_LOGS=DIR: every event log and key log the suite made is
+        # kept there, for the report's test and the suite-wide secret grep.
+        keep_logs = os.environ.get("XI_KEEP_LOGS")
+        if keep_logs:
+            os.makedirs(keep_logs, exist_ok=True)
+            for f in (self.event_log, self.keylog):
+                if f.exists():
+                    shutil.copy(f, Path(keep_logs) / f"{self.dir.name}-{f.name}")
         if not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
 
