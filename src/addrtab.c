@@ -11,7 +11,7 @@
 struct addrtab_node {
 	struct addrtab_node *next;
 	struct in6_addr key;
-	unsigned count;	   /* open sessions */
+	unsigned count;    /* open sessions */
 	unsigned failures; /* authentication failures until fail_until */
 	double fail_until;
 };

@@ -45,7 +45,7 @@ void audit_policy(struct session *s, const struct policy_verdict *v)
 }
 
 void audit_stream_error(struct session *s, const char *dir, const struct xml_elem *e,
-			const char **condp, const char **textp)
+                        const char **condp, const char **textp)
 {
 	const char *cond = NULL, *text = NULL;
 	for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
@@ -103,7 +103,7 @@ void audit_tls(struct leg *l, bool client, bool ok, const char *error)
 				evlog_str("verify_error", info.verify_error);
 		}
 		snprintf(client ? s->client_tls_version : s->upstream_tls_version,
-			 sizeof(s->client_tls_version), "%s", info.version);
+		         sizeof(s->client_tls_version), "%s", info.version);
 		if (client && info.sni[0] && s->domain[0] == '\0')
 			snprintf(s->domain, sizeof(s->domain), "%s", info.sni);
 	} else {
@@ -135,7 +135,7 @@ void audit_sasl_fields(const struct sasl_fields *f)
 }
 
 void audit_sasl_step(const struct session *s, const char *dir, unsigned step, const char *what,
-		     const struct sasl_fields *f)
+                     const struct sasl_fields *f)
 {
 	evlog_begin(s->id, "sasl_step");
 	evlog_str("dir", dir);
@@ -147,7 +147,7 @@ void audit_sasl_step(const struct session *s, const char *dir, unsigned step, co
 }
 
 void audit_result(struct session *s, bool success, const char *by, const char *condition,
-		  const char *text)
+                  const char *text)
 {
 	s->outcome = success ? SESSION_OUTCOME_SUCCESS : SESSION_OUTCOME_FAILURE;
 	s->outcome_by = by;
@@ -189,8 +189,8 @@ void audit_login(struct session *s)
 	if (s->cb_downgrade)
 		evlog_bool("cb_downgrade", true);
 	evlog_str("outcome", s->outcome == SESSION_OUTCOME_SUCCESS   ? "success"
-			     : s->outcome == SESSION_OUTCOME_FAILURE ? "failure"
-								     : "incomplete");
+	                     : s->outcome == SESSION_OUTCOME_FAILURE ? "failure"
+	                                                             : "incomplete");
 	evlog_str("by", s->outcome_by);
 	evlog_str("condition", s->condition[0] ? s->condition : NULL);
 	evlog_int("attempts", s->auth_attempts);
@@ -198,7 +198,7 @@ void audit_login(struct session *s)
 	if (s->starttls_stripped)
 		evlog_str("downgrade", s->downgrade_accepted ? "accepted" : "refused");
 	evlog_int("ms", s->outcome != SESSION_OUTCOME_NONE
-				? (long long)((s->t_outcome - s->t0) * 1000.0)
-				: session_ms(s));
+	                    ? (long long)((s->t_outcome - s->t0) * 1000.0)
+	                    : session_ms(s));
 	evlog_end();
 }

@@ -19,7 +19,7 @@ void audit_policy(struct session *s, const struct policy_verdict *v);
 /* A stream error a leg sent (dir: "c2s" or "s2c"); its condition and text
  * are returned through condp/textp when not NULL. */
 void audit_stream_error(struct session *s, const char *dir, const struct xml_elem *e,
-			const char **condp, const char **textp);
+                        const char **condp, const char **textp);
 /* A stream header a leg sent. */
 void audit_stream(const struct leg *l, bool client, const struct xml_elem *hdr);
 /* A TLS handshake on a leg, finished (ok) or failed (error); a finished
@@ -30,10 +30,10 @@ void audit_tls(struct leg *l, bool client, bool ok, const char *error);
 void audit_sasl_fields(const struct sasl_fields *f);
 /* One SASL step (challenge, response, success data, ...). */
 void audit_sasl_step(const struct session *s, const char *dir, unsigned step, const char *what,
-		     const struct sasl_fields *f);
+                     const struct sasl_fields *f);
 /* The outcome the client was told; also recorded for the login record. */
 void audit_result(struct session *s, bool success, const char *by, const char *condition,
-		  const char *text);
+                  const char *text);
 /* The login record, once per session that tried to log in (or was
  * offered a stripped STARTTLS). */
 void audit_login(struct session *s);

@@ -561,7 +561,6 @@ static int conf_parse_upstream(struct conf *c, const struct conf_key *k, const c
 	return 0;
 }
 
-
 /* Finds value among n words. Returns the word's value or -1 with msg. */
 static int conf_word(const struct conf_key *k, const struct conf_word *w, size_t n,
                      const char *value, char *msg, size_t msglen)
@@ -696,13 +695,15 @@ static int conf_item_mechanism(const char *s, size_t len, char **out, char *msg,
 static int conf_item_pattern(const char *s, size_t len, char **out, char *msg, size_t msglen)
 {
 	if (len > MAX_USER_PATTERN_LEN) {
-		conf_msg(msg, msglen, "a pattern is longer than %d characters", MAX_USER_PATTERN_LEN);
+		conf_msg(msg, msglen, "a pattern is longer than %d characters",
+		         MAX_USER_PATTERN_LEN);
 		return -1;
 	}
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)s[i];
 		if (ch < 0x21 || ch == 0x7f || ch == '"' || ch == '\'') {
-			conf_msg(msg, msglen, "patterns may not contain spaces, quotes or controls");
+			conf_msg(msg, msglen,
+			         "patterns may not contain spaces, quotes or controls");
 			return -1;
 		}
 	}

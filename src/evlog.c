@@ -134,7 +134,7 @@ void evlog_begin(uint64_t sid, const char *event)
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
 	buf_addf(&evlog_line, "{\"ts\":\"%s.%03ldZ\",\"sid\":%llu,\"event\":", when,
-		 ts.tv_nsec / 1000000, (unsigned long long)sid);
+	         ts.tv_nsec / 1000000, (unsigned long long)sid);
 	evlog_json_string(&evlog_line, event, strlen(event));
 }
 

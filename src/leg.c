@@ -275,7 +275,8 @@ static void leg_handshake(struct leg *l)
 			tls_error(l->ssl, why, sizeof(why));
 		else
 			snprintf(why, sizeof(why), "%s",
-				 errno ? strerror(errno) : "connection closed during the TLS handshake");
+			         errno ? strerror(errno)
+			               : "connection closed during the TLS handshake");
 		break;
 	default:
 		tls_error(l->ssl, why, sizeof(why));
@@ -296,13 +297,13 @@ static void leg_peek_tls(struct leg *l)
 	if (n <= 0) {
 		l->io = LEG_IO_CLOSING;
 		l->ops->event(l, LEG_EV_TLS_ERROR,
-			      n == 0 ? "connection closed before the TLS handshake"
-				     : strerror(errno));
+		              n == 0 ? "connection closed before the TLS handshake"
+		                     : strerror(errno));
 		return;
 	}
 	ssize_t ws = 0;
-	while (ws < n && (peek[ws] == ' ' || peek[ws] == '\t' || peek[ws] == '\r' ||
-			  peek[ws] == '\n'))
+	while (ws < n &&
+	       (peek[ws] == ' ' || peek[ws] == '\t' || peek[ws] == '\r' || peek[ws] == '\n'))
 		ws++;
 	if (ws > 0 && recv(l->fd, peek, (size_t)ws, 0) != ws) {
 		l->io = LEG_IO_CLOSING;
@@ -373,7 +374,7 @@ static void leg_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 void leg_init(struct leg *l, struct ev_loop *loop, const struct leg_ops *ops, void *owner,
-	      struct leg *peer, int fd)
+              struct leg *peer, int fd)
 {
 	memset(l, 0, sizeof(*l));
 	l->loop = loop;

@@ -21,9 +21,9 @@ enum leg_event {
 	LEG_EV_CONNECTED = 0, /* non-blocking connect finished */
 	LEG_EV_TLS_DONE,      /* handshake finished */
 	LEG_EV_TLS_ERROR,     /* handshake failed; why says how */
-	LEG_EV_EOF,	      /* the peer closed its side */
-	LEG_EV_ERROR,	      /* a socket error; why says which */
-	LEG_EV_CLOSED,	      /* leg_close() or leg_abort() finished: fd closed */
+	LEG_EV_EOF,           /* the peer closed its side */
+	LEG_EV_ERROR,         /* a socket error; why says which */
+	LEG_EV_CLOSED,        /* leg_close() or leg_abort() finished: fd closed */
 };
 
 enum leg_io {
@@ -31,8 +31,8 @@ enum leg_io {
 	LEG_IO_CONNECTING, /* waiting for connect(2) */
 	LEG_IO_PEEK_TLS,   /* skipping whitespace before a ClientHello */
 	LEG_IO_HANDSHAKE,  /* TLS handshake running */
-	LEG_IO_OPEN,	   /* exchanging data */
-	LEG_IO_CLOSING,	   /* flushing output before shutdown */
+	LEG_IO_OPEN,       /* exchanging data */
+	LEG_IO_CLOSING,    /* flushing output before shutdown */
 	LEG_IO_DRAINING,   /* shut down for writing, reading until EOF */
 	LEG_IO_CLOSED,
 };
@@ -63,7 +63,7 @@ struct leg {
 	bool paused;  /* the peer's output is above the high mark */
 	bool want_read_for_write, want_write_for_read, hs_want_write;
 	bool tls_after_flush; /* TLS starts once the output is flushed */
-	bool no_drain;	      /* close right after the flush (process stopping) */
+	bool no_drain;        /* close right after the flush (process stopping) */
 	bool tls_skip_ws;
 	struct buf out;
 	uint64_t bytes_in, bytes_out;
@@ -71,19 +71,19 @@ struct leg {
 	/* login state, owned by login.c */
 	struct xml_parser *xml;
 	int state;
-	unsigned stream_n;	/* streams opened on this leg (1, 2, ...) */
-	bool hdr_sent;		/* a stream header went out to this leg */
-	char out_prefix[16];	/* prefix of that header's stream element */
-	bool restart;		/* reset the parser once xml_feed returns */
-	bool to_tls;		/* after the restart, start TLS on this leg */
-	struct buf hold;	/* bytes held back while a rewrite is pending */
-	uint64_t relay_from;	/* stream offset where relaying began */
-	bool relay_mid;		/* ... inside the read being parsed */
+	unsigned stream_n;   /* streams opened on this leg (1, 2, ...) */
+	bool hdr_sent;       /* a stream header went out to this leg */
+	char out_prefix[16]; /* prefix of that header's stream element */
+	bool restart;        /* reset the parser once xml_feed returns */
+	bool to_tls;         /* after the restart, start TLS on this leg */
+	struct buf hold;     /* bytes held back while a rewrite is pending */
+	uint64_t relay_from; /* stream offset where relaying began */
+	bool relay_mid;      /* ... inside the read being parsed */
 };
 
 /* Sets up a leg on fd (-1: none yet). */
 void leg_init(struct leg *l, struct ev_loop *loop, const struct leg_ops *ops, void *owner,
-	      struct leg *peer, int fd);
+              struct leg *peer, int fd);
 /* Starts watching a connected or accepted socket. */
 void leg_start(struct leg *l);
 /* Starts a non-blocking connect of a fresh socket fd. Returns 0 or -1

@@ -17,7 +17,7 @@ struct lfile {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* signalled when the queue gains data or on stop */
-	struct buf queue;     /* guarded by lock */
+	struct buf queue;    /* guarded by lock */
 	bool stop;
 	uint64_t dropped;
 };

@@ -71,7 +71,8 @@ static void listener_refused(const struct sockaddr_storage *peer, const char *wh
 	if (peer->ss_family == AF_INET)
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, ip, sizeof(ip));
 	else if (peer->ss_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, ip, sizeof(ip));
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, ip,
+		          sizeof(ip));
 	evlog_begin(0, "refused");
 	evlog_str("peer", ip);
 	evlog_str("rule", why);
@@ -88,8 +89,8 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	for (int i = 0; i < LISTENER_ACCEPTS_PER_WAKEUP; i++) {
 		struct sockaddr_storage peer, local;
 		socklen_t plen = sizeof(peer), llen = sizeof(local);
-		int fd = accept4(ls->fd, (struct sockaddr *)&peer, &plen,
-				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd =
+		    accept4(ls->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EMFILE || errno == ENFILE) {
 				log_warnx("out of file descriptors: connection dropped");
@@ -107,12 +108,12 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0)
 			memset(&local, 0, sizeof(local));
 		session_new(ls->px, fd, ls->port, (struct sockaddr *)&peer,
-			    (struct sockaddr *)&local);
+		            (struct sockaddr *)&local);
 	}
 }
 
-struct listener *listener_open(struct proxy *px, const struct conf_addr *a,
-			       enum session_port port, char *err, size_t errlen)
+struct listener *listener_open(struct proxy *px, const struct conf_addr *a, enum session_port port,
+                               char *err, size_t errlen)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
 	struct addrinfo *res = NULL;
@@ -137,7 +138,7 @@ struct listener *listener_open(struct proxy *px, const struct conf_addr *a,
 		return NULL;
 	}
 	snprintf(ls->name, sizeof(ls->name), "%s%s%s:%s", strchr(a->host, ':') ? "[" : "",
-		 a->host[0] ? a->host : "*", strchr(a->host, ':') ? "]" : "", a->port);
+	         a->host[0] ? a->host : "*", strchr(a->host, ':') ? "]" : "", a->port);
 	ls->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (ls->fd < 0) {
 		snprintf(err, errlen, "listen %s: %s", ls->name, strerror(errno));

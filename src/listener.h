@@ -14,8 +14,8 @@ struct conf_addr;
 struct listener;
 
 /* Binds and listens on a; NULL with a one-line reason in err. */
-struct listener *listener_open(struct proxy *px, const struct conf_addr *a,
-			       enum session_port port, char *err, size_t errlen);
+struct listener *listener_open(struct proxy *px, const struct conf_addr *a, enum session_port port,
+                               char *err, size_t errlen);
 void listener_start(struct listener *ls);
 /* Stops accepting and closes the socket; frees ls. */
 void listener_close(struct listener *ls);

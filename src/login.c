@@ -19,32 +19,32 @@
 enum login_state {
 	/* client leg: the proxy is the server */
 	CS_TLS_ACCEPT = 0, /* Direct TLS port: handshake first */
-	CS_HEADER,	   /* waiting for the client's stream header */
+	CS_HEADER,         /* waiting for the client's stream header */
 	CS_WAIT_UPSTREAM,  /* header answered; features wait for the upstream */
-	CS_PREAUTH,	   /* features sent: STARTTLS, <auth> or iq expected */
-	CS_STARTTLS,	   /* <proceed/> sent, TLS handshake running */
-	CS_SASL,	   /* an exchange is being relayed */
-	CS_RELAY,	   /* after success: relayed as it is, still parsed */
+	CS_PREAUTH,        /* features sent: STARTTLS, <auth> or iq expected */
+	CS_STARTTLS,       /* <proceed/> sent, TLS handshake running */
+	CS_SASL,           /* an exchange is being relayed */
+	CS_RELAY,          /* after success: relayed as it is, still parsed */
 
 	/* upstream leg: the proxy is the client */
-	US_CONNECTING, /* TCP connect */
-	US_TLS,	       /* Direct TLS handshake (upstream_tls = direct) */
+	US_CONNECTING,  /* TCP connect */
+	US_TLS,         /* Direct TLS handshake (upstream_tls = direct) */
 	US_WAIT_DOMAIN, /* connected; the client has not said 'to' yet */
-	US_HEADER,     /* our header sent; waiting for the server's */
-	US_FEATURES,   /* waiting for <features> */
-	US_PROCEED,    /* <starttls/> sent */
-	US_STARTTLS,   /* TLS handshake after <proceed/> */
-	US_READY,      /* post-TLS features known; waiting for the client */
-	US_SASL,       /* an exchange is being relayed */
-	US_RELAY_HOLD, /* after success: holding the new header and features */
-	US_RELAY,      /* relayed as it is, still parsed */
+	US_HEADER,      /* our header sent; waiting for the server's */
+	US_FEATURES,    /* waiting for <features> */
+	US_PROCEED,     /* <starttls/> sent */
+	US_STARTTLS,    /* TLS handshake after <proceed/> */
+	US_READY,       /* post-TLS features known; waiting for the client */
+	US_SASL,        /* an exchange is being relayed */
+	US_RELAY_HOLD,  /* after success: holding the new header and features */
+	US_RELAY,       /* relayed as it is, still parsed */
 	LOGIN_STATE_COUNT,
 };
 
 static const char *const login_state_names[LOGIN_STATE_COUNT] = {
-	"tls_accept", "header", "wait_upstream", "preauth", "starttls", "sasl", "relay",
-	"connecting", "tls", "wait_domain", "header", "features", "proceed", "starttls",
-	"ready", "sasl", "relay_hold", "relay",
+    "tls_accept", "header",     "wait_upstream", "preauth",     "starttls",   "sasl",
+    "relay",      "connecting", "tls",           "wait_domain", "header",     "features",
+    "proceed",    "starttls",   "ready",         "sasl",        "relay_hold", "relay",
 };
 
 static struct session *login_session(const struct leg *l)
@@ -64,9 +64,8 @@ static const char *login_leg_name(const struct leg *l)
 
 static void login_set_state(struct leg *l, enum login_state st)
 {
-	log_debug("session %llu: %s leg %s -> %s",
-		  (unsigned long long)login_session(l)->id, login_leg_name(l),
-		  login_state_names[l->state], login_state_names[st]);
+	log_debug("session %llu: %s leg %s -> %s", (unsigned long long)login_session(l)->id,
+	          login_leg_name(l), login_state_names[l->state], login_state_names[st]);
 	l->state = (int)st;
 }
 
@@ -100,7 +99,7 @@ static void login_client_header(struct session *s)
 	for (size_t i = 0; i < sizeof(rnd); i++)
 		snprintf(id + 2 * i, 3, "%02x", rnd[i]);
 	buf_adds(&b, "<?xml version='1.0'?><stream:stream xmlns='" XML_NS_CLIENT
-		     "' xmlns:stream='" XML_NS_STREAMS "' id='");
+	             "' xmlns:stream='" XML_NS_STREAMS "' id='");
 	buf_adds(&b, id);
 	if (s->domain[0]) {
 		buf_adds(&b, "' from='");
@@ -108,7 +107,7 @@ static void login_client_header(struct session *s)
 	}
 	buf_adds(&b, "' version='1.0' xml:lang='");
 	xml_escape(&b, s->xml_lang[0] ? s->xml_lang : "en",
-		   strlen(s->xml_lang[0] ? s->xml_lang : "en"));
+	           strlen(s->xml_lang[0] ? s->xml_lang : "en"));
 	buf_adds(&b, "'>");
 	login_send_buf(&s->client, &b);
 	s->client.hdr_sent = true;
@@ -121,11 +120,11 @@ static void login_upstream_header(struct session *s)
 {
 	struct buf b = {0};
 	buf_adds(&b, "<?xml version='1.0'?><stream:stream xmlns='" XML_NS_CLIENT
-		     "' xmlns:stream='" XML_NS_STREAMS "' to='");
+	             "' xmlns:stream='" XML_NS_STREAMS "' to='");
 	xml_escape(&b, s->domain, strlen(s->domain));
 	buf_adds(&b, "' version='1.0' xml:lang='");
 	xml_escape(&b, s->xml_lang[0] ? s->xml_lang : "en",
-		   strlen(s->xml_lang[0] ? s->xml_lang : "en"));
+	           strlen(s->xml_lang[0] ? s->xml_lang : "en"));
 	buf_adds(&b, "'>");
 	login_send_buf(&s->upstream, &b);
 	s->upstream.hdr_sent = true;
@@ -221,7 +220,7 @@ static void login_stream_end(struct leg *l)
  * with no stream open toward it yet, our header comes first), the
  * upstream's stream ends cleanly. */
 static void login_end(struct session *s, const char *condition, const char *text,
-		      const char *reason)
+                      const char *reason)
 {
 	if (s->closing)
 		return;
@@ -236,7 +235,7 @@ static void login_end(struct session *s, const char *condition, const char *text
 /* The session ends because of one leg: tell the client condition (NULL:
  * a clean close), end the upstream's stream cleanly, close. */
 static void login_fail(struct session *s, const char *condition, const char *text,
-		       const char *reason)
+                       const char *reason)
 {
 	if (s->closing)
 		return;
@@ -279,7 +278,7 @@ static void login_upstream_fault(struct session *s, const char *condition, const
 /* Decodes the payload of a SASL element for the log; secrets stay in the
  * decoder. */
 static void login_decode(struct session *s, enum sasl_dir dir, const struct xml_elem *e,
-			 struct sasl_fields *f)
+                         struct sasl_fields *f)
 {
 	memset(f, 0, sizeof(*f));
 	if (s->sasl == NULL)
@@ -320,7 +319,7 @@ static void login_client_features(struct session *s)
 		/* a lab downgrade test: does the client go on in the clear? */
 		struct policy_verdict v = {.action = POLICY_STRIP, .rule = "strip_starttls"};
 		snprintf(v.detail, sizeof(v.detail),
-			 "STARTTLS hidden from the client; the upstream leg keeps TLS");
+		         "STARTTLS hidden from the client; the upstream leg keeps TLS");
 		audit_policy(s, &v);
 		s->starttls_stripped = true;
 	} else if (!s->client_tls) {
@@ -338,15 +337,16 @@ static void login_client_features(struct session *s)
 				s->noffered--;
 			if (used < sizeof(v.detail))
 				used += (size_t)snprintf(v.detail + used, sizeof(v.detail) - used,
-							 " %s", c->offer_mechanisms[i]);
+				                         " %s", c->offer_mechanisms[i]);
 		}
 		audit_policy(s, &v);
 	} else if (sasl_now) {
 		for (size_t i = 0; i < s->up.nmechs; i++) {
 			struct policy_input in = {.step = POLICY_OFFER,
-						  .mechanism = s->up.mechs[i],
-						  .client_tls = s->client_tls,
-						  .upstream_requires_tls = s->upstream_requires_tls};
+			                          .mechanism = s->up.mechs[i],
+			                          .client_tls = s->client_tls,
+			                          .upstream_requires_tls =
+			                              s->upstream_requires_tls};
 			struct policy_verdict v;
 			policy_check(c, &in, &v);
 			if (v.action == POLICY_STRIP) {
@@ -367,7 +367,7 @@ static void login_client_features(struct session *s)
 			sasl2[nsasl2++] = s->offered[i];
 	struct buf b = {0};
 	streamfeatures_write(&b, s->client.out_prefix, st, (const char *const *)s->offered,
-			     s->noffered, sasl2, nsasl2, sasl_now, &s->up);
+	                     s->noffered, sasl2, nsasl2, sasl_now, &s->up);
 	login_send_buf(&s->client, &b);
 
 	evlog_begin(s->id, "features");
@@ -419,36 +419,36 @@ static void login_client_open(struct session *s, const struct xml_elem *hdr)
 	audit_stream(l, login_is_client(l), hdr);
 	if (s->relay) {
 		/* forwarded as it is: remember its prefix for errors we add */
-		snprintf(s->upstream.out_prefix, sizeof(s->upstream.out_prefix), "%s",
-			 hdr->prefix);
+		snprintf(s->upstream.out_prefix, sizeof(s->upstream.out_prefix), "%s", hdr->prefix);
 		s->upstream.hdr_sent = true;
 		return;
 	}
 
 	if (lang != NULL && strlen(lang) < sizeof(s->xml_lang) &&
 	    strspn(lang, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") ==
-		    strlen(lang))
+	        strlen(lang))
 		snprintf(s->xml_lang, sizeof(s->xml_lang), "%s", lang);
 	bool bad_to = to != NULL && (strlen(to) >= sizeof(s->domain) || strchr(to, '@') ||
-				     strchr(to, '/') || to[0] == '\0');
+	                             strchr(to, '/') || to[0] == '\0');
 	if (to != NULL && !bad_to && s->domain[0] == '\0')
 		snprintf(s->domain, sizeof(s->domain), "%s", to);
 	/* the client opened its stream: whatever follows is answered in ours */
 	login_client_header(s);
 	if (strcmp(xml_default_ns(l->xml), XML_NS_CLIENT) != 0) {
 		login_fail(s, "invalid-namespace", "the content namespace must be jabber:client",
-			   "client stream not in jabber:client");
+		           "client stream not in jabber:client");
 		return;
 	}
 	if (bad_to || s->domain[0] == '\0') {
-		login_fail(s, "host-unknown", bad_to ? "bad domain in 'to'" : "the stream has no 'to'",
-			   bad_to ? "bad stream 'to'" : "no domain from client");
+		login_fail(s, "host-unknown",
+		           bad_to ? "bad domain in 'to'" : "the stream has no 'to'",
+		           bad_to ? "bad stream 'to'" : "no domain from client");
 		return;
 	}
 	if (s->fail_pending) {
 		s->fail_pending = false;
 		login_fail(s, s->fail_condition, s->fail_text[0] ? s->fail_text : NULL,
-			   s->fail_reason);
+		           s->fail_reason);
 		return;
 	}
 	if (version == NULL || strncmp(version, "1.", 2) != 0) {
@@ -481,7 +481,7 @@ static void login_send_failure(struct session *s, struct buf *b, bool counts)
 		return;
 	}
 	if (counts && addrtab_fail(s->px->peers, &s->peer_key, ev_now(s->px->loop),
-				   c->auth_failures_window) < 0) {
+	                           c->auth_failures_window) < 0) {
 		buf_free(b);
 		session_close(s, "out of memory");
 		return;
@@ -503,13 +503,12 @@ void login_resume(struct session *s)
 
 /* A SASL failure invented by the proxy (policy refused the attempt);
  * counts says whether it is a failed login for auth_failures. */
-static void login_refuse(struct session *s, const char *condition, const char *detail,
-			 bool counts)
+static void login_refuse(struct session *s, const char *condition, const char *detail, bool counts)
 {
 	struct buf b = {0};
 	/* XEP-0388 keeps RFC 6120's conditions, in their own namespace */
 	buf_addf(&b, "<failure xmlns='%s'><%s xmlns='" XML_NS_SASL "'/><text>", login_sasl_ns(s),
-		 condition);
+	         condition);
 	xml_escape(&b, detail, strlen(detail));
 	buf_adds(&b, "</text></failure>");
 	audit_result(s, false, "proxy", condition, detail);
@@ -529,9 +528,9 @@ static bool login_upstream_offered_plus(const struct session *s)
 static void login_check_channel_binding(struct session *s)
 {
 	struct policy_input in = {.step = POLICY_CHANNEL_BINDING,
-				  .mechanism = s->mechanism,
-				  .cb_flag = s->cb[0] ? s->cb : NULL,
-				  .upstream_offered_plus = login_upstream_offered_plus(s)};
+	                          .mechanism = s->mechanism,
+	                          .cb_flag = s->cb[0] ? s->cb : NULL,
+	                          .upstream_offered_plus = login_upstream_offered_plus(s)};
 	struct policy_verdict v;
 	policy_check(login_conf(s), &in, &v);
 	if (v.action != POLICY_ALLOW) {
@@ -548,10 +547,10 @@ static bool login_identity_allowed(struct session *s)
 		return true;
 	s->identity_checked = true;
 	struct policy_input in = {.step = POLICY_IDENTITY,
-				  .mechanism = s->mechanism,
-				  .client_tls = s->client_tls,
-				  .user = s->user,
-				  .domain = s->domain};
+	                          .mechanism = s->mechanism,
+	                          .client_tls = s->client_tls,
+	                          .user = s->user,
+	                          .domain = s->domain};
 	struct policy_verdict v;
 	policy_check(login_conf(s), &in, &v);
 	if (v.action == POLICY_ALLOW)
@@ -607,7 +606,7 @@ static void login_client_auth(struct session *s, const struct xml_elem *e, bool 
 
 	if (++s->auth_attempts > MAX_AUTH_ATTEMPTS) {
 		login_fail(s, "policy-violation", "too many authentication attempts",
-			   "too many authentication attempts");
+		           "too many authentication attempts");
 		return;
 	}
 	s->auth_tried = true;
@@ -643,14 +642,14 @@ static void login_client_auth(struct session *s, const struct xml_elem *e, bool 
 		s->downgrade_accepted = true;
 	login_check_channel_binding(s);
 	struct policy_input in = {
-		.step = POLICY_AUTH,
-		.mechanism = name,
-		.client_tls = s->client_tls,
-		.upstream_requires_tls = s->upstream_requires_tls,
-		.offered = login_was_offered(s, name) &&
-			   (!sasl2 || streamfeatures_has_sasl2(&s->up, name)),
-		.starttls_stripped = s->starttls_stripped,
-		.failures = addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
+	    .step = POLICY_AUTH,
+	    .mechanism = name,
+	    .client_tls = s->client_tls,
+	    .upstream_requires_tls = s->upstream_requires_tls,
+	    .offered =
+	        login_was_offered(s, name) && (!sasl2 || streamfeatures_has_sasl2(&s->up, name)),
+	    .starttls_stripped = s->starttls_stripped,
+	    .failures = addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
 	};
 	struct policy_verdict v;
 	policy_check(login_conf(s), &in, &v);
@@ -686,11 +685,11 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 		if (xml_is(e, XML_NS_TLS, "starttls")) {
 			if (s->client_tls) {
 				login_fail(s, "policy-violation", "TLS is already in place",
-					   "STARTTLS twice");
+				           "STARTTLS twice");
 				return;
 			}
 			login_send(l, "<proceed xmlns='" XML_NS_TLS "'/>",
-				   sizeof("<proceed xmlns='" XML_NS_TLS "'/>") - 1);
+			           sizeof("<proceed xmlns='" XML_NS_TLS "'/>") - 1);
 			evlog_begin(s->id, "starttls");
 			evlog_str("dir", "c2s");
 			evlog_end();
@@ -717,7 +716,7 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 		if (xml_is(e, login_sasl_ns(s), "response")) {
 			if (++s->steps_c2s > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
 				login_fail(s, "policy-violation", "SASL exchange too long",
-					   "SASL exchange too long");
+				           "SASL exchange too long");
 				return;
 			}
 			login_decode(s, SASL_C2S, e, &f);
@@ -736,13 +735,13 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 			return;
 		}
 		if (xml_is(e, login_sasl_ns(s), "abort") ||
-		    (s->sasl2 && (xml_is(e, XML_NS_SASL2, "next") ||
-				  xml_is(e, XML_NS_SASL2, "task-data")))) {
+		    (s->sasl2 &&
+		     (xml_is(e, XML_NS_SASL2, "next") || xml_is(e, XML_NS_SASL2, "task-data")))) {
 			/* task data (XEP-0480 upgrades) carries password hashes:
 			 * only its element name is logged */
 			if (++s->steps_c2s > MAX_SASL_STEPS) {
 				login_fail(s, "policy-violation", "SASL exchange too long",
-					   "SASL exchange too long");
+				           "SASL exchange too long");
 				return;
 			}
 			memset(&f, 0, sizeof(f));
@@ -756,10 +755,11 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 	}
 	/* RFC 6120 6.4.1: no stanzas before authentication */
 	if (strcmp(e->ns, XML_NS_CLIENT) == 0)
-		login_fail(s, "not-authorized", "authenticate first", "stanza before authentication");
+		login_fail(s, "not-authorized", "authenticate first",
+		           "stanza before authentication");
 	else
 		login_fail(s, "unsupported-stanza-type", "unexpected element during login",
-			   "unexpected client element");
+		           "unexpected client element");
 }
 
 /* ---- the upstream leg ---- */
@@ -785,12 +785,13 @@ static void login_upstream_open(struct session *s, const struct xml_elem *hdr, u
 		return;
 	}
 	if (strcmp(xml_default_ns(u->xml), XML_NS_CLIENT) != 0) {
-		login_upstream_fault(s, "invalid-namespace", "the content namespace must be jabber:client");
+		login_upstream_fault(s, "invalid-namespace",
+		                     "the content namespace must be jabber:client");
 		return;
 	}
 	if (version == NULL || strncmp(version, "1.", 2) != 0) {
 		login_fail(s, "remote-connection-failed", "the server does not speak XMPP 1.0",
-			   "upstream stream version not 1.x");
+		           "upstream stream version not 1.x");
 		return;
 	}
 	login_set_state(u, US_FEATURES);
@@ -827,12 +828,13 @@ static void login_upstream_features(struct session *s, const struct xml_elem *e)
 			evlog_bool("ok", false);
 			evlog_str("error", "the server does not offer STARTTLS");
 			evlog_end();
-			login_fail(s, "remote-connection-failed", "the server does not offer STARTTLS",
-				   "upstream offers no STARTTLS");
+			login_fail(s, "remote-connection-failed",
+			           "the server does not offer STARTTLS",
+			           "upstream offers no STARTTLS");
 			return;
 		}
 		login_send(u, "<starttls xmlns='" XML_NS_TLS "'/>",
-			   sizeof("<starttls xmlns='" XML_NS_TLS "'/>") - 1);
+		           sizeof("<starttls xmlns='" XML_NS_TLS "'/>") - 1);
 		evlog_begin(s->id, "starttls");
 		evlog_str("dir", "c2s");
 		evlog_str("leg", "upstream");
@@ -898,7 +900,7 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 	}
 	if (xml_is(e, ns, "success")) {
 		const struct xml_elem *data =
-			s->sasl2 ? xml_child(e, XML_NS_SASL2, "additional-data") : e;
+		    s->sasl2 ? xml_child(e, XML_NS_SASL2, "additional-data") : e;
 		if (data != NULL && data->text != NULL) {
 			login_decode(s, SASL_S2C, data, &f);
 			audit_sasl_step(s, "s2c", ++s->steps_s2c, "success", &f);
@@ -923,7 +925,8 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 		login_set_state(&s->upstream, US_RELAY_HOLD);
 		return;
 	}
-	if (s->sasl2 && (xml_is(e, XML_NS_SASL2, "continue") || xml_is(e, XML_NS_SASL2, "task-data"))) {
+	if (s->sasl2 &&
+	    (xml_is(e, XML_NS_SASL2, "continue") || xml_is(e, XML_NS_SASL2, "task-data"))) {
 		if (++s->steps_s2c > MAX_SASL_STEPS) {
 			login_upstream_fault(s, "policy-violation", "SASL exchange too long");
 			return;
@@ -959,12 +962,13 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 			session_close(s, "out of memory");
 			return;
 		}
-		login_send_failure(s, &b, cond == NULL || (strcmp(cond, "aborted") != 0 &&
-							   strcmp(cond, "temporary-auth-failure") != 0));
+		login_send_failure(s, &b,
+		                   cond == NULL || (strcmp(cond, "aborted") != 0 &&
+		                                    strcmp(cond, "temporary-auth-failure") != 0));
 		return;
 	}
 	login_fail(s, "remote-connection-failed", "unexpected element from the server",
-		   "unexpected upstream element during SASL");
+	           "unexpected upstream element during SASL");
 }
 
 static void login_upstream_element(struct session *s, const struct xml_elem *e, uint64_t end)
@@ -976,7 +980,7 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e, 
 		audit_stream_error(s, "s2c", e, &cond, &text);
 		/* the client hears the server's own condition */
 		login_fail(s, cond ? cond : "undefined-condition", text,
-			   "upstream sent a stream error");
+		           "upstream sent a stream error");
 		return;
 	}
 	switch ((enum login_state)u->state) {
@@ -996,7 +1000,7 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e, 
 		}
 		if (xml_is(e, XML_NS_TLS, "failure")) {
 			login_fail(s, "remote-connection-failed", "the server refused STARTTLS",
-				   "upstream STARTTLS failure");
+			           "upstream STARTTLS failure");
 			return;
 		}
 		break;
@@ -1013,7 +1017,7 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e, 
 		break;
 	}
 	login_fail(s, "remote-connection-failed", "unexpected element from the server",
-		   "unexpected upstream element");
+	           "unexpected upstream element");
 }
 
 /* ---- after success: relayed, still watched ---- */
@@ -1040,7 +1044,7 @@ static void login_relay_c2s(struct session *s, const struct xml_elem *e)
 		const struct xml_elem *r = xml_child(b, XML_NS_BIND, "resource");
 		login_copy_attr(s->bind_id, sizeof(s->bind_id), e, "id");
 		snprintf(s->bind_resource, sizeof(s->bind_resource), "%s",
-			 r && r->text ? r->text : "");
+		         r && r->text ? r->text : "");
 	} else if (xml_child(e, XML_NS_SESSION, "session") != NULL) {
 		login_copy_attr(s->session_iq_id, sizeof(s->session_iq_id), e, "id");
 	}
@@ -1061,22 +1065,22 @@ static bool login_bound_identity_allowed(struct session *s)
 	if (strchr(s->jid, '@') == NULL)
 		local[0] = '\0';
 	struct policy_input in = {.step = POLICY_IDENTITY,
-				  .mechanism = s->mechanism,
-				  .client_tls = s->client_tls,
-				  .user = local,
-				  .domain = s->domain};
+	                          .mechanism = s->mechanism,
+	                          .client_tls = s->client_tls,
+	                          .user = local,
+	                          .domain = s->domain};
 	struct policy_verdict v;
 	policy_check(c, &in, &v);
 	if (v.action != POLICY_REJECT)
 		return true;
 	snprintf(v.detail + strlen(v.detail), sizeof(v.detail) - strlen(v.detail),
-		 " (bound as %.60s)", s->jid);
+	         " (bound as %.60s)", s->jid);
 	audit_policy(s, &v);
 	s->outcome = SESSION_OUTCOME_FAILURE;
 	s->outcome_by = "proxy";
 	snprintf(s->condition, sizeof(s->condition), "%s", "policy-violation");
 	login_end(s, "policy-violation", "this identity is not allowed here",
-		  "bound identity refused by policy");
+	          "bound identity refused by policy");
 	return false;
 }
 
@@ -1123,7 +1127,7 @@ static void login_relay_s2c(struct session *s, const struct xml_elem *e)
 /* The post-login features: held until complete, then rewritten so that
  * compression (which would turn the stream into zlib) is not offered. */
 static void login_relay_features(struct session *s, const struct xml_elem *e, uint64_t start,
-				 uint64_t end)
+                                 uint64_t end)
 {
 	struct leg *u = &s->upstream;
 	struct streamfeatures f = {0};
@@ -1139,7 +1143,7 @@ static void login_relay_features(struct session *s, const struct xml_elem *e, ui
 	s->client.hdr_sent = true;
 	struct buf b = {0};
 	streamfeatures_write(&b, s->client.out_prefix, f.starttls, (const char *const *)f.mechs,
-			     f.nmechs, NULL, 0, true, &f);
+	                     f.nmechs, NULL, 0, true, &f);
 	login_send_buf(&s->client, &b);
 	evlog_begin(s->id, "features");
 	evlog_int("n", u->stream_n);
@@ -1199,7 +1203,7 @@ static void login_on_close(void *ctx)
 		/* forwarded as it is; the TCP close that follows ends the session */
 		if (s->ended_by == NULL)
 			s->ended_by = login_is_client(l) ? "client ended the stream"
-							 : "server ended the stream";
+			                                 : "server ended the stream";
 		return;
 	}
 	if (login_is_client(l)) {
@@ -1211,15 +1215,15 @@ static void login_on_close(void *ctx)
 		evlog_str("text", "the server closed the stream during login");
 		evlog_end();
 		login_fail(s, "remote-connection-failed", "the server closed the stream",
-			   "upstream closed the stream");
+		           "upstream closed the stream");
 	}
 	xml_stop(l->xml);
 }
 
 static const struct xml_handler login_xml_handler = {
-	.open = login_on_open,
-	.element = login_on_element,
-	.close = login_on_close,
+    .open = login_on_open,
+    .element = login_on_element,
+    .close = login_on_close,
 };
 
 static const char *login_xml_condition(enum xml_error err)
@@ -1268,17 +1272,18 @@ static void login_begin_tls(struct leg *l, const char *rest, size_t len)
 	for (size_t i = 0; i < len; i++) {
 		if (rest[i] != ' ' && rest[i] != '\t' && rest[i] != '\r' && rest[i] != '\n') {
 			if (login_is_client(l))
-				login_fail(s, NULL, NULL, "client sent data before the TLS handshake");
+				login_fail(s, NULL, NULL,
+				           "client sent data before the TLS handshake");
 			else
-				login_fail(s, "remote-connection-failed", "bad STARTTLS from the server",
-					   "upstream sent data before the TLS handshake");
+				login_fail(s, "remote-connection-failed",
+				           "bad STARTTLS from the server",
+				           "upstream sent data before the TLS handshake");
 			return;
 		}
 	}
-	SSL *ssl = login_is_client(l)
-			   ? tls_server_new(s->px->server_ctx, l->fd)
-			   : tls_client_new(s->px->client_ctx, l->fd, s->domain,
-					    login_conf(s)->upstream_verify, false);
+	SSL *ssl = login_is_client(l) ? tls_server_new(s->px->server_ctx, l->fd)
+	                              : tls_client_new(s->px->client_ctx, l->fd, s->domain,
+	                                               login_conf(s)->upstream_verify, false);
 	if (ssl == NULL) {
 		login_fail(s, "internal-server-error", NULL, "cannot create TLS session");
 		return;
@@ -1321,8 +1326,9 @@ void login_data(struct leg *l, const char *data, size_t len)
 			login_send(l->peer, buf_head(&l->hold), l->hold.len);
 			buf_free(&l->hold);
 		} else if (hold && l->hold.len > login_conf(s)->max_stanza_prelogin) {
-			login_fail(s, "remote-connection-failed", "the server's features are too large",
-				   "upstream features too large");
+			login_fail(s, "remote-connection-failed",
+			           "the server's features are too large",
+			           "upstream features too large");
 			return;
 		}
 		data += used;
@@ -1386,12 +1392,13 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		break;
 	case LEG_EV_TLS_ERROR:
 		audit_tls(l, login_is_client(l), false, why);
-		snprintf(reason, sizeof(reason), "%s TLS handshake failed: %s",
-			 login_leg_name(l), why);
+		snprintf(reason, sizeof(reason), "%s TLS handshake failed: %s", login_leg_name(l),
+		         why);
 		if (client)
 			login_fail(s, NULL, NULL, reason);
 		else
-			login_fail(s, "remote-connection-failed", "TLS to the server failed", reason);
+			login_fail(s, "remote-connection-failed", "TLS to the server failed",
+			           reason);
 		break;
 	case LEG_EV_EOF:
 	case LEG_EV_ERROR:
@@ -1402,12 +1409,13 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 			evlog_str("error", why);
 			evlog_end();
 			snprintf(reason, sizeof(reason), "upstream connect failed: %s", why);
-			login_fail(s, "remote-connection-failed", "cannot reach the server", reason);
+			login_fail(s, "remote-connection-failed", "cannot reach the server",
+			           reason);
 			break;
 		}
 		snprintf(reason, sizeof(reason), "%s %s%s%s", login_leg_name(l),
-			 ev == LEG_EV_EOF ? "closed the connection" : "error", why ? ": " : "",
-			 why ? why : "");
+		         ev == LEG_EV_EOF ? "closed the connection" : "error", why ? ": " : "",
+		         why ? why : "");
 		if (s->ended_by != NULL && ev == LEG_EV_EOF)
 			snprintf(reason, sizeof(reason), "%s", s->ended_by);
 		if (client) {
@@ -1416,8 +1424,8 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		} else if (s->relay && l->xml != NULL && xml_depth(l->xml) == 0) {
 			session_close(s, reason); /* the stream was closed first */
 		} else {
-			login_fail(s, "remote-connection-failed", "the server closed the connection",
-				   reason);
+			login_fail(s, "remote-connection-failed",
+			           "the server closed the connection", reason);
 		}
 		break;
 	default:
@@ -1441,7 +1449,7 @@ void login_timeout(struct session *s, bool connect)
 			evlog_end();
 		}
 		login_fail(s, "remote-connection-failed", "the server did not answer in time",
-			   "upstream timed out");
+		           "upstream timed out");
 		return;
 	}
 	/* no waiting for a header from a client that is too slow to send one */

@@ -40,12 +40,12 @@ struct main_state {
 static void main_usage(FILE *f)
 {
 	fprintf(f, "usage: xmpp-inspect [-c FILE] [-o KEY=VALUE]... [-t] [-V] [-v] [-h]\n"
-		   "  -c FILE        configuration file (default: " DEFAULT_CONF ")\n"
-		   "  -o KEY=VALUE   set any configuration key, overriding the file\n"
-		   "  -t             check the configuration and exit 0 (ok) or 1\n"
-		   "  -V             print version and library versions\n"
-		   "  -v             debug messages on stderr\n"
-		   "  -h             this help\n");
+	           "  -c FILE        configuration file (default: " DEFAULT_CONF ")\n"
+	           "  -o KEY=VALUE   set any configuration key, overriding the file\n"
+	           "  -t             check the configuration and exit 0 (ok) or 1\n"
+	           "  -V             print version and library versions\n"
+	           "  -v             debug messages on stderr\n"
+	           "  -h             this help\n");
 }
 
 static void main_version(void)
@@ -93,10 +93,9 @@ static struct conf *main_load(const struct main_state *m, char *err, size_t errl
  * match, the CA bundle, the cipher list), by building the contexts once. */
 static int main_check_tls(const struct conf *c, char *err, size_t errlen)
 {
-	SSL_CTX *sctx = tls_server_ctx(c->cert, c->key,
-				       c->tls_min_version == CONF_TLS_1_3 ? TLS1_3_VERSION
-									   : TLS1_2_VERSION,
-				       c->tls_ciphers, err, errlen);
+	SSL_CTX *sctx = tls_server_ctx(
+	    c->cert, c->key, c->tls_min_version == CONF_TLS_1_3 ? TLS1_3_VERSION : TLS1_2_VERSION,
+	    c->tls_ciphers, err, errlen);
 	if (sctx == NULL)
 		return -1;
 	SSL_CTX_free(sctx);
@@ -119,15 +118,14 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 		if (upstream_resolve(&c->upstream, &ss, &sslen, err, errlen) < 0)
 			return -1;
 		snprintf(name, sizeof(name), "%s%s%s:%s", strchr(c->upstream.host, ':') ? "[" : "",
-			 c->upstream.host, strchr(c->upstream.host, ':') ? "]" : "",
-			 c->upstream.port);
+		         c->upstream.host, strchr(c->upstream.host, ':') ? "]" : "",
+		         c->upstream.port);
 	} else {
 		snprintf(name, sizeof(name), "original-dst");
 	}
-	SSL_CTX *sctx = tls_server_ctx(c->cert, c->key,
-				       c->tls_min_version == CONF_TLS_1_3 ? TLS1_3_VERSION
-									   : TLS1_2_VERSION,
-				       c->tls_ciphers, err, errlen);
+	SSL_CTX *sctx = tls_server_ctx(
+	    c->cert, c->key, c->tls_min_version == CONF_TLS_1_3 ? TLS1_3_VERSION : TLS1_2_VERSION,
+	    c->tls_ciphers, err, errlen);
 	if (sctx == NULL)
 		return -1;
 	SSL_CTX *cctx = tls_client_ctx(c->upstream_ca, err, errlen);
@@ -135,7 +133,8 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 		SSL_CTX_free(sctx);
 		return -1;
 	}
-	if (evlog_open(c->event_log, err, errlen) < 0 || tls_keylog_open(c->keylog, err, errlen) < 0) {
+	if (evlog_open(c->event_log, err, errlen) < 0 ||
+	    tls_keylog_open(c->keylog, err, errlen) < 0) {
 		SSL_CTX_free(sctx);
 		SSL_CTX_free(cctx);
 		return -1;
@@ -230,15 +229,15 @@ static void main_listen(struct main_state *m)
 		const struct conf_addr *addrs = k == 0 ? c->listen : c->listen_tls;
 		size_t n = k == 0 ? c->nlisten : c->nlisten_tls;
 		for (size_t i = 0; i < n; i++) {
-			struct listener *ls = listener_open(
-				&m->px, &addrs[i],
-				k == 0 ? SESSION_PORT_STARTTLS : SESSION_PORT_DIRECT_TLS, err,
-				sizeof(err));
+			struct listener *ls =
+			    listener_open(&m->px, &addrs[i],
+			                  k == 0 ? SESSION_PORT_STARTTLS : SESSION_PORT_DIRECT_TLS,
+			                  err, sizeof(err));
 			if (ls == NULL)
 				fatal("%s", err);
 			m->listeners[m->nlisteners++] = ls;
 			log_info("listening on %s (%s)", listener_name(ls),
-				 k == 0 ? "starttls" : "direct_tls");
+			         k == 0 ? "starttls" : "direct_tls");
 		}
 	}
 }

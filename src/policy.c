@@ -34,7 +34,7 @@ bool policy_require_tls(const struct conf *c, bool upstream_requires_tls)
 }
 
 static void policy_set(struct policy_verdict *v, enum policy_action a, const char *rule,
-		       const char *condition, const char *fmt, const char *mech)
+                       const char *condition, const char *fmt, const char *mech)
 {
 	v->action = a;
 	v->rule = rule;
@@ -43,50 +43,50 @@ static void policy_set(struct policy_verdict *v, enum policy_action a, const cha
 }
 
 static void policy_offer(const struct conf *c, const struct policy_input *in,
-			 struct policy_verdict *v)
+                         struct policy_verdict *v)
 {
 	if (c->noffer_mechanisms > 0)
 		return; /* the lab asked for exactly its list: see login.c */
 	if (policy_is_channel_bound(in->mechanism))
 		policy_set(v, POLICY_STRIP, "channel_binding", NULL,
-			   "%s removed: channel binding cannot cross the proxy", in->mechanism);
+		           "%s removed: channel binding cannot cross the proxy", in->mechanism);
 	else if (conf_mechanism_refusal(c, in->mechanism) != NULL)
 		policy_set(v, POLICY_STRIP, conf_mechanism_refusal(c, in->mechanism), NULL,
-			   "%s removed from the offer", in->mechanism);
+		           "%s removed from the offer", in->mechanism);
 	else if (!in->client_tls && policy_is_plaintext_mech(in->mechanism) &&
-		 c->plain_without_tls == CONF_PLAIN_REJECT)
+	         c->plain_without_tls == CONF_PLAIN_REJECT)
 		policy_set(v, POLICY_STRIP, "plain_without_tls", NULL,
-			   "%s not offered on a client leg without TLS", in->mechanism);
+		           "%s not offered on a client leg without TLS", in->mechanism);
 }
 
 static void policy_auth(const struct conf *c, const struct policy_input *in,
-			struct policy_verdict *v)
+                        struct policy_verdict *v)
 {
 	if (c->auth_failures_max > 0 && in->failures >= c->auth_failures_max)
 		policy_set(v, POLICY_REJECT, "auth_failures", "temporary-auth-failure",
-			   "%s refused: too many recent failures from this address", in->mechanism);
+		           "%s refused: too many recent failures from this address", in->mechanism);
 	else if (!in->client_tls && !in->starttls_stripped &&
-		 policy_require_tls(c, in->upstream_requires_tls))
+	         policy_require_tls(c, in->upstream_requires_tls))
 		policy_set(v, POLICY_REJECT, "require_tls", "encryption-required",
-			   "%s before TLS refused", in->mechanism);
+		           "%s before TLS refused", in->mechanism);
 	else if (conf_mechanism_refusal(c, in->mechanism) != NULL)
 		policy_set(v, POLICY_REJECT, conf_mechanism_refusal(c, in->mechanism),
-			   "invalid-mechanism", "%s is not permitted", in->mechanism);
+		           "invalid-mechanism", "%s is not permitted", in->mechanism);
 	else if (!in->client_tls && policy_is_plaintext_mech(in->mechanism) &&
-		 c->plain_without_tls == CONF_PLAIN_REJECT)
+	         c->plain_without_tls == CONF_PLAIN_REJECT)
 		policy_set(v, POLICY_REJECT, "plain_without_tls", "encryption-required",
-			   "%s without TLS refused", in->mechanism);
+		           "%s without TLS refused", in->mechanism);
 	else if (c->nusers_allow > 0 && strcmp(in->mechanism, "ANONYMOUS") == 0)
 		policy_set(v, POLICY_REJECT, "users_allow", "not-authorized",
-			   "%s has no identity to allow", in->mechanism);
+		           "%s has no identity to allow", in->mechanism);
 	else if (!in->offered && c->noffer_mechanisms == 0)
 		policy_set(v, POLICY_REJECT, "not_offered", "invalid-mechanism",
-			   "%s was not offered to the client", in->mechanism);
+		           "%s was not offered to the client", in->mechanism);
 	else if (!in->client_tls && policy_is_plaintext_mech(in->mechanism) &&
-		 c->plain_without_tls == CONF_PLAIN_LOG)
+	         c->plain_without_tls == CONF_PLAIN_LOG)
 		policy_set(v, POLICY_LOG, "plain_without_tls", NULL,
-			   "%s without TLS: the password crossed the client leg in the clear",
-			   in->mechanism);
+		           "%s without TLS: the password crossed the client leg in the clear",
+		           in->mechanism);
 }
 
 /* Code points stringprep maps to nothing (RFC 3454 table B.1): a name
@@ -133,22 +133,22 @@ static void policy_fold_identity(const char *in, char *out, size_t outlen)
 /* users_deny and users_allow match the identity alone and as
  * identity@domain, so both "mallory" and "*@lab.test" patterns work. */
 static void policy_identity(const struct conf *c, const struct policy_input *in,
-			    struct policy_verdict *v)
+                            struct policy_verdict *v)
 {
 	char folded[SASL_VALUE_MAX_FOLD], full[SASL_VALUE_MAX_FOLD + 300];
 	policy_fold_identity(in->user ? in->user : "", folded, sizeof(folded));
 	const char *user = folded;
 	snprintf(full, sizeof(full), "%s@%s", user, in->domain ? in->domain : "");
 	bool deny = conf_user_matches(c->users_deny, c->nusers_deny, user) ||
-		    conf_user_matches(c->users_deny, c->nusers_deny, full);
+	            conf_user_matches(c->users_deny, c->nusers_deny, full);
 	bool allow = conf_user_matches(c->users_allow, c->nusers_allow, user) ||
-		     conf_user_matches(c->users_allow, c->nusers_allow, full);
+	             conf_user_matches(c->users_allow, c->nusers_allow, full);
 	if (deny)
 		policy_set(v, POLICY_REJECT, "users_deny", "not-authorized",
-			   "identity %.100s is denied", user);
+		           "identity %.100s is denied", user);
 	else if (c->nusers_allow > 0 && !allow)
 		policy_set(v, POLICY_REJECT, "users_allow", "not-authorized",
-			   "identity %.100s is not allowed", user);
+		           "identity %.100s is not allowed", user);
 }
 
 /* RFC 5802 6: "y" means "I support channel binding but think you do
@@ -158,9 +158,9 @@ static void policy_channel_binding(const struct policy_input *in, struct policy_
 {
 	if (in->cb_flag != NULL && strcmp(in->cb_flag, "y") == 0 && in->upstream_offered_plus)
 		policy_set(v, POLICY_LOG, "channel_binding", NULL,
-			   "%s with GS2 flag y after the proxy removed -PLUS: a downgrade "
-			   "the server may refuse (RFC 5802 6)",
-			   in->mechanism);
+		           "%s with GS2 flag y after the proxy removed -PLUS: a downgrade "
+		           "the server may refuse (RFC 5802 6)",
+		           in->mechanism);
 }
 
 void policy_check(const struct conf *c, const struct policy_input *in, struct policy_verdict *out)

@@ -12,30 +12,30 @@
 struct conf;
 
 enum policy_step {
-	POLICY_OFFER = 0, /* may this mechanism be offered to the client? */
-	POLICY_AUTH,	  /* the client sent <auth mechanism=...> */
-	POLICY_IDENTITY,  /* the exchange revealed who authenticates */
+	POLICY_OFFER = 0,       /* may this mechanism be offered to the client? */
+	POLICY_AUTH,            /* the client sent <auth mechanism=...> */
+	POLICY_IDENTITY,        /* the exchange revealed who authenticates */
 	POLICY_CHANNEL_BINDING, /* the client's SCRAM GS2 flag is known */
 };
 
 enum policy_action {
 	POLICY_ALLOW = 0, /* silently */
-	POLICY_LOG,	  /* allowed, with a policy event */
-	POLICY_STRIP,	  /* removed from what the client is offered */
-	POLICY_REJECT,	  /* refused by the proxy; the server never sees it */
+	POLICY_LOG,       /* allowed, with a policy event */
+	POLICY_STRIP,     /* removed from what the client is offered */
+	POLICY_REJECT,    /* refused by the proxy; the server never sees it */
 };
 
 struct policy_input {
 	enum policy_step step;
-	const char *mechanism;	/* upper-cased */
-	bool client_tls;	/* the client leg is encrypted */
+	const char *mechanism; /* upper-cased */
+	bool client_tls;       /* the client leg is encrypted */
 	bool upstream_requires_tls;
-	bool offered;		/* POLICY_AUTH: the mechanism was offered to the client */
-	bool starttls_stripped; /* strip_starttls hid STARTTLS from this client */
-	unsigned failures;	/* POLICY_AUTH: recent failures from the client address */
-	const char *user;	/* POLICY_IDENTITY: authcid/username */
-	const char *domain;	/* POLICY_IDENTITY: the stream's domain */
-	const char *cb_flag;	/* POLICY_CHANNEL_BINDING: "n", "y" or "p=..." */
+	bool offered;               /* POLICY_AUTH: the mechanism was offered to the client */
+	bool starttls_stripped;     /* strip_starttls hid STARTTLS from this client */
+	unsigned failures;          /* POLICY_AUTH: recent failures from the client address */
+	const char *user;           /* POLICY_IDENTITY: authcid/username */
+	const char *domain;         /* POLICY_IDENTITY: the stream's domain */
+	const char *cb_flag;        /* POLICY_CHANNEL_BINDING: "n", "y" or "p=..." */
 	bool upstream_offered_plus; /* the server offered a -PLUS mechanism */
 };
 

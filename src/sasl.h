@@ -29,7 +29,7 @@ struct sasl_field {
 	char key[SASL_KEY_MAX];
 	enum sasl_type type;
 	char str[SASL_VALUE_MAX]; /* SASL_STR: NUL-terminated, may hold any byte but NUL */
-	long long num;		  /* SASL_NUM; SASL_BOOL: 0 or 1 */
+	long long num;            /* SASL_NUM; SASL_BOOL: 0 or 1 */
 };
 
 /* What one payload revealed, in the order fields should be logged. */
@@ -56,7 +56,7 @@ void sasl_free(struct sasl_state *st);
  * of memory.
  */
 int sasl_step(struct sasl_state *st, enum sasl_dir dir, const char *b64, size_t len,
-	      bool has_payload, struct sasl_fields *out);
+              bool has_payload, struct sasl_fields *out);
 
 /* The identity the exchange revealed so far, for the login record and
  * policy: authcid/username, or NULL. */

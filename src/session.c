@@ -40,7 +40,7 @@ static void session_leg_event(struct leg *l, enum leg_event ev, const char *why)
 	if (!s->closing && !(l == &s->upstream && s->upstream_gone)) {
 		/* a leg failed on its own: the session goes with it */
 		session_close(s, l == &s->client ? "client connection lost"
-						 : "upstream connection lost");
+		                                 : "upstream connection lost");
 		return;
 	}
 	if (s->client_closed && s->upstream_closed && !s->freed) {
@@ -64,8 +64,8 @@ static void session_leg_event(struct leg *l, enum leg_event ev, const char *why)
 }
 
 static const struct leg_ops session_leg_ops = {
-	.data = session_leg_data,
-	.event = session_leg_event,
+    .data = session_leg_data,
+    .event = session_leg_event,
 };
 
 long long session_ms(const struct session *s)
@@ -135,7 +135,7 @@ void session_login_done(struct session *s)
 }
 
 static void session_addr(const struct sockaddr *sa, char *ip, size_t iplen, char *out,
-			 size_t outlen)
+                         size_t outlen)
 {
 	char tmp[INET6_ADDRSTRLEN] = "?";
 	unsigned port = 0;
@@ -157,7 +157,7 @@ static void session_addr(const struct sockaddr *sa, char *ip, size_t iplen, char
 }
 
 void session_new(struct proxy *px, int fd, enum session_port port, const struct sockaddr *peer,
-		 const struct sockaddr *local)
+                 const struct sockaddr *local)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	if (s == NULL) {

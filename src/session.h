@@ -34,11 +34,11 @@ struct proxy {
 	char upstream_name[300]; /* for the log */
 	uint64_t next_sid;
 	unsigned nsessions;
-	struct addrtab *peers; /* sessions per client address */
+	struct addrtab *peers;    /* sessions per client address */
 	struct session *sessions; /* live */
-	struct session *dead;	  /* closed, freed by the reaper */
-	ev_idle reaper;	  /* frees px->dead */
-	ev_timer sweeper; /* forgets expired per-address failure windows */
+	struct session *dead;     /* closed, freed by the reaper */
+	ev_idle reaper;           /* frees px->dead */
+	ev_timer sweeper;         /* forgets expired per-address failure windows */
 	bool stopping;
 };
 
@@ -60,9 +60,9 @@ struct session {
 	struct proxy *px;
 	struct session *next, *prev; /* px->sessions, or px->dead */
 	struct leg client, upstream;
-	ev_timer login_timer;	/* login timeout, then close linger */
+	ev_timer login_timer;   /* login timeout, then close linger */
 	ev_timer connect_timer; /* upstream connect and handshakes */
-	ev_timer delay_timer;	/* the pause after a failed login */
+	ev_timer delay_timer;   /* the pause after a failed login */
 	ev_tstamp t0;
 	enum session_port port;
 	char peer[INET6_ADDRSTRLEN + 8], local[INET6_ADDRSTRLEN + 8];
@@ -70,40 +70,40 @@ struct session {
 	struct in6_addr peer_key; /* in px->peers */
 	bool closing, freed;
 	bool client_closed, upstream_closed; /* their legs reached CLOSED */
-	bool upstream_gone;		     /* closed on purpose, the client still served */
+	bool upstream_gone;                  /* closed on purpose, the client still served */
 
 	/* a failure waiting for the client's stream header to be told */
 	bool fail_pending;
 	char fail_condition[40], fail_text[96], fail_reason[160];
 
 	/* the login, as login.c follows it */
-	char domain[256];     /* the client's 'to' */
-	char xml_lang[36];    /* the client's xml:lang */
-	bool client_tls;      /* client leg encrypted */
-	bool upstream_tls;    /* upstream leg encrypted */
+	char domain[256];  /* the client's 'to' */
+	char xml_lang[36]; /* the client's xml:lang */
+	bool client_tls;   /* client leg encrypted */
+	bool upstream_tls; /* upstream leg encrypted */
 	char client_tls_version[16], upstream_tls_version[16];
-	bool upstream_ready;  /* post-TLS features known */
+	bool upstream_ready; /* post-TLS features known */
 	bool upstream_requires_tls;
 	enum streamfeatures_starttls upstream_starttls; /* as first offered */
-	struct streamfeatures up;			/* post-TLS features */
-	char *offered[MAX_MECHANISMS]; /* what the client was last offered */
+	struct streamfeatures up;                       /* post-TLS features */
+	char *offered[MAX_MECHANISMS];                  /* what the client was last offered */
 	size_t noffered;
 	char mechanism[MAX_MECH_NAME + 1];
 	struct sasl_state *sasl;
 	unsigned steps_c2s, steps_s2c, auth_attempts;
 	bool auth_tried, login_logged, relay;
-	bool sasl2; /* the exchange in progress is XEP-0388's */
-	bool held_hdr;		/* the server's post-login header is in the hold buffer */
-	uint64_t held_hdr_end;	/* ... up to this offset */
-	const char *ended_by; /* who sent </stream:stream> after login */
-	bool identity_checked;	 /* users_allow/deny applied to this attempt */
-	bool swallow_failure;	 /* the upstream's next <failure> answers our <abort/> */
+	bool sasl2;            /* the exchange in progress is XEP-0388's */
+	bool held_hdr;         /* the server's post-login header is in the hold buffer */
+	uint64_t held_hdr_end; /* ... up to this offset */
+	const char *ended_by;  /* who sent </stream:stream> after login */
+	bool identity_checked; /* users_allow/deny applied to this attempt */
+	bool swallow_failure;  /* the upstream's next <failure> answers our <abort/> */
 	bool starttls_stripped, downgrade_accepted;
-	bool cb_downgrade; /* GS2 "y" to a server that offered -PLUS */
-	struct buf delayed;	 /* a failure held back by the auth_failures pause */
+	bool cb_downgrade;  /* GS2 "y" to a server that offered -PLUS */
+	struct buf delayed; /* a failure held back by the auth_failures pause */
 	enum session_outcome outcome;
-	const char *outcome_by;	 /* "upstream" or "proxy" */
-	char condition[40];	 /* last failure condition */
+	const char *outcome_by; /* "upstream" or "proxy" */
+	char condition[40];     /* last failure condition */
 	ev_tstamp t_outcome;
 	char user[256], authzid[256], cb[32];
 	char jid[512];
@@ -114,7 +114,7 @@ struct session {
 
 /* Takes over an accepted, non-blocking client socket. */
 void session_new(struct proxy *px, int fd, enum session_port port, const struct sockaddr *peer,
-		 const struct sockaddr *local);
+                 const struct sockaddr *local);
 /* Ends the session: logs close (and the login record if due), closes both
  * legs after their queued output. Idempotent. */
 void session_close(struct session *s, const char *reason);

@@ -61,7 +61,7 @@ static char *streamfeatures_mech_name(const char *s, size_t len)
 /* Collects the <mechanism> children of e (SASL1 or SASL2) into list;
  * junk names are not offered on, more than MAX_MECHANISMS are cut. */
 static void streamfeatures_mechs(const struct xml_elem *e, const char *ns, char **list, size_t *n,
-				 bool *truncated)
+                                 bool *truncated)
 {
 	for (const struct xml_elem *m = e->children; m != NULL; m = m->next) {
 		if (!xml_is(m, ns, "mechanism"))
@@ -88,8 +88,8 @@ int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 	for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
 		if (xml_is(c, XML_NS_TLS, "starttls")) {
 			f->starttls = xml_child(c, XML_NS_TLS, "required") != NULL
-					      ? SF_STARTTLS_REQUIRED
-					      : SF_STARTTLS_OFFERED;
+			                  ? SF_STARTTLS_REQUIRED
+			                  : SF_STARTTLS_OFFERED;
 		} else if (xml_is(c, XML_NS_SASL, "mechanisms")) {
 			streamfeatures_mechs(c, XML_NS_SASL, f->mechs, &f->nmechs, &f->truncated);
 		} else if (xml_is(c, NS_COMPRESS, "compression")) {
@@ -99,7 +99,7 @@ int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 		} else if (xml_is(c, XML_NS_SASL2, "authentication")) {
 			f->sasl2 = true;
 			streamfeatures_mechs(c, XML_NS_SASL2, f->sasl2_mechs, &f->nsasl2_mechs,
-					     &f->truncated);
+			                     &f->truncated);
 			for (const struct xml_elem *k = c->children; k != NULL; k = k->next)
 				if (!xml_is(k, XML_NS_SASL2, "mechanism") &&
 				    xml_write(f->sasl2_kept, k, XML_NS_SASL2) < 0)
@@ -114,8 +114,8 @@ int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 }
 
 int streamfeatures_write(struct buf *out, const char *prefix, enum streamfeatures_starttls starttls,
-			 const char *const *mechs, size_t nmechs, const char *const *sasl2_mechs,
-			 size_t nsasl2, bool others, const struct streamfeatures *f)
+                         const char *const *mechs, size_t nmechs, const char *const *sasl2_mechs,
+                         size_t nsasl2, bool others, const struct streamfeatures *f)
 {
 	const char *sep = prefix[0] ? ":" : "";
 	int rc = 0;

@@ -29,8 +29,8 @@ struct streamfeatures {
 	char *mechs[MAX_MECHANISMS]; /* as the server offered them, in order */
 	size_t nmechs;
 	bool compression, channel_binding, sasl2, iq_auth;
-	bool truncated;	  /* more mechanisms than MAX_MECHANISMS */
-	struct buf *kept; /* other children, serialised, for the client */
+	bool truncated;                    /* more mechanisms than MAX_MECHANISMS */
+	struct buf *kept;                  /* other children, serialised, for the client */
 	char *sasl2_mechs[MAX_MECHANISMS]; /* SASL2 <authentication> mechanisms */
 	size_t nsasl2_mechs;
 	struct buf *sasl2_kept; /* its other children (<inline>), serialised */
@@ -46,8 +46,8 @@ void streamfeatures_free(struct streamfeatures *f);
  * (none: no <authentication>), and with others the kept children. prefix
  * is the stream prefix in scope ("" for none). */
 int streamfeatures_write(struct buf *out, const char *prefix, enum streamfeatures_starttls starttls,
-			 const char *const *mechs, size_t nmechs, const char *const *sasl2_mechs,
-			 size_t nsasl2, bool others, const struct streamfeatures *f);
+                         const char *const *mechs, size_t nmechs, const char *const *sasl2_mechs,
+                         size_t nsasl2, bool others, const struct streamfeatures *f);
 
 /* True if the server offered mech over SASL2. */
 bool streamfeatures_has_sasl2(const struct streamfeatures *f, const char *mech);

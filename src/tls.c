@@ -58,7 +58,7 @@ static const char *tls_queue_error(char *buf, size_t len)
 
 /* Fires when a client offers ALPN: take xmpp-client, ignore the rest. */
 static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-			   const unsigned char *in, unsigned int inlen, void *arg)
+                           const unsigned char *in, unsigned int inlen, void *arg)
 {
 	(void)ssl, (void)arg;
 	const size_t n = sizeof(TLS_ALPN_XMPP) - 1;
@@ -82,7 +82,7 @@ static int tls_servername_cb(SSL *ssl, int *alert, void *arg)
 }
 
 SSL_CTX *tls_server_ctx(const char *cert, const char *key, int min_version, const char *ciphers,
-			char *err, size_t errlen)
+                        char *err, size_t errlen)
 {
 	char why[256];
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -93,9 +93,9 @@ SSL_CTX *tls_server_ctx(const char *cert, const char *key, int min_version, cons
 	SSL_CTX_set_min_proto_version(ctx, min_version ? min_version : TLS1_2_VERSION);
 	/* a peer that just closes TCP has ended the stream, not attacked it */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-				    SSL_OP_IGNORE_UNEXPECTED_EOF);
+	                             SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-				      SSL_MODE_RELEASE_BUFFERS);
+	                          SSL_MODE_RELEASE_BUFFERS);
 	if (ciphers != NULL && SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
 		snprintf(err, errlen, "tls_ciphers: %s", tls_queue_error(why, sizeof(why)));
 		goto fail;
@@ -132,12 +132,12 @@ SSL_CTX *tls_client_ctx(const char *ca, char *err, size_t errlen)
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-				      SSL_MODE_RELEASE_BUFFERS);
+	                          SSL_MODE_RELEASE_BUFFERS);
 	int ok = ca != NULL ? SSL_CTX_load_verify_locations(ctx, ca, NULL)
-			    : SSL_CTX_set_default_verify_paths(ctx);
+	                    : SSL_CTX_set_default_verify_paths(ctx);
 	if (ok != 1) {
 		snprintf(err, errlen, "upstream_ca %s: %s", ca ? ca : "(system)",
-			 tls_queue_error(why, sizeof(why)));
+		         tls_queue_error(why, sizeof(why)));
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
@@ -206,7 +206,7 @@ void tls_describe(SSL *ssl, bool client_role, struct tls_info *info)
 		info->verified = v == X509_V_OK && SSL_get0_peer_certificate(ssl) != NULL;
 		if (!info->verified)
 			snprintf(info->verify_error, sizeof(info->verify_error), "%s",
-				 X509_verify_cert_error_string(v));
+			         X509_verify_cert_error_string(v));
 	}
 }
 
@@ -216,7 +216,7 @@ const char *tls_error(SSL *ssl, char *buf, size_t len)
 	if (v != X509_V_OK && SSL_get_verify_mode(ssl) != SSL_VERIFY_NONE) {
 		ERR_clear_error();
 		snprintf(buf, len, "certificate verification failed: %s",
-			 X509_verify_cert_error_string(v));
+		         X509_verify_cert_error_string(v));
 		return buf;
 	}
 	return tls_queue_error(buf, len);

@@ -15,10 +15,10 @@
 struct tls_info {
 	char version[16];
 	char cipher[64];
-	char sni[256];	  /* empty if none */
-	char alpn[32];	  /* empty if none */
+	char sni[256]; /* empty if none */
+	char alpn[32]; /* empty if none */
 	bool resumed;
-	bool verified;	  /* the peer certificate verified (client role) */
+	bool verified;          /* the peer certificate verified (client role) */
 	char verify_error[128]; /* why not, if it was checked */
 };
 
@@ -29,7 +29,7 @@ void tls_init(void);
  * (TLS1_2_VERSION); ciphers NULL keeps OpenSSL's defaults. NULL with a
  * reason in err. */
 SSL_CTX *tls_server_ctx(const char *cert, const char *key, int min_version, const char *ciphers,
-			char *err, size_t errlen);
+                        char *err, size_t errlen);
 /* The context used toward the upstream; ca NULL uses the system store. */
 SSL_CTX *tls_client_ctx(const char *ca, char *err, size_t errlen);
 

@@ -22,7 +22,7 @@
 #endif
 
 int upstream_resolve(const struct conf_addr *a, struct sockaddr_storage *ss, socklen_t *len,
-		     char *err, size_t errlen)
+                     char *err, size_t errlen)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
 	struct addrinfo *res = NULL;

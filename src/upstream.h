@@ -16,7 +16,7 @@ struct proxy;
 /* Resolves host:port (blocking: only before the loop runs or on reload).
  * Returns 0 or -1 with a reason in err. */
 int upstream_resolve(const struct conf_addr *a, struct sockaddr_storage *ss, socklen_t *len,
-		     char *err, size_t errlen);
+                     char *err, size_t errlen);
 
 /* Starts connecting leg l. client_fd is the accepted client socket (for
  * upstream = original-dst). Returns the new fd, or -1 with a reason. */

@@ -23,18 +23,18 @@ struct xml_parser {
 	bool build;
 	bool build_this; /* building the current depth-1 element */
 
-	unsigned depth;	       /* 0 outside the stream, 1 in it, 2+ in a stanza */
-	uint64_t fed;	       /* bytes given to this Expat parser */
-	uint64_t mark;	       /* where the token being parsed began, at most */
+	unsigned depth;        /* 0 outside the stream, 1 in it, 2+ in a stanza */
+	uint64_t fed;          /* bytes given to this Expat parser */
+	uint64_t mark;         /* where the token being parsed began, at most */
 	uint64_t stanza_start; /* offset of the current depth-1 element */
 	struct xml_elem *root; /* the depth-1 element being built */
 	struct xml_elem *cur;  /* the innermost element being built */
 	unsigned cur_depth;    /* depth of cur */
-	size_t built;	       /* elements in root */
+	size_t built;          /* elements in root */
 
 	char default_ns[64]; /* declared on the stream header; "" if none */
-	bool stopped;	  /* xml_stop() called in a callback */
-	uint64_t stop_at; /* offset where the stop took effect */
+	bool stopped;        /* xml_stop() called in a callback */
+	uint64_t stop_at;    /* offset where the stop took effect */
 	enum xml_error err;
 	char errtext[128];
 };
@@ -70,7 +70,7 @@ static uint64_t xml_event_end(const struct xml_parser *p)
 /* Splits Expat's "URI local prefix" (or "local") into the three parts,
  * copied into one allocation together with the element or attribute. */
 static void xml_split(const char *qname, const char **ns, size_t *nslen, const char **local,
-		      size_t *locallen, const char **prefix, size_t *prefixlen)
+                      size_t *locallen, const char **prefix, size_t *prefixlen)
 {
 	const char *a = strchr(qname, XML_SEP);
 	if (a == NULL) {
@@ -171,7 +171,7 @@ static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Ch
 		}
 		if (strcmp(hdr->ns, XML_NS_STREAMS) != 0 || strcmp(hdr->name, "stream") != 0) {
 			xml_fail(p, XML_E_INVALID_NAMESPACE,
-				 "stream element not in the streams namespace");
+			         "stream element not in the streams namespace");
 		} else {
 			p->mark = xml_event_end(p);
 			p->h->open(p->ctx, hdr, p->mark);
@@ -183,15 +183,14 @@ static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Ch
 	if (p->depth == 2) {
 		p->stanza_start = (uint64_t)XML_GetCurrentByteIndex(p->expat);
 		p->built = 0;
-	} else if ((uint64_t)XML_GetCurrentByteIndex(p->expat) - p->stanza_start >
-		   p->max_stanza) {
+	} else if ((uint64_t)XML_GetCurrentByteIndex(p->expat) - p->stanza_start > p->max_stanza) {
 		xml_fail(p, XML_E_POLICY, "stanza too large");
 		return;
 	}
 
 	/* Without building, only the depth-1 element itself is made. */
-	if (p->depth > 2 && !(p->build_this && p->cur_depth == p->depth - 1 &&
-			      p->built < XML_MAX_BUILT))
+	if (p->depth > 2 &&
+	    !(p->build_this && p->cur_depth == p->depth - 1 && p->built < XML_MAX_BUILT))
 		return;
 	struct xml_elem *e = xml_make(qname, atts, nattrs);
 	if (e == NULL) {
@@ -292,16 +291,16 @@ static void XMLCALL xml_on_ns(void *data, const XML_Char *prefix, const XML_Char
 /* RFC 6120 11.1: no DTD, entity declaration, comment or processing
  * instruction anywhere in a stream. */
 static void XMLCALL xml_on_doctype(void *data, const XML_Char *name, const XML_Char *sysid,
-				   const XML_Char *pubid, int has_internal_subset)
+                                   const XML_Char *pubid, int has_internal_subset)
 {
 	(void)name, (void)sysid, (void)pubid, (void)has_internal_subset;
 	xml_fail(data, XML_E_RESTRICTED, "document type declaration");
 }
 
 static void XMLCALL xml_on_entity(void *data, const XML_Char *name, int is_param,
-				  const XML_Char *value, int value_len, const XML_Char *base,
-				  const XML_Char *sysid, const XML_Char *pubid,
-				  const XML_Char *notation)
+                                  const XML_Char *value, int value_len, const XML_Char *base,
+                                  const XML_Char *sysid, const XML_Char *pubid,
+                                  const XML_Char *notation)
 {
 	(void)name, (void)is_param, (void)value, (void)value_len, (void)base, (void)sysid;
 	(void)pubid, (void)notation;
@@ -337,7 +336,7 @@ static int xml_expat_new(struct xml_parser *p)
 	XML_SetProcessingInstructionHandler(p->expat, xml_on_pi);
 	XML_SetParamEntityParsing(p->expat, XML_PARAM_ENTITY_PARSING_NEVER);
 #if defined(XI_HAVE_REPARSE_DEFERRAL) || XML_MAJOR_VERSION > 2 ||                                  \
-	(XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 6)
+    (XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 6)
 	/* A lone <starttls/> must reach us at once, or the login deadlocks. */
 	XML_SetReparseDeferralEnabled(p->expat, XML_FALSE);
 #endif
@@ -419,9 +418,9 @@ static enum xml_error xml_map_expat(struct xml_parser *p)
 		snprintf(p->errtext, sizeof(p->errtext), "markup declaration in the stream");
 		return XML_E_RESTRICTED;
 	}
-	snprintf(p->errtext, sizeof(p->errtext), "%s at line %lu column %lu",
-		 XML_ErrorString(code), (unsigned long)XML_GetCurrentLineNumber(p->expat),
-		 (unsigned long)XML_GetCurrentColumnNumber(p->expat));
+	snprintf(p->errtext, sizeof(p->errtext), "%s at line %lu column %lu", XML_ErrorString(code),
+	         (unsigned long)XML_GetCurrentLineNumber(p->expat),
+	         (unsigned long)XML_GetCurrentColumnNumber(p->expat));
 	switch (code) {
 	case XML_ERROR_NO_MEMORY:
 		return XML_E_NOMEM;
@@ -462,7 +461,7 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
 	if (pending > bound) {
 		p->err = XML_E_POLICY;
 		snprintf(p->errtext, sizeof(p->errtext), "%s too large",
-			 p->depth == 0 ? "stream header" : "stanza");
+		         p->depth == 0 ? "stream header" : "stanza");
 	}
 	return p->err;
 }

@@ -37,13 +37,13 @@ struct xml_attr {
 };
 
 struct xml_elem {
-	const char *ns;	    /* namespace URI, "" if none */
+	const char *ns;     /* namespace URI, "" if none */
 	const char *name;   /* local name */
 	const char *prefix; /* prefix as written, "" if none */
 	struct xml_attr *attrs;
 	size_t nattrs;
 	struct xml_elem *children; /* first child */
-	struct xml_elem *next;	   /* next sibling */
+	struct xml_elem *next;     /* next sibling */
 	struct xml_elem *parent;
 	char *text; /* direct character data, NUL-terminated */
 	size_t textlen;
@@ -52,10 +52,10 @@ struct xml_elem {
 enum xml_error {
 	XML_OK = 0,
 	XML_E_NOT_WELL_FORMED,
-	XML_E_RESTRICTED,	  /* DTD, entity declaration, comment, PI */
-	XML_E_INVALID_NAMESPACE,  /* stream element not in the streams namespace */
-	XML_E_BAD_PREFIX,	  /* unbound prefix */
-	XML_E_POLICY,		  /* a size, depth or count limit */
+	XML_E_RESTRICTED,        /* DTD, entity declaration, comment, PI */
+	XML_E_INVALID_NAMESPACE, /* stream element not in the streams namespace */
+	XML_E_BAD_PREFIX,        /* unbound prefix */
+	XML_E_POLICY,            /* a size, depth or count limit */
 	XML_E_NOMEM,
 };
 
