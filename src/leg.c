@@ -49,6 +49,7 @@ static ssize_t leg_plain_write(struct leg *l, const char *p, size_t n, char *why
 static ssize_t leg_tls_read(struct leg *l, char *p, size_t n, char *why, size_t whylen)
 {
 	l->want_write_for_read = false;
+	ERR_clear_error(); /* SSL_get_error reads the thread's whole queue */
 	int r = SSL_read(l->ssl, p, (int)n);
 	if (r > 0)
 		return r;
@@ -77,6 +78,7 @@ static ssize_t leg_tls_read(struct leg *l, char *p, size_t n, char *why, size_t 
 static ssize_t leg_tls_write(struct leg *l, const char *p, size_t n, char *why, size_t whylen)
 {
 	l->want_read_for_write = false;
+	ERR_clear_error();
 	int r = SSL_write(l->ssl, p, (int)n);
 	if (r > 0)
 		return r;
@@ -211,7 +213,8 @@ static bool leg_flush(struct leg *l)
 static void leg_read(struct leg *l)
 {
 	char why[256];
-	for (int i = 0; l->io == LEG_IO_OPEN && l->reading && !l->paused; i++) {
+	for (int i = 0; l->io == LEG_IO_OPEN && l->reading && !l->paused && !l->tls_after_flush;
+	     i++) {
 		if (i >= LEG_READS_PER_WAKEUP) {
 			/* come back after the other legs had their turn */
 			if (l->tr == &leg_tls && SSL_pending(l->ssl) > 0)
@@ -455,6 +458,9 @@ void leg_set_reading(struct leg *l, bool on)
 	l->reading = on;
 	if (l->io != LEG_IO_CLOSED && l->io != LEG_IO_IDLE)
 		leg_update(l);
+	/* bytes TLS already decrypted get no poll event of their own */
+	if (on && l->io == LEG_IO_OPEN && l->tr == &leg_tls && SSL_pending(l->ssl) > 0)
+		ev_feed_event(l->loop, &l->rio, EV_READ);
 }
 
 void leg_close(struct leg *l)

@@ -77,6 +77,7 @@ struct leg {
 	bool restart;        /* reset the parser once xml_feed returns */
 	bool to_tls;         /* after the restart, start TLS on this leg */
 	struct buf hold;     /* bytes held back while a rewrite is pending */
+	bool relay_clean; /* what was relayed to the peer ends between items */
 	uint64_t relay_from; /* stream offset where relaying began */
 	bool relay_mid;      /* ... inside the read being parsed */
 };

@@ -140,9 +140,9 @@ static bool login_can_write_stream(const struct leg *l)
 	if (!l->hdr_sent || l->io >= LEG_IO_DRAINING)
 		return false;
 	const struct session *s = login_session(l);
-	/* held features never reached the client: no stanza is open there */
-	if (s->relay && l->peer->xml != NULL && xml_depth(l->peer->xml) > 1 &&
-	    l->peer->state != US_RELAY_HOLD)
+	/* relayed bytes must end between two items, not inside a stanza or
+	 * a tag (held features never reached the client) */
+	if (s->relay && !l->peer->relay_clean && l->peer->state != US_RELAY_HOLD)
 		return false;
 	return true;
 }
@@ -705,11 +705,21 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 			return;
 		}
 		if (xml_is(e, XML_NS_CLIENT, "iq") &&
+		    xml_child(e, "jabber:iq:register", "query") != NULL &&
 		    (s->client_tls ||
 		     !policy_require_tls(login_conf(s), s->upstream_requires_tls))) {
-			/* in-band registration (XEP-0077) and the like */
+			/* in-band registration (XEP-0077), the one stanza RFC 6120
+			 * lets through before authentication. Legacy iq-auth
+			 * (XEP-0078) is not: it would log in around every SASL
+			 * rule, so it falls to the refusal below. */
 			login_forward(&s->upstream, e);
 			return;
+		}
+		if (xml_is(e, XML_NS_CLIENT, "iq") && xml_child(e, "jabber:iq:auth", "query")) {
+			struct policy_verdict v = {.action = POLICY_REJECT, .rule = "iq_auth"};
+			snprintf(v.detail, sizeof(v.detail),
+			         "legacy authentication (XEP-0078) refused: it bypasses SASL");
+			audit_policy(s, &v);
 		}
 		break;
 	case CS_SASL:
@@ -849,6 +859,8 @@ static void login_upstream_features(struct session *s, const struct xml_elem *e)
 static void login_enter_relay(struct session *s)
 {
 	s->relay = true;
+	s->client.relay_clean = true;
+	s->upstream.relay_clean = true;
 	session_login_done(s);
 	size_t max = login_conf(s)->max_stanza;
 	xml_set_max_stanza(s->client.xml, max);
@@ -907,6 +919,8 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 		}
 		audit_result(s, true, "upstream", NULL, NULL);
 		login_forward(&s->client, e);
+		if (s->closing)
+			return;
 		if (s->sasl2) {
 			login_sasl2_success(s, e, end);
 			return;
@@ -1184,6 +1198,15 @@ static void login_on_element(void *ctx, const struct xml_elem *e, uint64_t start
 			login_client_element(s, e);
 	} else if (l->state == US_RELAY_HOLD && xml_is(e, XML_NS_STREAMS, "features")) {
 		login_relay_features(s, e, start, end);
+	} else if (l->state == US_RELAY_HOLD) {
+		/* not features (a stream error, most likely): nothing to rewrite,
+		 * the client gets the held bytes as they are and what follows
+		 * (login_data sends them), less a header already released */
+		login_relay_s2c(s, e);
+		if (s->client.hdr_sent)
+			buf_consume(&l->hold, (size_t)s->held_hdr_end);
+		s->client.hdr_sent = true;
+		login_set_state(l, US_RELAY);
 	} else if (s->relay) {
 		login_relay_s2c(s, e);
 	} else {
@@ -1283,7 +1306,8 @@ static void login_begin_tls(struct leg *l, const char *rest, size_t len)
 	}
 	SSL *ssl = login_is_client(l) ? tls_server_new(s->px->server_ctx, l->fd)
 	                              : tls_client_new(s->px->client_ctx, l->fd, s->domain,
-	                                               login_conf(s)->upstream_verify, false);
+	                                               login_conf(s)->upstream_verify,
+	                                               l->state == US_TLS /* XEP-0368 ALPN */);
 	if (ssl == NULL) {
 		login_fail(s, "internal-server-error", NULL, "cannot create TLS session");
 		return;
@@ -1315,16 +1339,20 @@ void login_data(struct leg *l, const char *data, size_t len)
 			return;
 		if (relay) {
 			login_send(l->peer, data, used);
+			l->relay_clean = xml_at_boundary(l->xml);
 		} else if (l->relay_mid) {
 			/* relaying began inside this read (SASL2 success) */
 			l->relay_mid = false;
 			size_t from = (size_t)(l->relay_from - base);
 			if (from < used)
 				login_send(l->peer, data + from, used - from);
+			l->relay_clean = xml_at_boundary(l->xml);
 		} else if (hold && l->state == US_RELAY) {
-			/* the features were rewritten: pass on what followed them */
+			/* the features were rewritten (or an error came instead):
+			 * pass on what followed */
 			login_send(l->peer, buf_head(&l->hold), l->hold.len);
 			buf_free(&l->hold);
+			l->relay_clean = xml_at_boundary(l->xml);
 		} else if (hold && l->hold.len > login_conf(s)->max_stanza_prelogin) {
 			login_fail(s, "remote-connection-failed",
 			           "the server's features are too large",
@@ -1418,7 +1446,12 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		         why ? why : "");
 		if (s->ended_by != NULL && ev == LEG_EV_EOF)
 			snprintf(reason, sizeof(reason), "%s", s->ended_by);
-		if (client) {
+		if (!client && l->state == US_RELAY_HOLD) {
+			/* gone before its features: the client hears it in the
+			 * server's held header */
+			login_fail(s, "remote-connection-failed",
+			           "the server closed the connection", reason);
+		} else if (client) {
 			login_stream_end(&s->upstream);
 			session_close(s, reason);
 		} else if (s->relay && l->xml != NULL && xml_depth(l->xml) == 0) {

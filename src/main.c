@@ -133,11 +133,14 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 		SSL_CTX_free(sctx);
 		return -1;
 	}
-	if (evlog_open(c->event_log, err, errlen) < 0 ||
-	    tls_keylog_open(c->keylog, err, errlen) < 0) {
-		SSL_CTX_free(sctx);
-		SSL_CTX_free(cctx);
-		return -1;
+	if (evlog_open(c->event_log, err, errlen) < 0)
+		goto fail;
+	if (tls_keylog_open(c->keylog, err, errlen) < 0) {
+		/* a failed reload leaves the running logs as they were */
+		char ignored[256];
+		if (px->conf != NULL)
+			evlog_open(px->conf->event_log, ignored, sizeof(ignored));
+		goto fail;
 	}
 	/* sessions keep their own references to the old contexts */
 	SSL_CTX_free(px->server_ctx);
@@ -150,6 +153,10 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 	conf_free(px->conf);
 	px->conf = c;
 	return 0;
+fail:
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+	return -1;
 }
 
 static void main_lifecycle_event(const char *event, const char *detail)

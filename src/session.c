@@ -56,7 +56,6 @@ static void session_leg_event(struct leg *l, enum leg_event ev, const char *why)
 		s->prev = NULL;
 		s->next = px->dead;
 		px->dead = s;
-		ev_idle_start(px->loop, &px->reaper);
 		ev_timer_stop(px->loop, &s->login_timer);
 		ev_timer_stop(px->loop, &s->connect_timer);
 		ev_timer_stop(px->loop, &s->delay_timer);
@@ -130,6 +129,8 @@ void session_connect_timer(struct session *s, bool on)
 
 void session_login_done(struct session *s)
 {
+	if (s->closing)
+		return; /* the login timer is the close linger now */
 	ev_timer_stop(s->px->loop, &s->login_timer);
 	ev_timer_stop(s->px->loop, &s->connect_timer);
 }
@@ -243,16 +244,15 @@ static void session_free(struct session *s)
 	free(s);
 }
 
-/* Fires when the loop has nothing else to do and a session has closed
- * (or the process is stopping): frees the closed sessions, and ends the
- * loop when stopping and none is left. An idle watcher, not a check: a
- * check may already have run in the iteration that closed the session, and
- * the next iteration could be far away. */
-static void session_reaper_cb(struct ev_loop *loop, ev_idle *w, int revents)
+/* Fires before the loop waits for events: frees the sessions closed by
+ * the callbacks of this iteration, and ends the loop when stopping and none
+ * is left. A prepare watcher: a check may already have run in the
+ * iteration that closed a session (the next one could be far away), and an
+ * idle one starves while I/O keeps coming. */
+static void session_reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
 	(void)revents;
 	struct proxy *px = w->data;
-	ev_idle_stop(loop, w);
 	while (px->dead != NULL) {
 		struct session *s = px->dead;
 		px->dead = s->next;
@@ -280,8 +280,11 @@ void session_proxy_init(struct proxy *px)
 	px->sweeper.data = px;
 	ev_timer_start(px->loop, &px->sweeper);
 	ev_unref(px->loop);
-	ev_idle_init(&px->reaper, session_reaper_cb);
+	ev_prepare_init(&px->reaper, session_reaper_cb);
 	px->reaper.data = px;
+	ev_prepare_start(px->loop, &px->reaper);
+	/* the reaper must not keep the loop alive on its own */
+	ev_unref(px->loop);
 }
 
 void session_shutdown_all(struct proxy *px)
@@ -295,5 +298,4 @@ void session_shutdown_all(struct proxy *px)
 			login_shutdown(s);
 	}
 	/* the reaper ends the loop once no session is left, maybe now */
-	ev_idle_start(px->loop, &px->reaper);
 }

@@ -37,7 +37,7 @@ struct proxy {
 	struct addrtab *peers;    /* sessions per client address */
 	struct session *sessions; /* live */
 	struct session *dead;     /* closed, freed by the reaper */
-	ev_idle reaper;           /* frees px->dead */
+	ev_prepare reaper; /* frees px->dead */
 	ev_timer sweeper;         /* forgets expired per-address failure windows */
 	bool stopping;
 };

@@ -54,9 +54,20 @@ int upstream_connect(struct proxy *px, struct leg *l, int client_fd, char *err, 
 	const int one = 1;
 
 	memcpy(&ss, &px->upstream_sa, sizeof(ss));
-	if (px->conf->upstream_original_dst && upstream_original_dst(client_fd, &ss, &len) < 0) {
-		snprintf(err, errlen, "no original destination: %s", strerror(errno));
-		return -1;
+	if (px->conf->upstream_original_dst) {
+		struct sockaddr_storage local;
+		socklen_t llen = sizeof(local);
+		if (upstream_original_dst(client_fd, &ss, &len) < 0) {
+			snprintf(err, errlen, "no original destination: %s", strerror(errno));
+			return -1;
+		}
+		/* a connection made to our port directly, not redirected, would
+		 * have us connect to ourselves, again and again */
+		if (getsockname(client_fd, (struct sockaddr *)&local, &llen) == 0 && llen == len &&
+		    memcmp(&local, &ss, len) == 0) {
+			snprintf(err, errlen, "original destination is the proxy itself (not redirected)");
+			return -1;
+		}
 	}
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {

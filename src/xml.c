@@ -486,6 +486,11 @@ unsigned xml_depth(const struct xml_parser *p)
 	return p->depth;
 }
 
+bool xml_at_boundary(const struct xml_parser *p)
+{
+	return p->depth == 1 && p->mark == p->fed;
+}
+
 const char *xml_default_ns(const struct xml_parser *p)
 {
 	return p->default_ns;

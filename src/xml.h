@@ -100,6 +100,10 @@ void xml_set_max_stanza(struct xml_parser *p, size_t max_stanza);
 uint64_t xml_offset(const struct xml_parser *p);
 /* 0 before the header, 1 between stanzas, 2+ inside one. */
 unsigned xml_depth(const struct xml_parser *p);
+/* True if every byte fed so far belongs to a finished top-level item:
+ * inside the stream, no stanza or tag half-parsed. Bytes relayed up to
+ * here can be followed by the proxy's own elements. */
+bool xml_at_boundary(const struct xml_parser *p);
 /* The default (content) namespace declared on the stream header, "" if
  * none; valid from the open() callback on. */
 const char *xml_default_ns(const struct xml_parser *p);
