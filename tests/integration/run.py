@@ -28,6 +28,7 @@ import cases  # noqa: E402
 import cases_sasl2  # noqa: E402,F401  (registers the SASL2 cases)
 import cases_sasl  # noqa: E402,F401  (channel binding with a raw SCRAM client)
 import cases_policy  # noqa: E402,F401  (registers the policy cases, issue 4)
+import cases_review  # noqa: E402,F401  (regressions from the code review)
 
 
 class Runner:
