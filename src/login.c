@@ -891,6 +891,9 @@ static void login_sasl2_success(struct session *s, const struct xml_elem *e, uin
 		evlog_bool("bind2", true);
 		evlog_str("jid", s->jid[0] ? s->jid : NULL);
 		evlog_end();
+		/* bound inline: no iq bind will come, names are enough now */
+		xml_set_build(s->client.xml, false);
+		xml_set_build(s->upstream.xml, false);
 	}
 	audit_login(s);
 }
