@@ -79,7 +79,6 @@ struct leg {
 	struct buf hold;     /* bytes held back while a rewrite is pending */
 	bool relay_clean; /* what was relayed to the peer ends between items */
 	uint64_t relay_from; /* stream offset where relaying began */
-	bool relay_mid;      /* ... inside the read being parsed */
 };
 
 /* Sets up a leg on fd (-1: none yet). */

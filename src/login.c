@@ -38,6 +38,7 @@ enum login_state {
 	US_SASL,        /* an exchange is being relayed */
 	US_RELAY_HOLD,  /* after success: holding the new header and features */
 	US_RELAY,       /* relayed as it is, still parsed */
+	US_RELAY_FIRST, /* after a SASL2 success: holding the first element */
 	LOGIN_STATE_COUNT,
 };
 
@@ -45,6 +46,7 @@ static const char *const login_state_names[LOGIN_STATE_COUNT] = {
     "tls_accept", "header",     "wait_upstream", "preauth",     "starttls",   "sasl",
     "relay",      "connecting", "tls",           "wait_domain", "header",     "features",
     "proceed",    "starttls",   "ready",         "sasl",        "relay_hold", "relay",
+    "relay_first",
 };
 
 static struct session *login_session(const struct leg *l)
@@ -142,7 +144,8 @@ static bool login_can_write_stream(const struct leg *l)
 	const struct session *s = login_session(l);
 	/* relayed bytes must end between two items, not inside a stanza or
 	 * a tag (held features never reached the client) */
-	if (s->relay && !l->peer->relay_clean && l->peer->state != US_RELAY_HOLD)
+	if (s->relay && !l->peer->relay_clean && l->peer->state != US_RELAY_HOLD &&
+	    l->peer->state != US_RELAY_FIRST)
 		return false;
 	return true;
 }
@@ -881,10 +884,11 @@ static void login_sasl2_success(struct session *s, const struct xml_elem *e, uin
 	login_enter_relay(s);
 	if (s->jid[0] && !login_bound_identity_allowed(s))
 		return;
-	/* what follows </success> in this read is relayed as it is */
+	/* No restart: what follows </success> is held until its first element
+	 * is known, so that features there can be rewritten (compression). */
 	s->upstream.relay_from = end;
-	s->upstream.relay_mid = true;
-	login_set_state(&s->upstream, US_RELAY);
+	s->first_pending = true;
+	login_set_state(&s->upstream, US_RELAY_FIRST);
 	if (bound != NULL) {
 		evlog_begin(s->id, "bind");
 		evlog_bool("ok", true);
@@ -1174,6 +1178,69 @@ static void login_relay_features(struct session *s, const struct xml_elem *e, ui
 	login_set_state(u, US_RELAY);
 }
 
+/* The first element after a SASL2 success: features are rewritten like
+ * the post-restart ones; anything else goes as it is. login_data() sends
+ * the held bytes once this has run. */
+static void login_relay_first(struct session *s, const struct xml_elem *e, uint64_t start,
+                              uint64_t end)
+{
+	struct leg *u = &s->upstream;
+	s->first_replace = xml_is(e, XML_NS_STREAMS, "features");
+	if (s->first_replace) {
+		struct streamfeatures f = {0};
+		if (streamfeatures_parse(&f, e) < 0) {
+			session_close(s, "out of memory");
+			return;
+		}
+		streamfeatures_write(&s->first_repl, s->client.out_prefix, f.starttls,
+		                     (const char *const *)f.mechs, f.nmechs, NULL, 0, true, &f);
+		evlog_begin(s->id, "features");
+		evlog_int("n", u->stream_n);
+		evlog_bool("tls", s->client_tls);
+		evlog_bool("authenticated", true);
+		if (f.compression)
+			evlog_bool("compression_removed", true);
+		evlog_end();
+		streamfeatures_free(&f);
+		s->first_start = start;
+		s->first_end = end;
+	} else {
+		login_relay_s2c(s, e);
+	}
+	login_set_state(u, US_RELAY);
+}
+
+/* After a SASL2 success, bytes wait in the hold buffer (hold[0] is
+ * stream offset relay_from) until the first element is complete; then
+ * they go out, rewritten features in place of the original. */
+static void login_release_first(struct leg *l, const char *data, size_t used, uint64_t base)
+{
+	struct session *s = login_session(l);
+	size_t from = l->relay_from > base ? (size_t)(l->relay_from - base) : 0;
+	if (from < used && buf_add(&l->hold, data + from, used - from) < 0) {
+		session_close(s, "out of memory");
+		return;
+	}
+	if (l->state == US_RELAY_FIRST) {
+		if (l->hold.len > login_conf(s)->max_stanza)
+			login_fail(s, "remote-connection-failed", "the server's first stanza is too large",
+			           "upstream stanza after SASL2 success too large");
+		return;
+	}
+	s->first_pending = false;
+	if (s->first_replace) {
+		size_t a = (size_t)(s->first_start - l->relay_from);
+		size_t b = (size_t)(s->first_end - l->relay_from);
+		login_send(l->peer, buf_head(&l->hold), a);
+		login_send_buf(l->peer, &s->first_repl);
+		login_send(l->peer, buf_head(&l->hold) + b, l->hold.len - b);
+	} else {
+		login_send(l->peer, buf_head(&l->hold), l->hold.len);
+	}
+	buf_free(&l->hold);
+	l->relay_clean = xml_at_boundary(l->xml);
+}
+
 /* ---- parser callbacks ---- */
 
 static void login_on_open(void *ctx, const struct xml_elem *hdr, uint64_t end)
@@ -1201,6 +1268,8 @@ static void login_on_element(void *ctx, const struct xml_elem *e, uint64_t start
 			login_client_element(s, e);
 	} else if (l->state == US_RELAY_HOLD && xml_is(e, XML_NS_STREAMS, "features")) {
 		login_relay_features(s, e, start, end);
+	} else if (l->state == US_RELAY_FIRST) {
+		login_relay_first(s, e, start, end);
 	} else if (l->state == US_RELAY_HOLD) {
 		/* not features (a stream error, most likely): nothing to rewrite,
 		 * the client gets the held bytes as they are and what follows
@@ -1343,13 +1412,8 @@ void login_data(struct leg *l, const char *data, size_t len)
 		if (relay) {
 			login_send(l->peer, data, used);
 			l->relay_clean = xml_at_boundary(l->xml);
-		} else if (l->relay_mid) {
-			/* relaying began inside this read (SASL2 success) */
-			l->relay_mid = false;
-			size_t from = (size_t)(l->relay_from - base);
-			if (from < used)
-				login_send(l->peer, data + from, used - from);
-			l->relay_clean = xml_at_boundary(l->xml);
+		} else if (s->first_pending && !login_is_client(l)) {
+			login_release_first(l, data, used, base);
 		} else if (hold && l->state == US_RELAY) {
 			/* the features were rewritten (or an error came instead):
 			 * pass on what followed */

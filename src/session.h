@@ -95,6 +95,10 @@ struct session {
 	bool sasl2;            /* the exchange in progress is XEP-0388's */
 	bool held_hdr;         /* the server's post-login header is in the hold buffer */
 	uint64_t held_hdr_end; /* ... up to this offset */
+	/* after a SASL2 success the first element is held (login_release_first) */
+	bool first_pending, first_replace;
+	uint64_t first_start, first_end;
+	struct buf first_repl; /* the rewritten features */
 	const char *ended_by;  /* who sent </stream:stream> after login */
 	bool identity_checked; /* users_allow/deny applied to this attempt */
 	bool swallow_failure;  /* the upstream's next <failure> answers our <abort/> */

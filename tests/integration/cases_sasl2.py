@@ -32,7 +32,8 @@ USER_AGENT = ("<user-agent id='d4565fa7-4d72-4749-b3d3-740edbf87770'>"
 class Sasl2Server:
     """A one-connection-at-a-time scripted XMPP server speaking SASL2."""
 
-    def __init__(self):
+    def __init__(self, split=False):
+        self.split = split  # send the reply to <authenticate> in small pieces
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -77,7 +78,11 @@ class Sasl2Server:
                     if depth == 1:
                         self.seen.append(raw.local(el.tag))
                         reply = self._answer(el)
-                        if reply:
+                        if reply and self.split and raw.local(el.tag) == "authenticate":
+                            for i in range(0, len(reply), 7):  # 7-byte reads for the proxy
+                                conn.sendall(reply[i:i + 7].encode())
+                                time.sleep(0.002)
+                        elif reply:
                             conn.sendall(reply.encode())
         except (OSError, ET.ParseError):
             return
@@ -104,9 +109,14 @@ class Sasl2Server:
             if payload == f"\0{SASL2_USER}\0{SASL2_PASSWORD}".encode():
                 # the success and a first stanza in one write: the proxy must
                 # relay what follows </success> in the same read
+                # new features (no restart: in the same stream), offering
+                # compression the proxy must remove
                 return (f"<success xmlns='{NS_SASL2}'>"
                         f"<authorization-identifier>{JID}</authorization-identifier>"
                         f"<bound xmlns='{NS_BIND2}'/></success>"
+                        "<stream:features><compression xmlns='http://jabber.org/features/compress'>"
+                        "<method>zlib</method></compression><sm xmlns='urn:xmpp:sm:3'/>"
+                        "</stream:features>"
                         f"<message xmlns='jabber:client' to='{JID}' from='lab.test' id='hello'>"
                         "<body>welcome</body></message>")
             return (f"<failure xmlns='{NS_SASL2}'>"
@@ -119,8 +129,8 @@ class Sasl2Server:
         return ""
 
 
-def sasl2_proxy(ctx, **extra):
-    srv = Sasl2Server()
+def sasl2_proxy(ctx, split=False, **extra):
+    srv = Sasl2Server(split)
     ctx.note(f"sasl2 server saw: {srv.seen}")
     px = ctx.proxy(upstream_port=srv.port, upstream_tls="none", **extra)
     return srv, px
@@ -140,11 +150,25 @@ def open_tls(ctx, px):
     return c, c.open_stream()
 
 
+@case("sasl2_login_bind2_split", prosody=None)
+def sasl2_login_bind2_split(ctx):
+    """The same login with the server's <success>, features and first
+    stanza arriving 7 bytes at a time: the held first element is cut
+    across many reads."""
+    sasl2_login(ctx, split=True)
+
+
 @case("sasl2_login_bind2", prosody=None)
 def sasl2_login_bind2(ctx):
     """SASL2 with inline Bind2: -PLUS removed from <authentication>, <inline>
-    kept, the exchange relayed, no stream restart, the user agent logged."""
-    srv, px = sasl2_proxy(ctx)
+    kept, the exchange relayed, no stream restart, the user agent logged;
+    the features after success lose compression, keep the rest, and the
+    stanza that came in the same read as <success> still arrives."""
+    sasl2_login(ctx)
+
+
+def sasl2_login(ctx, split=False):
+    srv, px = sasl2_proxy(ctx, split=split)
     try:
         c, features = open_tls(ctx, px)
         auth = features.find(f"{{{NS_SASL2}}}authentication")
@@ -157,6 +181,11 @@ def sasl2_login_bind2(ctx):
         ok = c.expect("success")
         ident = ok.find(f"{{{NS_SASL2}}}authorization-identifier")
         ctx.check(ident is not None and ident.text == JID, f"authorization identifier {c.describe(ok)}")
+        feats = c.expect("features")
+        ctx.check(feats.find("{http://jabber.org/features/compress}compression") is None,
+                  f"compression offered after SASL2 success: {c.describe(feats)}")
+        ctx.check(feats.find("{urn:xmpp:sm:3}sm") is not None,
+                  f"stream management lost from the features: {c.describe(feats)}")
         hello = c.expect("message")
         ctx.check(hello.get("id") == "hello", f"the stanza sent with <success> was lost: {c.describe(hello)}")
         c.send(f"<message xmlns='jabber:client' to='{JID}' id='m1'><body>ping</body></message>")
