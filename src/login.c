@@ -1513,7 +1513,7 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		         why ? why : "");
 		if (s->ended_by != NULL && ev == LEG_EV_EOF)
 			snprintf(reason, sizeof(reason), "%s", s->ended_by);
-		if (!client && l->state == US_RELAY_HOLD) {
+		if (!client && (l->state == US_RELAY_HOLD || l->state == US_RELAY_FIRST)) {
 			/* gone before its features: the client hears it in the
 			 * server's held header */
 			login_fail(s, "remote-connection-failed",
