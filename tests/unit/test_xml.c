@@ -968,8 +968,59 @@ static void test_write(void)
 	rec_free(&s);
 }
 
+/* feeds s (NUL-terminated) to r's parser; returns the error */
+static enum xml_error feed_str(struct rec *r, const char *s)
+{
+	size_t used;
+	return xml_feed(r->p, s, strlen(s), &used);
+}
+
+/* xml_at_boundary tells the relay where its own elements may go: only
+ * between top-level items, never inside a tag or a stanza. */
+static void test_boundary(void)
+{
+	struct rec r;
+	rec_init(&r, 65536);
+	T_CHECK(!xml_at_boundary(r.p), "boundary: not before the stream header");
+	feed_str(&r, "<stream:stream xmlns='jabber:client' xmlns:stream='" XML_NS_STREAMS
+		     "' to='lab.test'>");
+	T_CHECK(xml_at_boundary(r.p), "boundary: right after the header");
+	feed_str(&r, "<message to='a@b'");
+	T_CHECK(!xml_at_boundary(r.p), "boundary: not inside an unfinished start tag");
+	feed_str(&r, "><body>hi</body>");
+	T_CHECK(!xml_at_boundary(r.p), "boundary: not inside a stanza");
+	feed_str(&r, "</message>");
+	T_CHECK(xml_at_boundary(r.p), "boundary: after the stanza's end tag");
+	feed_str(&r, " ");
+	T_CHECK(xml_at_boundary(r.p), "boundary: after a whitespace keepalive");
+	feed_str(&r, "</stream:stream>");
+	T_CHECK(!xml_at_boundary(r.p), "boundary: not after the stream's end");
+	rec_free(&r);
+}
+
+/* The content namespace declared on the stream header. */
+static void test_default_ns(void)
+{
+	struct rec r;
+	rec_init(&r, 65536);
+	feed_str(&r, "<stream:stream xmlns='jabber:client' xmlns:stream='" XML_NS_STREAMS "'>");
+	T_STREQ(xml_default_ns(r.p), "jabber:client", "default ns: jabber:client");
+	rec_free(&r);
+	rec_init(&r, 65536);
+	feed_str(&r, "<stream:stream xmlns:stream='" XML_NS_STREAMS "'>");
+	T_STREQ(xml_default_ns(r.p), "", "default ns: none declared is empty");
+	rec_free(&r);
+	rec_init(&r, 65536);
+	feed_str(&r, "<stream xmlns='" XML_NS_STREAMS "'>");
+	T_STREQ(xml_default_ns(r.p), XML_NS_STREAMS,
+		"default ns: an unprefixed stream element declares its own");
+	rec_free(&r);
+}
+
 int main(void)
 {
+	test_boundary();
+	test_default_ns();
 	test_starttls();
 	test_transcript();
 	test_namespaces();
