@@ -90,47 +90,48 @@ static void login_send_buf(struct leg *l, struct buf *b)
 	buf_free(b);
 }
 
+/* Writes one of our own stream headers to l: its first attribute is
+ * attr='value' (id toward the client, to toward the upstream); the
+ * client's domain is the from toward the client. The xml:lang is the
+ * client's, already checked to be a plain language tag. */
+static void login_header(struct leg *l, const char *attr, const char *value, const char *from)
+{
+	struct session *s = login_session(l);
+	const char *lang = s->xml_lang[0] ? s->xml_lang : "en";
+	struct buf b = {0};
+
+	buf_addf(&b, "<?xml version='1.0'?><stream:stream xmlns='" XML_NS_CLIENT
+	             "' xmlns:stream='" XML_NS_STREAMS "' %s='", attr);
+	xml_escape(&b, value, strlen(value));
+	if (from != NULL && from[0]) {
+		buf_adds(&b, "' from='");
+		xml_escape(&b, from, strlen(from));
+	}
+	buf_adds(&b, "' version='1.0' xml:lang='");
+	xml_escape(&b, lang, strlen(lang));
+	buf_adds(&b, "'>");
+	login_send_buf(l, &b);
+	l->hdr_sent = true;
+	snprintf(l->out_prefix, sizeof(l->out_prefix), "stream");
+}
+
 /* Our own stream header toward the client (the proxy is its server). */
 static void login_client_header(struct session *s)
 {
 	unsigned char rnd[8];
 	char id[17];
-	struct buf b = {0};
 
 	RAND_bytes(rnd, sizeof(rnd));
 	for (size_t i = 0; i < sizeof(rnd); i++)
 		snprintf(id + 2 * i, 3, "%02x", rnd[i]);
-	buf_adds(&b, "<?xml version='1.0'?><stream:stream xmlns='" XML_NS_CLIENT
-	             "' xmlns:stream='" XML_NS_STREAMS "' id='");
-	buf_adds(&b, id);
-	if (s->domain[0]) {
-		buf_adds(&b, "' from='");
-		xml_escape(&b, s->domain, strlen(s->domain));
-	}
-	buf_adds(&b, "' version='1.0' xml:lang='");
-	xml_escape(&b, s->xml_lang[0] ? s->xml_lang : "en",
-	           strlen(s->xml_lang[0] ? s->xml_lang : "en"));
-	buf_adds(&b, "'>");
-	login_send_buf(&s->client, &b);
-	s->client.hdr_sent = true;
-	snprintf(s->client.out_prefix, sizeof(s->client.out_prefix), "stream");
+	login_header(&s->client, "id", id, s->domain);
 }
 
 /* Our own stream header toward the upstream (the proxy is its client),
  * with the domain the client asked for. */
 static void login_upstream_header(struct session *s)
 {
-	struct buf b = {0};
-	buf_adds(&b, "<?xml version='1.0'?><stream:stream xmlns='" XML_NS_CLIENT
-	             "' xmlns:stream='" XML_NS_STREAMS "' to='");
-	xml_escape(&b, s->domain, strlen(s->domain));
-	buf_adds(&b, "' version='1.0' xml:lang='");
-	xml_escape(&b, s->xml_lang[0] ? s->xml_lang : "en",
-	           strlen(s->xml_lang[0] ? s->xml_lang : "en"));
-	buf_adds(&b, "'>");
-	login_send_buf(&s->upstream, &b);
-	s->upstream.hdr_sent = true;
-	snprintf(s->upstream.out_prefix, sizeof(s->upstream.out_prefix), "stream");
+	login_header(&s->upstream, "to", s->domain, NULL);
 	login_set_state(&s->upstream, US_HEADER);
 }
 
