@@ -33,17 +33,13 @@ static void session_leg_event(struct leg *l, enum leg_event ev, const char *why)
 			leg_close(l);
 		return;
 	}
-	if (l == &s->client)
-		s->client_closed = true;
-	else
-		s->upstream_closed = true;
 	if (!s->closing && !(l == &s->upstream && s->upstream_gone)) {
 		/* a leg failed on its own: the session goes with it */
 		session_close(s, l == &s->client ? "client connection lost"
 		                                 : "upstream connection lost");
 		return;
 	}
-	if (s->client_closed && s->upstream_closed && !s->freed) {
+	if (s->client.io == LEG_IO_CLOSED && s->upstream.io == LEG_IO_CLOSED && !s->freed) {
 		/* freed by the reaper, after the current callback */
 		s->freed = true;
 		struct proxy *px = s->px;

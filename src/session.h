@@ -69,7 +69,6 @@ struct session {
 	char peer_ip[INET6_ADDRSTRLEN];
 	struct in6_addr peer_key; /* in px->peers */
 	bool closing, freed;
-	bool client_closed, upstream_closed; /* their legs reached CLOSED */
 	bool upstream_gone;                  /* closed on purpose, the client still served */
 
 	/* a failure waiting for the client's stream header to be told */
