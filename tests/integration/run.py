@@ -29,6 +29,9 @@ import cases_sasl2  # noqa: E402,F401  (registers the SASL2 cases)
 import cases_sasl  # noqa: E402,F401  (channel binding with a raw SCRAM client)
 import cases_policy  # noqa: E402,F401  (registers the policy cases, issue 4)
 import cases_review  # noqa: E402,F401  (regressions from the code review)
+import cases_bypass  # noqa: E402,F401  (issue 8: routes around policy, real Prosody)
+import cases_bypass_upstream  # noqa: E402,F401  (issue 8: bound identity, scripted upstream)
+import cases_memory  # noqa: E402,F401  (issue 8: secrets in the process's memory)
 
 
 class Runner:
