@@ -20,6 +20,14 @@ mechanisms sent, after STARTTLS"). Reading is by regular expression over the
 bytes received since the last match: enough for the few fixed elements the
 proxy sends, which is all a fake server needs to know.
 
+For the cases where the server is the one that decides (cases_bypass_upstream):
+plain_then(after) takes any PLAIN and restarts (any stream prefix),
+serve_stanzas(binds) answers binds as scripted (bind_result(jid) echoes the
+request's id exactly, none when none; bind_error(cond)), echoes messages and
+keeps every stanza it read in conn.stanzas; sasl2_then(success) answers
+XEP-0388 <authenticate> with the bytes given. conn.mark(name) and
+conn.since(name) give what the proxy sent after a point of the script.
+
 Python standard library only (socket, ssl, threading).
 """
 
@@ -45,6 +53,15 @@ RESPONSE_RE = re.compile(rb"<response\b[^>]*/>|<response\b[^>]*>[^<]*</response>
 BIND_RE = re.compile(rb"<iq\b[^>]*>.*?</iq>", re.S)
 MESSAGE_RE = re.compile(rb"<message\b.*?</message>|<message\b[^>]*/>", re.S)
 STREAM_END_RE = re.compile(rb"</stream:stream>")
+# A stream header with any prefix (or none): relayed client headers after
+# SASL are passed on as the client wrote them.
+ANY_HEADER_RE = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?stream\b[^>]*>")
+# One top-level stanza as the proxy relays it (no nesting of the same name).
+STANZA_RE = re.compile(rb"<(iq|message|presence)\b(?:[^>]*/>|.*?</\1>)", re.S)
+ANY_STREAM_END_RE = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?stream>")
+AUTHENTICATE_RE = re.compile(rb"<authenticate\b.*?</authenticate>|<authenticate\b[^>]*/>", re.S)
+NS_SASL2 = "urn:xmpp:sasl:2"
+NS_BIND2 = "urn:xmpp:bind:0"
 
 
 def header(stream_id="fake1"):
@@ -61,6 +78,14 @@ def features_starttls(required=True):
 def features_mechanisms(mechs=("PLAIN", "SCRAM-SHA-1")):
     m = "".join(f"<mechanism>{x}</mechanism>" for x in mechs)
     return f"<stream:features><mechanisms xmlns='{NS_SASL}'>{m}</mechanisms></stream:features>".encode()
+
+
+def features_sasl2(mechs=("PLAIN",)):
+    """SASL1 mechanisms and the XEP-0388 <authentication> (with Bind2 inline)."""
+    m = "".join(f"<mechanism>{x}</mechanism>" for x in mechs)
+    return (f"<stream:features><mechanisms xmlns='{NS_SASL}'>{m}</mechanisms>"
+            f"<authentication xmlns='{NS_SASL2}'>{m}<inline><bind xmlns='{NS_BIND2}'/></inline>"
+            "</authentication></stream:features>").encode()
 
 
 def features_bind():
@@ -101,6 +126,8 @@ class FakeConn:
         self.error = None
         self.done = threading.Event()
         self.t0 = time.monotonic()
+        self.marks = {}  # name -> len(received) when the script noted it
+        self.stanzas = []  # top-level stanzas serve_stanzas() read, in order
 
     # ------------------------------------------------------------ I/O
 
@@ -180,9 +207,19 @@ class FakeConn:
 
     # ------------------------------------------------------------ steps
 
-    def prologue(self, mechs=("PLAIN", "SCRAM-SHA-1")):
+    def mark(self, name):
+        """Remembers how much had been received at this point of the script
+        (what the proxy sent after it is received[marks[name]:])."""
+        self.marks[name] = len(self.received)
+
+    def since(self, name):
+        """What was received after mark name (everything if never marked)."""
+        return self.received[self.marks.get(name, 0):]
+
+    def prologue(self, mechs=("PLAIN", "SCRAM-SHA-1"), features=None):
         """Stream header and features with <starttls><required/>, <proceed/>,
-        TLS, the restarted stream with the SASL mechanisms."""
+        TLS, the restarted stream with the SASL mechanisms (or features,
+        bytes sent instead of them)."""
         self.expect(HEADER_RE, what="the proxy's stream header")
         self.send(header("fake-1") + features_starttls(True))
         self.expect(STARTTLS_RE, what="<starttls/>")
@@ -190,7 +227,7 @@ class FakeConn:
         self.pending = b""
         self.starttls()
         self.expect(HEADER_RE, what="the stream header after TLS")
-        self.send(header("fake-2") + features_mechanisms(mechs))
+        self.send(header("fake-2") + (features if features is not None else features_mechanisms(mechs)))
         self.note("features with mechanisms sent")
 
     def wait_auth(self):
@@ -461,3 +498,117 @@ def big_stanza(size):
         conn.note(f"sent a {size}-byte message")
         conn.drain(timeout=10)
     return after
+
+
+# ---------------------------------------------------------------- bound identity, prefixes
+
+
+def iq_id_attr(stanza):
+    """The id attribute of a stanza's start tag exactly as written
+    (b" id='...'", quotes included), or b"" when it has none."""
+    start = re.match(rb"<\w+\b([^>]*)>", stanza)
+    m = re.search(rb"\sid=(['\"])(.*?)\1", start.group(1)) if start else None
+    return b" id=" + m.group(1) + m.group(2) + m.group(1) if m else b""
+
+
+def bind_result(jid):
+    """A bind answer: the result binding jid, the request's id echoed
+    exactly (none when it had none)."""
+    def reply(iq):
+        return (b"<iq type='result'" + iq_id_attr(iq) + b">"
+                + f"<bind xmlns='{NS_BIND}'><jid>{jid}</jid></bind></iq>".encode())
+    return reply
+
+
+def bind_error(condition="conflict", kind="cancel"):
+    def reply(iq):
+        return (b"<iq type='error'" + iq_id_attr(iq) + b">"
+                + f"<bind xmlns='{NS_BIND}'/><error type='{kind}'>"
+                  f"<{condition} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>".encode())
+    return reply
+
+
+def plain_then(after, header_re=ANY_HEADER_RE, restart=None):
+    """Accepts any PLAIN <auth> (whatever the password), <success/>, waits
+    for the restarted stream's header (any prefix), answers with restart
+    (default: our header and bind features), then after(conn). Marks:
+    "success" (what came after our <success/>), "restart" (after the
+    client's new header)."""
+    def script(conn):
+        conn.prologue(mechs=("PLAIN",))
+        conn.wait_auth()
+        conn.mark("success")
+        conn.send(f"<success xmlns='{NS_SASL}'/>")
+        try:
+            conn.expect(header_re, what="the stream header after SASL")
+        except Closed:
+            conn.note("closed before the restarted stream's header")
+            return
+        conn.mark("restart")
+        conn.send(restart if restart is not None else header("fake-3") + features_bind())
+        conn.note("restarted, bind offered")
+        after(conn)
+    return script
+
+
+def serve_stanzas(binds=()):
+    """after(): reads stanzas until the stream ends; the n-th bind request
+    is answered by binds[n](iq) (the last one repeats), a message is echoed,
+    any other iq get/set gets an empty result. Every stanza read is kept
+    in conn.stanzas."""
+    binds = list(binds)
+
+    def after(conn):
+        nbind = 0
+        pattern = re.compile(STANZA_RE.pattern + rb"|" + ANY_STREAM_END_RE.pattern, re.S)
+        while True:
+            try:
+                st = conn.expect(pattern, timeout=30, what="a stanza")
+            except (Closed, Timeout):
+                return
+            if st.startswith(b"</"):
+                conn.note("stream end")
+                try:
+                    conn.send(b"</stream:stream>")
+                except OSError:
+                    pass
+                return
+            conn.stanzas.append(st)
+            conn.note(f"got {st[:80]!r}")
+            try:
+                if st.startswith(b"<iq") and re.search(rb"<bind\b[^>]*" + NS_BIND.encode(), st):
+                    if binds:
+                        conn.send(binds[min(nbind, len(binds) - 1)](st))
+                    nbind += 1
+                elif st.startswith(b"<message"):
+                    conn.send(st)
+                elif st.startswith(b"<iq") and re.search(rb"type=['\"](get|set)['\"]", st[:200]):
+                    conn.send(b"<iq type='result'" + iq_id_attr(st) + b"/>")
+            except OSError:
+                return
+    return after
+
+
+def drain_after(conn):
+    """after(): listens until the proxy closes (or 30 s)."""
+    conn.drain(timeout=30)
+
+
+def sasl2_then(success, after=drain_after):
+    """Offers SASL2 next to SASL1 (after STARTTLS), answers the first
+    <authenticate> with success (bytes: the SASL2 <success> and whatever
+    follows it in the same write), then after(conn). Mark "authenticate":
+    before the <authenticate> arrived."""
+    def script(conn):
+        conn.prologue(features=features_sasl2())
+        conn.mark("authenticate")
+        try:
+            a = conn.expect(AUTHENTICATE_RE, what="<authenticate>")
+        except Closed:
+            conn.note("closed before <authenticate>")
+            return
+        conn.note(f"got {a[:80]!r}")
+        conn.send(success)
+        conn.note("SASL2 success sent")
+        after(conn)
+    return script
