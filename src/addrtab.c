@@ -13,6 +13,7 @@ struct addrtab_node {
 	struct in6_addr key;
 	unsigned count;    /* open sessions */
 	unsigned failures; /* authentication failures until fail_until */
+	unsigned inflight; /* attempts sent to the server, not answered yet */
 	double fail_until;
 };
 
@@ -146,6 +147,26 @@ int addrtab_fail(struct addrtab *t, const struct in6_addr *key, double now, doub
 	}
 	n->failures++;
 	return 0;
+}
+
+unsigned addrtab_inflight(const struct addrtab *t, const struct in6_addr *key)
+{
+	const struct addrtab_node *n = addrtab_get(t, key);
+	return n ? n->inflight : 0;
+}
+
+void addrtab_attempt_begin(struct addrtab *t, const struct in6_addr *key)
+{
+	struct addrtab_node **p = addrtab_find(t, key);
+	if (*p != NULL)
+		(*p)->inflight++;
+}
+
+void addrtab_attempt_end(struct addrtab *t, const struct in6_addr *key)
+{
+	struct addrtab_node **p = addrtab_find(t, key);
+	if (*p != NULL && (*p)->inflight > 0)
+		(*p)->inflight--;
 }
 
 void addrtab_sweep(struct addrtab *t, double now)

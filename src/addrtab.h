@@ -34,4 +34,14 @@ unsigned addrtab_failures(const struct addrtab *t, const struct in6_addr *key, d
  * running. Returns -1 on out of memory. */
 int addrtab_fail(struct addrtab *t, const struct in6_addr *key, double now, double window);
 
+/* Attempts from key that reached the server and are not answered yet.
+ * auth_failures counts them as failures to come, so parallel sessions
+ * cannot all guess before the first answer arrives. An entry with
+ * attempts in flight has sessions, so it is never pruned under them. */
+unsigned addrtab_inflight(const struct addrtab *t, const struct in6_addr *key);
+/* One more attempt in flight (key must have a session: addrtab_add). */
+void addrtab_attempt_begin(struct addrtab *t, const struct in6_addr *key);
+/* The attempt was answered (or abandoned). */
+void addrtab_attempt_end(struct addrtab *t, const struct in6_addr *key);
+
 #endif

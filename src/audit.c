@@ -173,7 +173,7 @@ void audit_login(struct session *s)
 	evlog_str("peer", s->peer);
 	evlog_str("user", s->user[0] ? s->user : NULL);
 	evlog_str("authzid", s->authzid[0] ? s->authzid : NULL);
-	evlog_str("jid", s->jid[0] ? s->jid : NULL);
+	evlog_str("jid", s->jid);
 	evlog_str("domain", s->domain);
 	evlog_str("mechanism", s->mechanism);
 	evlog_strlist("offered", (const char *const *)s->offered, s->noffered);

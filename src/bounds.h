@@ -31,6 +31,14 @@
 #define MAX_XML_ATTR_LEN 8192
 /* A stream header is one start tag with a handful of attributes. */
 #define MAX_STREAM_HEADER 4096
+/* The prefix of a relayed stream element, kept so the proxy's own errors
+ * and closes use it ("stream" in every real client and server); a longer
+ * one is refused with <bad-namespace-prefix/> rather than cut, since a cut
+ * prefix would make the proxy write a mismatched end tag. */
+#define MAX_STREAM_PREFIX 64
+/* A JID: localpart, domainpart and resourcepart of at most 1023 bytes
+ * each, plus '@' and '/' (RFC 7622 3.1). */
+#define MAX_JID 3071
 
 /* Seconds to finish the TCP connect and TLS handshake to the upstream. */
 #define DEFAULT_CONNECT_TIMEOUT 10
@@ -53,6 +61,11 @@
  * each guess costs time (OpenSMTPD pauses 1 s). */
 #define AUTH_FAILURE_DELAY_MIN 0.2
 #define AUTH_FAILURE_DELAY_SPREAD 0.8
+
+/* Client bytes held after a bind request until the server's answer is
+ * checked against users_deny/users_allow (above it the client leg stops
+ * reading): room for a client that pipelines its first stanzas. */
+#define MAX_BIND_HOLD (64 * 1024)
 
 /* Login attempts (auth elements) per session before the proxy gives up. */
 #define MAX_AUTH_ATTEMPTS 8

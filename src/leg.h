@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "bounds.h"
 #include "buf.h"
 
 enum leg_event {
@@ -71,14 +72,14 @@ struct leg {
 	/* login state, owned by login.c */
 	struct xml_parser *xml;
 	int state;
-	unsigned stream_n;   /* streams opened on this leg (1, 2, ...) */
-	bool hdr_sent;       /* a stream header went out to this leg */
-	char out_prefix[16]; /* prefix of that header's stream element */
-	bool restart;        /* reset the parser once xml_feed returns */
-	bool to_tls;         /* after the restart, start TLS on this leg */
-	struct buf hold;     /* bytes held back while a rewrite is pending */
-	bool relay_clean; /* what was relayed to the peer ends between items */
-	uint64_t relay_from; /* stream offset where relaying began */
+	unsigned stream_n;                  /* streams opened on this leg (1, 2, ...) */
+	bool hdr_sent;                      /* a stream header went out to this leg */
+	char out_prefix[MAX_STREAM_PREFIX]; /* prefix of that header's stream element */
+	bool restart;                       /* reset the parser once xml_feed returns */
+	bool to_tls;                        /* after the restart, start TLS on this leg */
+	struct buf hold;                    /* bytes held back while a rewrite is pending */
+	bool relay_clean;                   /* what was relayed to the peer ends between items */
+	uint64_t relay_from;                /* stream offset where relaying began */
 };
 
 /* Sets up a leg on fd (-1: none yet). */

@@ -1,9 +1,11 @@
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "addrtab.h"
+#include "b64.h"
 #include "audit.h"
 #include "conf.h"
 #include "evlog.h"
@@ -43,10 +45,9 @@ enum login_state {
 };
 
 static const char *const login_state_names[LOGIN_STATE_COUNT] = {
-    "tls_accept", "header",     "wait_upstream", "preauth",     "starttls",   "sasl",
-    "relay",      "connecting", "tls",           "wait_domain", "header",     "features",
-    "proceed",    "starttls",   "ready",         "sasl",        "relay_hold", "relay",
-    "relay_first",
+    "tls_accept", "header", "wait_upstream", "preauth", "starttls",    "sasl",    "relay",
+    "connecting", "tls",    "wait_domain",   "header",  "features",    "proceed", "starttls",
+    "ready",      "sasl",   "relay_hold",    "relay",   "relay_first",
 };
 
 static struct session *login_session(const struct leg *l)
@@ -100,8 +101,10 @@ static void login_header(struct leg *l, const char *attr, const char *value, con
 	const char *lang = s->xml_lang[0] ? s->xml_lang : "en";
 	struct buf b = {0};
 
-	buf_addf(&b, "<?xml version='1.0'?><stream:stream xmlns='" XML_NS_CLIENT
-	             "' xmlns:stream='" XML_NS_STREAMS "' %s='", attr);
+	buf_addf(&b,
+	         "<?xml version='1.0'?><stream:stream xmlns='" XML_NS_CLIENT
+	         "' xmlns:stream='" XML_NS_STREAMS "' %s='",
+	         attr);
 	xml_escape(&b, value, strlen(value));
 	if (from != NULL && from[0]) {
 		buf_adds(&b, "' from='");
@@ -236,6 +239,20 @@ static void login_end(struct session *s, const char *condition, const char *text
 	session_close(s, reason);
 }
 
+/* Copies src into dst (n bytes) cut, if it must be, before a UTF-8
+ * sequence rather than inside one: the copy is written into XML later. */
+static void login_copy_text(char *dst, size_t n, const char *src)
+{
+	size_t len = strlen(src);
+	if (len >= n) {
+		len = n - 1;
+		while (len > 0 && ((unsigned char)src[len] & 0xC0) == 0x80)
+			len--;
+	}
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
 /* The session ends because of one leg: tell the client condition (NULL:
  * a clean close), end the upstream's stream cleanly, close. */
 static void login_fail(struct session *s, const char *condition, const char *text,
@@ -251,8 +268,8 @@ static void login_fail(struct session *s, const char *condition, const char *tex
 		 * client's header with the error; the login timer bounds the
 		 * wait. */
 		s->fail_pending = true;
-		snprintf(s->fail_condition, sizeof(s->fail_condition), "%s", condition);
-		snprintf(s->fail_text, sizeof(s->fail_text), "%s", text ? text : "");
+		login_copy_text(s->fail_condition, sizeof(s->fail_condition), condition);
+		login_copy_text(s->fail_text, sizeof(s->fail_text), text ? text : "");
 		snprintf(s->fail_reason, sizeof(s->fail_reason), "%s", reason);
 		s->upstream_gone = true;
 		session_connect_timer(s, false);
@@ -297,7 +314,7 @@ static void login_decode(struct session *s, enum sasl_dir dir, const struct xml_
 	if ((v = sasl_authzid(s->sasl)) != NULL)
 		snprintf(s->authzid, sizeof(s->authzid), "%s", v);
 	if ((v = sasl_cb_flag(s->sasl)) != NULL)
-		snprintf(s->cb, sizeof(s->cb), "%s", v);
+		login_copy_text(s->cb, sizeof(s->cb), v);
 }
 
 /* ---- client features ---- */
@@ -423,6 +440,11 @@ static void login_client_open(struct session *s, const struct xml_elem *hdr)
 	audit_stream(l, login_is_client(l), hdr);
 	if (s->relay) {
 		/* forwarded as it is: remember its prefix for errors we add */
+		if (strlen(hdr->prefix) >= sizeof(s->upstream.out_prefix)) {
+			login_end(s, "bad-namespace-prefix", "the stream prefix is too long",
+			          "client stream prefix too long");
+			return;
+		}
 		snprintf(s->upstream.out_prefix, sizeof(s->upstream.out_prefix), "%s", hdr->prefix);
 		s->upstream.hdr_sent = true;
 		return;
@@ -505,6 +527,27 @@ void login_resume(struct session *s)
 	leg_set_reading(&s->client, true);
 }
 
+/* An attempt reached the server: until it is answered it counts toward
+ * auth_failures for its address (parallel sessions cannot all guess
+ * before the first failure is known). */
+static void login_attempt_begin(struct session *s)
+{
+	if (s->attempt_inflight)
+		return;
+	s->attempt_inflight = true;
+	addrtab_attempt_begin(s->px->peers, &s->peer_key);
+}
+
+/* The attempt was answered (or refused on its way). session_close()
+ * counts one abandoned in flight as a failure. */
+static void login_attempt_end(struct session *s)
+{
+	if (!s->attempt_inflight)
+		return;
+	s->attempt_inflight = false;
+	addrtab_attempt_end(s->px->peers, &s->peer_key);
+}
+
 /* A SASL failure invented by the proxy (policy refused the attempt);
  * counts says whether it is a failed login for auth_failures. */
 static void login_refuse(struct session *s, const char *condition, const char *detail, bool counts)
@@ -515,8 +558,28 @@ static void login_refuse(struct session *s, const char *condition, const char *d
 	         condition);
 	xml_escape(&b, detail, strlen(detail));
 	buf_adds(&b, "</text></failure>");
+	login_attempt_end(s);
 	audit_result(s, false, "proxy", condition, detail);
 	login_send_failure(s, &b, counts);
+}
+
+/* A policy verdict that refuses the attempt: logged, then refused. */
+static void login_refuse_verdict(struct session *s, const struct policy_verdict *v, bool counts)
+{
+	audit_policy(s, v);
+	login_refuse(s, v->condition, v->detail, counts);
+}
+
+/* Refuses an exchange the server is in the middle of: it is aborted, and
+ * the <failure><aborted/> it answers is dropped (swallow_failure). */
+static void login_refuse_midway(struct session *s, const struct policy_verdict *v)
+{
+	struct buf b = {0};
+	buf_addf(&b, "<abort xmlns='%s'/>", login_sasl_ns(s));
+	login_send_buf(&s->upstream, &b);
+	s->swallow_failure = true;
+	login_refuse_verdict(s, v, true);
+	login_set_state(&s->client, CS_PREAUTH);
 }
 
 static bool login_upstream_offered_plus(const struct session *s)
@@ -543,27 +606,35 @@ static void login_check_channel_binding(struct session *s)
 	}
 }
 
-/* Checks the identity once the exchange has revealed it (users_deny,
- * users_allow). Returns false if the attempt was refused. */
-static bool login_identity_allowed(struct session *s)
+/*
+ * users_deny/users_allow on the attempt in progress, once its payloads
+ * have named who authenticates or shown that they will not. Fails closed:
+ * a mechanism that names nobody, or a payload the server could read as
+ * someone else, is refused while an identity rule is set. Returns true
+ * with v filled when the attempt must be refused.
+ */
+static bool login_identity_refused(struct session *s, struct policy_verdict *v)
 {
-	if (s->user[0] == '\0' || s->identity_checked)
-		return true;
+	const struct conf *c = login_conf(s);
+	if (s->identity_checked || s->sasl == NULL || !policy_checks_identity(c))
+		return false;
+	enum sasl_identity id = sasl_identity(s->sasl);
+	if (id == SASL_ID_PENDING)
+		return false;
 	s->identity_checked = true;
 	struct policy_input in = {.step = POLICY_IDENTITY,
 	                          .mechanism = s->mechanism,
 	                          .client_tls = s->client_tls,
-	                          .user = s->user,
+	                          .identity = id == SASL_ID_KNOWN  ? POLICY_ID_KNOWN
+	                                      : id == SASL_ID_NONE ? POLICY_ID_NONE
+	                                                           : POLICY_ID_AMBIGUOUS,
+	                          .user = sasl_user(s->sasl),
+	                          .authzid = sasl_authzid(s->sasl),
 	                          .domain = s->domain};
-	struct policy_verdict v;
-	policy_check(login_conf(s), &in, &v);
-	if (v.action == POLICY_ALLOW)
-		return true;
-	audit_policy(s, &v);
-	if (v.action != POLICY_REJECT)
-		return true;
-	login_refuse(s, v.condition, v.detail, true);
-	return false;
+	policy_check(c, &in, v);
+	if (v->action == POLICY_LOG)
+		audit_policy(s, v);
+	return v->action == POLICY_REJECT;
 }
 
 static bool login_was_offered(const struct session *s, const char *mech)
@@ -585,6 +656,89 @@ static void login_forward(struct leg *to, const struct xml_elem *e)
 	login_send_buf(to, &b);
 }
 
+/*
+ * Appends the canonical base64 of a SASL payload (payload: the element
+ * holding it): what the decoder read, re-encoded, so the server cannot
+ * read the bytes differently (padding mid-string, whitespace, characters
+ * outside the alphabet). "=" stays "=" (an empty response); text that is
+ * all whitespace stays no payload. Returns 0, or -1 when the text is not
+ * base64 (RFC 6120 6.4.2: <incorrect-encoding/>); both plain and encoded
+ * forms are scrubbed before they are freed.
+ */
+static int login_canonical_payload(struct buf *out, const struct xml_elem *payload)
+{
+	if (payload == NULL || payload->text == NULL)
+		return 0;
+	const char *t = payload->text;
+	size_t n = payload->textlen;
+	size_t lead = strspn(t, " \t\r\n");
+	if (lead == n)
+		return 0;
+	size_t cap = n / 4 * 3 + 3;
+	unsigned char *plain = malloc(cap);
+	if (plain == NULL)
+		return -1;
+	long dn = b64_decode(t, n, plain);
+	int rc = -1;
+	if (dn == 0) {
+		rc = buf_adds(out, "=");
+	} else if (dn > 0) {
+		size_t elen = 4 * (((size_t)dn + 2) / 3) + 1;
+		char *enc = malloc(elen);
+		if (enc != NULL) {
+			size_t w = b64_encode(plain, (size_t)dn, enc);
+			rc = buf_add(out, enc, w);
+			OPENSSL_cleanse(enc, elen);
+			free(enc);
+		}
+	}
+	OPENSSL_cleanse(plain, cap);
+	free(plain);
+	return rc;
+}
+
+/*
+ * Writes a client SASL element (<auth>, <response>, SASL2's <authenticate>
+ * and <response>) to the upstream as the proxy read it: the mechanism as
+ * checked (upper case), the payload in canonical base64, no other
+ * attribute or text. SASL2's other children (user-agent, Bind2, FAST) go as
+ * they are, in their order. Returns 0, or -1 when the payload is not
+ * base64 (nothing is sent then).
+ */
+static int login_forward_sasl(struct session *s, const struct xml_elem *e,
+                              const struct xml_elem *payload)
+{
+	struct buf b = {0};
+	bool authenticate = xml_is(e, XML_NS_SASL2, "authenticate");
+	int rc = 0;
+
+	buf_addf(&b, "<%s xmlns='%s'", e->name, e->ns);
+	if (xml_attr(e, NULL, "mechanism") != NULL)
+		buf_addf(&b, " mechanism='%s'", s->mechanism); /* checked: [A-Z0-9_-] */
+	buf_adds(&b, ">");
+	if (!authenticate) {
+		rc = login_canonical_payload(&b, payload);
+	} else {
+		for (const struct xml_elem *c = e->children; c != NULL && rc == 0; c = c->next) {
+			if (c != payload) {
+				rc = xml_write(&b, c, XML_NS_SASL2);
+				continue;
+			}
+			buf_adds(&b, "<initial-response>");
+			rc = login_canonical_payload(&b, payload);
+			buf_adds(&b, "</initial-response>");
+		}
+	}
+	buf_addf(&b, "</%s>", e->name);
+	if (rc < 0) {
+		OPENSSL_cleanse(b.data, b.cap);
+		buf_free(&b);
+		return -1;
+	}
+	login_send_buf(&s->upstream, &b);
+	return 0;
+}
+
 /* XEP-0388 <user-agent id=...><software/><device/></user-agent>: what the
  * client says it is, for the audit (client-supplied, not verified). */
 static void login_user_agent(const struct xml_elem *e)
@@ -599,8 +753,34 @@ static void login_user_agent(const struct xml_elem *e)
 	evlog_str("user_agent_device", dev ? dev->text : NULL);
 }
 
+/* The mechanism name may only hold what RFC 4422 3.1 allows (upper-case
+ * letters, digits, '-' and '_'), after upper-casing. */
+static bool login_mech_name_ok(const char *name)
+{
+	return name[strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")] == '\0';
+}
+
+/* How many children e has named ns:name (a hostile SASL2 client sends
+ * two <initial-response>s: the proxy would read one, a server the other). */
+static size_t login_count_children(const struct xml_elem *e, const char *ns, const char *name)
+{
+	size_t n = 0;
+	for (const struct xml_elem *c = e->children; c != NULL; c = c->next)
+		n += xml_is(c, ns, name);
+	return n;
+}
+
+/* A refusal of the proxy's own, not a configured rule. */
+static void login_refuse_builtin(struct session *s, const char *rule, const char *condition,
+                                 const char *detail)
+{
+	struct policy_verdict v = {.action = POLICY_REJECT, .rule = rule, .condition = condition};
+	snprintf(v.detail, sizeof(v.detail), "%s", detail);
+	login_refuse_verdict(s, &v, false);
+}
+
 /* <auth> (RFC 6120) or <authenticate> (XEP-0388, payload in
- * <initial-response>): decoded, logged, checked, then relayed. */
+ * <initial-response>): decoded, logged, checked, then relayed as read. */
 static void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 {
 	const char *mech = xml_attr(e, NULL, "mechanism");
@@ -623,6 +803,11 @@ static void login_client_auth(struct session *s, const struct xml_elem *e, bool 
 	}
 	for (size_t i = 0; i <= n; i++)
 		name[i] = (char)(mech[i] >= 'a' && mech[i] <= 'z' ? mech[i] - 32 : mech[i]);
+	if (!login_mech_name_ok(name)) {
+		snprintf(s->mechanism, sizeof(s->mechanism), "%s", "(invalid)");
+		login_refuse(s, "invalid-mechanism", "no valid mechanism attribute", false);
+		return;
+	}
 	snprintf(s->mechanism, sizeof(s->mechanism), "%s", name);
 
 	sasl_free(s->sasl);
@@ -654,6 +839,7 @@ static void login_client_auth(struct session *s, const struct xml_elem *e, bool 
 	        login_was_offered(s, name) && (!sasl2 || streamfeatures_has_sasl2(&s->up, name)),
 	    .starttls_stripped = s->starttls_stripped,
 	    .failures = addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
+	    .in_flight = addrtab_inflight(s->px->peers, &s->peer_key),
 	};
 	struct policy_verdict v;
 	policy_check(login_conf(s), &in, &v);
@@ -663,15 +849,122 @@ static void login_client_auth(struct session *s, const struct xml_elem *e, bool 
 		login_refuse(s, v.condition, v.detail, false);
 		return;
 	}
-	if (!login_identity_allowed(s))
-		return;
 	if (payload != NULL && payload->textlen > MAX_SASL_PAYLOAD) {
 		login_refuse(s, "malformed-request", "SASL payload too large", false);
 		return;
 	}
-	login_forward(&s->upstream, e);
+	if (sasl2 && login_count_children(e, XML_NS_SASL2, "initial-response") > 1) {
+		login_refuse_builtin(s, "sasl_syntax", "malformed-request",
+		                     "more than one <initial-response>");
+		return;
+	}
+	if (f.malformed && strcmp(f.reason, "invalid base64") == 0) {
+		login_refuse_builtin(s, "sasl_encoding", "incorrect-encoding",
+		                     "the payload is not base64 (RFC 6120 6.4.2)");
+		return;
+	}
+	if (login_identity_refused(s, &v)) {
+		login_refuse_verdict(s, &v, true);
+		return;
+	}
+	if (login_forward_sasl(s, e, payload) < 0) {
+		login_refuse_builtin(s, "sasl_encoding", "incorrect-encoding",
+		                     "the payload is not base64 (RFC 6120 6.4.2)");
+		return;
+	}
+	login_attempt_begin(s);
 	login_set_state(&s->client, CS_SASL);
 	login_set_state(&s->upstream, US_SASL);
+}
+
+/* Legacy authentication (XEP-0078) before SASL: refused, since it would
+ * log in around every SASL rule, but recorded like any attempt, with the
+ * identity it names. */
+static void login_iq_auth(struct session *s, const struct xml_elem *e, const struct xml_elem *q)
+{
+	const struct xml_elem *user = xml_child(q, "jabber:iq:auth", "username");
+	const char *type = xml_attr(e, NULL, "type");
+	s->auth_tried = true;
+	snprintf(s->mechanism, sizeof(s->mechanism), "%s", "jabber:iq:auth");
+	if (user != NULL && user->text != NULL)
+		login_copy_text(s->user, sizeof(s->user), user->text);
+	evlog_begin(s->id, "auth");
+	evlog_str("mechanism", "jabber:iq:auth");
+	evlog_bool("tls", s->client_tls);
+	evlog_bool("sasl2", false);
+	evlog_bool("legacy", true);
+	evlog_str("type", type);
+	evlog_str("username", s->user[0] ? s->user : NULL);
+	evlog_end();
+	struct policy_verdict v = {.action = POLICY_REJECT, .rule = "iq_auth"};
+	snprintf(v.detail, sizeof(v.detail),
+	         "legacy authentication (XEP-0078) refused: it bypasses SASL");
+	audit_policy(s, &v);
+	audit_result(s, false, "proxy", "not-authorized", v.detail);
+}
+
+/*
+ * An iq before authentication. RFC 6120 6.4.1 lets one through: in-band
+ * registration (XEP-0077). Servers route an iq by its first child, so it
+ * passes only as the iq's one child; legacy iq-auth, alone or smuggled
+ * beside a register query, and anything else is refused with the stream.
+ */
+static void login_client_preauth_iq(struct session *s, const struct xml_elem *e)
+{
+	const struct xml_elem *auth = NULL;
+	size_t n = 0;
+	for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
+		n++;
+		if (auth == NULL && xml_is(c, "jabber:iq:auth", "query"))
+			auth = c;
+	}
+	bool tls_ok = s->client_tls || !policy_require_tls(login_conf(s), s->upstream_requires_tls);
+	bool register_only = n == 1 && xml_is(e->children, "jabber:iq:register", "query");
+	if (register_only && tls_ok) {
+		login_forward(&s->upstream, e);
+		return;
+	}
+	if (auth != NULL) {
+		login_iq_auth(s, e, auth);
+	} else {
+		struct policy_verdict v = {.action = POLICY_REJECT,
+		                           .rule =
+		                               register_only ? "require_tls" : "preauth_stanza"};
+		snprintf(v.detail, sizeof(v.detail), "%s",
+		         register_only
+		             ? "in-band registration before TLS refused"
+		             : "before login only an iq with one register query may pass");
+		audit_policy(s, &v);
+	}
+	login_fail(s, "not-authorized", "authenticate first", "stanza before authentication");
+}
+
+/* A client <response> during an exchange: decoded, checked (the identity
+ * may only now be named), relayed as read. */
+static void login_client_response(struct session *s, const struct xml_elem *e)
+{
+	struct sasl_fields f;
+	struct policy_verdict v;
+
+	if (++s->steps_c2s > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
+		login_fail(s, "policy-violation", "SASL exchange too long",
+		           "SASL exchange too long");
+		return;
+	}
+	login_decode(s, SASL_C2S, e, &f);
+	audit_sasl_step(s, "c2s", s->steps_c2s, "response", &f);
+	if (login_identity_refused(s, &v)) {
+		login_refuse_midway(s, &v);
+		return;
+	}
+	if (login_forward_sasl(s, e, e) < 0) {
+		memset(&v, 0, sizeof(v));
+		v.action = POLICY_REJECT;
+		v.rule = "sasl_encoding";
+		v.condition = "incorrect-encoding";
+		snprintf(v.detail, sizeof(v.detail), "the payload is not base64 (RFC 6120 6.4.2)");
+		login_refuse_midway(s, &v);
+	}
 }
 
 static void login_client_element(struct session *s, const struct xml_elem *e)
@@ -708,44 +1001,14 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 			login_client_auth(s, e, strcmp(e->ns, XML_NS_SASL2) == 0);
 			return;
 		}
-		if (xml_is(e, XML_NS_CLIENT, "iq") &&
-		    xml_child(e, "jabber:iq:register", "query") != NULL &&
-		    (s->client_tls ||
-		     !policy_require_tls(login_conf(s), s->upstream_requires_tls))) {
-			/* in-band registration (XEP-0077), the one stanza RFC 6120
-			 * lets through before authentication. Legacy iq-auth
-			 * (XEP-0078) is not: it would log in around every SASL
-			 * rule, so it falls to the refusal below. */
-			login_forward(&s->upstream, e);
+		if (xml_is(e, XML_NS_CLIENT, "iq")) {
+			login_client_preauth_iq(s, e);
 			return;
-		}
-		if (xml_is(e, XML_NS_CLIENT, "iq") && xml_child(e, "jabber:iq:auth", "query")) {
-			struct policy_verdict v = {.action = POLICY_REJECT, .rule = "iq_auth"};
-			snprintf(v.detail, sizeof(v.detail),
-			         "legacy authentication (XEP-0078) refused: it bypasses SASL");
-			audit_policy(s, &v);
 		}
 		break;
 	case CS_SASL:
 		if (xml_is(e, login_sasl_ns(s), "response")) {
-			if (++s->steps_c2s > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
-				login_fail(s, "policy-violation", "SASL exchange too long",
-				           "SASL exchange too long");
-				return;
-			}
-			login_decode(s, SASL_C2S, e, &f);
-			audit_sasl_step(s, "c2s", s->steps_c2s, "response", &f);
-			if (!login_identity_allowed(s)) {
-				/* the server is mid-exchange: abort it, and drop
-				 * the <failure><aborted/> it will answer */
-				struct buf b = {0};
-				buf_addf(&b, "<abort xmlns='%s'/>", login_sasl_ns(s));
-				login_send_buf(&s->upstream, &b);
-				s->swallow_failure = true;
-				login_set_state(l, CS_PREAUTH);
-				return;
-			}
-			login_forward(&s->upstream, e);
+			login_client_response(s, e);
 			return;
 		}
 		if (xml_is(e, login_sasl_ns(s), "abort") ||
@@ -789,6 +1052,11 @@ static void login_upstream_open(struct session *s, const struct xml_elem *hdr, u
 		/* the header goes to the client as it was: its prefix is the one
 		 * our own errors must use. While the features are held, so is the
 		 * header (bytes [0, end) of the held stream). */
+		if (strlen(hdr->prefix) >= sizeof(s->client.out_prefix)) {
+			login_upstream_fault(s, "bad-namespace-prefix",
+			                     "the stream prefix is too long");
+			return;
+		}
 		snprintf(s->client.out_prefix, sizeof(s->client.out_prefix), "%s", hdr->prefix);
 		if (u->state == US_RELAY_HOLD) {
 			s->held_hdr = true;
@@ -832,8 +1100,13 @@ static void login_upstream_features(struct session *s, const struct xml_elem *e)
 		return;
 	}
 	if (u->stream_n == 1) {
+		/* Over Direct TLS the server never says whether it requires TLS
+		 * (it has it from the first byte): require_tls = auto takes it
+		 * that it does, rather than let PLAIN cross the client leg in
+		 * the clear to a server that would have refused it so. */
 		s->upstream_starttls = s->up.starttls;
-		s->upstream_requires_tls = s->up.starttls == SF_STARTTLS_REQUIRED;
+		s->upstream_requires_tls = s->up.starttls == SF_STARTTLS_REQUIRED ||
+		                           c->upstream_tls == CONF_UPSTREAM_DIRECT;
 	}
 	if (c->upstream_tls == CONF_UPSTREAM_STARTTLS && !s->upstream_tls) {
 		if (s->up.starttls == SF_STARTTLS_NONE) {
@@ -865,26 +1138,102 @@ static void login_enter_relay(struct session *s)
 	s->relay = true;
 	s->client.relay_clean = true;
 	s->upstream.relay_clean = true;
-	session_login_done(s);
 	size_t max = login_conf(s)->max_stanza;
 	xml_set_max_stanza(s->client.xml, max);
 	xml_set_max_stanza(s->upstream.xml, max);
 	login_set_state(&s->client, CS_RELAY);
+	/* while users_deny/users_allow wait for the bound JID, the client's
+	 * stanzas wait too, and the login timer keeps running */
+	if (policy_checks_identity(login_conf(s)) && s->jid == NULL)
+		s->gate = SESSION_GATE_UNBOUND;
+	else
+		session_login_done(s);
 }
 
-static bool login_bound_identity_allowed(struct session *s);
+static void login_set_jid(struct session *s, const char *jid)
+{
+	free(s->jid);
+	s->jid = strdup(jid);
+	if (s->jid == NULL)
+		session_close(s, "out of memory");
+}
+
+/* The server granted what the proxy's rules refuse: the client hears
+ * policy-violation instead, the server's stream ends. */
+static void login_refuse_granted(struct session *s, const struct policy_verdict *v,
+                                 const char *reason)
+{
+	login_attempt_end(s);
+	audit_policy(s, v);
+	s->outcome = SESSION_OUTCOME_FAILURE;
+	s->outcome_by = "proxy";
+	snprintf(s->condition, sizeof(s->condition), "%s", "policy-violation");
+	login_end(s, "policy-violation", "this identity is not allowed here", reason);
+}
+
+/*
+ * users_deny/users_allow once more on the JID the server bound (or
+ * granted in SASL2's authorization-identifier), in the server's own
+ * normalised form and with its own domain: a name spelled to slip past
+ * the check on the SASL identity is caught here, before the client can
+ * use the session. Returns false when refused (the session is ending).
+ */
+static bool login_bound_identity_allowed(struct session *s)
+{
+	const struct conf *c = login_conf(s);
+	if (!policy_checks_identity(c))
+		return true;
+	const char *jid = s->jid != NULL ? s->jid : "";
+	size_t len = strlen(jid), rest = strcspn(jid, "/");
+	const char *at = memchr(jid, '@', rest);
+	char local[MAX_JID + 1], domain[MAX_JID + 1];
+	size_t ll = at ? (size_t)(at - jid) : 0;
+	size_t dl = at ? rest - ll - 1 : rest;
+	snprintf(local, sizeof(local), "%.*s", (int)(ll < sizeof(local) ? ll : 0), jid);
+	snprintf(domain, sizeof(domain), "%.*s", (int)(dl < sizeof(domain) ? dl : 0),
+	         at ? at + 1 : jid);
+	struct policy_input in = {.step = POLICY_IDENTITY,
+	                          .mechanism = s->mechanism,
+	                          .client_tls = s->client_tls,
+	                          /* no JID, or one longer than RFC 7622 allows */
+	                          .identity = len == 0 || len > MAX_JID ? POLICY_ID_AMBIGUOUS
+	                                                                : POLICY_ID_KNOWN,
+	                          .user = local,
+	                          .domain = domain};
+	struct policy_verdict v;
+	policy_check(c, &in, &v);
+	if (v.action != POLICY_REJECT)
+		return true;
+	size_t used = strlen(v.detail);
+	snprintf(v.detail + used, sizeof(v.detail) - used, " (bound as %.60s)",
+	         len ? jid : "no JID");
+	login_refuse_granted(s, &v, "bound identity refused by policy");
+	return false;
+}
+
+/* The SASL2 identity rule before the client hears <success>: it may carry
+ * a FAST token (a long-lived credential) and the Bind2 result. */
+static bool login_sasl2_granted(struct session *s, const struct xml_elem *e)
+{
+	const struct xml_elem *id = xml_child(e, XML_NS_SASL2, "authorization-identifier");
+	if (id != NULL && id->text != NULL) {
+		login_set_jid(s, id->text);
+		if (s->closing)
+			return false;
+	}
+	if (!policy_checks_identity(login_conf(s)))
+		return true;
+	if (s->jid == NULL && xml_child(e, "urn:xmpp:bind:0", "bound") == NULL)
+		return true; /* the iq bind will say, and the gate waits for it */
+	return login_bound_identity_allowed(s);
+}
 
 /* XEP-0388 success: the stream goes on without a restart. The identity
  * the server granted, and an inline Bind2 result, end the login. */
 static void login_sasl2_success(struct session *s, const struct xml_elem *e, uint64_t end)
 {
-	const struct xml_elem *id = xml_child(e, XML_NS_SASL2, "authorization-identifier");
 	const struct xml_elem *bound = xml_child(e, "urn:xmpp:bind:0", "bound");
-	if (id != NULL && id->text != NULL)
-		snprintf(s->jid, sizeof(s->jid), "%s", id->text);
 	login_enter_relay(s);
-	if (s->jid[0] && !login_bound_identity_allowed(s))
-		return;
 	/* No restart: what follows </success> is held until its first element
 	 * is known, so that features there can be rewritten (compression). */
 	s->upstream.relay_from = end;
@@ -894,13 +1243,58 @@ static void login_sasl2_success(struct session *s, const struct xml_elem *e, uin
 		evlog_begin(s->id, "bind");
 		evlog_bool("ok", true);
 		evlog_bool("bind2", true);
-		evlog_str("jid", s->jid[0] ? s->jid : NULL);
+		evlog_str("jid", s->jid);
 		evlog_end();
 		/* bound inline: no iq bind will come, names are enough now */
 		xml_set_build(s->client.xml, false);
 		xml_set_build(s->upstream.xml, false);
 	}
 	audit_login(s);
+}
+
+/* The server's <success>: checked before the client hears it. An identity
+ * rule whose check never ran (no payload ever named anyone) fails closed. */
+static void login_upstream_success(struct session *s, const struct xml_elem *e, uint64_t end)
+{
+	struct sasl_fields f;
+	const struct xml_elem *data = s->sasl2 ? xml_child(e, XML_NS_SASL2, "additional-data") : e;
+	if (data != NULL && data->text != NULL) {
+		login_decode(s, SASL_S2C, data, &f);
+		audit_sasl_step(s, "s2c", ++s->steps_s2c, "success", &f);
+	}
+	if (policy_checks_identity(login_conf(s)) && !s->identity_checked) {
+		struct policy_verdict v = {.action = POLICY_REJECT,
+		                           .rule = login_conf(s)->nusers_deny ? "users_deny"
+		                                                              : "users_allow"};
+		snprintf(v.detail, sizeof(v.detail),
+		         "%s succeeded without naming an identity the proxy could check",
+		         s->mechanism);
+		login_refuse_granted(s, &v, "identity never checked");
+		return;
+	}
+	if (s->sasl2 && !login_sasl2_granted(s, e))
+		return;
+	login_attempt_end(s);
+	audit_result(s, true, "upstream", NULL, NULL);
+	login_forward(&s->client, e);
+	if (s->closing)
+		return;
+	if (s->sasl2) {
+		login_sasl2_success(s, e, end);
+		return;
+	}
+	/* RFC 6120 6.4.6: both streams restart. The client's parser is
+	 * idle now; ours is inside this callback. */
+	login_enter_relay(s);
+	if (xml_reset(s->client.xml) < 0) {
+		session_close(s, "out of memory");
+		return;
+	}
+	s->client.hdr_sent = false;
+	s->upstream.hdr_sent = false;
+	s->upstream.restart = true;
+	xml_stop(s->upstream.xml);
+	login_set_state(&s->upstream, US_RELAY_HOLD);
 }
 
 static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t end)
@@ -919,32 +1313,7 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 		return;
 	}
 	if (xml_is(e, ns, "success")) {
-		const struct xml_elem *data =
-		    s->sasl2 ? xml_child(e, XML_NS_SASL2, "additional-data") : e;
-		if (data != NULL && data->text != NULL) {
-			login_decode(s, SASL_S2C, data, &f);
-			audit_sasl_step(s, "s2c", ++s->steps_s2c, "success", &f);
-		}
-		audit_result(s, true, "upstream", NULL, NULL);
-		login_forward(&s->client, e);
-		if (s->closing)
-			return;
-		if (s->sasl2) {
-			login_sasl2_success(s, e, end);
-			return;
-		}
-		/* RFC 6120 6.4.6: both streams restart. The client's parser is
-		 * idle now; ours is inside this callback. */
-		login_enter_relay(s);
-		if (xml_reset(s->client.xml) < 0) {
-			session_close(s, "out of memory");
-			return;
-		}
-		s->client.hdr_sent = false;
-		s->upstream.hdr_sent = false;
-		s->upstream.restart = true;
-		xml_stop(s->upstream.xml);
-		login_set_state(&s->upstream, US_RELAY_HOLD);
+		login_upstream_success(s, e, end);
 		return;
 	}
 	if (s->sasl2 &&
@@ -976,6 +1345,7 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 			return;
 		}
 		login_set_state(&s->upstream, US_READY);
+		login_attempt_end(s);
 		audit_result(s, false, "upstream", cond, text);
 		login_set_state(&s->client, CS_PREAUTH);
 		struct buf b = {0};
@@ -993,6 +1363,43 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 	           "unexpected upstream element during SASL");
 }
 
+/* A stream error condition from the server as the client may hear it: one
+ * RFC 6120 4.9.3 defines, else undefined-condition. */
+static const char *login_stream_condition(const char *cond)
+{
+	static const char *const known[] = {
+	    "bad-format",
+	    "bad-namespace-prefix",
+	    "conflict",
+	    "connection-timeout",
+	    "host-gone",
+	    "host-unknown",
+	    "improper-addressing",
+	    "internal-server-error",
+	    "invalid-from",
+	    "invalid-namespace",
+	    "invalid-xml",
+	    "not-authorized",
+	    "not-well-formed",
+	    "policy-violation",
+	    "remote-connection-failed",
+	    "reset",
+	    "resource-constraint",
+	    "restricted-xml",
+	    "see-other-host",
+	    "system-shutdown",
+	    "undefined-condition",
+	    "unsupported-encoding",
+	    "unsupported-feature",
+	    "unsupported-stanza-type",
+	    "unsupported-version",
+	};
+	for (size_t i = 0; cond != NULL && i < sizeof(known) / sizeof(known[0]); i++)
+		if (strcmp(cond, known[i]) == 0)
+			return known[i];
+	return "undefined-condition";
+}
+
 static void login_upstream_element(struct session *s, const struct xml_elem *e, uint64_t end)
 {
 	struct leg *u = &s->upstream;
@@ -1000,9 +1407,9 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e, 
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
 		const char *cond, *text;
 		audit_stream_error(s, "s2c", e, &cond, &text);
-		/* the client hears the server's own condition */
-		login_fail(s, cond ? cond : "undefined-condition", text,
-		           "upstream sent a stream error");
+		/* the client hears the server's own condition, if RFC 6120
+		 * defines it */
+		login_fail(s, login_stream_condition(cond), text, "upstream sent a stream error");
 		return;
 	}
 	switch ((enum login_state)u->state) {
@@ -1044,66 +1451,187 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e, 
 
 /* ---- after success: relayed, still watched ---- */
 
-static void login_copy_attr(char *dst, size_t len, const struct xml_elem *e, const char *name)
+#define XML_NS_SM3 "urn:xmpp:sm:3"
+
+/* A copy of attribute name of e into *dst (NULL when e has none); false
+ * when out of memory. */
+static bool login_take_attr(char **dst, const struct xml_elem *e, const char *name)
 {
 	const char *v = xml_attr(e, NULL, name);
-	snprintf(dst, len, "%s", v ? v : "");
+	free(*dst);
+	*dst = v != NULL ? strdup(v) : NULL;
+	return v == NULL || *dst != NULL;
 }
 
-static void login_relay_c2s(struct session *s, const struct xml_elem *e)
+/* An iq that binds a resource (RFC 6120 7): type set, the bind its only
+ * child, since servers route an iq by its first child. */
+static bool login_is_bind(const struct xml_elem *e)
+{
+	const char *type = xml_attr(e, NULL, "type");
+	return xml_is(e, XML_NS_CLIENT, "iq") && type != NULL && strcmp(type, "set") == 0 &&
+	       e->children != NULL && e->children->next == NULL &&
+	       xml_is(e->children, XML_NS_BIND, "bind");
+}
+
+/* Is e the server's answer (result or error) to the client's iq whose id
+ * was id (NULL: it had none, and Prosody answers without one)? */
+static bool login_is_answer(const struct xml_elem *e, const char *id)
+{
+	const char *eid = xml_attr(e, NULL, "id");
+	const char *type = xml_attr(e, NULL, "type");
+	if (!xml_is(e, XML_NS_CLIENT, "iq") || type == NULL ||
+	    (strcmp(type, "result") != 0 && strcmp(type, "error") != 0))
+		return false;
+	return id == NULL ? eid == NULL : eid != NULL && strcmp(eid, id) == 0;
+}
+
+/* A client element while the gate waits for a bind: only the bind, or an
+ * XEP-0198 resume (which restores a session bound before), may pass;
+ * after it the client's input is held (login_data) until the answer. A
+ * stanza is refused as RFC 6120 7.1 says a server must. Other elements
+ * (stream management, client state) go on. */
+static void login_gate_unbound(struct session *s, const struct xml_elem *e, uint64_t end)
+{
+	bool resume = xml_is(e, XML_NS_SM3, "resume");
+	if (login_is_bind(e) || resume) {
+		s->gate = SESSION_GATE_BINDING;
+		s->gate_from = end;
+		s->gate_held = false;
+		s->gate_resume = resume;
+		return;
+	}
+	if (strcmp(e->ns, XML_NS_CLIENT) == 0) {
+		struct policy_verdict v = {.action = POLICY_REJECT, .rule = "bind_first"};
+		snprintf(v.detail, sizeof(v.detail),
+		         "%s before the bound JID was checked (RFC 6120 7.1)", e->name);
+		audit_policy(s, &v);
+		login_end(s, "not-authorized", "bind a resource first",
+		          "stanza before resource binding");
+	}
+}
+
+/* The bound JID passed (or there is none to wait for): what the client
+ * sent meanwhile goes to the server, in order, and its input flows again. */
+static void login_gate_open(struct session *s)
+{
+	struct leg *c = &s->client;
+	s->gate = SESSION_GATE_OPEN;
+	session_login_done(s);
+	if (c->hold.len > 0)
+		login_send(&s->upstream, buf_head(&c->hold), c->hold.len);
+	buf_free(&c->hold);
+	c->relay_clean = xml_at_boundary(c->xml);
+	leg_set_reading(c, true);
+}
+
+/* The bind (or resume) failed: the client may try again, unless it
+ * already pipelined stanzas behind it, which an unbound session may not
+ * send. */
+static void login_gate_retry(struct session *s)
+{
+	if (s->gate_held) {
+		struct policy_verdict v = {.action = POLICY_REJECT, .rule = "bind_first"};
+		snprintf(v.detail, sizeof(v.detail),
+		         "stanzas pipelined behind a bind that failed (RFC 6120 7.1)");
+		audit_policy(s, &v);
+		login_end(s, "not-authorized", "bind a resource first",
+		          "stanza pipelined behind a failed bind");
+		return;
+	}
+	/* what is held is whitespace or the start of the next element, which
+	 * the gate judges when it is complete */
+	struct leg *c = &s->client;
+	s->gate = SESSION_GATE_UNBOUND;
+	if (c->hold.len > 0)
+		login_send(&s->upstream, buf_head(&c->hold), c->hold.len);
+	buf_free(&c->hold);
+	c->relay_clean = xml_at_boundary(c->xml);
+	leg_set_reading(c, true);
+}
+
+/* Client bytes after the bind while its answer is awaited: held (bytes
+ * before the bind's end go on). Above MAX_BIND_HOLD the client waits. */
+static void login_gate_hold(struct leg *l, const char *data, size_t used, uint64_t base)
+{
+	struct session *s = login_session(l);
+	size_t fwd = s->gate_from > base ? (size_t)(s->gate_from - base) : 0;
+	if (fwd > used)
+		fwd = used;
+	if (fwd > 0) {
+		login_send(l->peer, data, fwd);
+		l->relay_clean = true; /* the bind's end is between two items */
+	}
+	if (buf_add(&l->hold, data + fwd, used - fwd) < 0) {
+		session_close(s, "out of memory");
+		return;
+	}
+	if (l->hold.len > MAX_BIND_HOLD)
+		leg_set_reading(l, false);
+}
+
+static void login_relay_c2s(struct session *s, const struct xml_elem *e, uint64_t end)
 {
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
 		audit_stream_error(s, "c2s", e, NULL, NULL);
 		return;
 	}
-	if (!xml_is(e, XML_NS_CLIENT, "iq") || s->jid[0])
+	if (s->gate == SESSION_GATE_BINDING) {
+		s->gate_held = true;
+		return;
+	}
+	if (s->gate == SESSION_GATE_UNBOUND) {
+		login_gate_unbound(s, e, end);
+		if (s->closing)
+			return;
+	}
+	if (s->jid != NULL || !xml_is(e, XML_NS_CLIENT, "iq"))
 		return;
 	const char *type = xml_attr(e, NULL, "type");
-	if (type == NULL || strcmp(type, "set") != 0)
-		return;
-	const struct xml_elem *b = xml_child(e, XML_NS_BIND, "bind");
-	if (b != NULL) {
-		const struct xml_elem *r = xml_child(b, XML_NS_BIND, "resource");
-		login_copy_attr(s->bind_id, sizeof(s->bind_id), e, "id");
-		snprintf(s->bind_resource, sizeof(s->bind_resource), "%s",
-		         r && r->text ? r->text : "");
-	} else if (xml_child(e, XML_NS_SESSION, "session") != NULL) {
-		login_copy_attr(s->session_iq_id, sizeof(s->session_iq_id), e, "id");
+	if (login_is_bind(e)) {
+		const struct xml_elem *r = xml_child(e->children, XML_NS_BIND, "resource");
+		free(s->bind_resource);
+		s->bind_resource = r != NULL && r->text != NULL ? strdup(r->text) : NULL;
+		s->bind_pending = true;
+		if (!login_take_attr(&s->bind_id, e, "id"))
+			session_close(s, "out of memory");
+	} else if (type != NULL && strcmp(type, "set") == 0 &&
+	           xml_child(e, XML_NS_SESSION, "session") != NULL) {
+		s->session_pending = true;
+		if (!login_take_attr(&s->session_iq_id, e, "id"))
+			session_close(s, "out of memory");
 	}
 }
 
-/* users_deny/users_allow once more on the identity the server bound, in
- * the server's own normalised form: a name spelled to slip past the check
- * on the raw SASL identity (Unicode width or case forms, soft hyphens,
- * an authzid) is caught here. The session is ended before any use. */
-static bool login_bound_identity_allowed(struct session *s)
+/* The server answered the bind. */
+static void login_bind_answer(struct session *s, const struct xml_elem *e)
 {
-	const struct conf *c = login_conf(s);
-	char local[sizeof(s->jid)];
-	if (c->nusers_deny == 0 && c->nusers_allow == 0)
-		return true;
-	snprintf(local, sizeof(local), "%s", s->jid);
-	local[strcspn(local, "@/")] = '\0';
-	if (strchr(s->jid, '@') == NULL)
-		local[0] = '\0';
-	struct policy_input in = {.step = POLICY_IDENTITY,
-	                          .mechanism = s->mechanism,
-	                          .client_tls = s->client_tls,
-	                          .user = local,
-	                          .domain = s->domain};
-	struct policy_verdict v;
-	policy_check(c, &in, &v);
-	if (v.action != POLICY_REJECT)
-		return true;
-	snprintf(v.detail + strlen(v.detail), sizeof(v.detail) - strlen(v.detail),
-	         " (bound as %.60s)", s->jid);
-	audit_policy(s, &v);
-	s->outcome = SESSION_OUTCOME_FAILURE;
-	s->outcome_by = "proxy";
-	snprintf(s->condition, sizeof(s->condition), "%s", "policy-violation");
-	login_end(s, "policy-violation", "this identity is not allowed here",
-	          "bound identity refused by policy");
-	return false;
+	const struct xml_elem *b = xml_child(e, XML_NS_BIND, "bind");
+	const struct xml_elem *j = b ? xml_child(b, XML_NS_BIND, "jid") : NULL;
+	bool ok = strcmp(xml_attr(e, NULL, "type"), "result") == 0;
+	s->bind_pending = false;
+	if (ok && j != NULL && j->text != NULL) {
+		login_set_jid(s, j->text);
+		if (s->closing)
+			return;
+	}
+	evlog_begin(s->id, "bind");
+	evlog_bool("ok", ok);
+	evlog_str("resource", s->bind_resource);
+	evlog_str("jid", ok ? s->jid : NULL);
+	evlog_end();
+	if (!ok) {
+		if (s->gate == SESSION_GATE_BINDING)
+			login_gate_retry(s);
+		return;
+	}
+	if (!login_bound_identity_allowed(s))
+		return;
+	audit_login(s);
+	/* the login is over: names are enough from now on */
+	xml_set_build(s->client.xml, false);
+	xml_set_build(s->upstream.xml, false);
+	if (s->gate != SESSION_GATE_OPEN)
+		login_gate_open(s);
 }
 
 static void login_relay_s2c(struct session *s, const struct xml_elem *e)
@@ -1112,37 +1640,21 @@ static void login_relay_s2c(struct session *s, const struct xml_elem *e)
 		audit_stream_error(s, "s2c", e, NULL, NULL);
 		return;
 	}
-	if (!xml_is(e, XML_NS_CLIENT, "iq"))
+	if (s->gate == SESSION_GATE_BINDING && s->gate_resume) {
+		/* XEP-0198: a resumed session was bound (and checked) before */
+		if (xml_is(e, XML_NS_SM3, "resumed"))
+			login_gate_open(s);
+		else if (xml_is(e, XML_NS_SM3, "failed"))
+			login_gate_retry(s);
 		return;
-	const char *id = xml_attr(e, NULL, "id");
-	const char *type = xml_attr(e, NULL, "type");
-	if (id == NULL || type == NULL)
-		return;
-	if (s->bind_id[0] && strcmp(id, s->bind_id) == 0) {
-		const struct xml_elem *b = xml_child(e, XML_NS_BIND, "bind");
-		const struct xml_elem *j = b ? xml_child(b, XML_NS_BIND, "jid") : NULL;
-		bool ok = strcmp(type, "result") == 0;
-		if (ok && j != NULL && j->text != NULL)
-			snprintf(s->jid, sizeof(s->jid), "%s", j->text);
-		evlog_begin(s->id, "bind");
-		evlog_bool("ok", ok);
-		evlog_str("resource", s->bind_resource[0] ? s->bind_resource : NULL);
-		evlog_str("jid", s->jid[0] ? s->jid : NULL);
-		evlog_end();
-		s->bind_id[0] = '\0';
-		if (ok && !login_bound_identity_allowed(s))
-			return;
-		if (ok) {
-			audit_login(s);
-			/* the login is over: names are enough from now on */
-			xml_set_build(s->client.xml, false);
-			xml_set_build(s->upstream.xml, false);
-		}
-	} else if (s->session_iq_id[0] && strcmp(id, s->session_iq_id) == 0) {
+	}
+	if (s->bind_pending && login_is_answer(e, s->bind_id)) {
+		login_bind_answer(s, e);
+	} else if (s->session_pending && login_is_answer(e, s->session_iq_id)) {
 		evlog_begin(s->id, "session");
-		evlog_bool("ok", strcmp(type, "result") == 0);
+		evlog_bool("ok", strcmp(xml_attr(e, NULL, "type"), "result") == 0);
 		evlog_end();
-		s->session_iq_id[0] = '\0';
+		s->session_pending = false;
 	}
 }
 
@@ -1224,7 +1736,8 @@ static void login_release_first(struct leg *l, const char *data, size_t used, ui
 	}
 	if (l->state == US_RELAY_FIRST) {
 		if (l->hold.len > login_conf(s)->max_stanza)
-			login_fail(s, "remote-connection-failed", "the server's first stanza is too large",
+			login_fail(s, "remote-connection-failed",
+			           "the server's first stanza is too large",
 			           "upstream stanza after SASL2 success too large");
 		return;
 	}
@@ -1264,7 +1777,7 @@ static void login_on_element(void *ctx, const struct xml_elem *e, uint64_t start
 	}
 	if (login_is_client(l)) {
 		if (s->relay)
-			login_relay_c2s(s, e);
+			login_relay_c2s(s, e, end);
 		else
 			login_client_element(s, e);
 	} else if (l->state == US_RELAY_HOLD && xml_is(e, XML_NS_STREAMS, "features")) {
@@ -1410,7 +1923,9 @@ void login_data(struct leg *l, const char *data, size_t len)
 		}
 		if (s->closing)
 			return;
-		if (relay) {
+		if (relay && login_is_client(l) && s->gate == SESSION_GATE_BINDING) {
+			login_gate_hold(l, data, used, base);
+		} else if (relay) {
 			login_send(l->peer, data, used);
 			l->relay_clean = xml_at_boundary(l->xml);
 		} else if (s->first_pending && !login_is_client(l)) {
@@ -1595,4 +2110,9 @@ void login_free(struct session *s)
 	s->sasl = NULL;
 	streamfeatures_free(&s->up);
 	login_clear_offered(s);
+	free(s->jid);
+	free(s->bind_id);
+	free(s->session_iq_id);
+	free(s->bind_resource);
+	s->jid = s->bind_id = s->session_iq_id = s->bind_resource = NULL;
 }

@@ -2,11 +2,8 @@
 #include <string.h>
 
 #include "conf.h"
+#include "ident.h"
 #include "policy.h"
-
-/* Room for any identity the SASL decoders return (SASL_VALUE_MAX), folded
- * (folding never lengthens it). */
-#define SASL_VALUE_MAX_FOLD 1024
 
 static bool policy_is_plaintext_mech(const char *mech)
 {
@@ -62,9 +59,13 @@ static void policy_offer(const struct conf *c, const struct policy_input *in,
 static void policy_auth(const struct conf *c, const struct policy_input *in,
                         struct policy_verdict *v)
 {
-	if (c->auth_failures_max > 0 && in->failures >= c->auth_failures_max)
+	if (c->auth_failures_max > 0 && in->failures + in->in_flight >= c->auth_failures_max)
 		policy_set(v, POLICY_REJECT, "auth_failures", "temporary-auth-failure",
-		           "%s refused: too many recent failures from this address", in->mechanism);
+		           in->failures >= c->auth_failures_max
+		               ? "%s refused: too many recent failures from this address"
+		               : "%s refused: too many recent failures and attempts in flight from "
+		                 "this address",
+		           in->mechanism);
 	else if (!in->client_tls && !in->starttls_stripped &&
 	         policy_require_tls(c, in->upstream_requires_tls))
 		policy_set(v, POLICY_REJECT, "require_tls", "encryption-required",
@@ -76,9 +77,6 @@ static void policy_auth(const struct conf *c, const struct policy_input *in,
 	         c->plain_without_tls == CONF_PLAIN_REJECT)
 		policy_set(v, POLICY_REJECT, "plain_without_tls", "encryption-required",
 		           "%s without TLS refused", in->mechanism);
-	else if (c->nusers_allow > 0 && strcmp(in->mechanism, "ANONYMOUS") == 0)
-		policy_set(v, POLICY_REJECT, "users_allow", "not-authorized",
-		           "%s has no identity to allow", in->mechanism);
 	else if (!in->offered && c->noffer_mechanisms == 0)
 		policy_set(v, POLICY_REJECT, "not_offered", "invalid-mechanism",
 		           "%s was not offered to the client", in->mechanism);
@@ -89,66 +87,105 @@ static void policy_auth(const struct conf *c, const struct policy_input *in,
 		           in->mechanism);
 }
 
-/* Code points stringprep maps to nothing (RFC 3454 table B.1): a name
- * with them is the same account to a server that applies nodeprep. */
-static bool policy_ignorable(unsigned cp)
+bool policy_checks_identity(const struct conf *c)
 {
-	return cp == 0xAD || cp == 0x34F || cp == 0x1806 || (cp >= 0x180B && cp <= 0x180D) ||
-	       (cp >= 0x200B && cp <= 0x200D) || cp == 0x2060 || (cp >= 0xFE00 && cp <= 0xFE0F) ||
-	       cp == 0xFEFF;
+	return c->nusers_deny > 0 || c->nusers_allow > 0;
+}
+
+/* Does identity (folded) match one of the patterns, each folded the same
+ * way? A pattern that cannot be folded never matches (conf.c refuses
+ * such patterns at load; this only keeps the check total). */
+static bool policy_matches(char *const *patterns, size_t n, const char *identity)
+{
+	char folded[IDENT_USER_MAX + IDENT_DOMAIN_MAX + 1];
+	for (size_t i = 0; i < n; i++) {
+		char *const one[1] = {folded};
+		if (ident_fold_pattern(patterns[i], folded, sizeof(folded)) == 0 &&
+		    conf_user_matches(one, 1, identity))
+			return true;
+	}
+	return false;
+}
+
+/* One identity, localpart and domain, folded as the server compares them
+ * (PRECIS/nodeprep for the user, UTS #46 for the domain). deny and allow
+ * say whether it matched each list; false when it cannot be folded. */
+static bool policy_match_one(const struct conf *c, const char *user, const char *domain, bool *deny,
+                             bool *allow)
+{
+	char fu[IDENT_USER_MAX], fd[IDENT_DOMAIN_MAX], full[IDENT_USER_MAX + IDENT_DOMAIN_MAX + 1];
+	if (ident_fold_user(user, fu, sizeof(fu)) < 0)
+		return false;
+	fd[0] = '\0';
+	if (domain != NULL && domain[0] && ident_fold_domain(domain, fd, sizeof(fd)) < 0)
+		return false;
+	snprintf(full, sizeof(full), "%s@%s", fu, fd);
+	*deny = policy_matches(c->users_deny, c->nusers_deny, fu) ||
+	        policy_matches(c->users_deny, c->nusers_deny, full);
+	*allow = policy_matches(c->users_allow, c->nusers_allow, fu) ||
+	         policy_matches(c->users_allow, c->nusers_allow, full);
+	return true;
 }
 
 /*
- * The identity as a nodeprep/PRECIS server would see it, as far as an
- * ASCII pattern can tell: fullwidth forms (U+FF01-FF5E) become ASCII and
- * ignorable code points vanish; other bytes stay (case is folded by the
- * match). Not a full NFKC: the bound JID is checked again after login
- * (login.c), in the server's own normalised form.
+ * users_deny and users_allow match the identity alone and as
+ * identity@domain, so both "mallory" and "*@lab.test" patterns work. An
+ * authzid (the JID the client asks to act as) must pass too: a server
+ * that grants it logs the client in as that JID. What the proxy cannot
+ * read as the server will is refused: fail closed.
  */
-static void policy_fold_identity(const char *in, char *out, size_t outlen)
-{
-	const unsigned char *p = (const unsigned char *)in;
-	size_t o = 0;
-	while (*p && o + 4 < outlen) {
-		unsigned cp = *p, len = 1;
-		if (cp >= 0xC2 && cp <= 0xDF && (p[1] & 0xC0) == 0x80)
-			cp = ((cp & 0x1F) << 6) | (p[1] & 0x3F), len = 2;
-		else if (cp >= 0xE0 && cp <= 0xEF && (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80)
-			cp = ((cp & 0x0F) << 12) | ((p[1] & 0x3F) << 6) | (p[2] & 0x3F), len = 3;
-		if (len > 1 && policy_ignorable(cp)) {
-			p += len;
-			continue;
-		}
-		if (cp >= 0xFF01 && cp <= 0xFF5E) {
-			out[o++] = (char)(cp - 0xFF01 + 0x21);
-			p += len;
-			continue;
-		}
-		for (unsigned i = 0; i < len && *p; i++)
-			out[o++] = (char)*p++;
-	}
-	out[o] = '\0';
-}
-
-/* users_deny and users_allow match the identity alone and as
- * identity@domain, so both "mallory" and "*@lab.test" patterns work. */
 static void policy_identity(const struct conf *c, const struct policy_input *in,
                             struct policy_verdict *v)
 {
-	char folded[SASL_VALUE_MAX_FOLD], full[SASL_VALUE_MAX_FOLD + 300];
-	policy_fold_identity(in->user ? in->user : "", folded, sizeof(folded));
-	const char *user = folded;
-	snprintf(full, sizeof(full), "%s@%s", user, in->domain ? in->domain : "");
-	bool deny = conf_user_matches(c->users_deny, c->nusers_deny, user) ||
-	            conf_user_matches(c->users_deny, c->nusers_deny, full);
-	bool allow = conf_user_matches(c->users_allow, c->nusers_allow, user) ||
-	             conf_user_matches(c->users_allow, c->nusers_allow, full);
+	if (!policy_checks_identity(c))
+		return;
+	const char *rule = c->nusers_deny > 0 ? "users_deny" : "users_allow";
+	if (in->identity == POLICY_ID_NONE) {
+		policy_set(v, POLICY_REJECT, rule, "invalid-mechanism",
+		           "%s names no identity for users_deny/users_allow to check",
+		           in->mechanism);
+		return;
+	}
+	if (in->identity == POLICY_ID_AMBIGUOUS) {
+		policy_set(v, POLICY_REJECT, rule, "malformed-request",
+		           "%s payload the server could read as another identity", in->mechanism);
+		return;
+	}
+	bool deny = false, allow = false;
+	if (!policy_match_one(c, in->user ? in->user : "", in->domain, &deny, &allow)) {
+		policy_set(v, POLICY_REJECT, rule, "malformed-request",
+		           "identity %.100s cannot be compared as the server would",
+		           in->user ? in->user : "");
+		return;
+	}
+	const char *shown = in->user ? in->user : "";
+	if (in->authzid != NULL && in->authzid[0]) {
+		/* a JID: localpart@domain[/resource], or a bare domain */
+		char local[IDENT_USER_MAX], dom[IDENT_DOMAIN_MAX];
+		const char *at = strchr(in->authzid, '@');
+		const char *d = at ? at + 1 : in->authzid;
+		size_t ll = at ? (size_t)(at - in->authzid) : 0, dl = strcspn(d, "/");
+		bool zdeny = false, zallow = false;
+		if (ll >= sizeof(local) || dl >= sizeof(dom) ||
+		    (snprintf(local, sizeof(local), "%.*s", (int)ll, in->authzid),
+		     snprintf(dom, sizeof(dom), "%.*s", (int)dl, d),
+		     !policy_match_one(c, local, dom, &zdeny, &zallow))) {
+			policy_set(v, POLICY_REJECT, rule, "invalid-authzid",
+			           "authzid %.100s cannot be compared as the server would",
+			           in->authzid);
+			return;
+		}
+		if (zdeny || (c->nusers_allow > 0 && !zallow))
+			shown = in->authzid;
+		deny = deny || zdeny;
+		allow = allow && zallow;
+	}
 	if (deny)
 		policy_set(v, POLICY_REJECT, "users_deny", "not-authorized",
-		           "identity %.100s is denied", user);
+		           "identity %.100s is denied", shown);
 	else if (c->nusers_allow > 0 && !allow)
 		policy_set(v, POLICY_REJECT, "users_allow", "not-authorized",
-		           "identity %.100s is not allowed", user);
+		           "identity %.100s is not allowed", shown);
 }
 
 /* RFC 5802 6: "y" means "I support channel binding but think you do

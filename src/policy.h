@@ -25,18 +25,28 @@ enum policy_action {
 	POLICY_REJECT,    /* refused by the proxy; the server never sees it */
 };
 
+/* How well the exchange named who authenticates (POLICY_IDENTITY). */
+enum policy_identity {
+	POLICY_ID_KNOWN = 0, /* user (and authzid) are what the server will read */
+	POLICY_ID_NONE,      /* the mechanism names nobody the proxy can check */
+	POLICY_ID_AMBIGUOUS, /* the server might read another identity than the proxy */
+};
+
 struct policy_input {
 	enum policy_step step;
 	const char *mechanism; /* upper-cased */
 	bool client_tls;       /* the client leg is encrypted */
 	bool upstream_requires_tls;
-	bool offered;               /* POLICY_AUTH: the mechanism was offered to the client */
-	bool starttls_stripped;     /* strip_starttls hid STARTTLS from this client */
-	unsigned failures;          /* POLICY_AUTH: recent failures from the client address */
-	const char *user;           /* POLICY_IDENTITY: authcid/username */
-	const char *domain;         /* POLICY_IDENTITY: the stream's domain */
-	const char *cb_flag;        /* POLICY_CHANNEL_BINDING: "n", "y" or "p=..." */
-	bool upstream_offered_plus; /* the server offered a -PLUS mechanism */
+	bool offered;                  /* POLICY_AUTH: the mechanism was offered to the client */
+	bool starttls_stripped;        /* strip_starttls hid STARTTLS from this client */
+	unsigned failures;             /* POLICY_AUTH: recent failures from the client address */
+	unsigned in_flight;            /* POLICY_AUTH: attempts from the address not answered yet */
+	enum policy_identity identity; /* POLICY_IDENTITY */
+	const char *user;              /* POLICY_IDENTITY: authcid/username, or a JID's localpart */
+	const char *authzid;           /* POLICY_IDENTITY: the JID asked to act as, or NULL */
+	const char *domain;            /* POLICY_IDENTITY: the identity's domain */
+	const char *cb_flag;           /* POLICY_CHANNEL_BINDING: "n", "y" or "p=..." */
+	bool upstream_offered_plus;    /* the server offered a -PLUS mechanism */
 };
 
 struct policy_verdict {
@@ -47,6 +57,10 @@ struct policy_verdict {
 };
 
 void policy_check(const struct conf *c, const struct policy_input *in, struct policy_verdict *out);
+
+/* Does any rule depend on who authenticates (users_deny, users_allow)?
+ * Then an attempt whose identity the proxy cannot read is refused. */
+bool policy_checks_identity(const struct conf *c);
 
 /* Must the client complete TLS before SASL? */
 bool policy_require_tls(const struct conf *c, bool upstream_requires_tls);

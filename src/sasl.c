@@ -47,6 +47,9 @@ struct sasl_state {
 	unsigned c2s_any;      /* client payloads so far, empty ones included */
 	bool login_pass_asked; /* LOGIN: the server's last prompt named the password */
 	bool have_user, have_authzid, have_cb;
+	bool id_settled;   /* the first non-empty client payload has been decoded */
+	bool id_ambiguous; /* ... and it was malformed, or a name in it was cut */
+	bool cut;          /* a value kept in the state was cut at SASL_VALUE_MAX */
 	char user[SASL_VALUE_MAX];
 	char authzid[SASL_VALUE_MAX];
 	char cb[SASL_VALUE_MAX];
@@ -144,10 +147,14 @@ static void out_unexpected(const struct payload *pl, struct sasl_fields *out)
 
 /* ---- state ------------------------------------------------------------ */
 
-static void state_set(char *dst, bool *have, const void *v, size_t n)
+/* Keeps a value of the exchange (user, authzid, cb flag) in dst, one of
+ * st's fields; a cut one makes the identity ambiguous. */
+static void state_set(struct sasl_state *st, char *dst, bool *have, const void *v, size_t n)
 {
 	value_copy(dst, v, n);
 	*have = true;
+	if (n > SASL_VALUE_MAX - 4)
+		st->cut = true;
 }
 
 /* ---- small parsing helpers --------------------------------------------- */
@@ -244,13 +251,13 @@ static void plain_like(struct sasl_state *st, const struct payload *pl, struct s
 	size_t slen = (size_t)(end - nul2 - 1);
 	if (zlen > 0) {
 		out_str(out, "authzid", p, zlen);
-		state_set(st->authzid, &st->have_authzid, p, zlen);
+		state_set(st, st->authzid, &st->have_authzid, p, zlen);
 	}
 	if (clen == 0) {
 		out_malformed(out, "empty authcid");
 	} else {
 		out_str(out, "authcid", nul1 + 1, clen);
-		state_set(st->user, &st->have_user, nul1 + 1, clen);
+		state_set(st, st->user, &st->have_user, nul1 + 1, clen);
 	}
 	if (secret_name != NULL)
 		out_bool(out, secret_name, slen > 0);
@@ -296,7 +303,7 @@ static void login_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fie
 		return;
 	}
 	out_str(out, "username", pl->p, pl->n);
-	state_set(st->user, &st->have_user, pl->p, pl->n);
+	state_set(st, st->user, &st->have_user, pl->p, pl->n);
 }
 
 /* The server's prompt ("Username:", "Password:") is not secret. */
@@ -577,12 +584,12 @@ static void digest_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fi
 	}
 	if (d[D_USERNAME].seen && d[D_USERNAME].vlen > 0) {
 		out_str(out, "username", d[D_USERNAME].val, d[D_USERNAME].vlen);
-		state_set(st->user, &st->have_user, d[D_USERNAME].val, d[D_USERNAME].vlen);
+		state_set(st, st->user, &st->have_user, d[D_USERNAME].val, d[D_USERNAME].vlen);
 	}
 	once_str(out, &d[D_REALM], "realm");
 	if (d[D_AUTHZID].seen && d[D_AUTHZID].vlen > 0) {
 		out_str(out, "authzid", d[D_AUTHZID].val, d[D_AUTHZID].vlen);
-		state_set(st->authzid, &st->have_authzid, d[D_AUTHZID].val, d[D_AUTHZID].vlen);
+		state_set(st, st->authzid, &st->have_authzid, d[D_AUTHZID].val, d[D_AUTHZID].vlen);
 	}
 	once_str(out, &d[D_URI], "digest_uri");
 	once_str(out, &d[D_QOP], "qop");
@@ -666,7 +673,7 @@ static size_t gs2_header(struct sasl_state *st, struct payload *pl, struct sasl_
 	}
 	if (want_cb) {
 		out_str(out, "cb", p, i - 1);
-		state_set(st->cb, &st->have_cb, p, i - 1);
+		state_set(st, st->cb, &st->have_cb, p, i - 1);
 	}
 	if (i + 1 < n && p[i] == 'a' && p[i + 1] == '=') {
 		size_t start = i + 2;
@@ -685,9 +692,9 @@ static size_t gs2_header(struct sasl_state *st, struct payload *pl, struct sasl_
 			return 0;
 		}
 		out_str(out, "authzid", pl->scratch, (size_t)zl);
-		state_set(st->authzid, &st->have_authzid, pl->scratch, (size_t)zl);
+		state_set(st, st->authzid, &st->have_authzid, pl->scratch, (size_t)zl);
 		if (as_user)
-			state_set(st->user, &st->have_user, pl->scratch, (size_t)zl);
+			state_set(st, st->user, &st->have_user, pl->scratch, (size_t)zl);
 		return (size_t)(comma - p) + 1;
 	}
 	if (i < n && p[i] == ',')
@@ -751,7 +758,7 @@ static void scram_client_first(struct sasl_state *st, struct payload *pl, struct
 		out_malformed(out, "empty username");
 	} else {
 		out_str(out, "username", pl->scratch, (size_t)ul);
-		state_set(st->user, &st->have_user, pl->scratch, (size_t)ul);
+		state_set(st, st->user, &st->have_user, pl->scratch, (size_t)ul);
 	}
 	if (scram_next(pl->p, pl->n, &pos, &a) != 1 || a.name != 'r') {
 		out_malformed(out, "no client nonce (r=)");
@@ -954,7 +961,7 @@ static void external_c2s(struct sasl_state *st, struct payload *pl, struct sasl_
 	}
 	out_str(out, "authzid", pl->p, pl->n);
 	if (pl->n > 0)
-		state_set(st->authzid, &st->have_authzid, pl->p, pl->n);
+		state_set(st, st->authzid, &st->have_authzid, pl->p, pl->n);
 }
 
 /* ---- OAUTHBEARER (RFC 7628) -------------------------------------------- */
@@ -1095,7 +1102,7 @@ static void ht_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fields
 		out_malformed(out, "empty authcid");
 	} else {
 		out_str(out, "authcid", pl->p, alen);
-		state_set(st->user, &st->have_user, pl->p, alen);
+		state_set(st, st->user, &st->have_user, pl->p, alen);
 	}
 	bool token = pl->n - alen - 1 > 0;
 	out_bool(out, "token", token);
@@ -1139,7 +1146,7 @@ static void cram_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fiel
 		return;
 	}
 	out_str(out, "username", pl->p, sp - 1);
-	state_set(st->user, &st->have_user, pl->p, sp - 1);
+	state_set(st, st->user, &st->have_user, pl->p, sp - 1);
 	out_bool(out, "digest", pl->n - sp == 32);
 	if (pl->n - sp != 32)
 		out_malformed(out, "digest is not 32 hex digits");
@@ -1234,6 +1241,8 @@ int sasl_step(struct sasl_state *st, enum sasl_dir dir, const char *b64, size_t 
 	long dn = b64_decode(b64, len, buf);
 	if (dn < 0) {
 		out_malformed(out, "invalid base64");
+		if (dir == SASL_C2S && !st->id_settled)
+			st->id_settled = st->id_ambiguous = true;
 	} else {
 		struct payload pl = {.p = buf, .n = (size_t)dn, .scratch = buf + cap};
 		const struct sasl_mech_ops *o = &sasl_mechs[st->mech];
@@ -1241,6 +1250,12 @@ int sasl_step(struct sasl_state *st, enum sasl_dir dir, const char *b64, size_t 
 			st->c2s_n += dn > 0;
 			st->c2s_any++;
 			o->c2s(st, &pl, out);
+			/* every decoder finds the identity in the first non-empty
+			 * client payload, or nowhere */
+			if (dn > 0 && !st->id_settled) {
+				st->id_settled = true;
+				st->id_ambiguous = out->malformed || st->cut;
+			}
 		} else {
 			st->s2c_n += dn > 0;
 			o->s2c(st, &pl, out);
@@ -1249,6 +1264,20 @@ int sasl_step(struct sasl_state *st, enum sasl_dir dir, const char *b64, size_t 
 	OPENSSL_cleanse(buf, total);
 	free(buf);
 	return 0;
+}
+
+enum sasl_identity sasl_identity(const struct sasl_state *st)
+{
+	if (st->mech == MECH_OTHER || st->mech == MECH_ANONYMOUS || st->mech == MECH_EXTERNAL)
+		return SASL_ID_NONE;
+	if (!st->id_settled)
+		return SASL_ID_PENDING;
+	if (st->id_ambiguous)
+		return SASL_ID_AMBIGUOUS;
+	if (st->have_user)
+		return SASL_ID_KNOWN;
+	/* OAUTHBEARER names the user only in its optional a= */
+	return st->mech == MECH_OAUTHBEARER ? SASL_ID_NONE : SASL_ID_AMBIGUOUS;
 }
 
 const char *sasl_user(const struct sasl_state *st)

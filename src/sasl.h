@@ -58,6 +58,22 @@ void sasl_free(struct sasl_state *st);
 int sasl_step(struct sasl_state *st, enum sasl_dir dir, const char *b64, size_t len,
               bool has_payload, struct sasl_fields *out);
 
+/* What the proxy can tell of the identity the server will see. Policy on
+ * identities is only sound on SASL_ID_KNOWN: servers decode more loosely
+ * than these decoders (Prosody ignores a third NUL in PLAIN, reads SCRAM
+ * GS2 headers like "n,x,"), so a payload they reject may still log
+ * someone in there. */
+enum sasl_identity {
+	SASL_ID_PENDING = 0, /* no client payload has carried it yet */
+	SASL_ID_KNOWN,       /* sasl_user() (and sasl_authzid()) as the server reads them */
+	SASL_ID_NONE,        /* the mechanism names nobody the proxy can check: ANONYMOUS,
+	                        EXTERNAL (the certificate is the proxy's), unknown ones,
+	                        OAUTHBEARER without a=, */
+	SASL_ID_AMBIGUOUS,   /* the payload that should name it was malformed, or the name
+	                        was cut at SASL_VALUE_MAX */
+};
+enum sasl_identity sasl_identity(const struct sasl_state *st);
+
 /* The identity the exchange revealed so far, for the login record and
  * policy: authcid/username, or NULL. */
 const char *sasl_user(const struct sasl_state *st);

@@ -211,6 +211,16 @@ void session_close(struct session *s, const char *reason)
 	if (s->closing)
 		return;
 	s->closing = true;
+	if (s->attempt_inflight) {
+		/* abandoned before its answer: the server may have judged it,
+		 * so it counts as a failure (a guesser cannot send and hang up) */
+		const struct conf *c = s->px->conf;
+		s->attempt_inflight = false;
+		addrtab_attempt_end(s->px->peers, &s->peer_key);
+		if (c->auth_failures_max > 0)
+			(void)addrtab_fail(s->px->peers, &s->peer_key, ev_now(s->px->loop),
+			                   c->auth_failures_window);
+	}
 	audit_login(s);
 	evlog_begin(s->id, "close");
 	evlog_str("reason", reason);

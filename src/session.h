@@ -18,6 +18,7 @@
 #include "bounds.h"
 #include "buf.h"
 #include "leg.h"
+#include "sasl.h"
 #include "streamfeatures.h"
 
 struct conf;
@@ -37,7 +38,7 @@ struct proxy {
 	struct addrtab *peers;    /* sessions per client address */
 	struct session *sessions; /* live */
 	struct session *dead;     /* closed, freed by the reaper */
-	ev_prepare reaper; /* frees px->dead */
+	ev_prepare reaper;        /* frees px->dead */
 	ev_timer sweeper;         /* forgets expired per-address failure windows */
 	bool stopping;
 };
@@ -55,6 +56,15 @@ enum session_outcome {
 
 #define SESSION_MAX_POLICY 8
 
+/* After SASL success, while users_deny/users_allow wait for the JID the
+ * server binds: the client's stanzas do not reach the server before it is
+ * checked (login_relay_c2s). */
+enum session_gate {
+	SESSION_GATE_OPEN = 0, /* no rule waits (or the JID passed) */
+	SESSION_GATE_UNBOUND,  /* only a bind (or an XEP-0198 resume) may pass */
+	SESSION_GATE_BINDING,  /* sent; the client's input is held until the answer */
+};
+
 struct session {
 	uint64_t id;
 	struct proxy *px;
@@ -69,7 +79,7 @@ struct session {
 	char peer_ip[INET6_ADDRSTRLEN];
 	struct in6_addr peer_key; /* in px->peers */
 	bool closing, freed;
-	bool upstream_gone;                  /* closed on purpose, the client still served */
+	bool upstream_gone; /* closed on purpose, the client still served */
 
 	/* a failure waiting for the client's stream header to be told */
 	bool fail_pending;
@@ -99,6 +109,11 @@ struct session {
 	uint64_t first_start, first_end;
 	struct buf first_repl; /* the rewritten features */
 	const char *ended_by;  /* who sent </stream:stream> after login */
+	enum session_gate gate;
+	uint64_t gate_from;    /* client stream offset where holding began */
+	bool gate_held;        /* a whole element is among the held bytes */
+	bool gate_resume;      /* what is in flight is a resume, not a bind */
+	bool attempt_inflight; /* an attempt reached the server, unanswered (addrtab) */
 	bool identity_checked; /* users_allow/deny applied to this attempt */
 	bool swallow_failure;  /* the upstream's next <failure> answers our <abort/> */
 	bool starttls_stripped, downgrade_accepted;
@@ -108,9 +123,11 @@ struct session {
 	const char *outcome_by; /* "upstream" or "proxy" */
 	char condition[40];     /* last failure condition */
 	ev_tstamp t_outcome;
-	char user[256], authzid[256], cb[32];
-	char jid[512];
-	char bind_id[64], session_iq_id[64], bind_resource[256];
+	char user[SASL_VALUE_MAX], authzid[SASL_VALUE_MAX], cb[32];
+	char *jid; /* bound (or SASL2-granted), NULL until known */
+	/* an iq bind or session in flight; its id, NULL when it had none */
+	bool bind_pending, session_pending;
+	char *bind_id, *session_iq_id, *bind_resource;
 	const char *policy_rules[SESSION_MAX_POLICY]; /* "rule:action", static strings */
 	size_t npolicy;
 };

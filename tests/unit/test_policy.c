@@ -532,7 +532,13 @@ static void test_identity_fold(void)
 	     "lice",
 	     POLICY_ALLOW, "fold: Cyrillic a is another name"},
 	    {"bob", POLICY_ALLOW, "fold: another user passes"},
-	    {"\xef\xbd", POLICY_ALLOW, "fold: a truncated sequence is kept as bytes"},
+	    /* issue 8: what the server cannot be shown to read as the
+	     * proxy does is refused, not guessed at */
+	    {"\xef\xbd", POLICY_REJECT, "fold: a truncated sequence fails closed"},
+	    {"ali\x01" "ce", POLICY_REJECT, "fold: a control character fails closed"},
+	    {"\xe2\x93\x90" "lice", POLICY_REJECT, "fold: circled a (NFKC) is alice"},
+	    {"\xf0\x9d\x90\x9a\xf0\x9d\x90\xa5\xf0\x9d\x90\xa2\xf0\x9d\x90\x9c\xf0\x9d\x90\x9e",
+	     POLICY_REJECT, "fold: math bold alice is alice"},
 	};
 	struct conf *c = conf_new();
 	char err[256];
@@ -547,6 +553,82 @@ static void test_identity_fold(void)
 		policy_check(c, &in, &v);
 		T_CHECK(v.action == folds[i].want, folds[i].name);
 	}
+	conf_free(c);
+}
+
+/* Issue 8: the identity rules fail closed, check the authzid and fold
+ * the domain; auth_failures counts attempts in flight. */
+static void test_identity_closed(void)
+{
+	struct conf *c = conf_new();
+	char err[256];
+	conf_set(c, "users_deny", "mallory, kiss, *@evil.test", "test", err, sizeof(err));
+	static const struct {
+		enum policy_identity id;
+		const char *user, *authzid, *domain;
+		enum policy_action want;
+		const char *condition, *name;
+	} closed[] = {
+	    {POLICY_ID_NONE, NULL, NULL, "lab.test", POLICY_REJECT, "invalid-mechanism",
+	     "closed: a mechanism that names nobody"},
+	    {POLICY_ID_AMBIGUOUS, "alice", NULL, "lab.test", POLICY_REJECT, "malformed-request",
+	     "closed: an ambiguous payload, even naming alice"},
+	    {POLICY_ID_KNOWN, "\xe2\x84\xaaI\xc5\xbf\xc5\xbf", NULL, "lab.test", POLICY_REJECT,
+	     "not-authorized", "closed: Kelvin sign and long s fold to kiss"},
+	    {POLICY_ID_KNOWN, "alice", "mallory@lab.test", "lab.test", POLICY_REJECT,
+	     "not-authorized", "closed: a denied authzid"},
+	    {POLICY_ID_KNOWN, "alice", "alice@lab.test", "lab.test", POLICY_ALLOW, NULL,
+	     "closed: the authcid's own JID as authzid"},
+	    {POLICY_ID_KNOWN, "alice", "x@\xef\xbd\x85vil.test", "lab.test", POLICY_REJECT,
+	     "not-authorized", "closed: authzid with a fullwidth domain"},
+	    {POLICY_ID_KNOWN, "alice", NULL, "\xef\xbd\x85\xef\xbd\x96il.test", POLICY_REJECT,
+	     "not-authorized", "closed: fullwidth domain folds to evil.test"},
+	    {POLICY_ID_KNOWN, "alice", NULL, "EVIL.test.", POLICY_REJECT, "not-authorized",
+	     "closed: domain case and trailing dot"},
+	    {POLICY_ID_KNOWN, "alice", NULL, "bad domain", POLICY_REJECT, "malformed-request",
+	     "closed: a domain that does not fold"},
+	    {POLICY_ID_KNOWN, "alice", NULL, "lab.test", POLICY_ALLOW, NULL,
+	     "closed: alice passes"},
+	};
+	for (size_t i = 0; i < sizeof(closed) / sizeof(closed[0]); i++) {
+		struct policy_input in = {.step = POLICY_IDENTITY,
+					  .mechanism = "PLAIN",
+					  .identity = closed[i].id,
+					  .user = closed[i].user,
+					  .authzid = closed[i].authzid,
+					  .domain = closed[i].domain};
+		struct policy_verdict v;
+		policy_check(c, &in, &v);
+		T_CHECK(v.action == closed[i].want &&
+				(closed[i].condition == NULL ||
+				 (v.condition && strcmp(v.condition, closed[i].condition) == 0)),
+			closed[i].name);
+	}
+	/* no identity rule: nothing to fail closed for */
+	struct conf *none = conf_new();
+	struct policy_input any = {.step = POLICY_IDENTITY, .mechanism = "EXTERNAL",
+				   .identity = POLICY_ID_NONE};
+	struct policy_verdict v;
+	policy_check(none, &any, &v);
+	T_CHECK(v.action == POLICY_ALLOW, "closed: no rule, EXTERNAL passes");
+	T_CHECK(!policy_checks_identity(none) && policy_checks_identity(c),
+		"closed: policy_checks_identity");
+	/* auth_failures: two failures and one attempt in flight reach 3 */
+	conf_set(none, "auth_failures", "3/60", "test", err, sizeof(err));
+	struct policy_input a = {.step = POLICY_AUTH, .mechanism = "PLAIN", .client_tls = true,
+				 .offered = true, .failures = 2, .in_flight = 1};
+	policy_check(none, &a, &v);
+	T_CHECK(v.action == POLICY_REJECT && strcmp(v.rule, "auth_failures") == 0 &&
+			strstr(v.detail, "in flight") != NULL,
+		"auth_failures: attempts in flight count");
+	a.in_flight = 0;
+	policy_check(none, &a, &v);
+	T_CHECK(v.action == POLICY_ALLOW, "auth_failures: two failures, none in flight pass");
+	a.failures = 0;
+	a.in_flight = 3;
+	policy_check(none, &a, &v);
+	T_CHECK(v.action == POLICY_REJECT, "auth_failures: three in flight, no failure yet");
+	conf_free(none);
 	conf_free(c);
 }
 
@@ -578,6 +660,7 @@ static void test_channel_binding(void)
 int main(void)
 {
 	test_identity_fold();
+	test_identity_closed();
 	test_channel_binding();
 	test_table();
 	test_table2();

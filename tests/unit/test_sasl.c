@@ -980,8 +980,66 @@ static void test_bounds(void)
 	T_CHECK(1, "bounds: sasl_free(NULL) is harmless");
 }
 
+/* Issue 8: what the decoders can say of the identity the server will see;
+ * identity rules act only on SASL_ID_KNOWN. */
+static void test_identity_status(void)
+{
+	static const struct {
+		const char *mech;
+		const char *raw; /* NULL: no payload at all */
+		size_t n;
+		enum sasl_identity want;
+		const char *name;
+	} rows[] = {
+	    {"PLAIN", NULL, 0, SASL_ID_PENDING, "identity: PLAIN before its payload"},
+	    {"PLAIN", "\0alice\0pw", 9, SASL_ID_KNOWN, "identity: PLAIN"},
+	    {"PLAIN", "\0mallory\0pw\0", 13, SASL_ID_AMBIGUOUS, "identity: PLAIN, a third NUL"},
+	    {"PLAIN", "\0\0pw", 4, SASL_ID_AMBIGUOUS, "identity: PLAIN, empty authcid"},
+	    {"SCRAM-SHA-1", "n,,n=alice,r=abc", 16, SASL_ID_KNOWN, "identity: SCRAM"},
+	    {"SCRAM-SHA-1", "n,x,n=mallory,r=abc", 19, SASL_ID_AMBIGUOUS,
+	     "identity: SCRAM, GS2 header n,x,"},
+	    {"SCRAM-SHA-1", "n=x,,n=mallory,r=abc", 20, SASL_ID_AMBIGUOUS,
+	     "identity: SCRAM, GS2 header n=x,,"},
+	    {"SCRAM-SHA-1", "n,,x=y,n=mallory,r=abc", 22, SASL_ID_AMBIGUOUS,
+	     "identity: SCRAM, an attribute before n="},
+	    {"EXTERNAL", "", 0, SASL_ID_NONE, "identity: EXTERNAL names nobody"},
+	    {"ANONYMOUS", "trace", 5, SASL_ID_NONE, "identity: ANONYMOUS names nobody"},
+	    {"X-FOO", "\0mallory\0pw", 12, SASL_ID_NONE, "identity: unknown mechanism"},
+	    {"OAUTHBEARER", "n,,\x01" "auth=Bearer x\x01\x01", 19, SASL_ID_NONE,
+	     "identity: OAUTHBEARER without a="},
+	    {"OAUTHBEARER", "n,a=alice,\x01" "auth=Bearer x\x01\x01", 26, SASL_ID_KNOWN,
+	     "identity: OAUTHBEARER with a="},
+	    {"HT-SHA-256-NONE", "alice\0hmac", 10, SASL_ID_KNOWN, "identity: FAST token login"},
+	};
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct sasl_state *st = sasl_new(rows[i].mech);
+		if (rows[i].raw != NULL)
+			feed(st, SASL_C2S, rows[i].raw, rows[i].n);
+		T_CHECK(sasl_identity(st) == rows[i].want, rows[i].name);
+		sasl_free(st);
+	}
+	struct sasl_state *st = sasl_new("PLAIN");
+	feed_b64(st, SASL_C2S, "AG0=YWxsb3J5AHB3");
+	T_CHECK(sasl_identity(st) == SASL_ID_AMBIGUOUS, "identity: padding mid-string");
+	sasl_free(st);
+	char big[700];
+	memset(big, 'a', sizeof(big));
+	big[0] = '\0';
+	big[sizeof(big) - 3] = '\0';
+	st = sasl_new("PLAIN");
+	feed(st, SASL_C2S, big, sizeof(big));
+	T_CHECK(sasl_identity(st) == SASL_ID_AMBIGUOUS, "identity: a name cut at SASL_VALUE_MAX");
+	sasl_free(st);
+	st = sasl_new("DIGEST-MD5");
+	feed_none(st, SASL_C2S);
+	feed_b64(st, SASL_S2C, "=");
+	T_CHECK(sasl_identity(st) == SASL_ID_PENDING, "identity: DIGEST-MD5 before the response");
+	sasl_free(st);
+}
+
 int main(void)
 {
+	test_identity_status();
 	test_plain();
 	test_login();
 	test_digest_rfc2831();
