@@ -5,6 +5,7 @@
  * returned as text for main.c to show (on -t, at start and on SIGHUP).
  */
 #include "conf.h"
+#include "ident.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -708,6 +709,18 @@ static int conf_item_pattern(const char *s, size_t len, char **out, char *msg, s
 		}
 	}
 	*out = strndup(s, len);
+	if (*out == NULL)
+		return 0;
+	/* matched in the folded spelling servers compare (policy.c): one
+	 * that cannot be folded could never match */
+	char folded[IDENT_PATTERN_MAX];
+	if (ident_fold_pattern(*out, folded, sizeof(folded)) < 0) {
+		conf_msg(msg, msglen,
+		         "pattern %s is not a user or user@domain servers would accept", *out);
+		free(*out);
+		*out = NULL;
+		return -1;
+	}
 	return 0;
 }
 

@@ -872,8 +872,28 @@ static void test_permitted(void)
 	conf_free(c);
 }
 
+/* users_deny/users_allow patterns must fold as servers compare
+ * identities (issue 8): one that cannot could never match. */
+static void test_user_patterns(void)
+{
+	struct conf *c = conf_new();
+	char msg[256];
+	T_CHECK(conf_set(c, "users_deny", "mallory *@lab.test [mM]al*", "-o", msg, sizeof(msg)) ==
+	                0 &&
+	            c->nusers_deny == 3,
+	        "patterns: plain, domain and bracket patterns load");
+	T_CHECK(conf_set(c, "users_deny", "mal<lory", "-o", msg, sizeof(msg)) < 0 &&
+	            strstr(msg, "mal<lory") != NULL && c->nusers_deny == 3,
+	        "patterns: a character nodeprep prohibits is refused, the old list kept");
+	T_CHECK(conf_set(c, "users_allow", "alice@\xef\xbd\x8c\xef\xbd\x81\xef\xbd\x82.test", "-o",
+	                 msg, sizeof(msg)) == 0,
+	        "patterns: a fullwidth domain folds");
+	conf_free(c);
+}
+
 int main(void)
 {
+	test_user_patterns();
 	test_defaults();
 	test_syntax();
 	test_err_buffer();
