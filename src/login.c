@@ -849,6 +849,12 @@ static void login_client_auth(struct session *s, const struct xml_elem *e, bool 
 		login_refuse(s, v.condition, v.detail, false);
 		return;
 	}
+	if (s->client.state != CS_PREAUTH) {
+		/* pipelined behind the stream header: recorded, refused */
+		login_refuse_builtin(s, "sasl_order", "malformed-request",
+		                     "authentication before the stream features were sent");
+		return;
+	}
 	if (payload != NULL && payload->textlen > MAX_SASL_PAYLOAD) {
 		login_refuse(s, "malformed-request", "SASL payload too large", false);
 		return;
@@ -1003,6 +1009,12 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 		}
 		if (xml_is(e, XML_NS_CLIENT, "iq")) {
 			login_client_preauth_iq(s, e);
+			return;
+		}
+		break;
+	case CS_WAIT_UPSTREAM:
+		if (xml_is(e, XML_NS_SASL, "auth") || xml_is(e, XML_NS_SASL2, "authenticate")) {
+			login_client_auth(s, e, strcmp(e->ns, XML_NS_SASL2) == 0);
 			return;
 		}
 		break;

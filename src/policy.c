@@ -127,12 +127,31 @@ static bool policy_match_one(const struct conf *c, const char *user, const char 
 	return true;
 }
 
+/* policy_match_one() on a JID, localpart@domain[/resource] or a bare
+ * domain (then an empty localpart). False when it cannot be compared. */
+static bool policy_match_jid(const struct conf *c, const char *jid, bool *deny, bool *allow)
+{
+	char local[IDENT_USER_MAX], dom[IDENT_DOMAIN_MAX];
+	size_t rest = strcspn(jid, "/");
+	const char *at = memchr(jid, '@', rest);
+	const char *d = at ? at + 1 : jid;
+	size_t ll = at ? (size_t)(at - jid) : 0, dl = rest - (size_t)(d - jid);
+	if (ll >= sizeof(local) || dl >= sizeof(dom))
+		return false;
+	memcpy(local, jid, ll);
+	local[ll] = '\0';
+	memcpy(dom, d, dl);
+	dom[dl] = '\0';
+	return policy_match_one(c, local, dom, deny, allow);
+}
+
 /*
  * users_deny and users_allow match the identity alone and as
- * identity@domain, so both "mallory" and "*@lab.test" patterns work. An
- * authzid (the JID the client asks to act as) must pass too: a server
- * that grants it logs the client in as that JID. What the proxy cannot
- * read as the server will is refused: fail closed.
+ * identity@domain, so both "mallory" and "*@lab.test" patterns work; an
+ * authcid written as a JID (ejabberd takes "user@domain") is read as
+ * one. An authzid (the JID the client asks to act as) must pass too: a
+ * server that grants it logs the client in as that JID. What the proxy
+ * cannot read as the server will is refused: fail closed.
  */
 static void policy_identity(const struct conf *c, const struct policy_input *in,
                             struct policy_verdict *v)
@@ -151,25 +170,19 @@ static void policy_identity(const struct conf *c, const struct policy_input *in,
 		           "%s payload the server could read as another identity", in->mechanism);
 		return;
 	}
+	const char *user = in->user ? in->user : "";
 	bool deny = false, allow = false;
-	if (!policy_match_one(c, in->user ? in->user : "", in->domain, &deny, &allow)) {
+	bool ok = strchr(user, '@') != NULL ? policy_match_jid(c, user, &deny, &allow)
+	                                    : policy_match_one(c, user, in->domain, &deny, &allow);
+	if (!ok) {
 		policy_set(v, POLICY_REJECT, rule, "malformed-request",
-		           "identity %.100s cannot be compared as the server would",
-		           in->user ? in->user : "");
+		           "identity %.100s cannot be compared as the server would", user);
 		return;
 	}
-	const char *shown = in->user ? in->user : "";
+	const char *shown = user;
 	if (in->authzid != NULL && in->authzid[0]) {
-		/* a JID: localpart@domain[/resource], or a bare domain */
-		char local[IDENT_USER_MAX], dom[IDENT_DOMAIN_MAX];
-		const char *at = strchr(in->authzid, '@');
-		const char *d = at ? at + 1 : in->authzid;
-		size_t ll = at ? (size_t)(at - in->authzid) : 0, dl = strcspn(d, "/");
 		bool zdeny = false, zallow = false;
-		if (ll >= sizeof(local) || dl >= sizeof(dom) ||
-		    (snprintf(local, sizeof(local), "%.*s", (int)ll, in->authzid),
-		     snprintf(dom, sizeof(dom), "%.*s", (int)dl, d),
-		     !policy_match_one(c, local, dom, &zdeny, &zallow))) {
+		if (!policy_match_jid(c, in->authzid, &zdeny, &zallow)) {
 			policy_set(v, POLICY_REJECT, rule, "invalid-authzid",
 			           "authzid %.100s cannot be compared as the server would",
 			           in->authzid);

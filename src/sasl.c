@@ -227,8 +227,8 @@ static bool has_nul(const struct payload *pl)
 /*
  * RFC 4616 §2: exactly two NULs, non-empty authcid and password. Google's
  * X-OAUTH2 has the same shape with a token for the password. Nothing is
- * shown unless the NULs split the message unambiguously, so a password
- * holding a NUL can never land in the authcid field.
+ * shown with fewer than two NULs, so a password can never land in the
+ * authcid field.
  */
 static void plain_like(struct sasl_state *st, const struct payload *pl, struct sasl_fields *out,
                        const char *secret_name)
@@ -243,10 +243,15 @@ static void plain_like(struct sasl_state *st, const struct payload *pl, struct s
 	}
 	const unsigned char *nul1 = memchr(p, '\0', pl->n);
 	const unsigned char *nul2 = nul1 ? memchr(nul1 + 1, '\0', (size_t)(end - nul1 - 1)) : NULL;
-	if (nul2 == NULL || memchr(nul2 + 1, '\0', (size_t)(end - nul2 - 1)) != NULL) {
+	if (nul2 == NULL) {
 		out_malformed(out, "not exactly two NUL separators");
 		return;
 	}
+	/* A third NUL: malformed (and so refused while an identity rule is
+	 * set), but authzid and authcid come before the second NUL whatever
+	 * follows, so the audit still names them; the tail is never shown. */
+	if (memchr(nul2 + 1, '\0', (size_t)(end - nul2 - 1)) != NULL)
+		out_malformed(out, "not exactly two NUL separators");
 	size_t zlen = (size_t)(nul1 - p), clen = (size_t)(nul2 - nul1 - 1);
 	size_t slen = (size_t)(end - nul2 - 1);
 	if (zlen > 0) {

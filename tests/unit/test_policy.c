@@ -589,6 +589,12 @@ static void test_identity_closed(void)
 	     "closed: a domain that does not fold"},
 	    {POLICY_ID_KNOWN, "alice", NULL, "lab.test", POLICY_ALLOW, NULL,
 	     "closed: alice passes"},
+	    {POLICY_ID_KNOWN, "mallory@lab.test", NULL, "lab.test", POLICY_REJECT,
+	     "not-authorized", "closed: an authcid written as a JID"},
+	    {POLICY_ID_KNOWN, "alice@\xef\xbd\x85vil.test", NULL, "lab.test", POLICY_REJECT,
+	     "not-authorized", "closed: an authcid JID's own domain is folded and used"},
+	    {POLICY_ID_KNOWN, "alice@lab.test", NULL, "lab.test", POLICY_ALLOW, NULL,
+	     "closed: alice as a JID passes"},
 	};
 	for (size_t i = 0; i < sizeof(closed) / sizeof(closed[0]); i++) {
 		struct policy_input in = {.step = POLICY_IDENTITY,
