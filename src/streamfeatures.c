@@ -58,8 +58,19 @@ static char *streamfeatures_mech_name(const char *s, size_t len)
 	return r;
 }
 
-/* Collects the <mechanism> children of e (SASL1 or SASL2) into list;
- * junk names are not offered on, more than MAX_MECHANISMS are cut. */
+static bool streamfeatures_listed(char *const *list, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* Collects the <mechanism> children of e (SASL1 or SASL2) into list, the
+ * one list of that kind with its own truncated flag. Junk names are not
+ * offered on; a name already listed is not listed again (repeated
+ * elements would otherwise fill the list with one name and cut the
+ * others); past MAX_MECHANISMS distinct names the rest are cut. */
 static void streamfeatures_mechs(const struct xml_elem *e, const char *ns, char **list, size_t *n,
                                  bool *truncated)
 {
@@ -69,6 +80,10 @@ static void streamfeatures_mechs(const struct xml_elem *e, const char *ns, char 
 		char *name = streamfeatures_mech_name(m->text ? m->text : "", m->textlen);
 		if (name == NULL)
 			continue;
+		if (streamfeatures_listed(list, *n, name)) {
+			free(name);
+			continue;
+		}
 		if (*n == MAX_MECHANISMS) {
 			*truncated = true;
 			free(name);
@@ -91,7 +106,8 @@ int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 			                  ? SF_STARTTLS_REQUIRED
 			                  : SF_STARTTLS_OFFERED;
 		} else if (xml_is(c, XML_NS_SASL, "mechanisms")) {
-			streamfeatures_mechs(c, XML_NS_SASL, f->mechs, &f->nmechs, &f->truncated);
+			streamfeatures_mechs(c, XML_NS_SASL, f->mechs, &f->nmechs,
+			                     &f->mechs_truncated);
 		} else if (xml_is(c, NS_COMPRESS, "compression")) {
 			f->compression = true;
 		} else if (xml_is(c, NS_SASL_CB, "sasl-channel-binding")) {
@@ -99,7 +115,7 @@ int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 		} else if (xml_is(c, XML_NS_SASL2, "authentication")) {
 			f->sasl2 = true;
 			streamfeatures_mechs(c, XML_NS_SASL2, f->sasl2_mechs, &f->nsasl2_mechs,
-			                     &f->truncated);
+			                     &f->sasl2_truncated);
 			for (const struct xml_elem *k = c->children; k != NULL; k = k->next)
 				if (!xml_is(k, XML_NS_SASL2, "mechanism") &&
 				    xml_write(f->sasl2_kept, k, XML_NS_SASL2) < 0)

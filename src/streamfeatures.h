@@ -24,15 +24,21 @@ enum streamfeatures_starttls {
 	SF_STARTTLS_REQUIRED,
 };
 
+/* Each bounded list has its own truncation flag: the two lists are
+ * offered, filtered and logged apart, so one flag for both could not say
+ * which list lost a name. A list holds each name once (a server repeating
+ * <mechanisms> or <authentication> joins them); its flag means a distinct
+ * valid name was cut, so it is set only with the list full. */
 struct streamfeatures {
 	enum streamfeatures_starttls starttls;
-	char *mechs[MAX_MECHANISMS]; /* as the server offered them, in order */
+	char *mechs[MAX_MECHANISMS]; /* SASL1, as the server offered them, in order */
 	size_t nmechs;
+	bool mechs_truncated; /* more distinct SASL1 names than MAX_MECHANISMS */
 	bool compression, channel_binding, sasl2, iq_auth;
-	bool truncated;                    /* more mechanisms than MAX_MECHANISMS */
 	struct buf *kept;                  /* other children, serialised, for the client */
-	char *sasl2_mechs[MAX_MECHANISMS]; /* SASL2 <authentication> mechanisms */
+	char *sasl2_mechs[MAX_MECHANISMS]; /* SASL2 <authentication> mechanisms, in order */
 	size_t nsasl2_mechs;
+	bool sasl2_truncated;   /* more distinct SASL2 names than MAX_MECHANISMS */
 	struct buf *sasl2_kept; /* its other children (<inline>), serialised */
 };
 

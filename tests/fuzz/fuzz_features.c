@@ -6,7 +6,9 @@
  * (with the stream prefix and with none). The written features are
  * parsed again and must say the same: the same starttls state and
  * mechanisms (SASL1 and SASL2), nothing the proxy strips, the same kept
- * children.
+ * children. Each mechanism list is checked on its own: valid names, each
+ * once, at most MAX_MECHANISMS, and its truncated flag set only when that
+ * list is full and the input offered it more.
  *
  * Build and run: tests/fuzz/run SECONDS features
  */
@@ -42,7 +44,52 @@ static void fuzz_close(void *ctx)
 	(void)ctx;
 }
 
-/* Fires for each depth-1 element; only features are read. */
+/* The contract of one bounded mechanism list: at most MAX_MECHANISMS
+ * valid names, each once; truncated only with the list full. */
+static void fuzz_check_list(char *const *list, size_t n, bool truncated)
+{
+	if (n > MAX_MECHANISMS || (truncated && n != MAX_MECHANISMS))
+		abort();
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(list[i]);
+		if (len == 0 || len > MAX_MECH_NAME ||
+		    strspn(list[i], "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != len)
+			abort();
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(list[i], list[j]) == 0)
+				abort();
+	}
+}
+
+/* The contract of a parsed struct streamfeatures. */
+static void fuzz_check(const struct streamfeatures *f)
+{
+	fuzz_check_list(f->mechs, f->nmechs, f->mechs_truncated);
+	fuzz_check_list(f->sasl2_mechs, f->nsasl2_mechs, f->sasl2_truncated);
+	if ((f->nsasl2_mechs > 0 || f->sasl2_truncated) && !f->sasl2)
+		abort();
+	if (f->starttls != SF_STARTTLS_NONE && f->starttls != SF_STARTTLS_OFFERED &&
+	    f->starttls != SF_STARTTLS_REQUIRED)
+		abort();
+	if (f->kept == NULL || f->sasl2_kept == NULL)
+		abort();
+}
+
+/* The <mechanism> children of e's children name/ns: a bound on what one
+ * list can have been offered, counted without the parser's rules. */
+static size_t fuzz_offered(const struct xml_elem *e, const char *ns, const char *name)
+{
+	size_t n = 0;
+	for (const struct xml_elem *c = e->children; c != NULL; c = c->next)
+		if (xml_is(c, ns, name))
+			for (const struct xml_elem *m = c->children; m != NULL; m = m->next)
+				n += xml_is(m, ns, "mechanism");
+	return n;
+}
+
+/* Fires for each depth-1 element; only features are read. Each list's
+ * flag must come from that list: one with MAX_MECHANISMS candidates or
+ * fewer in the input cannot have been cut, whatever the other holds. */
 static void fuzz_element(void *ctx, const struct xml_elem *e, uint64_t start, uint64_t end)
 {
 	struct fuzz_ctx *x = ctx;
@@ -52,27 +99,16 @@ static void fuzz_element(void *ctx, const struct xml_elem *e, uint64_t start, ui
 	x->features++;
 	if (streamfeatures_parse(&x->f, e) != 0)
 		abort();
+	fuzz_check(&x->f);
+	size_t n1 = fuzz_offered(e, XML_NS_SASL, "mechanisms");
+	size_t n2 = fuzz_offered(e, XML_NS_SASL2, "authentication");
+	if (x->f.nmechs > n1 || (x->f.mechs_truncated && n1 <= MAX_MECHANISMS))
+		abort();
+	if (x->f.nsasl2_mechs > n2 || (x->f.sasl2_truncated && n2 <= MAX_MECHANISMS))
+		abort();
 }
 
 static const struct xml_handler fuzz_handler = {fuzz_open, fuzz_element, fuzz_close};
-
-/* The contract of a parsed struct streamfeatures. */
-static void fuzz_check(const struct streamfeatures *f)
-{
-	if (f->nmechs > MAX_MECHANISMS || (f->truncated && f->nmechs != MAX_MECHANISMS))
-		abort();
-	if (f->starttls != SF_STARTTLS_NONE && f->starttls != SF_STARTTLS_OFFERED &&
-	    f->starttls != SF_STARTTLS_REQUIRED)
-		abort();
-	if (f->kept == NULL)
-		abort();
-	for (size_t i = 0; i < f->nmechs; i++) {
-		size_t n = strlen(f->mechs[i]);
-		if (n == 0 || n > MAX_MECH_NAME ||
-		    strspn(f->mechs[i], "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != n)
-			abort();
-	}
-}
 
 /* Parses header + body into x; returns the xml error. */
 static enum xml_error fuzz_parse(struct fuzz_ctx *x, const char *hdr, size_t hlen,
@@ -114,8 +150,9 @@ static void fuzz_roundtrip(const struct fuzz_ctx *x, const char *prefix, const c
 	if (fuzz_parse(&y, hdr, strlen(hdr), buf_head(&out), out.len) != XML_OK || y.features != 1)
 		abort(); /* the client would get features it cannot parse */
 	fuzz_check(&y.f);
-	if (y.f.starttls != f->starttls || y.f.nmechs != f->nmechs || y.f.truncated)
-		abort();
+	if (y.f.starttls != f->starttls || y.f.nmechs != f->nmechs || y.f.mechs_truncated ||
+	    y.f.sasl2_truncated)
+		abort(); /* the client gets each list whole, cut or not */
 	for (size_t i = 0; i < f->nmechs; i++)
 		if (strcmp(y.f.mechs[i], f->mechs[i]) != 0)
 			abort();

@@ -147,7 +147,7 @@ static void test_prosody(void)
 	T_CHECK(f->channel_binding, "prosody: channel binding seen");
 	T_CHECK(f->sasl2, "prosody: sasl2 seen");
 	T_CHECK(f->iq_auth, "prosody: iq-auth seen");
-	T_CHECK(!f->truncated, "prosody: not truncated");
+	T_CHECK(!f->mechs_truncated && !f->sasl2_truncated, "prosody: not truncated");
 	T_CHECK(kept_is(f, "<register xmlns='http://jabber.org/features/iq-register'/>"
 			   "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
 			   "node='http://prosody.im' ver='a&amp;b='/>"),
@@ -298,7 +298,7 @@ static void test_mechanisms(void)
 	if (!same)
 		for (size_t i = 0; i < f->nmechs; i++)
 			printf("#   mech %zu: [%s]\n", i, f->mechs[i]);
-	T_CHECK(!f->truncated, "mechanisms: junk does not count towards truncation");
+	T_CHECK(!f->mechs_truncated, "mechanisms: junk does not count towards truncation");
 	T_CHECK(kept_is(f, ""), "mechanisms: nothing else kept");
 
 	/* two <mechanisms> elements: the lists are joined */
@@ -338,11 +338,100 @@ static void test_mechanisms(void)
 		T_CHECK(ok && order, nm);
 		snprintf(nm, sizeof(nm), "mechanisms: %d offered -> truncated %s", total,
 			 total > MAX_MECHANISMS ? "set" : "clear");
-		T_CHECK(f->truncated == (total > MAX_MECHANISMS), nm);
+		T_CHECK(f->mechs_truncated == (total > MAX_MECHANISMS) && !f->sasl2_truncated, nm);
 		buf_free(&b);
 	}
 	streamfeatures_free(&cap.f);
 	streamfeatures_free(&cap.f); /* twice is harmless */
+}
+
+/* Both lists of one features element: SASL1 in n1 <mechanisms> blocks,
+ * SASL2 in n2 <authentication> blocks (each with an <inline>), one
+ * mechanism per block, all named "PLAIN" or each its own. */
+struct lists_row {
+	const char *name;
+	int n1;
+	bool same1;
+	int n2;
+	bool same2;
+	size_t want_n1;
+	bool want_t1;
+	size_t want_n2;
+	bool want_t2;
+};
+
+static const struct lists_row lists_rows[] = {
+	/* the fuzz finding: many SASL2 blocks repeating PLAIN, no SASL1 list;
+	 * one flag for both lists was set with nmechs 0 */
+	{"sasl2 repeated 40x, no sasl1", 0, false, 40, true, 0, false, 1, false},
+	{"sasl2 repeated 40x, sasl1 3", 3, false, 40, true, 3, false, 1, false},
+	{"sasl2 40 distinct, sasl1 3", 3, false, 40, false, 3, false, MAX_MECHANISMS, true},
+	{"sasl2 exactly full, sasl1 3", 3, false, MAX_MECHANISMS, false, 3, false,
+	 MAX_MECHANISMS, false},
+	{"sasl1 40 distinct, sasl2 1", 40, false, 1, false, MAX_MECHANISMS, true, 1, false},
+	{"sasl1 repeated 40x, sasl2 1", 40, true, 1, false, 1, false, 1, false},
+	{"both 40 distinct", 40, false, 40, false, MAX_MECHANISMS, true, MAX_MECHANISMS, true},
+	{"both repeated 40x", 40, true, 40, true, 1, false, 1, false},
+};
+
+static void test_lists(void)
+{
+	struct capture cap = {0};
+	struct streamfeatures *f = &cap.f;
+	for (size_t r = 0; r < sizeof(lists_rows) / sizeof(lists_rows[0]); r++) {
+		const struct lists_row *w = &lists_rows[r];
+		struct buf b = {0};
+		buf_adds(&b, "<stream:features>");
+		for (int i = 0; i < w->n1; i++)
+			buf_addf(&b, "<mechanisms xmlns='" XML_NS_SASL "'><mechanism>%s-%d</mechanism>"
+				     "</mechanisms>",
+				 w->same1 ? "PLAIN" : "A", w->same1 ? 0 : i);
+		for (int i = 0; i < w->n2; i++)
+			buf_addf(&b, "<authentication xmlns='" XML_NS_SASL2 "'><mechanism>%s-%d"
+				     "</mechanism><inline><sm xmlns='urn:xmpp:sm:3'/></inline>"
+				     "</authentication>",
+				 w->same2 ? "PLAIN" : "B", w->same2 ? 0 : i);
+		buf_adds(&b, "</stream:features>");
+		bool ok = parse(&cap, HDR, buf_head(&b), b.len);
+		buf_free(&b);
+		char nm[160];
+		snprintf(nm, sizeof(nm), "lists: %s: parses", w->name);
+		T_CHECK(ok, nm);
+		snprintf(nm, sizeof(nm), "lists: %s: sasl1 %zu kept, truncated %s", w->name,
+			 w->want_n1, w->want_t1 ? "set" : "clear");
+		T_CHECK(f->nmechs == w->want_n1 && f->mechs_truncated == w->want_t1, nm);
+		if (f->nmechs != w->want_n1 || f->mechs_truncated != w->want_t1)
+			printf("#   got nmechs %zu truncated %d\n", f->nmechs, f->mechs_truncated);
+		snprintf(nm, sizeof(nm), "lists: %s: sasl2 %zu kept, truncated %s", w->name,
+			 w->want_n2, w->want_t2 ? "set" : "clear");
+		T_CHECK(f->nsasl2_mechs == w->want_n2 && f->sasl2_truncated == w->want_t2 &&
+				f->sasl2 == (w->n2 > 0),
+			nm);
+		if (f->nsasl2_mechs != w->want_n2 || f->sasl2_truncated != w->want_t2)
+			printf("#   got nsasl2 %zu truncated %d\n", f->nsasl2_mechs,
+			       f->sasl2_truncated);
+		/* each list in order, each name once: the first of each kept */
+		bool order = true;
+		for (size_t i = 0; order && i < f->nmechs; i++) {
+			char want[32];
+			snprintf(want, sizeof(want), "%s-%zu", w->same1 ? "PLAIN" : "A",
+				 w->same1 ? 0 : i);
+			order = strcmp(f->mechs[i], want) == 0;
+		}
+		for (size_t i = 0; order && i < f->nsasl2_mechs; i++) {
+			char want[32];
+			snprintf(want, sizeof(want), "%s-%zu", w->same2 ? "PLAIN" : "B",
+				 w->same2 ? 0 : i);
+			order = strcmp(f->sasl2_mechs[i], want) == 0;
+		}
+		snprintf(nm, sizeof(nm), "lists: %s: first names kept in order, once", w->name);
+		T_CHECK(order, nm);
+		if (w->n2 > 0) {
+			snprintf(nm, sizeof(nm), "lists: %s: has_sasl2 sees the first name", w->name);
+			T_CHECK(streamfeatures_has_sasl2(f, w->same2 ? "PLAIN-0" : "B-0"), nm);
+		}
+	}
+	streamfeatures_free(&cap.f);
 }
 
 static void test_ejabberd(void)
@@ -396,6 +485,7 @@ int main(void)
 	test_prosody();
 	test_write();
 	test_mechanisms();
+	test_lists();
 	test_ejabberd();
 	T_DONE();
 }
