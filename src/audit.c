@@ -104,8 +104,6 @@ void audit_tls(struct leg *l, bool client, bool ok, const char *error)
 		}
 		snprintf(client ? s->client_tls_version : s->upstream_tls_version,
 		         sizeof(s->client_tls_version), "%s", info.version);
-		if (client && info.sni[0] && s->domain[0] == '\0')
-			snprintf(s->domain, sizeof(s->domain), "%s", info.sni);
 	} else {
 		evlog_str("error", error);
 	}

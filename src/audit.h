@@ -23,8 +23,7 @@ void audit_stream_error(struct session *s, const char *dir, const struct xml_ele
 /* A stream header a leg sent. */
 void audit_stream(const struct leg *l, bool client, const struct xml_elem *hdr);
 /* A TLS handshake on a leg, finished (ok) or failed (error); a finished
- * one also records the version (and the client's SNI as the domain when
- * none is known yet). */
+ * one also records the version for the login record. */
 void audit_tls(struct leg *l, bool client, bool ok, const char *error);
 /* The decoded fields of a SASL payload, into the line being written. */
 void audit_sasl_fields(const struct sasl_fields *f);

@@ -1977,6 +1977,14 @@ static void login_tls_done(struct leg *l)
 
 	audit_tls(l, login_is_client(l), true, NULL);
 	if (login_is_client(l)) {
+		/* Direct TLS: the SNI names the domain until the stream header
+		 * does (XEP-0368); it goes into our headers and the policy, so
+		 * only a plain host name (RFC 6066 3) is taken */
+		const char *sni = SSL_get_servername(l->ssl, TLSEXT_NAMETYPE_host_name);
+		size_t n = sni ? strlen(sni) : 0;
+		if (n > 0 && n < sizeof(s->domain) && s->domain[0] == '\0' &&
+		    strspn(sni, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == n)
+			memcpy(s->domain, sni, n + 1);
 		s->client_tls = true;
 		login_set_state(l, CS_HEADER);
 		return;
