@@ -17,8 +17,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void fuzz_fixed_point(int (*fold)(const char *, char *, size_t), const char *in,
-                             size_t max, bool domain)
+static void fuzz_fixed_point(int (*fold)(const char *, char *, size_t), const char *in, size_t max,
+                             bool domain)
 {
 	char *a = malloc(max), *b = malloc(max);
 	if (a == NULL || b == NULL)
