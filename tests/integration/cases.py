@@ -38,6 +38,15 @@ PROSODY_VARIANTS = {
     "cyrus": dict(users=CYRUS_USERS, cyrus=True),
     "tls12": dict(users=USERS, tls12=True),
     "cyrus_unpatched": dict(users=CYRUS_USERS, cyrus=True, cyrus_patch=False),
+    # cases_bypass.py (issue 8): a denied user (mallory), a name with 's'
+    # and 'k' for the long-s and Kelvin-sign spellings (kiss), legacy
+    # iq-auth and in-band registration on, debug log (what reached it);
+    # "hostile": slow password checks (bypass_auth_failures_parallel)
+    "hostile": dict(users={**USERS, "mallory": "Xi-mallory-Pw-4Hs8qL", "kiss": "Xi-kiss-Pw-6Nb3wE"},
+                    modules=("legacyauth", "register_ibr"), debug=True, iterations=100000),
+    "hostile_open": dict(users={**USERS, "mallory": "Xi-mallory-Pw-4Hs8qL", "kiss": "Xi-kiss-Pw-6Nb3wE"},
+                         require_encryption=False, allow_plain=True,
+                         modules=("legacyauth", "register_ibr"), debug=True),
 }
 
 CASES = []

@@ -180,12 +180,23 @@ class Prosody:
                           its garbage <success> payloads, as malformed input
       tls12               TLS 1.2 only: then Prosody offers SCRAM-SHA-1-PLUS
                           (tls-unique does not exist in TLS 1.3)
+      modules             extra modules_enabled, e.g. ("legacyauth",
+                          "register_ibr"): XEP-0078 iq-auth and in-band
+                          registration, routes a hostile client tries
+      iterations          default_iteration_count (PBKDF2) for the accounts:
+                          a higher count makes each password check slower,
+                          so attempts sent at once are surely all in flight
+                          before the server's first answer
+      debug               log at debug level (as XI_DEBUG=1 does): Prosody
+                          then logs every element it receives
+                          ("Received[c2s_unauthed]: <auth ...>"), the
+                          witness that an attempt did or did not reach it
     users: {localpart: password} registered on lab.test before start.
     """
 
     def __init__(self, users, require_encryption=True, allow_plain=False,
                  cert="server", cyrus=False, cyrus_patch=True, tls12=False,
-                 name="prosody", keep=False):
+                 modules=(), debug=False, iterations=None, name="prosody", keep=False):
         self.users = dict(users)
         self.require_encryption = require_encryption
         self.allow_plain = allow_plain
@@ -193,6 +204,9 @@ class Prosody:
         self.cyrus = cyrus
         self.cyrus_patch = cyrus_patch
         self.tls12 = tls12
+        self.modules = tuple(modules)
+        self.debug = debug
+        self.iterations = iterations
         self.name = name
         self.keep = keep
         self.dir = Path(tempfile.mkdtemp(prefix=f"xi-{name}-"))
@@ -241,14 +255,15 @@ class Prosody:
                 raise HarnessError(f"{f} missing: run `make -C certs`")
         proto = ' protocol = "tlsv1_2";' if self.tls12 else ""
         ssl = f"{{ certificate = {lua_str(cert)}; key = {lua_str(key)};{proto} }}"
-        level = "debug" if os.environ.get("XI_DEBUG") else "info"
+        level = "debug" if self.debug or os.environ.get("XI_DEBUG") else "info"
+        modules = ["roster", "saslauth", "tls", "disco", "ping", "posix"] + list(self.modules)
         lines = [
             "-- written by tests/integration/harness.py",
             "run_as_root = true",
             f"pidfile = {lua_str(self.dir / 'prosody.pid')}",
             f"data_path = {lua_str(self.dir / 'data')}",
             f"log = {{ {level} = {lua_str(self.log)} }}",
-            'modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix" }',
+            "modules_enabled = { " + "; ".join(lua_str(m) for m in modules) + " }",
             'modules_disabled = { "s2s" }',
             "s2s_ports = {}",
             "http_ports = {}",
@@ -267,6 +282,8 @@ class Prosody:
         ]
         if plugins:
             lines.append(f"plugin_paths = {{ {lua_str(plugins)} }}")
+        if self.iterations:
+            lines.append(f"default_iteration_count = {int(self.iterations)}")
         lines += ["", f"VirtualHost {lua_str(DOMAIN)}", f"  ssl = {ssl}"]
         if self.cyrus:
             lines += [
