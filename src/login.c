@@ -1452,6 +1452,12 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e, 
 		}
 		break;
 	case US_SASL:
+		/* the answer to a registration iq the client sent just before
+		 * its <auth> may come in the middle of the exchange */
+		if (xml_is(e, XML_NS_CLIENT, "iq")) {
+			login_forward(&s->client, e);
+			return;
+		}
 		login_upstream_sasl(s, e, end);
 		return;
 	default:

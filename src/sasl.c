@@ -772,8 +772,12 @@ static void scram_client_first(struct sasl_state *st, struct payload *pl, struct
 	out_num(out, "cnonce_len", (long long)a.vlen);
 	if (a.vlen == 0)
 		out_malformed(out, "empty client nonce");
+	/* extensions: unknown letters only. A defined one again (a second
+	 * n=, as in "n=alice,r=x,n=mallory") is read by some servers in
+	 * place of the first: malformed, so identity rules refuse it. */
 	while ((r = scram_next(pl->p, pl->n, &pos, &a)) == 1)
-		;
+		if (strchr("aceimnprsv", a.name) != NULL)
+			out_malformed(out, "a defined attribute repeated or out of order");
 	if (r < 0)
 		out_malformed(out, "bad attribute syntax");
 }
