@@ -50,6 +50,8 @@ struct sasl_state {
 	bool id_settled;   /* the first non-empty client payload has been decoded */
 	bool id_ambiguous; /* ... and it was malformed, or a name in it was cut */
 	bool cut;          /* a value kept in the state was cut at SASL_VALUE_MAX */
+	bool unsure;       /* a name some servers parse differently (a SCRAM '=' escape) */
+	bool id_changed;   /* a later client payload named another user or authzid */
 	char user[SASL_VALUE_MAX];
 	char authzid[SASL_VALUE_MAX];
 	char cb[SASL_VALUE_MAX];
@@ -151,6 +153,14 @@ static void out_unexpected(const struct payload *pl, struct sasl_fields *out)
  * st's fields; a cut one makes the identity ambiguous. */
 static void state_set(struct sasl_state *st, char *dst, bool *have, const void *v, size_t n)
 {
+	/* DIGEST-MD5 with a made-up initial response, then the real one: the
+	 * identity checked must be the one the server reads */
+	if (st->id_settled && (dst == st->user || dst == st->authzid)) {
+		char now[SASL_VALUE_MAX];
+		value_copy(now, v, n);
+		if (!*have || strcmp(now, dst) != 0)
+			st->id_changed = true;
+	}
 	value_copy(dst, v, n);
 	*have = true;
 	if (n > SASL_VALUE_MAX - 4)
@@ -630,9 +640,10 @@ static long saslname_decode(const unsigned char *s, size_t n, unsigned char *dst
 		}
 		if (n - i < 3)
 			return -1;
-		if (s[i + 1] == '2' && (s[i + 2] == 'C' || s[i + 2] == 'c'))
+		/* RFC 5802 5.1 writes them upper case; Prosody takes no other */
+		if (s[i + 1] == '2' && s[i + 2] == 'C')
 			dst[w++] = ',';
-		else if (s[i + 1] == '3' && (s[i + 2] == 'D' || s[i + 2] == 'd'))
+		else if (s[i + 1] == '3' && s[i + 2] == 'D')
 			dst[w++] = '=';
 		else
 			return -1;
@@ -757,6 +768,11 @@ static void scram_client_first(struct sasl_state *st, struct payload *pl, struct
 		return;
 	}
 	long ul = saslname_decode(a.val, a.vlen, pl->scratch);
+	/* Prosody's pattern takes the text after an "n=" inside an escaped
+	 * name ("n=xn=2Cmallory" is "2Cmallory" there): an escaped name is
+	 * not one every server reads alike */
+	if (memchr(a.val, '=', a.vlen) != NULL)
+		st->unsure = true;
 	if (ul < 0) {
 		out_malformed(out, "bad '=' escape in username");
 	} else if (ul == 0) {
@@ -1263,7 +1279,7 @@ int sasl_step(struct sasl_state *st, enum sasl_dir dir, const char *b64, size_t 
 			 * client payload, or nowhere */
 			if (dn > 0 && !st->id_settled) {
 				st->id_settled = true;
-				st->id_ambiguous = out->malformed || st->cut;
+				st->id_ambiguous = out->malformed || st->cut || st->unsure;
 			}
 		} else {
 			st->s2c_n += dn > 0;
@@ -1281,7 +1297,7 @@ enum sasl_identity sasl_identity(const struct sasl_state *st)
 		return SASL_ID_NONE;
 	if (!st->id_settled)
 		return SASL_ID_PENDING;
-	if (st->id_ambiguous)
+	if (st->id_ambiguous || st->id_changed)
 		return SASL_ID_AMBIGUOUS;
 	if (st->have_user)
 		return SASL_ID_KNOWN;

@@ -69,8 +69,9 @@ enum sasl_identity {
 	SASL_ID_NONE,        /* the mechanism names nobody the proxy can check: ANONYMOUS,
 	                        EXTERNAL (the certificate is the proxy's), unknown ones,
 	                        OAUTHBEARER without a=, */
-	SASL_ID_AMBIGUOUS,   /* the payload that should name it was malformed, or the name
-	                        was cut at SASL_VALUE_MAX */
+	SASL_ID_AMBIGUOUS,   /* the payload that should name it was malformed, the name
+	                        was cut at SASL_VALUE_MAX or escaped (SCRAM '='), or a
+	                        later payload named someone else */
 };
 enum sasl_identity sasl_identity(const struct sasl_state *st);
 

@@ -532,7 +532,7 @@ static void test_scram_hostile(void)
 
 	/* authzid and username with the saslname escapes. */
 	st = sasl_new("SCRAM-SHA-1");
-	FEED(st, SASL_C2S, "n,a=us=2Cer=3D,n=jo=2cn=3D=3D,r=abc,x=ext");
+	FEED(st, SASL_C2S, "n,a=us=2Cer=3D,n=jo=2Cn=3D=3D,r=abc,x=ext");
 	T_CHECK(ok() && str_is("authzid", "us,er=") && str_is("username", "jo,n=="),
 	        "SCRAM: =2C and =3D decoded in authzid and username");
 	T_STREQ(sasl_authzid(st), "us,er=", "SCRAM: sasl_authzid decoded");
@@ -1041,6 +1041,28 @@ static void test_identity_status(void)
 	feed_none(st, SASL_C2S);
 	feed_b64(st, SASL_S2C, "=");
 	T_CHECK(sasl_identity(st) == SASL_ID_PENDING, "identity: DIGEST-MD5 before the response");
+	sasl_free(st);
+	/* review: a made-up initial response, then the real one for another */
+	static const char dave[] = "username=\"dave\",nonce=\"n\",cnonce=\"c\",nc=00000001,"
+	                           "qop=auth,digest-uri=\"xmpp/lab.test\",response=0123";
+	static const char carol[] = "username=\"carol\",nonce=\"n\",cnonce=\"c\",nc=00000001,"
+	                            "qop=auth,digest-uri=\"xmpp/lab.test\",response=0123";
+	st = sasl_new("DIGEST-MD5");
+	feed(st, SASL_C2S, dave, sizeof(dave) - 1);
+	T_CHECK(sasl_identity(st) == SASL_ID_KNOWN, "identity: DIGEST-MD5 initial response names dave");
+	feed(st, SASL_S2C, "realm=\"lab.test\",nonce=\"n\",qop=\"auth\",algorithm=md5-sess", 53);
+	feed(st, SASL_C2S, dave, sizeof(dave) - 1);
+	T_CHECK(sasl_identity(st) == SASL_ID_KNOWN, "identity: the same name again is fine");
+	feed(st, SASL_C2S, carol, sizeof(carol) - 1);
+	T_CHECK(sasl_identity(st) == SASL_ID_AMBIGUOUS, "identity: a later payload naming carol");
+	sasl_free(st);
+	st = sasl_new("SCRAM-SHA-1");
+	feed(st, SASL_C2S, "n,,n=xn=2Cmallory,r=abc", 23);
+	T_CHECK(sasl_identity(st) == SASL_ID_AMBIGUOUS, "identity: SCRAM escaped name is unsure");
+	sasl_free(st);
+	st = sasl_new("SCRAM-SHA-1");
+	feed(st, SASL_C2S, "n,,n=a=2cb,r=abc", 16);
+	T_CHECK(sasl_identity(st) == SASL_ID_AMBIGUOUS, "identity: lower-case escape refused");
 	sasl_free(st);
 }
 
