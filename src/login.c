@@ -428,8 +428,11 @@ static void login_start_upstream_stream(struct session *s)
 	}
 }
 
-/* Fires for every stream header the client sends. */
-static void login_client_open(struct session *s, const struct xml_elem *hdr)
+static void login_gate_release(struct session *s, uint64_t upto);
+
+/* Fires for every stream header the client sends; end is the offset just
+ * past it. */
+static void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t end)
 {
 	struct leg *l = &s->client;
 	const char *to = xml_attr(hdr, NULL, "to");
@@ -447,6 +450,8 @@ static void login_client_open(struct session *s, const struct xml_elem *hdr)
 		}
 		snprintf(s->upstream.out_prefix, sizeof(s->upstream.out_prefix), "%s", hdr->prefix);
 		s->upstream.hdr_sent = true;
+		if (s->gate != SESSION_GATE_OPEN)
+			login_gate_release(s, end); /* the header goes on; what follows waits */
 		return;
 	}
 
@@ -514,6 +519,14 @@ static void login_send_failure(struct session *s, struct buf *b, bool counts)
 	}
 	unsigned char r;
 	RAND_bytes(&r, 1);
+	/* a failure already waiting (a pipelined retry) keeps its place */
+	if (s->delayed.len > 0) {
+		int rc = buf_add(&s->delayed, buf_head(b), b->len);
+		buf_free(b);
+		if (rc < 0)
+			session_close(s, "out of memory");
+		return;
+	}
 	buf_free(&s->delayed);
 	s->delayed = *b;
 	memset(b, 0, sizeof(*b));
@@ -527,9 +540,10 @@ void login_resume(struct session *s)
 	leg_set_reading(&s->client, true);
 }
 
-/* An attempt reached the server: until it is answered it counts toward
- * auth_failures for its address (parallel sessions cannot all guess
- * before the first failure is known). */
+/* A credential-bearing payload reached the server: until the server
+ * answers it counts toward auth_failures for its address, so parallel
+ * sessions cannot all guess before the first failure is known. Only the
+ * server's round trip counts, never the client's own delay. */
 static void login_attempt_begin(struct session *s)
 {
 	if (s->attempt_inflight)
@@ -538,8 +552,8 @@ static void login_attempt_begin(struct session *s)
 	addrtab_attempt_begin(s->px->peers, &s->peer_key);
 }
 
-/* The attempt was answered (or refused on its way). session_close()
- * counts one abandoned in flight as a failure. */
+/* The server answered (or the proxy refused). session_close() counts a
+ * payload abandoned in flight as a failure. */
 static void login_attempt_end(struct session *s)
 {
 	if (!s->attempt_inflight)
@@ -616,10 +630,11 @@ static void login_check_channel_binding(struct session *s)
 static bool login_identity_refused(struct session *s, struct policy_verdict *v)
 {
 	const struct conf *c = login_conf(s);
-	if (s->identity_checked || s->sasl == NULL || !policy_checks_identity(c))
+	if (s->sasl == NULL || !policy_checks_identity(c))
 		return false;
 	enum sasl_identity id = sasl_identity(s->sasl);
-	if (id == SASL_ID_PENDING)
+	/* once passed, checked again only if a later payload made it unsure */
+	if (id == SASL_ID_PENDING || (s->identity_checked && id == SASL_ID_KNOWN))
 		return false;
 	s->identity_checked = true;
 	struct policy_input in = {.step = POLICY_IDENTITY,
@@ -878,7 +893,8 @@ static void login_client_auth(struct session *s, const struct xml_elem *e, bool 
 		                     "the payload is not base64 (RFC 6120 6.4.2)");
 		return;
 	}
-	login_attempt_begin(s);
+	if (payload != NULL && payload->text != NULL)
+		login_attempt_begin(s);
 	login_set_state(&s->client, CS_SASL);
 	login_set_state(&s->upstream, US_SASL);
 }
@@ -963,6 +979,22 @@ static void login_client_response(struct session *s, const struct xml_elem *e)
 		login_refuse_midway(s, &v);
 		return;
 	}
+	bool proof = e->text != NULL;
+	const struct conf *c = login_conf(s);
+	if (proof && policy_auth_failures_reached(
+	                 c, addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
+	                 addrtab_inflight(s->px->peers, &s->peer_key))) {
+		memset(&v, 0, sizeof(v));
+		v.action = POLICY_REJECT;
+		v.rule = "auth_failures";
+		v.condition = "temporary-auth-failure";
+		snprintf(v.detail, sizeof(v.detail),
+		         "%s refused: too many recent failures and attempts in flight from this "
+		         "address",
+		         s->mechanism);
+		login_refuse_midway(s, &v);
+		return;
+	}
 	if (login_forward_sasl(s, e, e) < 0) {
 		memset(&v, 0, sizeof(v));
 		v.action = POLICY_REJECT;
@@ -970,7 +1002,10 @@ static void login_client_response(struct session *s, const struct xml_elem *e)
 		v.condition = "incorrect-encoding";
 		snprintf(v.detail, sizeof(v.detail), "the payload is not base64 (RFC 6120 6.4.2)");
 		login_refuse_midway(s, &v);
+		return;
 	}
+	if (proof)
+		login_attempt_begin(s);
 }
 
 static void login_client_element(struct session *s, const struct xml_elem *e)
@@ -1319,6 +1354,7 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 			login_upstream_fault(s, "policy-violation", "SASL exchange too long");
 			return;
 		}
+		login_attempt_end(s);
 		login_decode(s, SASL_S2C, e, &f);
 		audit_sasl_step(s, "s2c", s->steps_s2c, "challenge", &f);
 		login_forward(&s->client, e);
@@ -1334,6 +1370,7 @@ static void login_upstream_sasl(struct session *s, const struct xml_elem *e, uin
 			login_upstream_fault(s, "policy-violation", "SASL exchange too long");
 			return;
 		}
+		login_attempt_end(s);
 		memset(&f, 0, sizeof(f));
 		audit_sasl_step(s, "s2c", s->steps_s2c, e->name, &f);
 		login_forward(&s->client, e);
@@ -1469,7 +1506,9 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e, 
 
 /* ---- after success: relayed, still watched ---- */
 
-#define XML_NS_SM3 "urn:xmpp:sm:3"
+#define XML_NS_SM_PREFIX "urn:xmpp:sm:"
+#define XML_NS_COMPRESS "http://jabber.org/protocol/compress"
+#define XML_NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 /* A copy of attribute name of e into *dst (NULL when e has none); false
  * when out of memory. */
@@ -1503,33 +1542,86 @@ static bool login_is_answer(const struct xml_elem *e, const char *id)
 	return id == NULL ? eid == NULL : eid != NULL && strcmp(eid, id) == 0;
 }
 
-/* A client element while the gate waits for a bind: only the bind, or an
- * XEP-0198 resume (which restores a session bound before), may pass;
- * after it the client's input is held (login_data) until the answer. A
- * stanza is refused as RFC 6120 7.1 says a server must. Other elements
- * (stream management, client state) go on. */
-static void login_gate_unbound(struct session *s, const struct xml_elem *e, uint64_t end)
+/*
+ * The gate. While it waits for the bound JID, every client byte is held
+ * (the client leg's hold; its first byte is client stream offset
+ * relay_from) and released as the gate judges each element: the stream
+ * header and a bind go on, a resume is answered by the proxy, anything
+ * else ends the session. Released bytes always end between two items.
+ */
+static void login_gate_release(struct session *s, uint64_t upto)
 {
-	bool resume = xml_is(e, XML_NS_SM3, "resume");
-	if (login_is_bind(e) || resume) {
-		s->gate = SESSION_GATE_BINDING;
-		s->gate_from = end;
-		s->gate_held = false;
-		s->gate_resume = resume;
-		return;
-	}
-	if (strcmp(e->ns, XML_NS_CLIENT) == 0) {
-		struct policy_verdict v = {.action = POLICY_REJECT, .rule = "bind_first"};
-		snprintf(v.detail, sizeof(v.detail),
-		         "%s before the bound JID was checked (RFC 6120 7.1)", e->name);
-		audit_policy(s, &v);
-		login_end(s, "not-authorized", "bind a resource first",
-		          "stanza before resource binding");
-	}
+	struct leg *c = &s->client;
+	size_t n = upto > c->relay_from ? (size_t)(upto - c->relay_from) : 0;
+	if (n > c->hold.len)
+		n = c->hold.len;
+	if (n > 0)
+		login_send(&s->upstream, buf_head(&c->hold), n);
+	buf_consume(&c->hold, n);
+	c->relay_from += n;
+	c->relay_clean = true;
 }
 
-/* The bound JID passed (or there is none to wait for): what the client
- * sent meanwhile goes to the server, in order, and its input flows again. */
+static void login_gate_refuse(struct session *s, const char *detail, const char *reason)
+{
+	struct policy_verdict v = {.action = POLICY_REJECT, .rule = "bind_first"};
+	snprintf(v.detail, sizeof(v.detail), "%s", detail);
+	audit_policy(s, &v);
+	login_end(s, "not-authorized", "bind a resource first", reason);
+}
+
+/* XEP-0198 resume, while an identity rule waits for a bound JID: the
+ * proxy cannot know whose session it restores, so it answers the resume
+ * itself as failed (the client then binds anew, XEP-0198 4) and the
+ * server never sees it. */
+static void login_gate_resume(struct session *s, const struct xml_elem *e, uint64_t start,
+                              uint64_t end)
+{
+	struct leg *c = &s->client;
+	login_gate_release(s, start);
+	size_t n = (size_t)(end - start) < c->hold.len ? (size_t)(end - start) : c->hold.len;
+	buf_consume(&c->hold, n);
+	c->relay_from += n;
+	if (!login_can_write_stream(c)) {
+		login_gate_refuse(s, "XEP-0198 resume while the server's stream was mid-stanza",
+		                  "resume before resource binding");
+		return;
+	}
+	struct policy_verdict v = {.action = POLICY_REJECT, .rule = "bind_first"};
+	snprintf(v.detail, sizeof(v.detail),
+	         "XEP-0198 resume answered as failed: its JID cannot be checked; bind instead");
+	audit_policy(s, &v);
+	struct buf b = {0};
+	buf_adds(&b, "<failed xmlns='");
+	xml_escape(&b, e->ns, strlen(e->ns));
+	buf_adds(&b, "'><item-not-found xmlns='" XML_NS_STANZAS "'/></failed>");
+	login_send_buf(c, &b);
+}
+
+/* A client element while the gate waits for a bind. */
+static void login_gate_unbound(struct session *s, const struct xml_elem *e, uint64_t start,
+                               uint64_t end)
+{
+	if (login_is_bind(e)) {
+		login_gate_release(s, end);
+		s->gate = SESSION_GATE_BINDING;
+		s->gate_held = false;
+		return;
+	}
+	if (strcmp(e->name, "resume") == 0 &&
+	    strncmp(e->ns, XML_NS_SM_PREFIX, strlen(XML_NS_SM_PREFIX)) == 0) {
+		login_gate_resume(s, e, start, end);
+		return;
+	}
+	/* RFC 6120 7.1: nothing but the bind before a resource is bound */
+	char detail[160];
+	snprintf(detail, sizeof(detail), "%.40s before the bound JID was checked (RFC 6120 7.1)",
+	         e->name);
+	login_gate_refuse(s, detail, "element before resource binding");
+}
+
+/* The bound JID passed: what the client sent meanwhile goes to the
+ * server, in order, and its input flows again. */
 static void login_gate_open(struct session *s)
 {
 	struct leg *c = &s->client;
@@ -1542,55 +1634,43 @@ static void login_gate_open(struct session *s)
 	leg_set_reading(c, true);
 }
 
-/* The bind (or resume) failed: the client may try again, unless it
- * already pipelined stanzas behind it, which an unbound session may not
- * send. */
+/* The bind failed: the client may try again, unless it already pipelined
+ * elements behind it, which an unbound session may not send. */
 static void login_gate_retry(struct session *s)
 {
 	if (s->gate_held) {
-		struct policy_verdict v = {.action = POLICY_REJECT, .rule = "bind_first"};
-		snprintf(v.detail, sizeof(v.detail),
-		         "stanzas pipelined behind a bind that failed (RFC 6120 7.1)");
-		audit_policy(s, &v);
-		login_end(s, "not-authorized", "bind a resource first",
-		          "stanza pipelined behind a failed bind");
+		login_gate_refuse(s, "elements pipelined behind a bind that failed (RFC 6120 7.1)",
+		                  "element pipelined behind a failed bind");
 		return;
 	}
-	/* what is held is whitespace or the start of the next element, which
-	 * the gate judges when it is complete */
-	struct leg *c = &s->client;
+	/* what is held is whitespace or the start of the next element,
+	 * judged when it is complete */
 	s->gate = SESSION_GATE_UNBOUND;
-	if (c->hold.len > 0)
-		login_send(&s->upstream, buf_head(&c->hold), c->hold.len);
-	buf_free(&c->hold);
-	c->relay_clean = xml_at_boundary(c->xml);
-	leg_set_reading(c, true);
+	leg_set_reading(&s->client, true);
 }
 
-/* Client bytes after the bind while its answer is awaited: held (bytes
- * before the bind's end go on). Above MAX_BIND_HOLD the client waits. */
-static void login_gate_hold(struct leg *l, const char *data, size_t used, uint64_t base)
+/* After login nothing may authenticate, start TLS or compress again:
+ * the server would take a second login that no rule has seen. */
+static bool login_is_login_element(const struct xml_elem *e)
 {
-	struct session *s = login_session(l);
-	size_t fwd = s->gate_from > base ? (size_t)(s->gate_from - base) : 0;
-	if (fwd > used)
-		fwd = used;
-	if (fwd > 0) {
-		login_send(l->peer, data, fwd);
-		l->relay_clean = true; /* the bind's end is between two items */
-	}
-	if (buf_add(&l->hold, data + fwd, used - fwd) < 0) {
-		session_close(s, "out of memory");
-		return;
-	}
-	if (l->hold.len > MAX_BIND_HOLD)
-		leg_set_reading(l, false);
+	return strcmp(e->ns, XML_NS_SASL) == 0 || strcmp(e->ns, XML_NS_SASL2) == 0 ||
+	       strcmp(e->ns, XML_NS_TLS) == 0 || strcmp(e->ns, XML_NS_COMPRESS) == 0;
 }
 
-static void login_relay_c2s(struct session *s, const struct xml_elem *e, uint64_t end)
+static void login_relay_c2s(struct session *s, const struct xml_elem *e, uint64_t start,
+                            uint64_t end)
 {
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
 		audit_stream_error(s, "c2s", e, NULL, NULL);
+		return;
+	}
+	if (login_is_login_element(e)) {
+		struct policy_verdict v = {.action = POLICY_REJECT, .rule = "after_login"};
+		snprintf(v.detail, sizeof(v.detail),
+		         "<%.40s> after login: a second login or TLS no rule could see", e->name);
+		audit_policy(s, &v);
+		login_end(s, "policy-violation", "already authenticated",
+		          "login element after login");
 		return;
 	}
 	if (s->gate == SESSION_GATE_BINDING) {
@@ -1598,7 +1678,7 @@ static void login_relay_c2s(struct session *s, const struct xml_elem *e, uint64_
 		return;
 	}
 	if (s->gate == SESSION_GATE_UNBOUND) {
-		login_gate_unbound(s, e, end);
+		login_gate_unbound(s, e, start, end);
 		if (s->closing)
 			return;
 	}
@@ -1656,14 +1736,6 @@ static void login_relay_s2c(struct session *s, const struct xml_elem *e)
 {
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
 		audit_stream_error(s, "s2c", e, NULL, NULL);
-		return;
-	}
-	if (s->gate == SESSION_GATE_BINDING && s->gate_resume) {
-		/* XEP-0198: a resumed session was bound (and checked) before */
-		if (xml_is(e, XML_NS_SM3, "resumed"))
-			login_gate_open(s);
-		else if (xml_is(e, XML_NS_SM3, "failed"))
-			login_gate_retry(s);
 		return;
 	}
 	if (s->bind_pending && login_is_answer(e, s->bind_id)) {
@@ -1779,7 +1851,7 @@ static void login_on_open(void *ctx, const struct xml_elem *hdr, uint64_t end)
 {
 	struct leg *l = ctx;
 	if (login_is_client(l))
-		login_client_open(login_session(l), hdr);
+		login_client_open(login_session(l), hdr, end);
 	else
 		login_upstream_open(login_session(l), hdr, end);
 }
@@ -1795,7 +1867,7 @@ static void login_on_element(void *ctx, const struct xml_elem *e, uint64_t start
 	}
 	if (login_is_client(l)) {
 		if (s->relay)
-			login_relay_c2s(s, e, end);
+			login_relay_c2s(s, e, start, end);
 		else
 			login_client_element(s, e);
 	} else if (l->state == US_RELAY_HOLD && xml_is(e, XML_NS_STREAMS, "features")) {
@@ -1927,10 +1999,13 @@ void login_data(struct leg *l, const char *data, size_t len)
 	while (len > 0 && !s->closing) {
 		bool relay = l->state == CS_RELAY || l->state == US_RELAY;
 		bool hold = l->state == US_RELAY_HOLD;
+		bool gated = relay && login_is_client(l) && s->gate != SESSION_GATE_OPEN;
 		uint64_t base = xml_offset(l->xml);
 		size_t used;
 
-		if (hold && buf_add(&l->hold, data, len) < 0) {
+		if (gated && l->hold.len == 0)
+			l->relay_from = base;
+		if ((hold || gated) && buf_add(&l->hold, data, len) < 0) {
 			session_close(s, "out of memory");
 			return;
 		}
@@ -1941,8 +2016,12 @@ void login_data(struct leg *l, const char *data, size_t len)
 		}
 		if (s->closing)
 			return;
-		if (relay && login_is_client(l) && s->gate == SESSION_GATE_BINDING) {
-			login_gate_hold(l, data, used, base);
+		if (gated) {
+			/* the gate released what it let through; the rest waits */
+			if (used < len)
+				l->hold.len -= len - used < l->hold.len ? len - used : l->hold.len;
+			if (l->hold.len > MAX_BIND_HOLD)
+				leg_set_reading(l, false);
 		} else if (relay) {
 			login_send(l->peer, data, used);
 			l->relay_clean = xml_at_boundary(l->xml);
@@ -1989,7 +2068,8 @@ static void login_tls_done(struct leg *l)
 		const char *sni = SSL_get_servername(l->ssl, TLSEXT_NAMETYPE_host_name);
 		size_t n = sni ? strlen(sni) : 0;
 		if (n > 0 && n < sizeof(s->domain) && s->domain[0] == '\0' &&
-		    strspn(sni, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == n)
+		    strspn(sni,
+		           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == n)
 			memcpy(s->domain, sni, n + 1);
 		s->client_tls = true;
 		login_set_state(l, CS_HEADER);

@@ -59,7 +59,7 @@ static void policy_offer(const struct conf *c, const struct policy_input *in,
 static void policy_auth(const struct conf *c, const struct policy_input *in,
                         struct policy_verdict *v)
 {
-	if (c->auth_failures_max > 0 && in->failures + in->in_flight >= c->auth_failures_max)
+	if (policy_auth_failures_reached(c, in->failures, in->in_flight))
 		policy_set(v, POLICY_REJECT, "auth_failures", "temporary-auth-failure",
 		           in->failures >= c->auth_failures_max
 		               ? "%s refused: too many recent failures from this address"
@@ -127,22 +127,43 @@ static bool policy_match_one(const struct conf *c, const char *user, const char 
 	return true;
 }
 
-/* policy_match_one() on a JID, localpart@domain[/resource] or a bare
- * domain (then an empty localpart). False when it cannot be compared. */
-static bool policy_match_jid(const struct conf *c, const char *jid, bool *deny, bool *allow)
+/*
+ * policy_match_one() on an identity written as localpart@domain[/resource],
+ * or as a bare localpart on the session's domain. A server may take the
+ * written domain or its own (ejabberd drops the one in a PLAIN authcid),
+ * so both are checked: denied if either is, allowed only if both are.
+ * False when it cannot be compared.
+ */
+static bool policy_match_jid(const struct conf *c, const char *jid, const char *session_domain,
+                             bool *deny, bool *allow)
 {
 	char local[IDENT_USER_MAX], dom[IDENT_DOMAIN_MAX];
 	size_t rest = strcspn(jid, "/");
 	const char *at = memchr(jid, '@', rest);
-	const char *d = at ? at + 1 : jid;
-	size_t ll = at ? (size_t)(at - jid) : 0, dl = rest - (size_t)(d - jid);
+	if (at == NULL)
+		return rest < sizeof(local) && jid[rest] == '\0' &&
+		       policy_match_one(c, jid, session_domain, deny, allow);
+	size_t ll = (size_t)(at - jid), dl = rest - ll - 1;
 	if (ll >= sizeof(local) || dl >= sizeof(dom))
 		return false;
 	memcpy(local, jid, ll);
 	local[ll] = '\0';
-	memcpy(dom, d, dl);
+	memcpy(dom, at + 1, dl);
 	dom[dl] = '\0';
-	return policy_match_one(c, local, dom, deny, allow);
+	bool d2 = false, a2 = true;
+	if (!policy_match_one(c, local, dom, deny, allow))
+		return false;
+	if (session_domain != NULL && session_domain[0] &&
+	    !policy_match_one(c, local, session_domain, &d2, &a2))
+		return false;
+	*deny = *deny || d2;
+	*allow = *allow && a2;
+	return true;
+}
+
+bool policy_auth_failures_reached(const struct conf *c, unsigned failures, unsigned in_flight)
+{
+	return c->auth_failures_max > 0 && failures + in_flight >= c->auth_failures_max;
 }
 
 /*
@@ -172,7 +193,7 @@ static void policy_identity(const struct conf *c, const struct policy_input *in,
 	}
 	const char *user = in->user ? in->user : "";
 	bool deny = false, allow = false;
-	bool ok = strchr(user, '@') != NULL ? policy_match_jid(c, user, &deny, &allow)
+	bool ok = strchr(user, '@') != NULL ? policy_match_jid(c, user, in->domain, &deny, &allow)
 	                                    : policy_match_one(c, user, in->domain, &deny, &allow);
 	if (!ok) {
 		policy_set(v, POLICY_REJECT, rule, "malformed-request",
@@ -182,7 +203,7 @@ static void policy_identity(const struct conf *c, const struct policy_input *in,
 	const char *shown = user;
 	if (in->authzid != NULL && in->authzid[0]) {
 		bool zdeny = false, zallow = false;
-		if (!policy_match_jid(c, in->authzid, &zdeny, &zallow)) {
+		if (!policy_match_jid(c, in->authzid, in->domain, &zdeny, &zallow)) {
 			policy_set(v, POLICY_REJECT, rule, "invalid-authzid",
 			           "authzid %.100s cannot be compared as the server would",
 			           in->authzid);

@@ -62,6 +62,10 @@ void policy_check(const struct conf *c, const struct policy_input *in, struct po
  * Then an attempt whose identity the proxy cannot read is refused. */
 bool policy_checks_identity(const struct conf *c);
 
+/* auth_failures: have the address's recent failures and its credential
+ * proofs awaiting the server's answer reached the limit? */
+bool policy_auth_failures_reached(const struct conf *c, unsigned failures, unsigned in_flight);
+
 /* Must the client complete TLS before SASL? */
 bool policy_require_tls(const struct conf *c, bool upstream_requires_tls);
 

@@ -61,7 +61,7 @@ enum session_outcome {
  * checked (login_relay_c2s). */
 enum session_gate {
 	SESSION_GATE_OPEN = 0, /* no rule waits (or the JID passed) */
-	SESSION_GATE_UNBOUND,  /* only a bind (or an XEP-0198 resume) may pass */
+	SESSION_GATE_UNBOUND,  /* only a bind may pass (a resume is answered failed) */
 	SESSION_GATE_BINDING,  /* sent; the client's input is held until the answer */
 };
 
@@ -110,9 +110,7 @@ struct session {
 	struct buf first_repl; /* the rewritten features */
 	const char *ended_by;  /* who sent </stream:stream> after login */
 	enum session_gate gate;
-	uint64_t gate_from;    /* client stream offset where holding began */
 	bool gate_held;        /* a whole element is among the held bytes */
-	bool gate_resume;      /* what is in flight is a resume, not a bind */
 	bool attempt_inflight; /* an attempt reached the server, unanswered (addrtab) */
 	bool identity_checked; /* users_allow/deny applied to this attempt */
 	bool swallow_failure;  /* the upstream's next <failure> answers our <abort/> */

@@ -595,6 +595,10 @@ static void test_identity_closed(void)
 	     "not-authorized", "closed: an authcid JID's own domain is folded and used"},
 	    {POLICY_ID_KNOWN, "alice@lab.test", NULL, "lab.test", POLICY_ALLOW, NULL,
 	     "closed: alice as a JID passes"},
+	    {POLICY_ID_KNOWN, "alice", "mallory", "lab.test", POLICY_REJECT, "not-authorized",
+	     "closed: an authzid without @ is a localpart on the session's domain"},
+	    {POLICY_ID_KNOWN, "x@other.example", NULL, "evil.test", POLICY_REJECT,
+	     "not-authorized", "closed: an authcid JID is checked on the session's domain too"},
 	};
 	for (size_t i = 0; i < sizeof(closed) / sizeof(closed[0]); i++) {
 		struct policy_input in = {.step = POLICY_IDENTITY,
