@@ -8,6 +8,7 @@
 
 #include "bounds.h"
 #include "leg.h"
+#include "secmem.h"
 #include "tls.h"
 
 /* A transport moves bytes: >0 bytes moved, 0 end of stream (read), -1
@@ -22,6 +23,9 @@ struct leg_transport {
  * others sharing the loop. */
 #define LEG_READS_PER_WAKEUP 4
 
+/* Every leg reads into this one buffer; what was read (an <auth> with a
+ * password) is scrubbed once delivered, or it would stay until a later
+ * read happens to overwrite it. */
 static char leg_rbuf[READ_CHUNK];
 
 static ssize_t leg_plain_read(struct leg *l, char *p, size_t n, char *why, size_t whylen)
@@ -234,6 +238,7 @@ static void leg_read(struct leg *l)
 		}
 		l->bytes_in += (uint64_t)n;
 		l->ops->data(l, leg_rbuf, (size_t)n);
+		secmem_wipe(leg_rbuf, (size_t)n);
 	}
 }
 
@@ -242,8 +247,10 @@ static void leg_drain(struct leg *l)
 {
 	for (int i = 0; i < LEG_READS_PER_WAKEUP; i++) {
 		ssize_t n = recv(l->fd, leg_rbuf, sizeof(leg_rbuf), 0);
-		if (n > 0)
+		if (n > 0) {
+			secmem_wipe(leg_rbuf, (size_t)n);
 			continue;
+		}
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 			return;
 		leg_finish(l);

@@ -13,12 +13,15 @@
 #include <stdlib.h>
 #include <pwd.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "conf.h"
 #include "evlog.h"
 #include "listener.h"
 #include "log.h"
+#include "secmem.h"
 #include "session.h"
 #include "tls.h"
 #include "upstream.h"
@@ -211,6 +214,23 @@ static void main_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	session_shutdown_all(&m->px);
 }
 
+/*
+ * A core dump would carry the private key and the credentials of recent
+ * logins, and so would /proc/PID/mem or ptrace to another process of the
+ * same user: no core (hard limit 0) and not dumpable, always; no setting
+ * turns it back on. To debug a crash, start the proxy under gdb (gdb
+ * --args xmpp-inspect ...): a tracer attached from the start stays; only
+ * attaching later needs root.
+ */
+static void main_no_core_dumps(void)
+{
+	struct rlimit none = {0, 0};
+	if (setrlimit(RLIMIT_CORE, &none) < 0)
+		fatal("cannot turn core dumps off: %s", strerror(errno));
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		fatal("cannot make the process non-dumpable: %s", strerror(errno));
+}
+
 /* After the ports are bound and the keys read, root is no longer needed:
  * become c->user for good (groups, gid, uid, in that order). */
 static void main_drop_privileges(const struct conf *c)
@@ -225,6 +245,8 @@ static void main_drop_privileges(const struct conf *c)
 		fatal("cannot become user %s: %s", c->user, strerror(errno));
 	if (pw->pw_uid != 0 && setuid(0) == 0)
 		fatal("could regain root after becoming %s", c->user);
+	/* a change of credentials resets dumpability to fs.suid_dumpable */
+	main_no_core_dumps();
 	log_info("running as %s (uid %u)", pw->pw_name, (unsigned)pw->pw_uid);
 }
 
@@ -255,6 +277,13 @@ int main(int argc, char **argv)
 	bool check = false, verbose = false;
 	int ch;
 
+	/* before anything else touches OpenSSL, which then refuses new hooks */
+	if (secmem_init() < 0) {
+		fprintf(stderr,
+		        "xmpp-inspect: OpenSSL allocated before its memory hooks were set\n");
+		return 1;
+	}
+	main_no_core_dumps();
 	m.conf_path = DEFAULT_CONF;
 	m.overrides = calloc((size_t)argc, sizeof(char *));
 	while ((ch = getopt(argc, argv, "c:o:tVvh")) != -1) {

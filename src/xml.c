@@ -5,6 +5,7 @@
 
 #include "buf.h"
 #include "bounds.h"
+#include "secmem.h"
 #include "xml.h"
 
 /* Expat reports qualified names as "URI<sep>local<sep>prefix"; a space
@@ -14,6 +15,15 @@
 /* Elements built per stanza; past it children are no longer built (the
  * login never needs deep trees; the size limit still applies). */
 #define XML_MAX_BUILT 2048
+
+/* The smallest block for an element's text: short texts (a resource, a
+ * PLAIN payload) fit in one. */
+#define XML_TEXT_MIN 64
+
+/* Everything Expat allocates (its input buffer, the pools that hold names
+ * and attribute values) is scrubbed when freed: it held the credentials
+ * of every login the stream carried. */
+static const XML_Memory_Handling_Suite xml_mem = {secmem_malloc, secmem_realloc, secmem_free};
 
 struct xml_parser {
 	XML_Parser expat;
@@ -39,14 +49,16 @@ struct xml_parser {
 	char errtext[128];
 };
 
+/* Elements and their text come from secmem: an <auth> element's text and
+ * attributes are credentials, scrubbed when the tree is freed. */
 static void xml_free_tree(struct xml_elem *e)
 {
 	while (e != NULL) {
 		struct xml_elem *next = e->next;
 		xml_free_tree(e->children);
 		/* name strings live in the same block as the element */
-		free(e->text);
-		free(e);
+		secmem_free(e->text);
+		secmem_free(e);
 		e = next;
 	}
 }
@@ -112,9 +124,10 @@ static struct xml_elem *xml_make(const char *qname, const char **atts, size_t na
 	for (size_t i = 0; i < nattrs; i++)
 		size += strlen(atts[2 * i]) + strlen(atts[2 * i + 1]) + 3;
 
-	struct xml_elem *e = calloc(1, size);
+	struct xml_elem *e = secmem_malloc(size);
 	if (e == NULL)
 		return NULL;
+	memset(e, 0, size);
 	e->attrs = (struct xml_attr *)(e + 1);
 	e->nattrs = nattrs;
 	char *s = (char *)(e->attrs + nattrs);
@@ -176,7 +189,7 @@ static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Ch
 			p->mark = xml_event_end(p);
 			p->h->open(p->ctx, hdr, p->mark);
 		}
-		free(hdr);
+		xml_free_tree(hdr);
 		return;
 	}
 
@@ -249,6 +262,35 @@ static void XMLCALL xml_on_end(void *data, const XML_Char *qname)
 	p->depth--;
 }
 
+/* The block holding n bytes of text and its NUL. Sizes double so text
+ * arriving in many pieces (Expat reports each entity reference as one)
+ * costs linear time, although every growth copies: secmem_realloc never
+ * extends in place. */
+static size_t xml_text_cap(size_t n)
+{
+	size_t cap = XML_TEXT_MIN;
+	while (cap < n + 1)
+		cap *= 2;
+	return cap;
+}
+
+/* Appends len bytes to e's text. Returns 0, or -1 on out of memory (e
+ * unchanged). */
+static int xml_text_add(struct xml_elem *e, const char *s, size_t len)
+{
+	size_t cap = e->text != NULL ? xml_text_cap(e->textlen) : 0;
+	if (e->textlen + len + 1 > cap) {
+		char *t = secmem_realloc(e->text, xml_text_cap(e->textlen + len));
+		if (t == NULL)
+			return -1;
+		e->text = t;
+	}
+	memcpy(e->text + e->textlen, s, len);
+	e->textlen += len;
+	e->text[e->textlen] = '\0';
+	return 0;
+}
+
 /* Character data: kept for built elements, checked against the stanza
  * limit; between stanzas (whitespace keepalives) only moves the mark. */
 static void XMLCALL xml_on_text(void *data, const XML_Char *s, int len)
@@ -267,16 +309,8 @@ static void XMLCALL xml_on_text(void *data, const XML_Char *s, int len)
 	}
 	if (p->cur == NULL || p->cur_depth != p->depth)
 		return;
-	struct xml_elem *e = p->cur;
-	char *t = realloc(e->text, e->textlen + (size_t)len + 1);
-	if (t == NULL) {
+	if (xml_text_add(p->cur, s, (size_t)len) < 0)
 		xml_fail(p, XML_E_NOMEM, "out of memory");
-		return;
-	}
-	memcpy(t + e->textlen, s, (size_t)len);
-	e->textlen += (size_t)len;
-	t[e->textlen] = '\0';
-	e->text = t;
 }
 
 /* Fires for each namespace declaration; the one without a prefix on the
@@ -321,8 +355,10 @@ static void XMLCALL xml_on_pi(void *data, const XML_Char *target, const XML_Char
 
 static int xml_expat_new(struct xml_parser *p)
 {
-	/* UTF-8 is forced: RFC 6120 11.6 allows no other encoding. */
-	p->expat = XML_ParserCreateNS("UTF-8", XML_SEP);
+	static const XML_Char sep[] = {XML_SEP, '\0'};
+	/* UTF-8 is forced: RFC 6120 11.6 allows no other encoding. What
+	 * XML_ParserCreateNS does, with our allocator. */
+	p->expat = XML_ParserCreate_MM("UTF-8", &xml_mem, sep);
 	if (p->expat == NULL)
 		return -1;
 	XML_SetReturnNSTriplet(p->expat, XML_TRUE);

@@ -1,7 +1,8 @@
 /*
  * Unit tests of buf.c: append, consume, compaction (unconsumed bytes moved
  * to the front before growing), growth, formatted appends longer than the
- * stack buffer buf_addf uses, and a long random run against a plain model.
+ * stack buffer buf_addf uses, scrubbing of the bytes a buf lets go, and a
+ * long random run against a plain model.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -157,6 +158,56 @@ static void test_addf(void)
 	buf_free(&b);
 }
 
+static bool zeroes(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != 0)
+			return false;
+	return true;
+}
+
+/* Bytes a buf no longer holds are scrubbed: consumed, reset, or left
+ * behind by compaction (growth and free scrub blocks no test can read). */
+static void test_scrub(void)
+{
+	struct buf b = {0};
+	buf_adds(&b, "password=Xi-secret");
+	buf_consume(&b, 9);
+	T_CHECK(zeroes(b.data, 9) && holds(&b, "Xi-secret", 9), "scrub: consumed head");
+	buf_consume(&b, 9);
+	T_CHECK(zeroes(b.data, 18) && b.off == 0, "scrub: consume of everything");
+	buf_adds(&b, "Xi-secret");
+	buf_consume(&b, 3);
+	buf_reset(&b);
+	T_CHECK(zeroes(b.data, 9), "scrub: reset");
+
+	/* 100 live bytes at 900 move to the front; 30 more end at 130: the
+	 * old copy at 900..1000 must not survive the move */
+	char block[1000];
+	memset(block, 's', sizeof(block));
+	buf_add(&b, block, sizeof(block));
+	size_t cap = b.cap;
+	buf_consume(&b, 900);
+	T_CHECK(buf_add(&b, "0123456789012345678901234567890", 30) == 0 && b.off == 0 &&
+			b.cap == cap,
+		"scrub: compaction happened");
+	T_CHECK(zeroes(b.data + 130, 870) && buf_head(&b)[99] == 's' && buf_head(&b)[100] == '0',
+		"scrub: compaction leaves no stale tail");
+	/* a move that overlaps itself: 600 live bytes at 400 */
+	buf_reset(&b);
+	buf_add(&b, block, sizeof(block));
+	buf_consume(&b, 400);
+	char bang[64];
+	memset(bang, '!', sizeof(bang));
+	size_t n = cap - 1000 + 1; /* one byte more than the free tail */
+	T_CHECK(n <= sizeof(bang) && buf_add(&b, bang, n) == 0 && b.off == 0 && b.cap == cap,
+		"scrub: overlapping compaction happened");
+	T_CHECK(b.len == 600 + n && buf_head(&b)[599] == 's' && buf_head(&b)[600] == '!' &&
+			zeroes(b.data + b.len, 1000 - b.len),
+		"scrub: overlapping compaction leaves no stale tail");
+	buf_free(&b);
+}
+
 static uint64_t rng_state = 88172645463325252ull;
 
 static uint64_t rng(void)
@@ -219,6 +270,7 @@ int main(void)
 	test_basic();
 	test_compaction();
 	test_addf();
+	test_scrub();
 	test_model();
 	T_DONE();
 }
