@@ -1,0 +1,137 @@
+/*
+ * What the login's files share, and nothing outside them includes: the
+ * per-leg login state and the functions one phase calls in another.
+ */
+#ifndef XI_LOGIN_INT_H
+#define XI_LOGIN_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "leg.h"
+#include "policy.h"
+#include "sasl.h"
+#include "session.h"
+#include "xml.h"
+
+/* One login state per leg; each move goes through login_set_state(). */
+enum login_state {
+	/* client leg: the proxy is the server */
+	CS_TLS_ACCEPT = 0, /* Direct TLS port: handshake first */
+	CS_HEADER,         /* waiting for the client's stream header */
+	CS_WAIT_UPSTREAM,  /* header answered; features wait for the upstream */
+	CS_PREAUTH,        /* features sent: STARTTLS, <auth> or iq expected */
+	CS_STARTTLS,       /* <proceed/> sent, TLS handshake running */
+	CS_SASL,           /* an exchange is being relayed */
+	CS_RELAY,          /* after success: relayed as it is, still parsed */
+
+	/* upstream leg: the proxy is the client */
+	US_CONNECTING,  /* TCP connect */
+	US_TLS,         /* Direct TLS handshake (upstream_tls = direct) */
+	US_WAIT_DOMAIN, /* connected; the client has not said 'to' yet */
+	US_HEADER,      /* our header sent; waiting for the server's */
+	US_FEATURES,    /* waiting for <features> */
+	US_PROCEED,     /* <starttls/> sent */
+	US_STARTTLS,    /* TLS handshake after <proceed/> */
+	US_READY,       /* post-TLS features known; waiting for the client */
+	US_SASL,        /* an exchange is being relayed */
+	US_RELAY_HOLD,  /* after success: holding the new header and features */
+	US_RELAY,       /* relayed as it is, still parsed */
+	US_RELAY_FIRST, /* after a SASL2 success: holding the first element */
+	LOGIN_STATE_COUNT,
+};
+
+static inline struct session *login_session(const struct leg *l)
+{
+	return l->owner;
+}
+
+static inline bool login_is_client(const struct leg *l)
+{
+	return l == &login_session(l)->client;
+}
+
+static inline const char *login_leg_name(const struct leg *l)
+{
+	return login_is_client(l) ? "client" : "upstream";
+}
+
+static inline const struct conf *login_conf(const struct session *s)
+{
+	return s->px->conf;
+}
+
+/* namespaces only the login needs (xml.h has the stream ones) */
+#define XML_NS_SM_PREFIX "urn:xmpp:sm:"
+#define XML_NS_COMPRESS "http://jabber.org/protocol/compress"
+#define XML_NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+/* Functions one phase calls in another; each one's contract stands above
+ * its definition. */
+
+/* login.c */
+
+void login_set_state(struct leg *l, enum login_state st);
+
+/* login_stream.c */
+
+void login_send(struct leg *l, const char *data, size_t len);
+void login_send_buf(struct leg *l, struct buf *b);
+void login_client_header(struct session *s);
+void login_upstream_header(struct session *s);
+bool login_can_write_stream(const struct leg *l);
+void login_stream_error(struct leg *l, const char *condition, const char *text);
+void login_stream_end(struct leg *l);
+void login_end(struct session *s, const char *condition, const char *text, const char *reason);
+void login_copy_text(char *dst, size_t n, const char *src);
+void login_fail(struct session *s, const char *condition, const char *text, const char *reason);
+void login_upstream_fault(struct session *s, const char *condition, const char *text);
+void login_forward(struct leg *to, const struct xml_elem *e);
+const char *login_stream_condition(const char *cond);
+
+/* login_negotiate.c */
+
+void login_clear_offered(struct session *s);
+void login_start_upstream_stream(struct session *s);
+void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t end);
+void login_client_preauth_iq(struct session *s, const struct xml_elem *e);
+void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t end);
+void login_upstream_features(struct session *s, const struct xml_elem *e);
+void login_begin_tls(struct leg *l, const char *rest, size_t len);
+
+/* login_sasl.c */
+
+void login_decode(struct session *s, enum sasl_dir dir, const struct xml_elem *e,
+                  struct sasl_fields *f);
+const char *login_sasl_ns(const struct session *s);
+void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2);
+void login_client_response(struct session *s, const struct xml_elem *e);
+
+/* login_outcome.c */
+
+void login_attempt_begin(struct session *s);
+void login_attempt_end(struct session *s);
+void login_refuse(struct session *s, const char *condition, const char *detail, bool counts);
+void login_refuse_verdict(struct session *s, const struct policy_verdict *v, bool counts);
+void login_refuse_midway(struct session *s, const struct policy_verdict *v);
+void login_refuse_builtin(struct session *s, const char *rule, const char *condition,
+                          const char *detail);
+void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t end);
+
+/* login_relay.c */
+
+void login_enter_relay(struct session *s);
+void login_set_jid(struct session *s, const char *jid);
+void login_refuse_granted(struct session *s, const struct policy_verdict *v, const char *reason);
+bool login_bound_identity_allowed(struct session *s);
+void login_gate_release(struct session *s, uint64_t upto);
+void login_relay_c2s(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end);
+void login_relay_s2c(struct session *s, const struct xml_elem *e);
+void login_relay_features(struct session *s, const struct xml_elem *e, uint64_t start,
+                          uint64_t end);
+void login_relay_first(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end);
+void login_release_first(struct leg *l, const char *data, size_t used, uint64_t base);
+
+#endif

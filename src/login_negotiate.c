@@ -1,0 +1,368 @@
+/*
+ * Until SASL: the client's and the server's stream headers, the server's
+ * features and the proxy's own STARTTLS toward it, the features the client
+ * is offered, TLS on either leg, and the one iq allowed before login.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit.h"
+#include "conf.h"
+#include "evlog.h"
+#include "login_int.h"
+#include "tls.h"
+
+void login_clear_offered(struct session *s)
+{
+	for (size_t i = 0; i < s->noffered; i++)
+		free(s->offered[i]);
+	s->noffered = 0;
+}
+
+/* Sends the client its features: our own <starttls>, the upstream's
+ * post-TLS mechanisms filtered by policy, and what else it offered that
+ * the proxy can carry. */
+static void login_client_features(struct session *s)
+{
+	const struct conf *c = login_conf(s);
+	bool require = policy_require_tls(c, s->upstream_requires_tls);
+	enum streamfeatures_starttls st = SF_STARTTLS_NONE;
+	bool sasl_now = true;
+
+	if (!s->client_tls && c->strip_starttls) {
+		/* a lab downgrade test: does the client go on in the clear? */
+		struct policy_verdict v = {.action = POLICY_STRIP, .rule = "strip_starttls"};
+		snprintf(v.detail, sizeof(v.detail),
+		         "STARTTLS hidden from the client; the upstream leg keeps TLS");
+		audit_policy(s, &v);
+		s->starttls_stripped = true;
+	} else if (!s->client_tls) {
+		st = require ? SF_STARTTLS_REQUIRED : SF_STARTTLS_OFFERED;
+		sasl_now = !require;
+	}
+	login_clear_offered(s);
+	if (sasl_now && c->noffer_mechanisms > 0) {
+		/* a lab test of what the client accepts: exactly this list */
+		struct policy_verdict v = {.action = POLICY_LOG, .rule = "offer_mechanisms"};
+		size_t used = (size_t)snprintf(v.detail, sizeof(v.detail), "offered exactly:");
+		for (size_t i = 0; i < c->noffer_mechanisms; i++) {
+			s->offered[s->noffered++] = strdup(c->offer_mechanisms[i]);
+			if (s->offered[s->noffered - 1] == NULL)
+				s->noffered--;
+			if (used < sizeof(v.detail))
+				used += (size_t)snprintf(v.detail + used, sizeof(v.detail) - used,
+				                         " %s", c->offer_mechanisms[i]);
+		}
+		audit_policy(s, &v);
+	} else if (sasl_now) {
+		for (size_t i = 0; i < s->up.nmechs; i++) {
+			struct policy_input in = {.step = POLICY_OFFER,
+			                          .mechanism = s->up.mechs[i],
+			                          .client_tls = s->client_tls,
+			                          .upstream_requires_tls =
+			                              s->upstream_requires_tls};
+			struct policy_verdict v;
+			policy_check(c, &in, &v);
+			if (v.action == POLICY_STRIP) {
+				audit_policy(s, &v);
+				continue;
+			}
+			char *m = strdup(s->up.mechs[i]);
+			if (m != NULL)
+				s->offered[s->noffered++] = m;
+		}
+	}
+
+	/* SASL2 offers the same filtered mechanisms, where the server has them */
+	const char *sasl2[MAX_MECHANISMS];
+	size_t nsasl2 = 0;
+	for (size_t i = 0; i < s->noffered; i++)
+		if (streamfeatures_has_sasl2(&s->up, s->offered[i]))
+			sasl2[nsasl2++] = s->offered[i];
+	struct buf b = {0};
+	streamfeatures_write(&b, s->client.out_prefix, st, (const char *const *)s->offered,
+	                     s->noffered, sasl2, nsasl2, sasl_now, &s->up);
+	login_send_buf(&s->client, &b);
+
+	evlog_begin(s->id, "features");
+	evlog_int("n", s->client.stream_n);
+	evlog_str("starttls", streamfeatures_starttls_name(st));
+	evlog_str("upstream_starttls", streamfeatures_starttls_name(s->upstream_starttls));
+	evlog_strlist("mechanisms", (const char *const *)s->up.mechs, s->up.nmechs);
+	evlog_strlist("offered", (const char *const *)s->offered, s->noffered);
+	evlog_bool("tls", s->client_tls);
+	if (s->up.compression)
+		evlog_bool("compression_removed", true);
+	if (s->up.channel_binding)
+		evlog_bool("channel_binding_removed", true);
+	if (s->up.sasl2)
+		evlog_strlist("sasl2_offered", sasl2, nsasl2);
+	evlog_end();
+	login_set_state(&s->client, CS_PREAUTH);
+}
+
+/* The upstream stream starts once both the connection and the client's
+ * domain are there (with Direct TLS the domain is the SNI). */
+void login_start_upstream_stream(struct session *s)
+{
+	struct leg *u = &s->upstream;
+	if (s->domain[0] == '\0')
+		return;
+	if (u->state == US_TLS && u->ssl == NULL) {
+		session_connect_timer(s, true);
+		login_begin_tls(u, NULL, 0);
+	} else if (u->state == US_WAIT_DOMAIN) {
+		session_connect_timer(s, true);
+		login_upstream_header(s);
+	}
+}
+
+/* Fires for every stream header the client sends; end is the offset just
+ * past it. */
+void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t end)
+{
+	struct leg *l = &s->client;
+	const char *to = xml_attr(hdr, NULL, "to");
+	const char *version = xml_attr(hdr, NULL, "version");
+	const char *lang = xml_attr(hdr, XML_NS_XML, "lang");
+
+	l->stream_n++;
+	audit_stream(l, login_is_client(l), hdr);
+	if (s->relay) {
+		/* forwarded as it is: remember its prefix for errors we add */
+		if (strlen(hdr->prefix) >= sizeof(s->upstream.out_prefix)) {
+			login_end(s, "bad-namespace-prefix", "the stream prefix is too long",
+			          "client stream prefix too long");
+			return;
+		}
+		snprintf(s->upstream.out_prefix, sizeof(s->upstream.out_prefix), "%s", hdr->prefix);
+		s->upstream.hdr_sent = true;
+		if (s->gate != SESSION_GATE_OPEN)
+			login_gate_release(s, end); /* the header goes on; what follows waits */
+		return;
+	}
+
+	if (lang != NULL && strlen(lang) < sizeof(s->xml_lang) &&
+	    strspn(lang, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") ==
+	        strlen(lang))
+		snprintf(s->xml_lang, sizeof(s->xml_lang), "%s", lang);
+	bool bad_to = to != NULL && (strlen(to) >= sizeof(s->domain) || strchr(to, '@') ||
+	                             strchr(to, '/') || to[0] == '\0');
+	if (to != NULL && !bad_to && s->domain[0] == '\0')
+		snprintf(s->domain, sizeof(s->domain), "%s", to);
+	/* the client opened its stream: whatever follows is answered in ours */
+	login_client_header(s);
+	if (strcmp(xml_default_ns(l->xml), XML_NS_CLIENT) != 0) {
+		login_fail(s, "invalid-namespace", "the content namespace must be jabber:client",
+		           "client stream not in jabber:client");
+		return;
+	}
+	if (bad_to || s->domain[0] == '\0') {
+		login_fail(s, "host-unknown",
+		           bad_to ? "bad domain in 'to'" : "the stream has no 'to'",
+		           bad_to ? "bad stream 'to'" : "no domain from client");
+		return;
+	}
+	if (s->fail_pending) {
+		s->fail_pending = false;
+		login_fail(s, s->fail_condition, s->fail_text[0] ? s->fail_text : NULL,
+		           s->fail_reason);
+		return;
+	}
+	if (version == NULL || strncmp(version, "1.", 2) != 0) {
+		login_fail(s, "unsupported-version", NULL, "client stream version not 1.x");
+		return;
+	}
+	login_start_upstream_stream(s);
+	if (s->upstream_ready) {
+		login_client_features(s);
+	} else {
+		login_set_state(l, CS_WAIT_UPSTREAM);
+		leg_set_reading(l, false);
+	}
+}
+
+/* Legacy authentication (XEP-0078) before SASL: refused, since it would
+ * log in around every SASL rule, but recorded like any attempt, with the
+ * identity it names. */
+static void login_iq_auth(struct session *s, const struct xml_elem *e, const struct xml_elem *q)
+{
+	const struct xml_elem *user = xml_child(q, "jabber:iq:auth", "username");
+	const char *type = xml_attr(e, NULL, "type");
+	s->auth_tried = true;
+	snprintf(s->mechanism, sizeof(s->mechanism), "%s", "jabber:iq:auth");
+	if (user != NULL && user->text != NULL)
+		login_copy_text(s->user, sizeof(s->user), user->text);
+	evlog_begin(s->id, "auth");
+	evlog_str("mechanism", "jabber:iq:auth");
+	evlog_bool("tls", s->client_tls);
+	evlog_bool("sasl2", false);
+	evlog_bool("legacy", true);
+	evlog_str("type", type);
+	evlog_str("username", s->user[0] ? s->user : NULL);
+	evlog_end();
+	struct policy_verdict v = {.action = POLICY_REJECT, .rule = "iq_auth"};
+	snprintf(v.detail, sizeof(v.detail),
+	         "legacy authentication (XEP-0078) refused: it bypasses SASL");
+	audit_policy(s, &v);
+	audit_result(s, false, "proxy", "not-authorized", v.detail);
+}
+
+/*
+ * An iq before authentication. RFC 6120 6.4.1 lets one through: in-band
+ * registration (XEP-0077). Servers route an iq by its first child, so it
+ * passes only as the iq's one child; legacy iq-auth, alone or smuggled
+ * beside a register query, and anything else is refused with the stream.
+ */
+void login_client_preauth_iq(struct session *s, const struct xml_elem *e)
+{
+	const struct xml_elem *auth = NULL;
+	size_t n = 0;
+	for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
+		n++;
+		if (auth == NULL && xml_is(c, "jabber:iq:auth", "query"))
+			auth = c;
+	}
+	bool tls_ok = s->client_tls || !policy_require_tls(login_conf(s), s->upstream_requires_tls);
+	bool register_only = n == 1 && xml_is(e->children, "jabber:iq:register", "query");
+	if (register_only && tls_ok) {
+		login_forward(&s->upstream, e);
+		return;
+	}
+	if (auth != NULL) {
+		login_iq_auth(s, e, auth);
+	} else {
+		struct policy_verdict v = {.action = POLICY_REJECT,
+		                           .rule =
+		                               register_only ? "require_tls" : "preauth_stanza"};
+		snprintf(v.detail, sizeof(v.detail), "%s",
+		         register_only
+		             ? "in-band registration before TLS refused"
+		             : "before login only an iq with one register query may pass");
+		audit_policy(s, &v);
+	}
+	login_fail(s, "not-authorized", "authenticate first", "stanza before authentication");
+}
+
+void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t end)
+{
+	struct leg *u = &s->upstream;
+	const char *version = xml_attr(hdr, NULL, "version");
+
+	u->stream_n++;
+	audit_stream(u, login_is_client(u), hdr);
+	if (s->relay) {
+		/* the header goes to the client as it was: its prefix is the one
+		 * our own errors must use. While the features are held, so is the
+		 * header (bytes [0, end) of the held stream). */
+		if (strlen(hdr->prefix) >= sizeof(s->client.out_prefix)) {
+			login_upstream_fault(s, "bad-namespace-prefix",
+			                     "the stream prefix is too long");
+			return;
+		}
+		snprintf(s->client.out_prefix, sizeof(s->client.out_prefix), "%s", hdr->prefix);
+		if (u->state == US_RELAY_HOLD) {
+			s->held_hdr = true;
+			s->held_hdr_end = end;
+		} else {
+			s->client.hdr_sent = true;
+		}
+		return;
+	}
+	if (strcmp(xml_default_ns(u->xml), XML_NS_CLIENT) != 0) {
+		login_upstream_fault(s, "invalid-namespace",
+		                     "the content namespace must be jabber:client");
+		return;
+	}
+	if (version == NULL || strncmp(version, "1.", 2) != 0) {
+		login_fail(s, "remote-connection-failed", "the server does not speak XMPP 1.0",
+		           "upstream stream version not 1.x");
+		return;
+	}
+	login_set_state(u, US_FEATURES);
+}
+
+static void login_upstream_ready(struct session *s)
+{
+	s->upstream_ready = true;
+	session_connect_timer(s, false);
+	login_set_state(&s->upstream, US_READY);
+	if (s->client.state == CS_WAIT_UPSTREAM) {
+		leg_set_reading(&s->client, true);
+		login_client_features(s);
+	}
+}
+
+void login_upstream_features(struct session *s, const struct xml_elem *e)
+{
+	struct leg *u = &s->upstream;
+	const struct conf *c = login_conf(s);
+
+	if (streamfeatures_parse(&s->up, e) < 0) {
+		session_close(s, "out of memory");
+		return;
+	}
+	if (u->stream_n == 1) {
+		/* Over Direct TLS the server never says whether it requires TLS
+		 * (it has it from the first byte): require_tls = auto takes it
+		 * that it does, rather than let PLAIN cross the client leg in
+		 * the clear to a server that would have refused it so. */
+		s->upstream_starttls = s->up.starttls;
+		s->upstream_requires_tls = s->up.starttls == SF_STARTTLS_REQUIRED ||
+		                           c->upstream_tls == CONF_UPSTREAM_DIRECT;
+	}
+	if (c->upstream_tls == CONF_UPSTREAM_STARTTLS && !s->upstream_tls) {
+		if (s->up.starttls == SF_STARTTLS_NONE) {
+			evlog_begin(s->id, "tls");
+			evlog_str("leg", "upstream");
+			evlog_bool("ok", false);
+			evlog_str("error", "the server does not offer STARTTLS");
+			evlog_end();
+			login_fail(s, "remote-connection-failed",
+			           "the server does not offer STARTTLS",
+			           "upstream offers no STARTTLS");
+			return;
+		}
+		login_send(u, "<starttls xmlns='" XML_NS_TLS "'/>",
+		           sizeof("<starttls xmlns='" XML_NS_TLS "'/>") - 1);
+		evlog_begin(s->id, "starttls");
+		evlog_str("dir", "c2s");
+		evlog_str("leg", "upstream");
+		evlog_end();
+		login_set_state(u, US_PROCEED);
+		return;
+	}
+	login_upstream_ready(s);
+}
+
+/* Starts TLS on a leg whose parser just stopped at <starttls/> (client)
+ * or <proceed/> (upstream). Whatever followed in the same read must be
+ * whitespace: TLS begins right after the '>'. */
+void login_begin_tls(struct leg *l, const char *rest, size_t len)
+{
+	struct session *s = login_session(l);
+	for (size_t i = 0; i < len; i++) {
+		if (rest[i] != ' ' && rest[i] != '\t' && rest[i] != '\r' && rest[i] != '\n') {
+			if (login_is_client(l))
+				login_fail(s, NULL, NULL,
+				           "client sent data before the TLS handshake");
+			else
+				login_fail(s, "remote-connection-failed",
+				           "bad STARTTLS from the server",
+				           "upstream sent data before the TLS handshake");
+			return;
+		}
+	}
+	SSL *ssl = login_is_client(l) ? tls_server_new(s->px->server_ctx, l->fd)
+	                              : tls_client_new(s->px->client_ctx, l->fd, s->domain,
+	                                               login_conf(s)->upstream_verify,
+	                                               l->state == US_TLS /* XEP-0368 ALPN */);
+	if (ssl == NULL) {
+		login_fail(s, "internal-server-error", NULL, "cannot create TLS session");
+		return;
+	}
+	l->hdr_sent = false;
+	leg_start_tls(l, ssl, login_is_client(l));
+}

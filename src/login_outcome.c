@@ -1,0 +1,276 @@
+/*
+ * How an attempt ends: the server's challenges, success and failure (the
+ * granted identity checked before the client hears it), the proxy's own
+ * refusals, the pause after a failure, and attempts in flight for
+ * auth_failures.
+ */
+
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "addrtab.h"
+#include "audit.h"
+#include "conf.h"
+#include "evlog.h"
+#include "login.h"
+#include "login_int.h"
+
+/* Sends the client the outcome of a failed attempt. With auth_failures
+ * set it goes out after a short random pause (as OpenSMTPD does), during
+ * which the client's input waits: guessing gets slow. */
+static void login_send_failure(struct session *s, struct buf *b, bool counts)
+{
+	const struct conf *c = login_conf(s);
+	if (c->auth_failures_max == 0) {
+		login_send_buf(&s->client, b);
+		return;
+	}
+	if (counts && addrtab_fail(s->px->peers, &s->peer_key, ev_now(s->px->loop),
+	                           c->auth_failures_window) < 0) {
+		buf_free(b);
+		session_close(s, "out of memory");
+		return;
+	}
+	unsigned char r;
+	RAND_bytes(&r, 1);
+	/* a failure already waiting (a pipelined retry) keeps its place */
+	if (s->delayed.len > 0) {
+		int rc = buf_add(&s->delayed, buf_head(b), b->len);
+		buf_free(b);
+		if (rc < 0)
+			session_close(s, "out of memory");
+		return;
+	}
+	buf_free(&s->delayed);
+	s->delayed = *b;
+	memset(b, 0, sizeof(*b));
+	leg_set_reading(&s->client, false);
+	session_delay(s, AUTH_FAILURE_DELAY_MIN + (AUTH_FAILURE_DELAY_SPREAD * r) / 255.0);
+}
+
+void login_resume(struct session *s)
+{
+	login_send_buf(&s->client, &s->delayed);
+	leg_set_reading(&s->client, true);
+}
+
+/* A credential-bearing payload reached the server: until the server
+ * answers it counts toward auth_failures for its address, so parallel
+ * sessions cannot all guess before the first failure is known. Only the
+ * server's round trip counts, never the client's own delay. */
+void login_attempt_begin(struct session *s)
+{
+	if (s->attempt_inflight)
+		return;
+	s->attempt_inflight = true;
+	addrtab_attempt_begin(s->px->peers, &s->peer_key);
+}
+
+/* The server answered (or the proxy refused). session_close() counts a
+ * payload abandoned in flight as a failure. */
+void login_attempt_end(struct session *s)
+{
+	if (!s->attempt_inflight)
+		return;
+	s->attempt_inflight = false;
+	addrtab_attempt_end(s->px->peers, &s->peer_key);
+}
+
+/* A SASL failure invented by the proxy (policy refused the attempt);
+ * counts says whether it is a failed login for auth_failures. */
+void login_refuse(struct session *s, const char *condition, const char *detail, bool counts)
+{
+	struct buf b = {0};
+	/* XEP-0388 keeps RFC 6120's conditions, in their own namespace */
+	buf_addf(&b, "<failure xmlns='%s'><%s xmlns='" XML_NS_SASL "'/><text>", login_sasl_ns(s),
+	         condition);
+	xml_escape(&b, detail, strlen(detail));
+	buf_adds(&b, "</text></failure>");
+	login_attempt_end(s);
+	audit_result(s, false, "proxy", condition, detail);
+	login_send_failure(s, &b, counts);
+}
+
+/* A policy verdict that refuses the attempt: logged, then refused. */
+void login_refuse_verdict(struct session *s, const struct policy_verdict *v, bool counts)
+{
+	audit_policy(s, v);
+	login_refuse(s, v->condition, v->detail, counts);
+}
+
+/* Refuses an exchange the server is in the middle of: it is aborted, and
+ * the <failure><aborted/> it answers is dropped (swallow_failure). */
+void login_refuse_midway(struct session *s, const struct policy_verdict *v)
+{
+	struct buf b = {0};
+	buf_addf(&b, "<abort xmlns='%s'/>", login_sasl_ns(s));
+	login_send_buf(&s->upstream, &b);
+	s->swallow_failure = true;
+	login_refuse_verdict(s, v, true);
+	login_set_state(&s->client, CS_PREAUTH);
+}
+
+/* A refusal of the proxy's own, not a configured rule. */
+void login_refuse_builtin(struct session *s, const char *rule, const char *condition,
+                          const char *detail)
+{
+	struct policy_verdict v = {.action = POLICY_REJECT, .rule = rule, .condition = condition};
+	snprintf(v.detail, sizeof(v.detail), "%s", detail);
+	login_refuse_verdict(s, &v, false);
+}
+
+/* The SASL2 identity rule before the client hears <success>: it may carry
+ * a FAST token (a long-lived credential) and the Bind2 result. */
+static bool login_sasl2_granted(struct session *s, const struct xml_elem *e)
+{
+	const struct xml_elem *id = xml_child(e, XML_NS_SASL2, "authorization-identifier");
+	if (id != NULL && id->text != NULL) {
+		login_set_jid(s, id->text);
+		if (s->closing)
+			return false;
+	}
+	if (!policy_checks_identity(login_conf(s)))
+		return true;
+	if (s->jid == NULL && xml_child(e, "urn:xmpp:bind:0", "bound") == NULL)
+		return true; /* the iq bind will say, and the gate waits for it */
+	return login_bound_identity_allowed(s);
+}
+
+/* XEP-0388 success: the stream goes on without a restart. The identity
+ * the server granted, and an inline Bind2 result, end the login. */
+static void login_sasl2_success(struct session *s, const struct xml_elem *e, uint64_t end)
+{
+	const struct xml_elem *bound = xml_child(e, "urn:xmpp:bind:0", "bound");
+	login_enter_relay(s);
+	/* No restart: what follows </success> is held until its first element
+	 * is known, so that features there can be rewritten (compression). */
+	s->upstream.relay_from = end;
+	s->first_pending = true;
+	login_set_state(&s->upstream, US_RELAY_FIRST);
+	if (bound != NULL) {
+		evlog_begin(s->id, "bind");
+		evlog_bool("ok", true);
+		evlog_bool("bind2", true);
+		evlog_str("jid", s->jid);
+		evlog_end();
+		/* bound inline: no iq bind will come, names are enough now */
+		xml_set_build(s->client.xml, false);
+		xml_set_build(s->upstream.xml, false);
+	}
+	audit_login(s);
+}
+
+/* The server's <success>: checked before the client hears it. An identity
+ * rule whose check never ran (no payload ever named anyone) fails closed. */
+static void login_upstream_success(struct session *s, const struct xml_elem *e, uint64_t end)
+{
+	struct sasl_fields f;
+	const struct xml_elem *data = s->sasl2 ? xml_child(e, XML_NS_SASL2, "additional-data") : e;
+	if (data != NULL && data->text != NULL) {
+		login_decode(s, SASL_S2C, data, &f);
+		audit_sasl_step(s, "s2c", ++s->steps_s2c, "success", &f);
+	}
+	if (policy_checks_identity(login_conf(s)) && !s->identity_checked) {
+		struct policy_verdict v = {.action = POLICY_REJECT,
+		                           .rule = login_conf(s)->nusers_deny ? "users_deny"
+		                                                              : "users_allow"};
+		snprintf(v.detail, sizeof(v.detail),
+		         "%s succeeded without naming an identity the proxy could check",
+		         s->mechanism);
+		login_refuse_granted(s, &v, "identity never checked");
+		return;
+	}
+	if (s->sasl2 && !login_sasl2_granted(s, e))
+		return;
+	login_attempt_end(s);
+	audit_result(s, true, "upstream", NULL, NULL);
+	login_forward(&s->client, e);
+	if (s->closing)
+		return;
+	if (s->sasl2) {
+		login_sasl2_success(s, e, end);
+		return;
+	}
+	/* RFC 6120 6.4.6: both streams restart. The client's parser is
+	 * idle now; ours is inside this callback. */
+	login_enter_relay(s);
+	if (xml_reset(s->client.xml) < 0) {
+		session_close(s, "out of memory");
+		return;
+	}
+	s->client.hdr_sent = false;
+	s->upstream.hdr_sent = false;
+	s->upstream.restart = true;
+	xml_stop(s->upstream.xml);
+	login_set_state(&s->upstream, US_RELAY_HOLD);
+}
+
+void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t end)
+{
+	struct sasl_fields f;
+	const char *ns = login_sasl_ns(s);
+
+	if (xml_is(e, ns, "challenge")) {
+		if (++s->steps_s2c > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
+			login_upstream_fault(s, "policy-violation", "SASL exchange too long");
+			return;
+		}
+		login_attempt_end(s);
+		login_decode(s, SASL_S2C, e, &f);
+		audit_sasl_step(s, "s2c", s->steps_s2c, "challenge", &f);
+		login_forward(&s->client, e);
+		return;
+	}
+	if (xml_is(e, ns, "success")) {
+		login_upstream_success(s, e, end);
+		return;
+	}
+	if (s->sasl2 &&
+	    (xml_is(e, XML_NS_SASL2, "continue") || xml_is(e, XML_NS_SASL2, "task-data"))) {
+		if (++s->steps_s2c > MAX_SASL_STEPS) {
+			login_upstream_fault(s, "policy-violation", "SASL exchange too long");
+			return;
+		}
+		login_attempt_end(s);
+		memset(&f, 0, sizeof(f));
+		audit_sasl_step(s, "s2c", s->steps_s2c, e->name, &f);
+		login_forward(&s->client, e);
+		return;
+	}
+	if (xml_is(e, ns, "failure")) {
+		const char *cond = NULL;
+		const char *text = NULL;
+		for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
+			if (strcmp(c->name, "text") == 0)
+				text = c->text;
+			else if (cond == NULL && strcmp(c->ns, XML_NS_SASL) == 0)
+				cond = c->name;
+		}
+		if (s->swallow_failure) {
+			/* the answer to our own <abort/>; the client may already
+			 * have started its next exchange, which goes on */
+			s->swallow_failure = false;
+			if (s->client.state != CS_SASL)
+				login_set_state(&s->upstream, US_READY);
+			return;
+		}
+		login_set_state(&s->upstream, US_READY);
+		login_attempt_end(s);
+		audit_result(s, false, "upstream", cond, text);
+		login_set_state(&s->client, CS_PREAUTH);
+		struct buf b = {0};
+		if (xml_write(&b, e, XML_NS_CLIENT) < 0) {
+			buf_free(&b);
+			session_close(s, "out of memory");
+			return;
+		}
+		login_send_failure(s, &b,
+		                   cond == NULL || (strcmp(cond, "aborted") != 0 &&
+		                                    strcmp(cond, "temporary-auth-failure") != 0));
+		return;
+	}
+	login_fail(s, "remote-connection-failed", "unexpected element from the server",
+	           "unexpected upstream element during SASL");
+}

@@ -1,0 +1,425 @@
+/*
+ * After success: the streams relayed as they are, still parsed; the
+ * post-login features held and rewritten; resource binding and the gate
+ * that keeps the client's stanzas from the server until the bound JID has
+ * passed users_deny/users_allow.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit.h"
+#include "conf.h"
+#include "evlog.h"
+#include "login_int.h"
+
+/* After <success>: both legs relay from here on, still parsed. */
+void login_enter_relay(struct session *s)
+{
+	s->relay = true;
+	s->client.relay_clean = true;
+	s->upstream.relay_clean = true;
+	size_t max = login_conf(s)->max_stanza;
+	xml_set_max_stanza(s->client.xml, max);
+	xml_set_max_stanza(s->upstream.xml, max);
+	login_set_state(&s->client, CS_RELAY);
+	/* while users_deny/users_allow wait for the bound JID, the client's
+	 * stanzas wait too, and the login timer keeps running */
+	if (policy_checks_identity(login_conf(s)) && s->jid == NULL)
+		s->gate = SESSION_GATE_UNBOUND;
+	else
+		session_login_done(s);
+}
+
+void login_set_jid(struct session *s, const char *jid)
+{
+	free(s->jid);
+	s->jid = strdup(jid);
+	if (s->jid == NULL)
+		session_close(s, "out of memory");
+}
+
+/* The server granted what the proxy's rules refuse: the client hears
+ * policy-violation instead, the server's stream ends. */
+void login_refuse_granted(struct session *s, const struct policy_verdict *v, const char *reason)
+{
+	login_attempt_end(s);
+	audit_policy(s, v);
+	s->outcome = SESSION_OUTCOME_FAILURE;
+	s->outcome_by = "proxy";
+	snprintf(s->condition, sizeof(s->condition), "%s", "policy-violation");
+	login_end(s, "policy-violation", "this identity is not allowed here", reason);
+}
+
+/*
+ * users_deny/users_allow once more on the JID the server bound (or
+ * granted in SASL2's authorization-identifier), in the server's own
+ * normalised form and with its own domain: a name spelled to slip past
+ * the check on the SASL identity is caught here, before the client can
+ * use the session. Returns false when refused (the session is ending).
+ */
+bool login_bound_identity_allowed(struct session *s)
+{
+	const struct conf *c = login_conf(s);
+	if (!policy_checks_identity(c))
+		return true;
+	const char *jid = s->jid != NULL ? s->jid : "";
+	size_t len = strlen(jid), rest = strcspn(jid, "/");
+	const char *at = memchr(jid, '@', rest);
+	char local[MAX_JID + 1], domain[MAX_JID + 1];
+	size_t ll = at ? (size_t)(at - jid) : 0;
+	size_t dl = at ? rest - ll - 1 : rest;
+	snprintf(local, sizeof(local), "%.*s", (int)(ll < sizeof(local) ? ll : 0), jid);
+	snprintf(domain, sizeof(domain), "%.*s", (int)(dl < sizeof(domain) ? dl : 0),
+	         at ? at + 1 : jid);
+	struct policy_input in = {.step = POLICY_IDENTITY,
+	                          .mechanism = s->mechanism,
+	                          .client_tls = s->client_tls,
+	                          /* no JID, or one longer than RFC 7622 allows */
+	                          .identity = len == 0 || len > MAX_JID ? POLICY_ID_AMBIGUOUS
+	                                                                : POLICY_ID_KNOWN,
+	                          .user = local,
+	                          .domain = domain};
+	struct policy_verdict v;
+	policy_check(c, &in, &v);
+	if (v.action != POLICY_REJECT)
+		return true;
+	size_t used = strlen(v.detail);
+	snprintf(v.detail + used, sizeof(v.detail) - used, " (bound as %.60s)",
+	         len ? jid : "no JID");
+	login_refuse_granted(s, &v, "bound identity refused by policy");
+	return false;
+}
+
+/* A copy of attribute name of e into *dst (NULL when e has none); false
+ * when out of memory. */
+static bool login_take_attr(char **dst, const struct xml_elem *e, const char *name)
+{
+	const char *v = xml_attr(e, NULL, name);
+	free(*dst);
+	*dst = v != NULL ? strdup(v) : NULL;
+	return v == NULL || *dst != NULL;
+}
+
+/* An iq that binds a resource (RFC 6120 7): type set, the bind its only
+ * child, since servers route an iq by its first child. */
+static bool login_is_bind(const struct xml_elem *e)
+{
+	const char *type = xml_attr(e, NULL, "type");
+	return xml_is(e, XML_NS_CLIENT, "iq") && type != NULL && strcmp(type, "set") == 0 &&
+	       e->children != NULL && e->children->next == NULL &&
+	       xml_is(e->children, XML_NS_BIND, "bind");
+}
+
+/* Is e the server's answer (result or error) to the client's iq whose id
+ * was id (NULL: it had none, and Prosody answers without one)? */
+static bool login_is_answer(const struct xml_elem *e, const char *id)
+{
+	const char *eid = xml_attr(e, NULL, "id");
+	const char *type = xml_attr(e, NULL, "type");
+	if (!xml_is(e, XML_NS_CLIENT, "iq") || type == NULL ||
+	    (strcmp(type, "result") != 0 && strcmp(type, "error") != 0))
+		return false;
+	return id == NULL ? eid == NULL : eid != NULL && strcmp(eid, id) == 0;
+}
+
+/*
+ * The gate. While it waits for the bound JID, every client byte is held
+ * (the client leg's hold; its first byte is client stream offset
+ * relay_from) and released as the gate judges each element: the stream
+ * header and a bind go on, a resume is answered by the proxy, anything
+ * else ends the session. Released bytes always end between two items.
+ */
+void login_gate_release(struct session *s, uint64_t upto)
+{
+	struct leg *c = &s->client;
+	size_t n = upto > c->relay_from ? (size_t)(upto - c->relay_from) : 0;
+	if (n > c->hold.len)
+		n = c->hold.len;
+	if (n > 0)
+		login_send(&s->upstream, buf_head(&c->hold), n);
+	buf_consume(&c->hold, n);
+	c->relay_from += n;
+	c->relay_clean = true;
+}
+
+static void login_gate_refuse(struct session *s, const char *detail, const char *reason)
+{
+	struct policy_verdict v = {.action = POLICY_REJECT, .rule = "bind_first"};
+	snprintf(v.detail, sizeof(v.detail), "%s", detail);
+	audit_policy(s, &v);
+	login_end(s, "not-authorized", "bind a resource first", reason);
+}
+
+/* XEP-0198 resume, while an identity rule waits for a bound JID: the
+ * proxy cannot know whose session it restores, so it answers the resume
+ * itself as failed (the client then binds anew, XEP-0198 4) and the
+ * server never sees it. */
+static void login_gate_resume(struct session *s, const struct xml_elem *e, uint64_t start,
+                              uint64_t end)
+{
+	struct leg *c = &s->client;
+	login_gate_release(s, start);
+	size_t n = (size_t)(end - start) < c->hold.len ? (size_t)(end - start) : c->hold.len;
+	buf_consume(&c->hold, n);
+	c->relay_from += n;
+	if (!login_can_write_stream(c)) {
+		login_gate_refuse(s, "XEP-0198 resume while the server's stream was mid-stanza",
+		                  "resume before resource binding");
+		return;
+	}
+	struct policy_verdict v = {.action = POLICY_REJECT, .rule = "bind_first"};
+	snprintf(v.detail, sizeof(v.detail),
+	         "XEP-0198 resume answered as failed: its JID cannot be checked; bind instead");
+	audit_policy(s, &v);
+	struct buf b = {0};
+	buf_adds(&b, "<failed xmlns='");
+	xml_escape(&b, e->ns, strlen(e->ns));
+	buf_adds(&b, "'><item-not-found xmlns='" XML_NS_STANZAS "'/></failed>");
+	login_send_buf(c, &b);
+}
+
+/* A client element while the gate waits for a bind. */
+static void login_gate_unbound(struct session *s, const struct xml_elem *e, uint64_t start,
+                               uint64_t end)
+{
+	if (login_is_bind(e)) {
+		login_gate_release(s, end);
+		s->gate = SESSION_GATE_BINDING;
+		s->gate_held = false;
+		return;
+	}
+	if (strcmp(e->name, "resume") == 0 &&
+	    strncmp(e->ns, XML_NS_SM_PREFIX, strlen(XML_NS_SM_PREFIX)) == 0) {
+		login_gate_resume(s, e, start, end);
+		return;
+	}
+	/* RFC 6120 7.1: nothing but the bind before a resource is bound */
+	char detail[160];
+	snprintf(detail, sizeof(detail), "%.40s before the bound JID was checked (RFC 6120 7.1)",
+	         e->name);
+	login_gate_refuse(s, detail, "element before resource binding");
+}
+
+/* The bound JID passed: what the client sent meanwhile goes to the
+ * server, in order, and its input flows again. */
+static void login_gate_open(struct session *s)
+{
+	struct leg *c = &s->client;
+	s->gate = SESSION_GATE_OPEN;
+	session_login_done(s);
+	if (c->hold.len > 0)
+		login_send(&s->upstream, buf_head(&c->hold), c->hold.len);
+	buf_free(&c->hold);
+	c->relay_clean = xml_at_boundary(c->xml);
+	leg_set_reading(c, true);
+}
+
+/* The bind failed: the client may try again, unless it already pipelined
+ * elements behind it, which an unbound session may not send. */
+static void login_gate_retry(struct session *s)
+{
+	if (s->gate_held) {
+		login_gate_refuse(s, "elements pipelined behind a bind that failed (RFC 6120 7.1)",
+		                  "element pipelined behind a failed bind");
+		return;
+	}
+	/* what is held is whitespace or the start of the next element,
+	 * judged when it is complete */
+	s->gate = SESSION_GATE_UNBOUND;
+	leg_set_reading(&s->client, true);
+}
+
+/* After login nothing may authenticate, start TLS or compress again:
+ * the server would take a second login that no rule has seen. */
+static bool login_is_login_element(const struct xml_elem *e)
+{
+	return strcmp(e->ns, XML_NS_SASL) == 0 || strcmp(e->ns, XML_NS_SASL2) == 0 ||
+	       strcmp(e->ns, XML_NS_TLS) == 0 || strcmp(e->ns, XML_NS_COMPRESS) == 0;
+}
+
+void login_relay_c2s(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end)
+{
+	if (xml_is(e, XML_NS_STREAMS, "error")) {
+		audit_stream_error(s, "c2s", e, NULL, NULL);
+		return;
+	}
+	if (login_is_login_element(e)) {
+		struct policy_verdict v = {.action = POLICY_REJECT, .rule = "after_login"};
+		snprintf(v.detail, sizeof(v.detail),
+		         "<%.40s> after login: a second login or TLS no rule could see", e->name);
+		audit_policy(s, &v);
+		login_end(s, "policy-violation", "already authenticated",
+		          "login element after login");
+		return;
+	}
+	if (s->gate == SESSION_GATE_BINDING) {
+		s->gate_held = true;
+		return;
+	}
+	if (s->gate == SESSION_GATE_UNBOUND) {
+		login_gate_unbound(s, e, start, end);
+		if (s->closing)
+			return;
+	}
+	if (s->jid != NULL || !xml_is(e, XML_NS_CLIENT, "iq"))
+		return;
+	const char *type = xml_attr(e, NULL, "type");
+	if (login_is_bind(e)) {
+		const struct xml_elem *r = xml_child(e->children, XML_NS_BIND, "resource");
+		free(s->bind_resource);
+		s->bind_resource = r != NULL && r->text != NULL ? strdup(r->text) : NULL;
+		s->bind_pending = true;
+		if (!login_take_attr(&s->bind_id, e, "id"))
+			session_close(s, "out of memory");
+	} else if (type != NULL && strcmp(type, "set") == 0 &&
+	           xml_child(e, XML_NS_SESSION, "session") != NULL) {
+		s->session_pending = true;
+		if (!login_take_attr(&s->session_iq_id, e, "id"))
+			session_close(s, "out of memory");
+	}
+}
+
+/* The server answered the bind. */
+static void login_bind_answer(struct session *s, const struct xml_elem *e)
+{
+	const struct xml_elem *b = xml_child(e, XML_NS_BIND, "bind");
+	const struct xml_elem *j = b ? xml_child(b, XML_NS_BIND, "jid") : NULL;
+	bool ok = strcmp(xml_attr(e, NULL, "type"), "result") == 0;
+	s->bind_pending = false;
+	if (ok && j != NULL && j->text != NULL) {
+		login_set_jid(s, j->text);
+		if (s->closing)
+			return;
+	}
+	evlog_begin(s->id, "bind");
+	evlog_bool("ok", ok);
+	evlog_str("resource", s->bind_resource);
+	evlog_str("jid", ok ? s->jid : NULL);
+	evlog_end();
+	if (!ok) {
+		if (s->gate == SESSION_GATE_BINDING)
+			login_gate_retry(s);
+		return;
+	}
+	if (!login_bound_identity_allowed(s))
+		return;
+	audit_login(s);
+	/* the login is over: names are enough from now on */
+	xml_set_build(s->client.xml, false);
+	xml_set_build(s->upstream.xml, false);
+	if (s->gate != SESSION_GATE_OPEN)
+		login_gate_open(s);
+}
+
+void login_relay_s2c(struct session *s, const struct xml_elem *e)
+{
+	if (xml_is(e, XML_NS_STREAMS, "error")) {
+		audit_stream_error(s, "s2c", e, NULL, NULL);
+		return;
+	}
+	if (s->bind_pending && login_is_answer(e, s->bind_id)) {
+		login_bind_answer(s, e);
+	} else if (s->session_pending && login_is_answer(e, s->session_iq_id)) {
+		evlog_begin(s->id, "session");
+		evlog_bool("ok", strcmp(xml_attr(e, NULL, "type"), "result") == 0);
+		evlog_end();
+		s->session_pending = false;
+	}
+}
+
+/* The post-login features: held until complete, then rewritten so that
+ * compression (which would turn the stream into zlib) is not offered. */
+void login_relay_features(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end)
+{
+	struct leg *u = &s->upstream;
+	struct streamfeatures f = {0};
+
+	if (streamfeatures_parse(&f, e) < 0) {
+		session_close(s, "out of memory");
+		return;
+	}
+	/* the held bytes begin at offset 0 of this stream; the header may
+	 * have gone out already, ahead of an error */
+	size_t from = s->client.hdr_sent ? (size_t)s->held_hdr_end : 0;
+	login_send(&s->client, buf_head(&u->hold) + from, (size_t)start - from);
+	s->client.hdr_sent = true;
+	struct buf b = {0};
+	streamfeatures_write(&b, s->client.out_prefix, f.starttls, (const char *const *)f.mechs,
+	                     f.nmechs, NULL, 0, true, &f);
+	login_send_buf(&s->client, &b);
+	evlog_begin(s->id, "features");
+	evlog_int("n", u->stream_n);
+	evlog_bool("tls", s->client_tls);
+	evlog_bool("authenticated", true);
+	if (f.compression)
+		evlog_bool("compression_removed", true);
+	evlog_end();
+	streamfeatures_free(&f);
+	buf_consume(&u->hold, (size_t)end);
+	login_set_state(u, US_RELAY);
+}
+
+/* The first element after a SASL2 success: features are rewritten like
+ * the post-restart ones; anything else goes as it is. login_data() sends
+ * the held bytes once this has run. */
+void login_relay_first(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end)
+{
+	struct leg *u = &s->upstream;
+	s->first_replace = xml_is(e, XML_NS_STREAMS, "features");
+	if (s->first_replace) {
+		struct streamfeatures f = {0};
+		if (streamfeatures_parse(&f, e) < 0) {
+			session_close(s, "out of memory");
+			return;
+		}
+		streamfeatures_write(&s->first_repl, s->client.out_prefix, f.starttls,
+		                     (const char *const *)f.mechs, f.nmechs, NULL, 0, true, &f);
+		evlog_begin(s->id, "features");
+		evlog_int("n", u->stream_n);
+		evlog_bool("tls", s->client_tls);
+		evlog_bool("authenticated", true);
+		if (f.compression)
+			evlog_bool("compression_removed", true);
+		evlog_end();
+		streamfeatures_free(&f);
+		s->first_start = start;
+		s->first_end = end;
+	} else {
+		login_relay_s2c(s, e);
+	}
+	login_set_state(u, US_RELAY);
+}
+
+/* After a SASL2 success, bytes wait in the hold buffer (hold[0] is
+ * stream offset relay_from) until the first element is complete; then
+ * they go out, rewritten features in place of the original. */
+void login_release_first(struct leg *l, const char *data, size_t used, uint64_t base)
+{
+	struct session *s = login_session(l);
+	size_t from = l->relay_from > base ? (size_t)(l->relay_from - base) : 0;
+	if (from < used && buf_add(&l->hold, data + from, used - from) < 0) {
+		session_close(s, "out of memory");
+		return;
+	}
+	if (l->state == US_RELAY_FIRST) {
+		if (l->hold.len > login_conf(s)->max_stanza)
+			login_fail(s, "remote-connection-failed",
+			           "the server's first stanza is too large",
+			           "upstream stanza after SASL2 success too large");
+		return;
+	}
+	s->first_pending = false;
+	if (s->first_replace) {
+		size_t a = (size_t)(s->first_start - l->relay_from);
+		size_t b = (size_t)(s->first_end - l->relay_from);
+		login_send(l->peer, buf_head(&l->hold), a);
+		login_send_buf(l->peer, &s->first_repl);
+		login_send(l->peer, buf_head(&l->hold) + b, l->hold.len - b);
+	} else {
+		login_send(l->peer, buf_head(&l->hold), l->hold.len);
+	}
+	buf_free(&l->hold);
+	l->relay_clean = xml_at_boundary(l->xml);
+}

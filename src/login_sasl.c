@@ -1,0 +1,373 @@
+/*
+ * A SASL attempt from the client (RFC 6120 and XEP-0388): decoded, logged,
+ * checked against policy, and relayed as the proxy read it (canonical
+ * base64, the mechanism as checked).
+ */
+
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "addrtab.h"
+#include "b64.h"
+#include "audit.h"
+#include "evlog.h"
+#include "login_int.h"
+
+/* Decodes the payload of a SASL element for the log; secrets stay in the
+ * decoder. */
+void login_decode(struct session *s, enum sasl_dir dir, const struct xml_elem *e,
+                  struct sasl_fields *f)
+{
+	memset(f, 0, sizeof(*f));
+	if (s->sasl == NULL)
+		return;
+	const char *text = e != NULL ? e->text : NULL;
+	if (sasl_step(s->sasl, dir, text ? text : "", e != NULL ? e->textlen : 0, text != NULL, f) <
+	    0)
+		f->n = 0;
+	const char *v;
+	if ((v = sasl_user(s->sasl)) != NULL)
+		snprintf(s->user, sizeof(s->user), "%s", v);
+	if ((v = sasl_authzid(s->sasl)) != NULL)
+		snprintf(s->authzid, sizeof(s->authzid), "%s", v);
+	if ((v = sasl_cb_flag(s->sasl)) != NULL)
+		login_copy_text(s->cb, sizeof(s->cb), v);
+}
+
+/* The SASL namespace of the exchange in progress: RFC 6120 or XEP-0388. */
+const char *login_sasl_ns(const struct session *s)
+{
+	return s->sasl2 ? XML_NS_SASL2 : XML_NS_SASL;
+}
+
+static bool login_upstream_offered_plus(const struct session *s)
+{
+	for (size_t i = 0; i < s->up.nmechs; i++) {
+		size_t n = strlen(s->up.mechs[i]);
+		if (n > 5 && strcmp(s->up.mechs[i] + n - 5, "-PLUS") == 0)
+			return true;
+	}
+	return false;
+}
+
+static void login_check_channel_binding(struct session *s)
+{
+	struct policy_input in = {.step = POLICY_CHANNEL_BINDING,
+	                          .mechanism = s->mechanism,
+	                          .cb_flag = s->cb[0] ? s->cb : NULL,
+	                          .upstream_offered_plus = login_upstream_offered_plus(s)};
+	struct policy_verdict v;
+	policy_check(login_conf(s), &in, &v);
+	if (v.action != POLICY_ALLOW) {
+		audit_policy(s, &v);
+		s->cb_downgrade = true;
+	}
+}
+
+/*
+ * users_deny/users_allow on the attempt in progress, once its payloads
+ * have named who authenticates or shown that they will not. Fails closed:
+ * a mechanism that names nobody, or a payload the server could read as
+ * someone else, is refused while an identity rule is set. Returns true
+ * with v filled when the attempt must be refused.
+ */
+static bool login_identity_refused(struct session *s, struct policy_verdict *v)
+{
+	const struct conf *c = login_conf(s);
+	if (s->sasl == NULL || !policy_checks_identity(c))
+		return false;
+	enum sasl_identity id = sasl_identity(s->sasl);
+	/* once passed, checked again only if a later payload made it unsure */
+	if (id == SASL_ID_PENDING || (s->identity_checked && id == SASL_ID_KNOWN))
+		return false;
+	s->identity_checked = true;
+	struct policy_input in = {.step = POLICY_IDENTITY,
+	                          .mechanism = s->mechanism,
+	                          .client_tls = s->client_tls,
+	                          .identity = id == SASL_ID_KNOWN  ? POLICY_ID_KNOWN
+	                                      : id == SASL_ID_NONE ? POLICY_ID_NONE
+	                                                           : POLICY_ID_AMBIGUOUS,
+	                          .user = sasl_user(s->sasl),
+	                          .authzid = sasl_authzid(s->sasl),
+	                          .domain = s->domain};
+	policy_check(c, &in, v);
+	if (v->action == POLICY_LOG)
+		audit_policy(s, v);
+	return v->action == POLICY_REJECT;
+}
+
+static bool login_was_offered(const struct session *s, const char *mech)
+{
+	for (size_t i = 0; i < s->noffered; i++)
+		if (strcmp(s->offered[i], mech) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Appends the canonical base64 of a SASL payload (payload: the element
+ * holding it): what the decoder read, re-encoded, so the server cannot
+ * read the bytes differently (padding mid-string, whitespace, characters
+ * outside the alphabet). "=" stays "=" (an empty response); text that is
+ * all whitespace stays no payload. Returns 0, or -1 when the text is not
+ * base64 (RFC 6120 6.4.2: <incorrect-encoding/>); both plain and encoded
+ * forms are scrubbed before they are freed.
+ */
+static int login_canonical_payload(struct buf *out, const struct xml_elem *payload)
+{
+	if (payload == NULL || payload->text == NULL)
+		return 0;
+	const char *t = payload->text;
+	size_t n = payload->textlen;
+	size_t lead = strspn(t, " \t\r\n");
+	if (lead == n)
+		return 0;
+	size_t cap = n / 4 * 3 + 3;
+	unsigned char *plain = malloc(cap);
+	if (plain == NULL)
+		return -1;
+	long dn = b64_decode(t, n, plain);
+	int rc = -1;
+	if (dn == 0) {
+		rc = buf_adds(out, "=");
+	} else if (dn > 0) {
+		size_t elen = 4 * (((size_t)dn + 2) / 3) + 1;
+		char *enc = malloc(elen);
+		if (enc != NULL) {
+			size_t w = b64_encode(plain, (size_t)dn, enc);
+			rc = buf_add(out, enc, w);
+			OPENSSL_cleanse(enc, elen);
+			free(enc);
+		}
+	}
+	OPENSSL_cleanse(plain, cap);
+	free(plain);
+	return rc;
+}
+
+/*
+ * Writes a client SASL element (<auth>, <response>, SASL2's <authenticate>
+ * and <response>) to the upstream as the proxy read it: the mechanism as
+ * checked (upper case), the payload in canonical base64, no other
+ * attribute or text. SASL2's other children (user-agent, Bind2, FAST) go as
+ * they are, in their order. Returns 0, or -1 when the payload is not
+ * base64 (nothing is sent then).
+ */
+static int login_forward_sasl(struct session *s, const struct xml_elem *e,
+                              const struct xml_elem *payload)
+{
+	struct buf b = {0};
+	bool authenticate = xml_is(e, XML_NS_SASL2, "authenticate");
+	int rc = 0;
+
+	buf_addf(&b, "<%s xmlns='%s'", e->name, e->ns);
+	if (xml_attr(e, NULL, "mechanism") != NULL)
+		buf_addf(&b, " mechanism='%s'", s->mechanism); /* checked: [A-Z0-9_-] */
+	buf_adds(&b, ">");
+	if (!authenticate) {
+		rc = login_canonical_payload(&b, payload);
+	} else {
+		for (const struct xml_elem *c = e->children; c != NULL && rc == 0; c = c->next) {
+			if (c != payload) {
+				rc = xml_write(&b, c, XML_NS_SASL2);
+				continue;
+			}
+			buf_adds(&b, "<initial-response>");
+			rc = login_canonical_payload(&b, payload);
+			buf_adds(&b, "</initial-response>");
+		}
+	}
+	buf_addf(&b, "</%s>", e->name);
+	if (rc < 0) {
+		OPENSSL_cleanse(b.data, b.cap);
+		buf_free(&b);
+		return -1;
+	}
+	login_send_buf(&s->upstream, &b);
+	return 0;
+}
+
+/* XEP-0388 <user-agent id=...><software/><device/></user-agent>: what the
+ * client says it is, for the audit (client-supplied, not verified). */
+static void login_user_agent(const struct xml_elem *e)
+{
+	const struct xml_elem *ua = xml_child(e, XML_NS_SASL2, "user-agent");
+	if (ua == NULL)
+		return;
+	const struct xml_elem *sw = xml_child(ua, XML_NS_SASL2, "software");
+	const struct xml_elem *dev = xml_child(ua, XML_NS_SASL2, "device");
+	evlog_str("user_agent_id", xml_attr(ua, NULL, "id"));
+	evlog_str("user_agent_software", sw ? sw->text : NULL);
+	evlog_str("user_agent_device", dev ? dev->text : NULL);
+}
+
+/* The mechanism name may only hold what RFC 4422 3.1 allows (upper-case
+ * letters, digits, '-' and '_'), after upper-casing. */
+static bool login_mech_name_ok(const char *name)
+{
+	return name[strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")] == '\0';
+}
+
+/* How many children e has named ns:name (a hostile SASL2 client sends
+ * two <initial-response>s: the proxy would read one, a server the other). */
+static size_t login_count_children(const struct xml_elem *e, const char *ns, const char *name)
+{
+	size_t n = 0;
+	for (const struct xml_elem *c = e->children; c != NULL; c = c->next)
+		n += xml_is(c, ns, name);
+	return n;
+}
+
+/* <auth> (RFC 6120) or <authenticate> (XEP-0388, payload in
+ * <initial-response>): decoded, logged, checked, then relayed as read. */
+void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
+{
+	const char *mech = xml_attr(e, NULL, "mechanism");
+	const struct xml_elem *payload = sasl2 ? xml_child(e, XML_NS_SASL2, "initial-response") : e;
+	char name[MAX_MECH_NAME + 1];
+	struct sasl_fields f;
+
+	if (++s->auth_attempts > MAX_AUTH_ATTEMPTS) {
+		login_fail(s, "policy-violation", "too many authentication attempts",
+		           "too many authentication attempts");
+		return;
+	}
+	s->auth_tried = true;
+	s->sasl2 = sasl2;
+	size_t n = mech ? strlen(mech) : 0;
+	if (n == 0 || n > MAX_MECH_NAME) {
+		snprintf(s->mechanism, sizeof(s->mechanism), "%s", n ? "(invalid)" : "(none)");
+		login_refuse(s, "invalid-mechanism", "no valid mechanism attribute", false);
+		return;
+	}
+	for (size_t i = 0; i <= n; i++)
+		name[i] = (char)(mech[i] >= 'a' && mech[i] <= 'z' ? mech[i] - 32 : mech[i]);
+	if (!login_mech_name_ok(name)) {
+		snprintf(s->mechanism, sizeof(s->mechanism), "%s", "(invalid)");
+		login_refuse(s, "invalid-mechanism", "no valid mechanism attribute", false);
+		return;
+	}
+	snprintf(s->mechanism, sizeof(s->mechanism), "%s", name);
+
+	sasl_free(s->sasl);
+	s->sasl = sasl_new(name);
+	s->steps_c2s = s->steps_s2c = 0;
+	s->user[0] = s->authzid[0] = s->cb[0] = '\0';
+	s->identity_checked = false;
+	login_decode(s, SASL_C2S, payload, &f);
+
+	evlog_begin(s->id, "auth");
+	evlog_str("mechanism", name);
+	evlog_bool("tls", s->client_tls);
+	evlog_bool("sasl2", sasl2);
+	evlog_bool("initial_response", payload != NULL && payload->text != NULL);
+	if (sasl2)
+		login_user_agent(e);
+	audit_sasl_fields(&f);
+	evlog_end();
+
+	if (s->starttls_stripped && !s->client_tls)
+		s->downgrade_accepted = true;
+	login_check_channel_binding(s);
+	struct policy_input in = {
+	    .step = POLICY_AUTH,
+	    .mechanism = name,
+	    .client_tls = s->client_tls,
+	    .upstream_requires_tls = s->upstream_requires_tls,
+	    .offered =
+	        login_was_offered(s, name) && (!sasl2 || streamfeatures_has_sasl2(&s->up, name)),
+	    .starttls_stripped = s->starttls_stripped,
+	    .failures = addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
+	    .in_flight = addrtab_inflight(s->px->peers, &s->peer_key),
+	};
+	struct policy_verdict v;
+	policy_check(login_conf(s), &in, &v);
+	if (v.action != POLICY_ALLOW)
+		audit_policy(s, &v);
+	if (v.action == POLICY_REJECT) {
+		login_refuse(s, v.condition, v.detail, false);
+		return;
+	}
+	if (s->client.state != CS_PREAUTH) {
+		/* pipelined behind the stream header: recorded, refused */
+		login_refuse_builtin(s, "sasl_order", "malformed-request",
+		                     "authentication before the stream features were sent");
+		return;
+	}
+	if (payload != NULL && payload->textlen > MAX_SASL_PAYLOAD) {
+		login_refuse(s, "malformed-request", "SASL payload too large", false);
+		return;
+	}
+	if (sasl2 && login_count_children(e, XML_NS_SASL2, "initial-response") > 1) {
+		login_refuse_builtin(s, "sasl_syntax", "malformed-request",
+		                     "more than one <initial-response>");
+		return;
+	}
+	if (f.malformed && strcmp(f.reason, "invalid base64") == 0) {
+		login_refuse_builtin(s, "sasl_encoding", "incorrect-encoding",
+		                     "the payload is not base64 (RFC 6120 6.4.2)");
+		return;
+	}
+	if (login_identity_refused(s, &v)) {
+		login_refuse_verdict(s, &v, true);
+		return;
+	}
+	if (login_forward_sasl(s, e, payload) < 0) {
+		login_refuse_builtin(s, "sasl_encoding", "incorrect-encoding",
+		                     "the payload is not base64 (RFC 6120 6.4.2)");
+		return;
+	}
+	if (payload != NULL && payload->text != NULL)
+		login_attempt_begin(s);
+	login_set_state(&s->client, CS_SASL);
+	login_set_state(&s->upstream, US_SASL);
+}
+
+/* A client <response> during an exchange: decoded, checked (the identity
+ * may only now be named), relayed as read. */
+void login_client_response(struct session *s, const struct xml_elem *e)
+{
+	struct sasl_fields f;
+	struct policy_verdict v;
+
+	if (++s->steps_c2s > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
+		login_fail(s, "policy-violation", "SASL exchange too long",
+		           "SASL exchange too long");
+		return;
+	}
+	login_decode(s, SASL_C2S, e, &f);
+	audit_sasl_step(s, "c2s", s->steps_c2s, "response", &f);
+	if (login_identity_refused(s, &v)) {
+		login_refuse_midway(s, &v);
+		return;
+	}
+	bool proof = e->text != NULL;
+	const struct conf *c = login_conf(s);
+	if (proof && policy_auth_failures_reached(
+	                 c, addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
+	                 addrtab_inflight(s->px->peers, &s->peer_key))) {
+		memset(&v, 0, sizeof(v));
+		v.action = POLICY_REJECT;
+		v.rule = "auth_failures";
+		v.condition = "temporary-auth-failure";
+		snprintf(v.detail, sizeof(v.detail),
+		         "%s refused: too many recent failures and attempts in flight from this "
+		         "address",
+		         s->mechanism);
+		login_refuse_midway(s, &v);
+		return;
+	}
+	if (login_forward_sasl(s, e, e) < 0) {
+		memset(&v, 0, sizeof(v));
+		v.action = POLICY_REJECT;
+		v.rule = "sasl_encoding";
+		v.condition = "incorrect-encoding";
+		snprintf(v.detail, sizeof(v.detail), "the payload is not base64 (RFC 6120 6.4.2)");
+		login_refuse_midway(s, &v);
+		return;
+	}
+	if (proof)
+		login_attempt_begin(s);
+}

@@ -1,0 +1,274 @@
+/*
+ * The proxy's own output on either leg: writes, its stream headers, stream
+ * errors and ends, the one rule of where it may add an element
+ * (login_can_write_stream), and how a session ends because of one leg.
+ */
+
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "evlog.h"
+#include "login_int.h"
+
+void login_send(struct leg *l, const char *data, size_t len)
+{
+	if (leg_send(l, data, len) < 0)
+		session_close(login_session(l), "out of memory");
+}
+
+void login_send_buf(struct leg *l, struct buf *b)
+{
+	login_send(l, buf_head(b), b->len);
+	buf_free(b);
+}
+
+/* Writes one of our own stream headers to l: its first attribute is
+ * attr='value' (id toward the client, to toward the upstream); the
+ * client's domain is the from toward the client. The xml:lang is the
+ * client's, already checked to be a plain language tag. */
+static void login_header(struct leg *l, const char *attr, const char *value, const char *from)
+{
+	struct session *s = login_session(l);
+	const char *lang = s->xml_lang[0] ? s->xml_lang : "en";
+	struct buf b = {0};
+
+	buf_addf(&b,
+	         "<?xml version='1.0'?><stream:stream xmlns='" XML_NS_CLIENT
+	         "' xmlns:stream='" XML_NS_STREAMS "' %s='",
+	         attr);
+	xml_escape(&b, value, strlen(value));
+	if (from != NULL && from[0]) {
+		buf_adds(&b, "' from='");
+		xml_escape(&b, from, strlen(from));
+	}
+	buf_adds(&b, "' version='1.0' xml:lang='");
+	xml_escape(&b, lang, strlen(lang));
+	buf_adds(&b, "'>");
+	login_send_buf(l, &b);
+	l->hdr_sent = true;
+	snprintf(l->out_prefix, sizeof(l->out_prefix), "stream");
+}
+
+/* Our own stream header toward the client (the proxy is its server). */
+void login_client_header(struct session *s)
+{
+	unsigned char rnd[8];
+	char id[17];
+
+	RAND_bytes(rnd, sizeof(rnd));
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+	login_header(&s->client, "id", id, s->domain);
+}
+
+/* Our own stream header toward the upstream (the proxy is its client),
+ * with the domain the client asked for. */
+void login_upstream_header(struct session *s)
+{
+	login_header(&s->upstream, "to", s->domain, NULL);
+	login_set_state(&s->upstream, US_HEADER);
+}
+
+/* True if something can still be written into the leg's stream: a header
+ * went out and, when relaying, the peer is not in the middle of a stanza
+ * (an error injected there would not be well-formed). */
+bool login_can_write_stream(const struct leg *l)
+{
+	if (!l->hdr_sent || l->io >= LEG_IO_DRAINING)
+		return false;
+	const struct session *s = login_session(l);
+	/* relayed bytes must end between two items, not inside a stanza or
+	 * a tag (held features never reached the client) */
+	if (s->relay && !l->peer->relay_clean && l->peer->state != US_RELAY_HOLD &&
+	    l->peer->state != US_RELAY_FIRST)
+		return false;
+	return true;
+}
+
+/* After success the server's new header waits in the hold buffer with its
+ * features; before the proxy says anything to the client, the header it
+ * belongs in must go out. */
+static void login_release_held_header(struct session *s)
+{
+	struct leg *u = &s->upstream;
+	if (u->state != US_RELAY_HOLD || !s->held_hdr || s->client.hdr_sent)
+		return;
+	login_send(&s->client, buf_head(&u->hold), (size_t)s->held_hdr_end);
+	s->client.hdr_sent = true;
+}
+
+static void login_stream_tag(struct buf *b, const struct leg *l, const char *name, bool close)
+{
+	if (l->out_prefix[0])
+		buf_addf(b, "<%s%s:%s>", close ? "/" : "", l->out_prefix, name);
+	else if (close)
+		buf_addf(b, "</%s>", name);
+	else
+		buf_addf(b, "<%s xmlns='" XML_NS_STREAMS "'>", name);
+}
+
+/* Tells a leg a stream error and ends its stream; logged. */
+void login_stream_error(struct leg *l, const char *condition, const char *text)
+{
+	struct session *s = login_session(l);
+	if (login_is_client(l)) {
+		login_release_held_header(s);
+		if (!l->hdr_sent && l->io == LEG_IO_OPEN)
+			login_client_header(s);
+	}
+	bool can = login_can_write_stream(l);
+	evlog_begin(s->id, "stream_error");
+	evlog_str("dir", login_is_client(l) ? "s2c" : "c2s");
+	evlog_str("condition", condition);
+	evlog_str("text", text);
+	evlog_str("by", "proxy");
+	if (!can)
+		evlog_bool("sent", false); /* the leg could not take it any more */
+	evlog_end();
+	if (!can)
+		return;
+	struct buf b = {0};
+	login_stream_tag(&b, l, "error", false);
+	buf_addf(&b, "<%s xmlns='" XML_NS_STREAM_ERRORS "'/>", condition);
+	if (text != NULL) {
+		buf_adds(&b, "<text xmlns='" XML_NS_STREAM_ERRORS "'>");
+		xml_escape(&b, text, strlen(text));
+		buf_adds(&b, "</text>");
+	}
+	login_stream_tag(&b, l, "error", true);
+	login_stream_tag(&b, l, "stream", true);
+	login_send_buf(l, &b);
+	l->hdr_sent = false;
+}
+
+/* Ends a leg's stream cleanly, if one is open toward it. */
+void login_stream_end(struct leg *l)
+{
+	if (login_is_client(l))
+		login_release_held_header(login_session(l));
+	if (!login_can_write_stream(l))
+		return;
+	struct buf b = {0};
+	login_stream_tag(&b, l, "stream", true);
+	login_send_buf(l, &b);
+	l->hdr_sent = false;
+}
+
+/* Ends the session now: the client hears condition (NULL: a clean close;
+ * with no stream open toward it yet, our header comes first), the
+ * upstream's stream ends cleanly. */
+void login_end(struct session *s, const char *condition, const char *text, const char *reason)
+{
+	if (s->closing)
+		return;
+	if (condition != NULL)
+		login_stream_error(&s->client, condition, text);
+	else
+		login_stream_end(&s->client);
+	login_stream_end(&s->upstream);
+	session_close(s, reason);
+}
+
+/* Copies src into dst (n bytes) cut, if it must be, before a UTF-8
+ * sequence rather than inside one: the copy is written into XML later. */
+void login_copy_text(char *dst, size_t n, const char *src)
+{
+	size_t len = strlen(src);
+	if (len >= n) {
+		len = n - 1;
+		while (len > 0 && ((unsigned char)src[len] & 0xC0) == 0x80)
+			len--;
+	}
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
+/* The session ends because of one leg: tell the client condition (NULL:
+ * a clean close), end the upstream's stream cleanly, close. */
+void login_fail(struct session *s, const char *condition, const char *text, const char *reason)
+{
+	if (s->closing)
+		return;
+	if (condition != NULL && !s->relay && !s->client.hdr_sent && !s->fail_pending &&
+	    s->client.io < LEG_IO_CLOSING) {
+		/* The client has not opened its stream yet (it may still be in
+		 * a TLS handshake, first or after STARTTLS): an error now could
+		 * not be well-formed XMPP. Let go of the upstream and answer the
+		 * client's header with the error; the login timer bounds the
+		 * wait. */
+		s->fail_pending = true;
+		login_copy_text(s->fail_condition, sizeof(s->fail_condition), condition);
+		login_copy_text(s->fail_text, sizeof(s->fail_text), text ? text : "");
+		snprintf(s->fail_reason, sizeof(s->fail_reason), "%s", reason);
+		s->upstream_gone = true;
+		session_connect_timer(s, false);
+		session_login_deadline(s, CLOSE_LINGER);
+		login_stream_end(&s->upstream);
+		leg_close(&s->upstream);
+		return;
+	}
+	login_end(s, condition, text, reason);
+}
+
+/* The server broke a rule: it hears the stream error, the client hears
+ * that the server failed. */
+void login_upstream_fault(struct session *s, const char *condition, const char *text)
+{
+	char reason[160];
+	if (s->closing)
+		return;
+	snprintf(reason, sizeof(reason), "upstream: %s (%s)", condition, text);
+	login_stream_error(&s->upstream, condition, text);
+	login_stream_error(&s->client, "remote-connection-failed", "the server misbehaved");
+	session_close(s, reason);
+}
+
+void login_forward(struct leg *to, const struct xml_elem *e)
+{
+	struct buf b = {0};
+	if (xml_write(&b, e, XML_NS_CLIENT) < 0) {
+		buf_free(&b);
+		session_close(login_session(to), "out of memory");
+		return;
+	}
+	login_send_buf(to, &b);
+}
+
+/* A stream error condition from the server as the client may hear it: one
+ * RFC 6120 4.9.3 defines, else undefined-condition. */
+const char *login_stream_condition(const char *cond)
+{
+	static const char *const known[] = {
+	    "bad-format",
+	    "bad-namespace-prefix",
+	    "conflict",
+	    "connection-timeout",
+	    "host-gone",
+	    "host-unknown",
+	    "improper-addressing",
+	    "internal-server-error",
+	    "invalid-from",
+	    "invalid-namespace",
+	    "invalid-xml",
+	    "not-authorized",
+	    "not-well-formed",
+	    "policy-violation",
+	    "remote-connection-failed",
+	    "reset",
+	    "resource-constraint",
+	    "restricted-xml",
+	    "see-other-host",
+	    "system-shutdown",
+	    "undefined-condition",
+	    "unsupported-encoding",
+	    "unsupported-feature",
+	    "unsupported-stanza-type",
+	    "unsupported-version",
+	};
+	for (size_t i = 0; cond != NULL && i < sizeof(known) / sizeof(known[0]); i++)
+		if (strcmp(cond, known[i]) == 0)
+			return known[i];
+	return "undefined-condition";
+}
