@@ -47,6 +47,13 @@ PROSODY_VARIANTS = {
     "hostile_open": dict(users={**USERS, "mallory": "Xi-mallory-Pw-4Hs8qL", "kiss": "Xi-kiss-Pw-6Nb3wE"},
                          require_encryption=False, allow_plain=True,
                          modules=("legacyauth", "register_ibr"), debug=True),
+    # cases_review8.py: Cyrus at debug level (Prosody logs the <abort/> the
+    # proxy sends it); XEP-0388 SASL2 from the suite's copy of mod_sasl2
+    # (prosody-plugins/, patched for 0.12) with XEP-0198 stream management,
+    # debug log, the denied user mallory
+    "cyrus_debug": dict(users=CYRUS_USERS, cyrus=True, debug=True),
+    "sasl2_smacks": dict(users={**USERS, "mallory": "Xi-mallory-Pw-4Hs8qL"}, modules=("sasl2", "smacks"),
+                         plugin_paths=(str(harness.HERE / "prosody-plugins"),), debug=True),
 }
 
 CASES = []

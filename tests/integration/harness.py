@@ -191,12 +191,16 @@ class Prosody:
                           then logs every element it receives
                           ("Received[c2s_unauthed]: <auth ...>"), the
                           witness that an attempt did or did not reach it
+      plugin_paths        extra directories Prosody loads modules from
+                          (before its own), e.g. the suite's
+                          prosody-plugins/ with its copy of mod_sasl2
     users: {localpart: password} registered on lab.test before start.
     """
 
     def __init__(self, users, require_encryption=True, allow_plain=False,
                  cert="server", cyrus=False, cyrus_patch=True, tls12=False,
-                 modules=(), debug=False, iterations=None, name="prosody", keep=False):
+                 modules=(), debug=False, iterations=None, plugin_paths=(), name="prosody",
+                 keep=False):
         self.users = dict(users)
         self.require_encryption = require_encryption
         self.allow_plain = allow_plain
@@ -207,6 +211,7 @@ class Prosody:
         self.modules = tuple(modules)
         self.debug = debug
         self.iterations = iterations
+        self.plugin_paths = tuple(plugin_paths)
         self.name = name
         self.keep = keep
         self.dir = Path(tempfile.mkdtemp(prefix=f"xi-{name}-"))
@@ -280,8 +285,9 @@ class Prosody:
             # an empty directory: no certificate auto-discovery
             f"certificates = {lua_str(self.dir / 'certs')}",
         ]
-        if plugins:
-            lines.append(f"plugin_paths = {{ {lua_str(plugins)} }}")
+        paths = ([plugins] if plugins else []) + list(self.plugin_paths)
+        if paths:
+            lines.append("plugin_paths = { " + "; ".join(lua_str(p) for p in paths) + " }")
         if self.iterations:
             lines.append(f"default_iteration_count = {int(self.iterations)}")
         lines += ["", f"VirtualHost {lua_str(DOMAIN)}", f"  ssl = {ssl}"]

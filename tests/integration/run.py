@@ -32,6 +32,7 @@ import cases_review  # noqa: E402,F401  (regressions from the code review)
 import cases_bypass  # noqa: E402,F401  (issue 8: routes around policy, real Prosody)
 import cases_bypass_upstream  # noqa: E402,F401  (issue 8: bound identity, scripted upstream)
 import cases_memory  # noqa: E402,F401  (issue 8: secrets in the process's memory)
+import cases_review8  # noqa: E402,F401  (issue 8 review: the holes it found)
 
 
 class Runner:
