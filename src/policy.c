@@ -189,6 +189,11 @@ static void policy_identity(const struct conf *c, const struct policy_input *in,
 	if (in->identity == POLICY_ID_AMBIGUOUS) {
 		policy_set(v, POLICY_REJECT, rule, "malformed-request",
 		           "%s payload the server could read as another identity", in->mechanism);
+		if (in->user != NULL && in->user[0]) {
+			size_t used = strlen(v->detail);
+			snprintf(v->detail + used, sizeof(v->detail) - used, " (last named %.60s)",
+			         in->user);
+		}
 		return;
 	}
 	const char *user = in->user ? in->user : "";
@@ -200,7 +205,7 @@ static void policy_identity(const struct conf *c, const struct policy_input *in,
 		           "identity %.100s cannot be compared as the server would", user);
 		return;
 	}
-	const char *shown = user;
+	const char *shown = user, *what = "identity";
 	if (in->authzid != NULL && in->authzid[0]) {
 		bool zdeny = false, zallow = false;
 		if (!policy_match_jid(c, in->authzid, in->domain, &zdeny, &zallow)) {
@@ -209,17 +214,20 @@ static void policy_identity(const struct conf *c, const struct policy_input *in,
 			           in->authzid);
 			return;
 		}
-		if (zdeny || (c->nusers_allow > 0 && !zallow))
+		if (zdeny || (c->nusers_allow > 0 && !zallow)) {
 			shown = in->authzid;
+			what = "authzid";
+		}
 		deny = deny || zdeny;
 		allow = allow && zallow;
 	}
-	if (deny)
-		policy_set(v, POLICY_REJECT, "users_deny", "not-authorized",
-		           "identity %.100s is denied", shown);
-	else if (c->nusers_allow > 0 && !allow)
-		policy_set(v, POLICY_REJECT, "users_allow", "not-authorized",
-		           "identity %.100s is not allowed", shown);
+	if (deny || (c->nusers_allow > 0 && !allow)) {
+		v->action = POLICY_REJECT;
+		v->rule = deny ? "users_deny" : "users_allow";
+		v->condition = "not-authorized";
+		snprintf(v->detail, sizeof(v->detail), "%s %.100s is %s", what, shown,
+		         deny ? "denied" : "not allowed");
+	}
 }
 
 /* RFC 5802 6: "y" means "I support channel binding but think you do

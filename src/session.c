@@ -211,6 +211,7 @@ void session_close(struct session *s, const char *reason)
 	if (s->closing)
 		return;
 	s->closing = true;
+	bool abandoned = false;
 	if (s->attempt_inflight) {
 		/* abandoned before its answer: the server may have judged it,
 		 * so it counts as a failure (a guesser cannot send and hang up) */
@@ -220,10 +221,13 @@ void session_close(struct session *s, const char *reason)
 		if (c->auth_failures_max > 0)
 			(void)addrtab_fail(s->px->peers, &s->peer_key, ev_now(s->px->loop),
 			                   c->auth_failures_window);
+		abandoned = c->auth_failures_max > 0;
 	}
 	audit_login(s);
 	evlog_begin(s->id, "close");
 	evlog_str("reason", reason);
+	if (abandoned)
+		evlog_bool("abandoned_attempt", true); /* counted as a failed login */
 	evlog_int("ms", session_ms(s));
 	evlog_int("bytes_c2s", (long long)s->client.bytes_in);
 	evlog_int("bytes_s2c", (long long)s->upstream.bytes_in);
