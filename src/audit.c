@@ -1,7 +1,7 @@
 /*
  * The event log's view of a session: each record of CONTRACT.md that
  * describes a login step, written from the facts the session holds. The
- * login state machine (login.c) decides; this says what happened.
+ * login state machine (login*.c) decides; this says what happened.
  */
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +13,16 @@
 #include "session.h"
 #include "tls.h"
 #include "xml.h"
+
+void audit_upstream(const struct session *s, bool ok, const char *error)
+{
+	evlog_begin(s->id, "upstream");
+	evlog_str("addr", s->px->upstream_name);
+	evlog_bool("ok", ok);
+	if (!ok)
+		evlog_str("error", error);
+	evlog_end();
+}
 
 void audit_policy(struct session *s, const struct policy_verdict *v)
 {
@@ -44,6 +54,22 @@ void audit_policy(struct session *s, const struct policy_verdict *v)
 	}
 }
 
+/* One stream_error line; "by" only when by is not NULL, "sent" only when
+ * false. */
+static void audit_stream_error_line(const struct session *s, const char *dir, const char *cond,
+                                    const char *text, const char *by, bool sent)
+{
+	evlog_begin(s->id, "stream_error");
+	evlog_str("dir", dir);
+	evlog_str("condition", cond);
+	evlog_str("text", text);
+	if (by != NULL)
+		evlog_str("by", by);
+	if (!sent)
+		evlog_bool("sent", false);
+	evlog_end();
+}
+
 void audit_stream_error(struct session *s, const char *dir, const struct xml_elem *e,
                         const char **condp, const char **textp)
 {
@@ -54,15 +80,22 @@ void audit_stream_error(struct session *s, const char *dir, const struct xml_ele
 		else if (cond == NULL && strcmp(c->ns, XML_NS_STREAM_ERRORS) == 0)
 			cond = c->name;
 	}
-	evlog_begin(s->id, "stream_error");
-	evlog_str("dir", dir);
-	evlog_str("condition", cond);
-	evlog_str("text", text);
-	evlog_end();
+	audit_stream_error_line(s, dir, cond, text, NULL, true);
 	if (condp != NULL)
 		*condp = cond;
 	if (textp != NULL)
 		*textp = text;
+}
+
+void audit_stream_error_sent(const struct session *s, const char *dir, const char *condition,
+                             const char *text, bool sent)
+{
+	audit_stream_error_line(s, dir, condition, text, "proxy", sent);
+}
+
+void audit_stream_closed(const struct session *s, const char *dir, const char *text)
+{
+	audit_stream_error_line(s, dir, NULL, text, NULL, true);
 }
 
 void audit_stream(const struct leg *l, bool client, const struct xml_elem *hdr)
@@ -107,6 +140,82 @@ void audit_tls(struct leg *l, bool client, bool ok, const char *error)
 	} else {
 		evlog_str("error", error);
 	}
+	evlog_end();
+}
+
+void audit_starttls(const struct session *s, bool upstream)
+{
+	evlog_begin(s->id, "starttls");
+	evlog_str("dir", "c2s");
+	if (upstream)
+		evlog_str("leg", "upstream");
+	evlog_end();
+}
+
+void audit_features(const struct session *s, enum streamfeatures_starttls st,
+                    const char *const *sasl2, size_t nsasl2)
+{
+	evlog_begin(s->id, "features");
+	evlog_int("n", s->client.stream_n);
+	evlog_str("starttls", streamfeatures_starttls_name(st));
+	evlog_str("upstream_starttls", streamfeatures_starttls_name(s->upstream_starttls));
+	evlog_strlist("mechanisms", (const char *const *)s->up.mechs, s->up.nmechs);
+	evlog_strlist("offered", (const char *const *)s->offered, s->noffered);
+	evlog_bool("tls", s->client_tls);
+	if (s->up.compression)
+		evlog_bool("compression_removed", true);
+	if (s->up.channel_binding)
+		evlog_bool("channel_binding_removed", true);
+	if (s->up.sasl2)
+		evlog_strlist("sasl2_offered", sasl2, nsasl2);
+	evlog_end();
+}
+
+void audit_features_relayed(const struct session *s, const struct streamfeatures *f)
+{
+	evlog_begin(s->id, "features");
+	evlog_int("n", s->upstream.stream_n);
+	evlog_bool("tls", s->client_tls);
+	evlog_bool("authenticated", true);
+	if (f->compression)
+		evlog_bool("compression_removed", true);
+	evlog_end();
+}
+
+/* XEP-0388 <user-agent id=...><software/><device/></user-agent>: what the
+ * client says it is (client-supplied, not verified). */
+static void audit_user_agent(const struct xml_elem *ua)
+{
+	const struct xml_elem *sw = xml_child(ua, XML_NS_SASL2, "software");
+	const struct xml_elem *dev = xml_child(ua, XML_NS_SASL2, "device");
+	evlog_str("user_agent_id", xml_attr(ua, NULL, "id"));
+	evlog_str("user_agent_software", sw ? sw->text : NULL);
+	evlog_str("user_agent_device", dev ? dev->text : NULL);
+}
+
+void audit_auth(const struct session *s, const char *mechanism, bool sasl2, bool initial_response,
+                const struct xml_elem *user_agent, const struct sasl_fields *f)
+{
+	evlog_begin(s->id, "auth");
+	evlog_str("mechanism", mechanism);
+	evlog_bool("tls", s->client_tls);
+	evlog_bool("sasl2", sasl2);
+	evlog_bool("initial_response", initial_response);
+	if (user_agent != NULL)
+		audit_user_agent(user_agent);
+	audit_sasl_fields(f);
+	evlog_end();
+}
+
+void audit_iq_auth(const struct session *s, const char *type)
+{
+	evlog_begin(s->id, "auth");
+	evlog_str("mechanism", "jabber:iq:auth");
+	evlog_bool("tls", s->client_tls);
+	evlog_bool("sasl2", false);
+	evlog_bool("legacy", true);
+	evlog_str("type", type);
+	evlog_str("username", s->user[0] ? s->user : NULL);
 	evlog_end();
 }
 
@@ -159,6 +268,25 @@ void audit_result(struct session *s, bool success, const char *by, const char *c
 		evlog_str("condition", condition);
 		evlog_str("text", text);
 	}
+	evlog_end();
+}
+
+void audit_bind(const struct session *s, bool ok, bool bind2)
+{
+	evlog_begin(s->id, "bind");
+	evlog_bool("ok", ok);
+	if (bind2)
+		evlog_bool("bind2", true);
+	else
+		evlog_str("resource", s->bind_resource);
+	evlog_str("jid", ok ? s->jid : NULL);
+	evlog_end();
+}
+
+void audit_session(const struct session *s, bool ok)
+{
+	evlog_begin(s->id, "session");
+	evlog_bool("ok", ok);
 	evlog_end();
 }
 

@@ -14,7 +14,6 @@
 
 #include "audit.h"
 #include "conf.h"
-#include "evlog.h"
 #include "log.h"
 #include "login.h"
 #include "login_int.h"
@@ -53,9 +52,7 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 			}
 			login_send(l, "<proceed xmlns='" XML_NS_TLS "'/>",
 			           sizeof("<proceed xmlns='" XML_NS_TLS "'/>") - 1);
-			evlog_begin(s->id, "starttls");
-			evlog_str("dir", "c2s");
-			evlog_end();
+			audit_starttls(s, false);
 			l->restart = true;
 			l->to_tls = true;
 			xml_stop(l->xml);
@@ -227,11 +224,7 @@ static void login_on_close(void *ctx)
 	if (login_is_client(l)) {
 		login_fail(s, NULL, NULL, "client closed the stream");
 	} else {
-		evlog_begin(s->id, "stream_error");
-		evlog_str("dir", "s2c");
-		evlog_str("condition", NULL);
-		evlog_str("text", "the server closed the stream during login");
-		evlog_end();
+		audit_stream_closed(s, "s2c", "the server closed the stream during login");
 		login_fail(s, "remote-connection-failed", "the server closed the stream",
 		           "upstream closed the stream");
 	}
@@ -373,10 +366,7 @@ static void login_upstream_connected(struct session *s)
 	struct leg *u = &s->upstream;
 	const struct conf *c = login_conf(s);
 
-	evlog_begin(s->id, "upstream");
-	evlog_str("addr", s->px->upstream_name);
-	evlog_bool("ok", true);
-	evlog_end();
+	audit_upstream(s, true, NULL);
 	/* until the client names its domain, the client is the slow one */
 	session_connect_timer(s, false);
 	login_set_state(u, c->upstream_tls == CONF_UPSTREAM_DIRECT ? US_TLS : US_WAIT_DOMAIN);
@@ -409,11 +399,7 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 	case LEG_EV_EOF:
 	case LEG_EV_ERROR:
 		if (!client && l->state == US_CONNECTING) {
-			evlog_begin(s->id, "upstream");
-			evlog_str("addr", s->px->upstream_name);
-			evlog_bool("ok", false);
-			evlog_str("error", why);
-			evlog_end();
+			audit_upstream(s, false, why);
 			snprintf(reason, sizeof(reason), "upstream connect failed: %s", why);
 			login_fail(s, "remote-connection-failed", "cannot reach the server",
 			           reason);
@@ -453,11 +439,7 @@ void login_timeout(struct session *s, bool connect)
 	}
 	if (connect) {
 		if (s->upstream.state == US_CONNECTING) {
-			evlog_begin(s->id, "upstream");
-			evlog_str("addr", s->px->upstream_name);
-			evlog_bool("ok", false);
-			evlog_str("error", "connect timed out");
-			evlog_end();
+			audit_upstream(s, false, "connect timed out");
 		}
 		login_fail(s, "remote-connection-failed", "the server did not answer in time",
 		           "upstream timed out");

@@ -10,7 +10,6 @@
 
 #include "audit.h"
 #include "conf.h"
-#include "evlog.h"
 #include "login_int.h"
 #include "tls.h"
 
@@ -86,20 +85,7 @@ static void login_client_features(struct session *s)
 	                     s->noffered, sasl2, nsasl2, sasl_now, &s->up);
 	login_send_buf(&s->client, &b);
 
-	evlog_begin(s->id, "features");
-	evlog_int("n", s->client.stream_n);
-	evlog_str("starttls", streamfeatures_starttls_name(st));
-	evlog_str("upstream_starttls", streamfeatures_starttls_name(s->upstream_starttls));
-	evlog_strlist("mechanisms", (const char *const *)s->up.mechs, s->up.nmechs);
-	evlog_strlist("offered", (const char *const *)s->offered, s->noffered);
-	evlog_bool("tls", s->client_tls);
-	if (s->up.compression)
-		evlog_bool("compression_removed", true);
-	if (s->up.channel_binding)
-		evlog_bool("channel_binding_removed", true);
-	if (s->up.sasl2)
-		evlog_strlist("sasl2_offered", sasl2, nsasl2);
-	evlog_end();
+	audit_features(s, st, sasl2, nsasl2);
 	login_set_state(&s->client, CS_PREAUTH);
 }
 
@@ -195,14 +181,7 @@ static void login_iq_auth(struct session *s, const struct xml_elem *e, const str
 	snprintf(s->mechanism, sizeof(s->mechanism), "%s", "jabber:iq:auth");
 	if (user != NULL && user->text != NULL)
 		login_copy_text(s->user, sizeof(s->user), user->text);
-	evlog_begin(s->id, "auth");
-	evlog_str("mechanism", "jabber:iq:auth");
-	evlog_bool("tls", s->client_tls);
-	evlog_bool("sasl2", false);
-	evlog_bool("legacy", true);
-	evlog_str("type", type);
-	evlog_str("username", s->user[0] ? s->user : NULL);
-	evlog_end();
+	audit_iq_auth(s, type);
 	struct policy_verdict v = {.action = POLICY_REJECT, .rule = "iq_auth"};
 	snprintf(v.detail, sizeof(v.detail),
 	         "legacy authentication (XEP-0078) refused: it bypasses SASL");
@@ -315,11 +294,7 @@ void login_upstream_features(struct session *s, const struct xml_elem *e)
 	}
 	if (c->upstream_tls == CONF_UPSTREAM_STARTTLS && !s->upstream_tls) {
 		if (s->up.starttls == SF_STARTTLS_NONE) {
-			evlog_begin(s->id, "tls");
-			evlog_str("leg", "upstream");
-			evlog_bool("ok", false);
-			evlog_str("error", "the server does not offer STARTTLS");
-			evlog_end();
+			audit_tls(u, false, false, "the server does not offer STARTTLS");
 			login_fail(s, "remote-connection-failed",
 			           "the server does not offer STARTTLS",
 			           "upstream offers no STARTTLS");
@@ -327,10 +302,7 @@ void login_upstream_features(struct session *s, const struct xml_elem *e)
 		}
 		login_send(u, "<starttls xmlns='" XML_NS_TLS "'/>",
 		           sizeof("<starttls xmlns='" XML_NS_TLS "'/>") - 1);
-		evlog_begin(s->id, "starttls");
-		evlog_str("dir", "c2s");
-		evlog_str("leg", "upstream");
-		evlog_end();
+		audit_starttls(s, true);
 		login_set_state(u, US_PROCEED);
 		return;
 	}

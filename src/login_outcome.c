@@ -13,7 +13,6 @@
 #include "addrtab.h"
 #include "audit.h"
 #include "conf.h"
-#include "evlog.h"
 #include "login.h"
 #include "login_int.h"
 
@@ -150,11 +149,7 @@ static void login_sasl2_success(struct session *s, const struct xml_elem *e, uin
 	s->first_pending = true;
 	login_set_state(&s->upstream, US_RELAY_FIRST);
 	if (bound != NULL) {
-		evlog_begin(s->id, "bind");
-		evlog_bool("ok", true);
-		evlog_bool("bind2", true);
-		evlog_str("jid", s->jid);
-		evlog_end();
+		audit_bind(s, true, true);
 		/* bound inline: no iq bind will come, names are enough now */
 		xml_set_build(s->client.xml, false);
 		xml_set_build(s->upstream.xml, false);

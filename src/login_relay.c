@@ -11,7 +11,6 @@
 
 #include "audit.h"
 #include "conf.h"
-#include "evlog.h"
 #include "login_int.h"
 
 /* After <success>: both legs relay from here on, still parsed. */
@@ -293,11 +292,7 @@ static void login_bind_answer(struct session *s, const struct xml_elem *e)
 		if (s->closing)
 			return;
 	}
-	evlog_begin(s->id, "bind");
-	evlog_bool("ok", ok);
-	evlog_str("resource", s->bind_resource);
-	evlog_str("jid", ok ? s->jid : NULL);
-	evlog_end();
+	audit_bind(s, ok, false);
 	if (!ok) {
 		if (s->gate == SESSION_GATE_BINDING)
 			login_gate_retry(s);
@@ -322,9 +317,7 @@ void login_relay_s2c(struct session *s, const struct xml_elem *e)
 	if (s->bind_pending && login_is_answer(e, s->bind_id)) {
 		login_bind_answer(s, e);
 	} else if (s->session_pending && login_is_answer(e, s->session_iq_id)) {
-		evlog_begin(s->id, "session");
-		evlog_bool("ok", strcmp(xml_attr(e, NULL, "type"), "result") == 0);
-		evlog_end();
+		audit_session(s, strcmp(xml_attr(e, NULL, "type"), "result") == 0);
 		s->session_pending = false;
 	}
 }
@@ -349,13 +342,7 @@ void login_relay_features(struct session *s, const struct xml_elem *e, uint64_t 
 	streamfeatures_write(&b, s->client.out_prefix, f.starttls, (const char *const *)f.mechs,
 	                     f.nmechs, NULL, 0, true, &f);
 	login_send_buf(&s->client, &b);
-	evlog_begin(s->id, "features");
-	evlog_int("n", u->stream_n);
-	evlog_bool("tls", s->client_tls);
-	evlog_bool("authenticated", true);
-	if (f.compression)
-		evlog_bool("compression_removed", true);
-	evlog_end();
+	audit_features_relayed(s, &f);
 	streamfeatures_free(&f);
 	buf_consume(&u->hold, (size_t)end);
 	login_set_state(u, US_RELAY);
@@ -376,13 +363,7 @@ void login_relay_first(struct session *s, const struct xml_elem *e, uint64_t sta
 		}
 		streamfeatures_write(&s->first_repl, s->client.out_prefix, f.starttls,
 		                     (const char *const *)f.mechs, f.nmechs, NULL, 0, true, &f);
-		evlog_begin(s->id, "features");
-		evlog_int("n", u->stream_n);
-		evlog_bool("tls", s->client_tls);
-		evlog_bool("authenticated", true);
-		if (f.compression)
-			evlog_bool("compression_removed", true);
-		evlog_end();
+		audit_features_relayed(s, &f);
 		streamfeatures_free(&f);
 		s->first_start = start;
 		s->first_end = end;

@@ -12,7 +12,6 @@
 #include "addrtab.h"
 #include "b64.h"
 #include "audit.h"
-#include "evlog.h"
 #include "login_int.h"
 
 /* Decodes the payload of a SASL element for the log; secrets stay in the
@@ -189,20 +188,6 @@ static int login_forward_sasl(struct session *s, const struct xml_elem *e,
 	return 0;
 }
 
-/* XEP-0388 <user-agent id=...><software/><device/></user-agent>: what the
- * client says it is, for the audit (client-supplied, not verified). */
-static void login_user_agent(const struct xml_elem *e)
-{
-	const struct xml_elem *ua = xml_child(e, XML_NS_SASL2, "user-agent");
-	if (ua == NULL)
-		return;
-	const struct xml_elem *sw = xml_child(ua, XML_NS_SASL2, "software");
-	const struct xml_elem *dev = xml_child(ua, XML_NS_SASL2, "device");
-	evlog_str("user_agent_id", xml_attr(ua, NULL, "id"));
-	evlog_str("user_agent_software", sw ? sw->text : NULL);
-	evlog_str("user_agent_device", dev ? dev->text : NULL);
-}
-
 /* The mechanism name may only hold what RFC 4422 3.1 allows (upper-case
  * letters, digits, '-' and '_'), after upper-casing. */
 static bool login_mech_name_ok(const char *name)
@@ -258,15 +243,9 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 	s->identity_checked = false;
 	login_decode(s, SASL_C2S, payload, &f);
 
-	evlog_begin(s->id, "auth");
-	evlog_str("mechanism", name);
-	evlog_bool("tls", s->client_tls);
-	evlog_bool("sasl2", sasl2);
-	evlog_bool("initial_response", payload != NULL && payload->text != NULL);
-	if (sasl2)
-		login_user_agent(e);
-	audit_sasl_fields(&f);
-	evlog_end();
+	/* XEP-0388 <user-agent>: what the client says it is, for the audit */
+	audit_auth(s, name, sasl2, payload != NULL && payload->text != NULL,
+	           sasl2 ? xml_child(e, XML_NS_SASL2, "user-agent") : NULL, &f);
 
 	if (s->starttls_stripped && !s->client_tls)
 		s->downgrade_accepted = true;

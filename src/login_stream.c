@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "evlog.h"
+#include "audit.h"
 #include "login_int.h"
 
 void login_send(struct leg *l, const char *data, size_t len)
@@ -119,14 +119,8 @@ void login_stream_error(struct leg *l, const char *condition, const char *text)
 			login_client_header(s);
 	}
 	bool can = login_can_write_stream(l);
-	evlog_begin(s->id, "stream_error");
-	evlog_str("dir", login_is_client(l) ? "s2c" : "c2s");
-	evlog_str("condition", condition);
-	evlog_str("text", text);
-	evlog_str("by", "proxy");
-	if (!can)
-		evlog_bool("sent", false); /* the leg could not take it any more */
-	evlog_end();
+	/* not sent when the leg could not take it any more */
+	audit_stream_error_sent(s, login_is_client(l) ? "s2c" : "c2s", condition, text, can);
 	if (!can)
 		return;
 	struct buf b = {0};

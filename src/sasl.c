@@ -307,7 +307,7 @@ static void none_s2c(struct sasl_state *st, struct payload *pl, struct sasl_fiel
  * The rule errs toward silence: a server that prompts twice for the
  * username only loses us the username, never leaks the password.
  */
-static void login_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
+static void loginmech_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
 {
 	if (pl->n == 0)
 		return;
@@ -322,7 +322,7 @@ static void login_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fie
 }
 
 /* The server's prompt ("Username:", "Password:") is not secret. */
-static void login_s2c(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
+static void loginmech_s2c(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
 {
 	if (pl->n == 0)
 		return;
@@ -1196,7 +1196,7 @@ static const struct sasl_mech_ops {
 } sasl_mechs[] = {
     [MECH_OTHER] = {"", false, other_any, other_any},
     [MECH_PLAIN] = {"PLAIN", false, plain_c2s, none_s2c},
-    [MECH_LOGIN] = {"LOGIN", false, login_c2s, login_s2c},
+    [MECH_LOGIN] = {"LOGIN", false, loginmech_c2s, loginmech_s2c},
     [MECH_DIGEST_MD5] = {"DIGEST-MD5", false, digest_c2s, digest_s2c},
     [MECH_SCRAM] = {"SCRAM-", true, scram_c2s, scram_s2c},
     [MECH_ANONYMOUS] = {"ANONYMOUS", false, anonymous_c2s, none_s2c},
