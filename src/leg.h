@@ -71,7 +71,6 @@ struct leg {
 
 	/* login state, owned by login.c */
 	struct xml_parser *xml;
-	int state;
 	unsigned stream_n;                  /* streams opened on this leg (1, 2, ...) */
 	bool hdr_sent;                      /* a stream header went out to this leg */
 	char out_prefix[MAX_STREAM_PREFIX]; /* prefix of that header's stream element */

@@ -19,17 +19,110 @@
 #include "login_int.h"
 #include "tls.h"
 
-static const char *const login_state_names[LOGIN_STATE_COUNT] = {
-    "tls_accept", "header", "wait_upstream", "preauth", "starttls",    "sasl",    "relay",
-    "connecting", "tls",    "wait_domain",   "header",  "features",    "proceed", "starttls",
-    "ready",      "sasl",   "relay_hold",    "relay",   "relay_first",
+/*
+ * The state table. Each row: a state, what it accepts (the dispatchers
+ * below and login_data), and where it may go. A move not listed is a bug:
+ * the session is closed rather than left in a state nobody planned.
+ *
+ * client leg                  accepts                         -> next
+ *   tls_accept     Direct TLS handshake                        header, failing
+ *   header         the stream header                           wait_upstream, preauth, failing
+ *   wait_upstream  nothing (reading stops; a pipelined         preauth, failing
+ *                  <auth> is recorded and refused)
+ *   preauth        <starttls/>, <auth>/<authenticate>,         starttls, sasl
+ *                  a register-only iq
+ *   starttls       the TLS handshake                           header, failing
+ *   sasl           <response>, <abort/>, SASL2 <next>/<task-data>  preauth, relay
+ *   relay          anything; bind gate and login elements      -
+ *   failing        the stream header, to hear the failure      -
+ *
+ * upstream leg
+ *   connecting     the TCP connect                             tls_wait_domain, wait_domain
+ *   tls_wait_domain the client's domain (SNI or 'to')          tls
+ *   tls            the Direct TLS handshake                    header
+ *   wait_domain    the client's 'to'                           header
+ *   header         the server's stream header                  features
+ *   features       <features>                                  proceed, ready
+ *   proceed        <proceed/> or <failure/>                    starttls
+ *   starttls       the TLS handshake                           header
+ *   ready          an iq (answer to a register iq)             sasl, aborting_sasl
+ *   sasl           challenge/success/failure, SASL2 continue,  ready, aborting, relay_hold,
+ *                  task-data; an iq                            relay_first
+ *   aborting       the <failure> answering our <abort/>        ready, aborting_sasl
+ *   aborting_sasl  the same, the client's next exchange behind  sasl
+ *   relay_hold     the new header and features after success   relay
+ *   relay_first    the first element after a SASL2 success     relay
+ *   relay          anything                                    -
+ */
+#define B(x) (1u << (x))
+static const struct {
+	const char *name;
+	unsigned next;
+} login_client_states[CS_STATE_COUNT] =
+    {
+        [CS_TLS_ACCEPT] = {"tls_accept", B(CS_HEADER) | B(CS_FAILING)},
+        [CS_HEADER] = {"header", B(CS_WAIT_UPSTREAM) | B(CS_PREAUTH) | B(CS_FAILING)},
+        [CS_WAIT_UPSTREAM] = {"wait_upstream", B(CS_PREAUTH) | B(CS_FAILING)},
+        [CS_PREAUTH] = {"preauth", B(CS_STARTTLS) | B(CS_SASL)},
+        [CS_STARTTLS] = {"starttls", B(CS_HEADER) | B(CS_FAILING)},
+        [CS_SASL] = {"sasl", B(CS_PREAUTH) | B(CS_RELAY)},
+        [CS_RELAY] = {"relay", 0},
+        [CS_FAILING] = {"failing", 0},
+},
+  login_upstream_states[US_STATE_COUNT] = {
+      [US_CONNECTING] = {"connecting", B(US_TLS_WAIT_DOMAIN) | B(US_WAIT_DOMAIN)},
+      [US_TLS_WAIT_DOMAIN] = {"tls_wait_domain", B(US_TLS)},
+      [US_TLS] = {"tls", B(US_HEADER)},
+      [US_WAIT_DOMAIN] = {"wait_domain", B(US_HEADER)},
+      [US_HEADER] = {"header", B(US_FEATURES)},
+      [US_FEATURES] = {"features", B(US_PROCEED) | B(US_READY)},
+      [US_PROCEED] = {"proceed", B(US_STARTTLS)},
+      [US_STARTTLS] = {"starttls", B(US_HEADER)},
+      [US_READY] = {"ready", B(US_SASL) | B(US_ABORTING_SASL)},
+      [US_SASL] = {"sasl", B(US_READY) | B(US_ABORTING) | B(US_RELAY_HOLD) | B(US_RELAY_FIRST)},
+      [US_ABORTING] = {"aborting", B(US_READY) | B(US_ABORTING_SASL)},
+      [US_ABORTING_SASL] = {"aborting_sasl", B(US_SASL)},
+      [US_RELAY_HOLD] = {"relay_hold", B(US_RELAY)},
+      [US_RELAY] = {"relay", 0},
+      [US_RELAY_FIRST] = {"relay_first", B(US_RELAY)},
 };
+#undef B
 
-void login_set_state(struct leg *l, enum login_state st)
+void login_client_enter(struct session *s, enum client_state st)
 {
-	log_debug("session %llu: %s leg %s -> %s", (unsigned long long)login_session(l)->id,
-	          login_leg_name(l), login_state_names[l->state], login_state_names[st]);
-	l->state = (int)st;
+	enum client_state old = s->cstate;
+	if (st == old)
+		return;
+	log_debug("session %llu: client leg %s -> %s", (unsigned long long)s->id,
+	          login_client_states[old].name, login_client_states[st].name);
+	s->cstate = st;
+	if (!(login_client_states[old].next & (1u << st))) {
+		log_warnx("session %llu: client leg %s -> %s is not in the state table",
+		          (unsigned long long)s->id, login_client_states[old].name,
+		          login_client_states[st].name);
+		session_close(s, "internal error: unplanned client state");
+	}
+}
+
+void login_upstream_enter(struct session *s, enum upstream_state st)
+{
+	enum upstream_state old = s->ustate;
+	if (st == old)
+		return;
+	log_debug("session %llu: upstream leg %s -> %s", (unsigned long long)s->id,
+	          login_upstream_states[old].name, login_upstream_states[st].name);
+	s->ustate = st;
+	if (!(login_upstream_states[old].next & (1u << st))) {
+		log_warnx("session %llu: upstream leg %s -> %s is not in the state table",
+		          (unsigned long long)s->id, login_upstream_states[old].name,
+		          login_upstream_states[st].name);
+		session_close(s, "internal error: unplanned upstream state");
+	}
+}
+
+bool login_relaying(const struct session *s)
+{
+	return s->cstate == CS_RELAY;
 }
 
 static void login_client_element(struct session *s, const struct xml_elem *e)
@@ -42,7 +135,7 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 		login_fail(s, NULL, NULL, "client sent a stream error");
 		return;
 	}
-	switch ((enum login_state)l->state) {
+	switch (s->cstate) {
 	case CS_PREAUTH:
 		if (xml_is(e, XML_NS_TLS, "starttls")) {
 			if (s->client_tls) {
@@ -56,7 +149,7 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 			l->restart = true;
 			l->to_tls = true;
 			xml_stop(l->xml);
-			login_set_state(l, CS_STARTTLS);
+			login_client_enter(s, CS_STARTTLS);
 			return;
 		}
 		if (xml_is(e, XML_NS_SASL, "auth") ||
@@ -120,7 +213,7 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e, 
 		login_fail(s, login_stream_condition(cond), text, "upstream sent a stream error");
 		return;
 	}
-	switch ((enum login_state)u->state) {
+	switch (s->ustate) {
 	case US_FEATURES:
 		if (xml_is(e, XML_NS_STREAMS, "features")) {
 			login_upstream_features(s, e);
@@ -132,7 +225,7 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e, 
 			u->restart = true;
 			u->to_tls = true;
 			xml_stop(u->xml);
-			login_set_state(u, US_STARTTLS);
+			login_upstream_enter(s, US_STARTTLS);
 			return;
 		}
 		if (xml_is(e, XML_NS_TLS, "failure")) {
@@ -148,6 +241,8 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e, 
 		}
 		break;
 	case US_SASL:
+	case US_ABORTING:
+	case US_ABORTING_SASL:
 		/* the answer to a registration iq the client sent just before
 		 * its <auth> may come in the middle of the exchange */
 		if (xml_is(e, XML_NS_CLIENT, "iq")) {
@@ -182,15 +277,15 @@ static void login_on_element(void *ctx, const struct xml_elem *e, uint64_t start
 		return;
 	}
 	if (login_is_client(l)) {
-		if (s->relay)
+		if (login_relaying(s))
 			login_relay_c2s(s, e, start, end);
 		else
 			login_client_element(s, e);
-	} else if (l->state == US_RELAY_HOLD && xml_is(e, XML_NS_STREAMS, "features")) {
+	} else if (s->ustate == US_RELAY_HOLD && xml_is(e, XML_NS_STREAMS, "features")) {
 		login_relay_features(s, e, start, end);
-	} else if (l->state == US_RELAY_FIRST) {
+	} else if (s->ustate == US_RELAY_FIRST) {
 		login_relay_first(s, e, start, end);
-	} else if (l->state == US_RELAY_HOLD) {
+	} else if (s->ustate == US_RELAY_HOLD) {
 		/* not features (a stream error, most likely): nothing to rewrite,
 		 * the client gets the held bytes as they are and what follows
 		 * (login_data sends them), less a header already released */
@@ -198,8 +293,8 @@ static void login_on_element(void *ctx, const struct xml_elem *e, uint64_t start
 		if (s->client.hdr_sent)
 			buf_consume(&l->hold, (size_t)s->held_hdr_end);
 		s->client.hdr_sent = true;
-		login_set_state(l, US_RELAY);
-	} else if (s->relay) {
+		login_upstream_enter(s, US_RELAY);
+	} else if (login_relaying(s)) {
 		login_relay_s2c(s, e);
 	} else {
 		login_upstream_element(s, e, end);
@@ -214,7 +309,7 @@ static void login_on_close(void *ctx)
 	struct leg *l = ctx;
 	struct session *s = login_session(l);
 
-	if (s->relay) {
+	if (login_relaying(s)) {
 		/* forwarded as it is; the TCP close that follows ends the session */
 		if (s->ended_by == NULL)
 			s->ended_by = login_is_client(l) ? "client ended the stream"
@@ -279,8 +374,9 @@ void login_data(struct leg *l, const char *data, size_t len)
 	struct session *s = login_session(l);
 
 	while (len > 0 && !s->closing) {
-		bool relay = l->state == CS_RELAY || l->state == US_RELAY;
-		bool hold = l->state == US_RELAY_HOLD;
+		bool client = login_is_client(l);
+		bool relay = client ? s->cstate == CS_RELAY : s->ustate == US_RELAY;
+		bool hold = !client && s->ustate == US_RELAY_HOLD;
 		bool gated = relay && login_is_client(l) && s->gate != SESSION_GATE_OPEN;
 		uint64_t base = xml_offset(l->xml);
 		size_t used;
@@ -309,7 +405,7 @@ void login_data(struct leg *l, const char *data, size_t len)
 			l->relay_clean = xml_at_boundary(l->xml);
 		} else if (s->first_pending && !login_is_client(l)) {
 			login_release_first(l, data, used, base);
-		} else if (hold && l->state == US_RELAY) {
+		} else if (hold && s->ustate == US_RELAY) {
 			/* the features were rewritten (or an error came instead):
 			 * pass on what followed */
 			login_send(l->peer, buf_head(&l->hold), l->hold.len);
@@ -354,7 +450,8 @@ static void login_tls_done(struct leg *l)
 		           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == n)
 			memcpy(s->domain, sni, n + 1);
 		s->client_tls = true;
-		login_set_state(l, CS_HEADER);
+		if (s->cstate != CS_FAILING)
+			login_client_enter(s, CS_HEADER);
 		return;
 	}
 	s->upstream_tls = true;
@@ -363,13 +460,13 @@ static void login_tls_done(struct leg *l)
 
 static void login_upstream_connected(struct session *s)
 {
-	struct leg *u = &s->upstream;
 	const struct conf *c = login_conf(s);
 
 	audit_upstream(s, true, NULL);
 	/* until the client names its domain, the client is the slow one */
 	session_connect_timer(s, false);
-	login_set_state(u, c->upstream_tls == CONF_UPSTREAM_DIRECT ? US_TLS : US_WAIT_DOMAIN);
+	login_upstream_enter(s, c->upstream_tls == CONF_UPSTREAM_DIRECT ? US_TLS_WAIT_DOMAIN
+	                                                                : US_WAIT_DOMAIN);
 	login_start_upstream_stream(s);
 }
 
@@ -398,7 +495,7 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		break;
 	case LEG_EV_EOF:
 	case LEG_EV_ERROR:
-		if (!client && l->state == US_CONNECTING) {
+		if (!client && s->ustate == US_CONNECTING) {
 			audit_upstream(s, false, why);
 			snprintf(reason, sizeof(reason), "upstream connect failed: %s", why);
 			login_fail(s, "remote-connection-failed", "cannot reach the server",
@@ -410,7 +507,7 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		         why ? why : "");
 		if (s->ended_by != NULL && ev == LEG_EV_EOF)
 			snprintf(reason, sizeof(reason), "%s", s->ended_by);
-		if (!client && (l->state == US_RELAY_HOLD || l->state == US_RELAY_FIRST)) {
+		if (!client && (s->ustate == US_RELAY_HOLD || s->ustate == US_RELAY_FIRST)) {
 			/* gone before its features: the client hears it in the
 			 * server's held header */
 			login_fail(s, "remote-connection-failed",
@@ -418,7 +515,7 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		} else if (client) {
 			login_stream_end(&s->upstream);
 			session_close(s, reason);
-		} else if (s->relay && l->xml != NULL && xml_depth(l->xml) == 0) {
+		} else if (login_relaying(s) && l->xml != NULL && xml_depth(l->xml) == 0) {
 			session_close(s, reason); /* the stream was closed first */
 		} else {
 			login_fail(s, "remote-connection-failed",
@@ -432,13 +529,13 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 
 void login_timeout(struct session *s, bool connect)
 {
-	if (s->fail_pending) {
+	if (s->cstate == CS_FAILING) {
 		/* the client never opened its stream to hear why */
 		session_close(s, s->fail_reason);
 		return;
 	}
 	if (connect) {
-		if (s->upstream.state == US_CONNECTING) {
+		if (s->ustate == US_CONNECTING) {
 			audit_upstream(s, false, "connect timed out");
 		}
 		login_fail(s, "remote-connection-failed", "the server did not answer in time",
@@ -463,9 +560,9 @@ void login_start(struct session *s)
 		session_close(s, "out of memory");
 		return;
 	}
-	s->upstream.state = US_CONNECTING;
+	s->ustate = US_CONNECTING;
 	if (s->port == SESSION_PORT_DIRECT_TLS) {
-		s->client.state = CS_TLS_ACCEPT;
+		s->cstate = CS_TLS_ACCEPT;
 		SSL *ssl = tls_server_new(s->px->server_ctx, s->client.fd);
 		if (ssl == NULL) {
 			session_close(s, "cannot create TLS session");
@@ -473,7 +570,7 @@ void login_start(struct session *s)
 		}
 		leg_start_tls(&s->client, ssl, false);
 	} else {
-		s->client.state = CS_HEADER;
+		s->cstate = CS_HEADER;
 		leg_start(&s->client);
 	}
 }

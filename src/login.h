@@ -11,6 +11,43 @@
 
 struct session;
 
+/* The login state of each leg, one enum per leg so that nothing can put
+ * a client state on the upstream leg; each move goes through
+ * login_client_enter()/login_upstream_enter(), which check it against the
+ * state table in login.c. */
+enum client_state {
+	/* the proxy is the client's server */
+	CS_TLS_ACCEPT = 0, /* Direct TLS port: handshake first */
+	CS_HEADER,         /* waiting for the client's stream header */
+	CS_WAIT_UPSTREAM,  /* header answered; features wait for the upstream */
+	CS_PREAUTH,        /* features sent: STARTTLS, <auth> or iq expected */
+	CS_STARTTLS,       /* <proceed/> sent, TLS handshake running */
+	CS_SASL,           /* an exchange is being relayed */
+	CS_RELAY,          /* after success: relayed as it is, still parsed */
+	CS_FAILING,        /* a failure waits for the client's stream header */
+	CS_STATE_COUNT,
+};
+
+enum upstream_state {
+	/* the proxy is the server's client */
+	US_CONNECTING = 0,  /* TCP connect */
+	US_TLS_WAIT_DOMAIN, /* connected for Direct TLS; the client has not named the domain */
+	US_TLS,             /* Direct TLS handshake (upstream_tls = direct) */
+	US_WAIT_DOMAIN,     /* connected; the client has not said 'to' yet */
+	US_HEADER,          /* our header sent; waiting for the server's */
+	US_FEATURES,        /* waiting for <features> */
+	US_PROCEED,         /* <starttls/> sent */
+	US_STARTTLS,        /* TLS handshake after <proceed/> */
+	US_READY,           /* post-TLS features known; waiting for the client */
+	US_SASL,            /* an exchange is being relayed */
+	US_ABORTING,        /* our <abort/> sent; the <failure> answering it is dropped */
+	US_ABORTING_SASL,   /* ... and the client's next exchange is already behind it */
+	US_RELAY_HOLD,      /* after success: holding the new header and features */
+	US_RELAY,           /* relayed as it is, still parsed */
+	US_RELAY_FIRST,     /* after a SASL2 success: holding the first element */
+	US_STATE_COUNT,
+};
+
 /* The session's legs exist; the client leg is accepted, the upstream not
  * yet connected. */
 void login_start(struct session *s);

@@ -11,37 +11,11 @@
 
 #include "buf.h"
 #include "leg.h"
+#include "login.h"
 #include "policy.h"
 #include "sasl.h"
 #include "session.h"
 #include "xml.h"
-
-/* One login state per leg; each move goes through login_set_state(). */
-enum login_state {
-	/* client leg: the proxy is the server */
-	CS_TLS_ACCEPT = 0, /* Direct TLS port: handshake first */
-	CS_HEADER,         /* waiting for the client's stream header */
-	CS_WAIT_UPSTREAM,  /* header answered; features wait for the upstream */
-	CS_PREAUTH,        /* features sent: STARTTLS, <auth> or iq expected */
-	CS_STARTTLS,       /* <proceed/> sent, TLS handshake running */
-	CS_SASL,           /* an exchange is being relayed */
-	CS_RELAY,          /* after success: relayed as it is, still parsed */
-
-	/* upstream leg: the proxy is the client */
-	US_CONNECTING,  /* TCP connect */
-	US_TLS,         /* Direct TLS handshake (upstream_tls = direct) */
-	US_WAIT_DOMAIN, /* connected; the client has not said 'to' yet */
-	US_HEADER,      /* our header sent; waiting for the server's */
-	US_FEATURES,    /* waiting for <features> */
-	US_PROCEED,     /* <starttls/> sent */
-	US_STARTTLS,    /* TLS handshake after <proceed/> */
-	US_READY,       /* post-TLS features known; waiting for the client */
-	US_SASL,        /* an exchange is being relayed */
-	US_RELAY_HOLD,  /* after success: holding the new header and features */
-	US_RELAY,       /* relayed as it is, still parsed */
-	US_RELAY_FIRST, /* after a SASL2 success: holding the first element */
-	LOGIN_STATE_COUNT,
-};
 
 static inline struct session *login_session(const struct leg *l)
 {
@@ -73,7 +47,10 @@ static inline const struct conf *login_conf(const struct session *s)
 
 /* login.c */
 
-void login_set_state(struct leg *l, enum login_state st);
+void login_client_enter(struct session *s, enum client_state st);
+void login_upstream_enter(struct session *s, enum upstream_state st);
+/* After success: both legs relay. */
+bool login_relaying(const struct session *s);
 
 /* login_stream.c */
 

@@ -86,7 +86,7 @@ static void login_client_features(struct session *s)
 	login_send_buf(&s->client, &b);
 
 	audit_features(s, st, sasl2, nsasl2);
-	login_set_state(&s->client, CS_PREAUTH);
+	login_client_enter(s, CS_PREAUTH);
 }
 
 /* The upstream stream starts once both the connection and the client's
@@ -96,10 +96,11 @@ void login_start_upstream_stream(struct session *s)
 	struct leg *u = &s->upstream;
 	if (s->domain[0] == '\0')
 		return;
-	if (u->state == US_TLS && u->ssl == NULL) {
+	if (s->ustate == US_TLS_WAIT_DOMAIN) {
 		session_connect_timer(s, true);
+		login_upstream_enter(s, US_TLS);
 		login_begin_tls(u, NULL, 0);
-	} else if (u->state == US_WAIT_DOMAIN) {
+	} else if (s->ustate == US_WAIT_DOMAIN) {
 		session_connect_timer(s, true);
 		login_upstream_header(s);
 	}
@@ -116,7 +117,7 @@ void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t e
 
 	l->stream_n++;
 	audit_stream(l, login_is_client(l), hdr);
-	if (s->relay) {
+	if (login_relaying(s)) {
 		/* forwarded as it is: remember its prefix for errors we add */
 		if (strlen(hdr->prefix) >= sizeof(s->upstream.out_prefix)) {
 			login_end(s, "bad-namespace-prefix", "the stream prefix is too long",
@@ -151,10 +152,9 @@ void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t e
 		           bad_to ? "bad stream 'to'" : "no domain from client");
 		return;
 	}
-	if (s->fail_pending) {
-		s->fail_pending = false;
-		login_fail(s, s->fail_condition, s->fail_text[0] ? s->fail_text : NULL,
-		           s->fail_reason);
+	if (s->cstate == CS_FAILING) {
+		login_end(s, s->fail_condition, s->fail_text[0] ? s->fail_text : NULL,
+		          s->fail_reason);
 		return;
 	}
 	if (version == NULL || strncmp(version, "1.", 2) != 0) {
@@ -162,10 +162,10 @@ void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t e
 		return;
 	}
 	login_start_upstream_stream(s);
-	if (s->upstream_ready) {
+	if (s->ustate == US_READY) {
 		login_client_features(s);
 	} else {
-		login_set_state(l, CS_WAIT_UPSTREAM);
+		login_client_enter(s, CS_WAIT_UPSTREAM);
 		leg_set_reading(l, false);
 	}
 }
@@ -232,7 +232,7 @@ void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t
 
 	u->stream_n++;
 	audit_stream(u, login_is_client(u), hdr);
-	if (s->relay) {
+	if (login_relaying(s)) {
 		/* the header goes to the client as it was: its prefix is the one
 		 * our own errors must use. While the features are held, so is the
 		 * header (bytes [0, end) of the held stream). */
@@ -242,7 +242,7 @@ void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t
 			return;
 		}
 		snprintf(s->client.out_prefix, sizeof(s->client.out_prefix), "%s", hdr->prefix);
-		if (u->state == US_RELAY_HOLD) {
+		if (s->ustate == US_RELAY_HOLD) {
 			s->held_hdr = true;
 			s->held_hdr_end = end;
 		} else {
@@ -260,15 +260,14 @@ void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t
 		           "upstream stream version not 1.x");
 		return;
 	}
-	login_set_state(u, US_FEATURES);
+	login_upstream_enter(s, US_FEATURES);
 }
 
 static void login_upstream_ready(struct session *s)
 {
-	s->upstream_ready = true;
 	session_connect_timer(s, false);
-	login_set_state(&s->upstream, US_READY);
-	if (s->client.state == CS_WAIT_UPSTREAM) {
+	login_upstream_enter(s, US_READY);
+	if (s->cstate == CS_WAIT_UPSTREAM) {
 		leg_set_reading(&s->client, true);
 		login_client_features(s);
 	}
@@ -303,7 +302,7 @@ void login_upstream_features(struct session *s, const struct xml_elem *e)
 		login_send(u, "<starttls xmlns='" XML_NS_TLS "'/>",
 		           sizeof("<starttls xmlns='" XML_NS_TLS "'/>") - 1);
 		audit_starttls(s, true);
-		login_set_state(u, US_PROCEED);
+		login_upstream_enter(s, US_PROCEED);
 		return;
 	}
 	login_upstream_ready(s);
@@ -330,7 +329,7 @@ void login_begin_tls(struct leg *l, const char *rest, size_t len)
 	SSL *ssl = login_is_client(l) ? tls_server_new(s->px->server_ctx, l->fd)
 	                              : tls_client_new(s->px->client_ctx, l->fd, s->domain,
 	                                               login_conf(s)->upstream_verify,
-	                                               l->state == US_TLS /* XEP-0368 ALPN */);
+	                                               s->ustate == US_TLS /* XEP-0368 ALPN */);
 	if (ssl == NULL) {
 		login_fail(s, "internal-server-error", NULL, "cannot create TLS session");
 		return;

@@ -106,9 +106,9 @@ void login_refuse_midway(struct session *s, const struct policy_verdict *v)
 	struct buf b = {0};
 	buf_addf(&b, "<abort xmlns='%s'/>", login_sasl_ns(s));
 	login_send_buf(&s->upstream, &b);
-	s->swallow_failure = true;
+	login_upstream_enter(s, US_ABORTING);
 	login_refuse_verdict(s, v, true);
-	login_set_state(&s->client, CS_PREAUTH);
+	login_client_enter(s, CS_PREAUTH);
 }
 
 /* A refusal of the proxy's own, not a configured rule. */
@@ -147,7 +147,7 @@ static void login_sasl2_success(struct session *s, const struct xml_elem *e, uin
 	 * is known, so that features there can be rewritten (compression). */
 	s->upstream.relay_from = end;
 	s->first_pending = true;
-	login_set_state(&s->upstream, US_RELAY_FIRST);
+	login_upstream_enter(s, US_RELAY_FIRST);
 	if (bound != NULL) {
 		audit_bind(s, true, true);
 		/* bound inline: no iq bind will come, names are enough now */
@@ -199,7 +199,7 @@ static void login_upstream_success(struct session *s, const struct xml_elem *e, 
 	s->upstream.hdr_sent = false;
 	s->upstream.restart = true;
 	xml_stop(s->upstream.xml);
-	login_set_state(&s->upstream, US_RELAY_HOLD);
+	login_upstream_enter(s, US_RELAY_HOLD);
 }
 
 void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t end)
@@ -207,6 +207,15 @@ void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t e
 	struct sasl_fields f;
 	const char *ns = login_sasl_ns(s);
 
+	if ((s->ustate == US_ABORTING || s->ustate == US_ABORTING_SASL) &&
+	    !xml_is(e, ns, "failure")) {
+		/* a challenge sent before the server saw our <abort/> is
+		 * dropped; a success for the refused exchange is a fault */
+		if (xml_is(e, ns, "success"))
+			login_upstream_fault(s, "undefined-condition",
+			                     "success for an exchange the client aborted");
+		return;
+	}
 	if (xml_is(e, ns, "challenge")) {
 		if (++s->steps_s2c > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
 			login_upstream_fault(s, "policy-violation", "SASL exchange too long");
@@ -243,18 +252,16 @@ void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t e
 			else if (cond == NULL && strcmp(c->ns, XML_NS_SASL) == 0)
 				cond = c->name;
 		}
-		if (s->swallow_failure) {
+		if (s->ustate == US_ABORTING || s->ustate == US_ABORTING_SASL) {
 			/* the answer to our own <abort/>; the client may already
 			 * have started its next exchange, which goes on */
-			s->swallow_failure = false;
-			if (s->client.state != CS_SASL)
-				login_set_state(&s->upstream, US_READY);
+			login_upstream_enter(s, s->ustate == US_ABORTING ? US_READY : US_SASL);
 			return;
 		}
-		login_set_state(&s->upstream, US_READY);
+		login_upstream_enter(s, US_READY);
 		login_attempt_end(s);
 		audit_result(s, false, "upstream", cond, text);
-		login_set_state(&s->client, CS_PREAUTH);
+		login_client_enter(s, CS_PREAUTH);
 		struct buf b = {0};
 		if (xml_write(&b, e, XML_NS_CLIENT) < 0) {
 			buf_free(&b);

@@ -16,13 +16,12 @@
 /* After <success>: both legs relay from here on, still parsed. */
 void login_enter_relay(struct session *s)
 {
-	s->relay = true;
+	login_client_enter(s, CS_RELAY);
 	s->client.relay_clean = true;
 	s->upstream.relay_clean = true;
 	size_t max = login_conf(s)->max_stanza;
 	xml_set_max_stanza(s->client.xml, max);
 	xml_set_max_stanza(s->upstream.xml, max);
-	login_set_state(&s->client, CS_RELAY);
 	/* while users_deny/users_allow wait for the bound JID, the client's
 	 * stanzas wait too, and the login timer keeps running */
 	if (policy_checks_identity(login_conf(s)) && s->jid == NULL)
@@ -345,7 +344,7 @@ void login_relay_features(struct session *s, const struct xml_elem *e, uint64_t 
 	audit_features_relayed(s, &f);
 	streamfeatures_free(&f);
 	buf_consume(&u->hold, (size_t)end);
-	login_set_state(u, US_RELAY);
+	login_upstream_enter(s, US_RELAY);
 }
 
 /* The first element after a SASL2 success: features are rewritten like
@@ -353,7 +352,6 @@ void login_relay_features(struct session *s, const struct xml_elem *e, uint64_t 
  * the held bytes once this has run. */
 void login_relay_first(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end)
 {
-	struct leg *u = &s->upstream;
 	s->first_replace = xml_is(e, XML_NS_STREAMS, "features");
 	if (s->first_replace) {
 		struct streamfeatures f = {0};
@@ -370,7 +368,7 @@ void login_relay_first(struct session *s, const struct xml_elem *e, uint64_t sta
 	} else {
 		login_relay_s2c(s, e);
 	}
-	login_set_state(u, US_RELAY);
+	login_upstream_enter(s, US_RELAY);
 }
 
 /* After a SASL2 success, bytes wait in the hold buffer (hold[0] is
@@ -384,7 +382,7 @@ void login_release_first(struct leg *l, const char *data, size_t used, uint64_t 
 		session_close(s, "out of memory");
 		return;
 	}
-	if (l->state == US_RELAY_FIRST) {
+	if (s->ustate == US_RELAY_FIRST) {
 		if (l->hold.len > login_conf(s)->max_stanza)
 			login_fail(s, "remote-connection-failed",
 			           "the server's first stanza is too large",

@@ -269,7 +269,7 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 		login_refuse(s, v.condition, v.detail, false);
 		return;
 	}
-	if (s->client.state != CS_PREAUTH) {
+	if (s->cstate != CS_PREAUTH) {
 		/* pipelined behind the stream header: recorded, refused */
 		login_refuse_builtin(s, "sasl_order", "malformed-request",
 		                     "authentication before the stream features were sent");
@@ -300,8 +300,8 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 	}
 	if (payload != NULL && payload->text != NULL)
 		login_attempt_begin(s);
-	login_set_state(&s->client, CS_SASL);
-	login_set_state(&s->upstream, US_SASL);
+	login_client_enter(s, CS_SASL);
+	login_upstream_enter(s, s->ustate == US_ABORTING ? US_ABORTING_SASL : US_SASL);
 }
 
 /* A client <response> during an exchange: decoded, checked (the identity

@@ -68,7 +68,7 @@ void login_client_header(struct session *s)
 void login_upstream_header(struct session *s)
 {
 	login_header(&s->upstream, "to", s->domain, NULL);
-	login_set_state(&s->upstream, US_HEADER);
+	login_upstream_enter(s, US_HEADER);
 }
 
 /* True if something can still be written into the leg's stream: a header
@@ -81,8 +81,9 @@ bool login_can_write_stream(const struct leg *l)
 	const struct session *s = login_session(l);
 	/* relayed bytes must end between two items, not inside a stanza or
 	 * a tag (held features never reached the client) */
-	if (s->relay && !l->peer->relay_clean && l->peer->state != US_RELAY_HOLD &&
-	    l->peer->state != US_RELAY_FIRST)
+	bool peer_held =
+	    login_is_client(l) && (s->ustate == US_RELAY_HOLD || s->ustate == US_RELAY_FIRST);
+	if (login_relaying(s) && !l->peer->relay_clean && !peer_held)
 		return false;
 	return true;
 }
@@ -93,7 +94,7 @@ bool login_can_write_stream(const struct leg *l)
 static void login_release_held_header(struct session *s)
 {
 	struct leg *u = &s->upstream;
-	if (u->state != US_RELAY_HOLD || !s->held_hdr || s->client.hdr_sent)
+	if (s->ustate != US_RELAY_HOLD || !s->held_hdr || s->client.hdr_sent)
 		return;
 	login_send(&s->client, buf_head(&u->hold), (size_t)s->held_hdr_end);
 	s->client.hdr_sent = true;
@@ -185,14 +186,14 @@ void login_fail(struct session *s, const char *condition, const char *text, cons
 {
 	if (s->closing)
 		return;
-	if (condition != NULL && !s->relay && !s->client.hdr_sent && !s->fail_pending &&
-	    s->client.io < LEG_IO_CLOSING) {
+	if (condition != NULL && !login_relaying(s) && !s->client.hdr_sent &&
+	    s->cstate != CS_FAILING && s->client.io < LEG_IO_CLOSING) {
 		/* The client has not opened its stream yet (it may still be in
 		 * a TLS handshake, first or after STARTTLS): an error now could
 		 * not be well-formed XMPP. Let go of the upstream and answer the
 		 * client's header with the error; the login timer bounds the
 		 * wait. */
-		s->fail_pending = true;
+		login_client_enter(s, CS_FAILING);
 		login_copy_text(s->fail_condition, sizeof(s->fail_condition), condition);
 		login_copy_text(s->fail_text, sizeof(s->fail_text), text ? text : "");
 		snprintf(s->fail_reason, sizeof(s->fail_reason), "%s", reason);

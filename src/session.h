@@ -18,6 +18,7 @@
 #include "bounds.h"
 #include "buf.h"
 #include "leg.h"
+#include "login.h"
 #include "sasl.h"
 #include "streamfeatures.h"
 
@@ -81,8 +82,11 @@ struct session {
 	bool closing, freed;
 	bool upstream_gone; /* closed on purpose, the client still served */
 
-	/* a failure waiting for the client's stream header to be told */
-	bool fail_pending;
+	/* the login state of each leg (login.h) */
+	enum client_state cstate;
+	enum upstream_state ustate;
+
+	/* CS_FAILING: the failure the client's stream header will hear */
 	char fail_condition[40], fail_text[96], fail_reason[160];
 
 	/* the login, as login.c follows it */
@@ -91,7 +95,6 @@ struct session {
 	bool client_tls;   /* client leg encrypted */
 	bool upstream_tls; /* upstream leg encrypted */
 	char client_tls_version[16], upstream_tls_version[16];
-	bool upstream_ready; /* post-TLS features known */
 	bool upstream_requires_tls;
 	enum streamfeatures_starttls upstream_starttls; /* as first offered */
 	struct streamfeatures up;                       /* post-TLS features */
@@ -100,7 +103,7 @@ struct session {
 	char mechanism[MAX_MECH_NAME + 1];
 	struct sasl_state *sasl;
 	unsigned steps_c2s, steps_s2c, auth_attempts;
-	bool auth_tried, login_logged, relay;
+	bool auth_tried, login_logged;
 	bool sasl2;            /* the exchange in progress is XEP-0388's */
 	bool held_hdr;         /* the server's post-login header is in the hold buffer */
 	uint64_t held_hdr_end; /* ... up to this offset */
@@ -113,7 +116,6 @@ struct session {
 	bool gate_held;        /* a whole element is among the held bytes */
 	bool attempt_inflight; /* an attempt reached the server, unanswered (addrtab) */
 	bool identity_checked; /* users_allow/deny applied to this attempt */
-	bool swallow_failure;  /* the upstream's next <failure> answers our <abort/> */
 	bool starttls_stripped, downgrade_accepted;
 	bool cb_downgrade;  /* GS2 "y" to a server that offered -PLUS */
 	struct buf delayed; /* a failure held back by the auth_failures pause */
