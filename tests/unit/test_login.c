@@ -1,0 +1,870 @@
+/*
+ * Unit tests of the login state machine (src/login*.c) without a server:
+ * the client's and the server's bytes are scripted through fake legs
+ * (login_harness.c), and each test checks what each leg was sent and the
+ * event log. Nothing here reads the login's own state: only bytes out and
+ * events.
+ *
+ * Every success path is run twice, each scripted message in one read and
+ * one byte per read; both runs must give the same bytes to each leg and
+ * the same events (less timestamps and the random stream id).
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "login_harness.h"
+#include "t.h"
+
+#define NS_STREAMS "http://etherx.jabber.org/streams"
+#define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NS_SASL2 "urn:xmpp:sasl:2"
+#define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
+#define NS_BIND2 "urn:xmpp:bind:0"
+#define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
+
+#define C_HDR                                                                                      \
+	"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='" NS_STREAMS      \
+	"' to='example.test' version='1.0' xml:lang='en'>"
+#define S_HDR(id)                                                                                  \
+	"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='" NS_STREAMS      \
+	"' id='" id "' from='example.test' version='1.0' xml:lang='en'>"
+#define MECHS                                                                                      \
+	"<mechanisms xmlns='" NS_SASL "'><mechanism>PLAIN</mechanism>"                             \
+	"<mechanism>SCRAM-SHA-1</mechanism></mechanisms>"
+#define S_FEATURES "<stream:features>" MECHS "</stream:features>"
+#define S_FEATURES_SASL2                                                                           \
+	"<stream:features>" MECHS "<authentication xmlns='" NS_SASL2 "'>"                          \
+	"<mechanism>PLAIN</mechanism><inline><bind xmlns='" NS_BIND2 "'/></inline>"                \
+	"</authentication></stream:features>"
+#define S_FEATURES_STARTTLS                                                                        \
+	"<stream:features><starttls xmlns='" NS_TLS "'><required/></starttls></stream:features>"
+/* post-login features: bind, and compression the proxy must remove */
+#define S_FEATURES_BIND                                                                            \
+	"<stream:features><bind xmlns='" NS_BIND "'/>"                                             \
+	"<compression xmlns='http://jabber.org/features/compress'><method>zlib</method>"           \
+	"</compression></stream:features>"
+
+/* \0alice\0s3cretPW */
+#define PLAIN_ALICE "AGFsaWNlAHMzY3JldFBX"
+#define SECRET "s3cretPW"
+#define C_AUTH "<auth xmlns='" NS_SASL "' mechanism='PLAIN'>" PLAIN_ALICE "</auth>"
+#define S_SUCCESS "<success xmlns='" NS_SASL "'/>"
+#define C_BIND                                                                                     \
+	"<iq type='set' id='b1'><bind xmlns='" NS_BIND "'><resource>phone</resource></bind></iq>"
+#define S_BOUND(jid)                                                                               \
+	"<iq type='result' id='b1'><bind xmlns='" NS_BIND "'><jid>" jid "</jid></bind></iq>"
+#define C_PRESENCE "<presence/>"
+
+static const char *const CONF_PLAIN[] = {"upstream_tls=none", "require_tls=no", NULL};
+
+/* ---- helpers ---- */
+
+struct run {
+	struct harness_proxy *hp;
+	struct harness_session *ls;
+	bool bytewise;
+};
+
+static void feed(struct run *r, enum harness_side side, const char *s)
+{
+	if (r->bytewise)
+		harness_feed_bytewise(r->ls, side, s, strlen(s));
+	else
+		harness_feeds(r->ls, side, s);
+}
+
+static void run_begin(struct run *r, const char *const *conf, enum session_port port, bool bytewise)
+{
+	harness_log_start(NULL);
+	r->hp = harness_proxy_new(conf);
+	r->bytewise = bytewise;
+	r->ls = harness_session_new(r->hp, port);
+}
+
+/* The results of a run, normalised for comparison. */
+struct result {
+	char *client, *upstream; /* everything each leg was sent */
+	char *log;               /* the event log, without ts and ms */
+	char *events;            /* "connect upstream stream ...": the event names */
+	bool closed;
+	char reason[200];
+};
+
+static void result_free(struct result *x)
+{
+	free(x->client);
+	free(x->upstream);
+	free(x->log);
+	free(x->events);
+}
+
+/* The proxy's stream id toward the client is random: id='16 hex'. */
+static char *normalise_ids(const char *s)
+{
+	char *out = strdup(s);
+	for (char *p = out; (p = strstr(p, " id='")) != NULL; p += 5) {
+		size_t n = strspn(p + 5, "0123456789abcdef");
+		if (n == 16 && p[5 + 16] == '\'')
+			memset(p + 5, 'X', 16);
+	}
+	return out;
+}
+
+/* Drops "ts":"...", and ,"ms":N from each line. */
+static char *normalise_log(const char *log)
+{
+	char *out = malloc(strlen(log) + 1);
+	char *w = out;
+	for (const char *p = log; *p;) {
+		if (strncmp(p, "\"ts\":\"", 6) == 0) {
+			const char *q = strchr(p + 6, '"');
+			p = q ? q + 1 : p + 6;
+			if (*p == ',')
+				p++;
+			continue;
+		}
+		if (strncmp(p, ",\"ms\":", 6) == 0) {
+			p += 6;
+			p += strspn(p, "-0123456789");
+			continue;
+		}
+		*w++ = *p++;
+	}
+	*w = '\0';
+	return out;
+}
+
+static char *event_names(const char *log)
+{
+	size_t cap = strlen(log) + 1;
+	char *out = calloc(1, cap);
+	for (const char *p = log; (p = strstr(p, "\"event\":\"")) != NULL;) {
+		p += 9;
+		size_t n = strcspn(p, "\"");
+		if (out[0])
+			strcat(out, " ");
+		strncat(out, p, n);
+		p += n;
+	}
+	return out;
+}
+
+static void run_end(struct run *r, struct result *x)
+{
+	x->client = normalise_ids(harness_all(r->ls, HARNESS_CLIENT));
+	x->upstream = normalise_ids(harness_all(r->ls, HARNESS_UPSTREAM));
+	x->closed = harness_closed(r->ls);
+	snprintf(x->reason, sizeof(x->reason), "%s", r->ls->close_reason);
+	harness_session_free(r->ls);
+	harness_proxy_free(r->hp);
+	char *raw = harness_log_stop();
+	x->log = normalise_log(raw);
+	x->events = event_names(raw);
+	free(raw);
+}
+
+static bool has(const char *hay, const char *needle)
+{
+	return hay != NULL && strstr(hay, needle) != NULL;
+}
+
+/* The part of s after the first occurrence of mark ("" if none). */
+static const char *after(const char *s, const char *mark)
+{
+	const char *p = strstr(s, mark);
+	return p ? p + strlen(mark) : "";
+}
+
+static void check_no_secret(const struct result *x, const char *name)
+{
+	char t[200];
+	snprintf(t, sizeof(t), "%s: no password or PLAIN payload in the event log", name);
+	T_CHECK(!has(x->log, SECRET) && !has(x->log, PLAIN_ALICE), t);
+}
+
+typedef void (*scenario)(struct run *r);
+
+/* Runs sc whole and byte by byte: both must give the same bytes and
+ * events. The whole run's result is returned. */
+static void run_both(const char *name, const char *const *conf, enum session_port port, scenario sc,
+                     struct result *whole)
+{
+	struct run r;
+	struct result bw;
+	char t[200];
+
+	run_begin(&r, conf, port, false);
+	sc(&r);
+	run_end(&r, whole);
+	run_begin(&r, conf, port, true);
+	sc(&r);
+	run_end(&r, &bw);
+	snprintf(t, sizeof(t), "%s: byte at a time, the same bytes to the client", name);
+	T_STREQ(whole->client, bw.client, t);
+	snprintf(t, sizeof(t), "%s: byte at a time, the same bytes to the server", name);
+	T_STREQ(whole->upstream, bw.upstream, t);
+	snprintf(t, sizeof(t), "%s: byte at a time, the same events", name);
+	T_STREQ(whole->log, bw.log, t);
+	if (getenv("XI_TEST_VERBOSE") && strcmp(whole->log, bw.log) != 0)
+		fprintf(stderr, "whole:\n%s\nbytewise:\n%s\n", whole->log, bw.log);
+	check_no_secret(whole, name);
+	result_free(&bw);
+}
+
+static void dump(const char *name, const struct result *x)
+{
+	if (getenv("XI_TEST_VERBOSE"))
+		fprintf(stderr, "== %s\n-- to client:\n%s\n-- to server:\n%s\n-- events: %s\n%s\n",
+		        name, x->client, x->upstream, x->events, x->log);
+}
+
+/* ---- scripts ---- */
+
+/* Up to the client's features (no TLS on either leg). */
+static void sc_preauth(struct run *r, const char *features)
+{
+	harness_connected(r->ls);
+	feed(r, HARNESS_CLIENT, C_HDR);
+	feed(r, HARNESS_UPSTREAM, S_HDR("s1"));
+	feed(r, HARNESS_UPSTREAM, features);
+}
+
+/* RFC 6120: PLAIN, <success/>, both streams restart, features, iq bind. */
+static void sc_plain(struct run *r)
+{
+	sc_preauth(r, S_FEATURES);
+	feed(r, HARNESS_CLIENT, C_AUTH);
+	feed(r, HARNESS_UPSTREAM, S_SUCCESS);
+	feed(r, HARNESS_CLIENT, C_HDR);
+	feed(r, HARNESS_UPSTREAM, S_HDR("s2"));
+	feed(r, HARNESS_UPSTREAM, S_FEATURES_BIND);
+	feed(r, HARNESS_CLIENT, C_BIND);
+	feed(r, HARNESS_UPSTREAM, S_BOUND("alice@example.test/phone"));
+	feed(r, HARNESS_CLIENT, C_PRESENCE);
+}
+
+static void test_plain(void)
+{
+	struct result x;
+	run_both("plain", CONF_PLAIN, SESSION_PORT_STARTTLS, sc_plain, &x);
+	dump("plain", &x);
+	T_CHECK(!x.closed, "plain: the session stays open");
+	T_STREQ(x.events,
+	        "connect upstream stream stream features auth policy auth_result stream "
+	        "stream features bind login",
+	        "plain: events");
+	/* the client hears our header, then features with the server's
+	 * mechanisms and no STARTTLS (the client leg cannot have TLS) */
+	T_CHECK(has(x.client, "<stream:stream xmlns='jabber:client' xmlns:stream='" NS_STREAMS
+	                      "' id='XXXXXXXXXXXXXXXX' from='example.test' version='1.0'"),
+	        "plain: our header to the client, with an id");
+	T_CHECK(has(x.client, "<mechanism>PLAIN</mechanism>") &&
+	            has(x.client, "<starttls xmlns='" NS_TLS "'/>"),
+	        "plain: the client is offered PLAIN, and STARTTLS not required");
+	/* our header toward the server, with the client's domain */
+	T_CHECK(has(x.upstream, "<stream:stream xmlns='jabber:client' xmlns:stream='" NS_STREAMS
+	                        "' to='example.test' version='1.0'"),
+	        "plain: our header to the server names the client's domain");
+	T_CHECK(has(x.upstream, C_AUTH), "plain: the <auth> reaches the server as read");
+	T_CHECK(has(x.client, S_SUCCESS), "plain: the client hears <success/>");
+	/* after the restart: the client's header and bind go as they are */
+	T_CHECK(has(after(x.upstream, C_AUTH), C_HDR C_BIND C_PRESENCE),
+	        "plain: the restarted stream, the bind and the presence reach the server as sent");
+	T_CHECK(has(after(x.client, S_SUCCESS), S_HDR("s2")),
+	        "plain: the server's new header reaches the client");
+	T_CHECK(has(x.client, "<bind xmlns='" NS_BIND "'/>") && !has(x.client, "compress"),
+	        "plain: post-login features rewritten: bind kept, compression removed");
+	T_CHECK(has(x.log, "\"compression_removed\":true"),
+	        "plain: the removed compression is logged");
+	T_CHECK(has(x.client, S_BOUND("alice@example.test/phone")), "plain: the bind result");
+	T_CHECK(has(x.log, "\"event\":\"bind\",\"ok\":true,\"resource\":\"phone\","
+	                   "\"jid\":\"alice@example.test/phone\""),
+	        "plain: bind logged with the JID");
+	T_CHECK(has(x.log, "\"event\":\"auth\",\"mechanism\":\"PLAIN\",\"tls\":false") &&
+	            has(x.log, "\"authcid\":\"alice\""),
+	        "plain: auth logged with the authcid");
+	T_CHECK(has(x.log, "\"event\":\"login\"") && has(x.log, "\"outcome\":\"success\""),
+	        "plain: login record says success");
+	result_free(&x);
+}
+
+/* XEP-0388 with Bind2 inline: no restart, no iq bind. */
+#define C_AUTHENTICATE_BIND2                                                                       \
+	"<authenticate xmlns='" NS_SASL2 "' mechanism='PLAIN'><initial-response>" PLAIN_ALICE      \
+	"</initial-response><user-agent id='d4565fa7-4d72-4749-b3d3-740edbf87770'>"                \
+	"<software>unit</software></user-agent><bind xmlns='" NS_BIND2 "'><tag>unit</tag></bind>"  \
+	"</authenticate>"
+#define S_SUCCESS2_BOUND                                                                           \
+	"<success xmlns='" NS_SASL2 "'><authorization-identifier>alice@example.test/unit-1"        \
+	"</authorization-identifier><bound xmlns='" NS_BIND2 "'/></success>"
+
+static void sc_sasl2_bind2(struct run *r)
+{
+	sc_preauth(r, S_FEATURES_SASL2);
+	feed(r, HARNESS_CLIENT, C_AUTHENTICATE_BIND2);
+	feed(r, HARNESS_UPSTREAM, S_SUCCESS2_BOUND);
+	feed(r, HARNESS_UPSTREAM, S_FEATURES_BIND);
+	feed(r, HARNESS_CLIENT, C_PRESENCE);
+	feed(r, HARNESS_UPSTREAM, "<message from='bob@example.test'><body>hi</body></message>");
+}
+
+static void test_sasl2_bind2(void)
+{
+	struct result x;
+	run_both("sasl2+bind2", CONF_PLAIN, SESSION_PORT_STARTTLS, sc_sasl2_bind2, &x);
+	dump("sasl2+bind2", &x);
+	T_CHECK(!x.closed, "sasl2+bind2: the session stays open");
+	T_STREQ(
+	    x.events,
+	    "connect upstream stream stream features auth policy auth_result bind login features",
+	    "sasl2+bind2: events");
+	T_CHECK(has(x.client, "<authentication xmlns='" NS_SASL2 "'>"),
+	        "sasl2+bind2: the client is offered SASL2");
+	T_CHECK(has(x.upstream, "<authenticate xmlns='" NS_SASL2 "' mechanism='PLAIN'>"
+	                        "<initial-response>" PLAIN_ALICE "</initial-response>"),
+	        "sasl2+bind2: <authenticate> relayed with the payload");
+	T_CHECK(has(x.upstream, "<bind xmlns='" NS_BIND2 "'><tag>unit</tag></bind>"),
+	        "sasl2+bind2: the Bind2 request goes with it");
+	T_CHECK(has(x.client, S_SUCCESS2_BOUND), "sasl2+bind2: the client hears the success");
+	T_CHECK(!has(after(x.client, S_SUCCESS2_BOUND), "<?xml") &&
+	            !has(after(x.upstream, "</authenticate>"), "<stream:stream"),
+	        "sasl2+bind2: no stream restart on either leg");
+	T_CHECK(has(after(x.client, S_SUCCESS2_BOUND), "<bind xmlns='" NS_BIND "'/>") &&
+	            !has(after(x.client, S_SUCCESS2_BOUND), "compress"),
+	        "sasl2+bind2: features after success rewritten, compression removed");
+	T_CHECK(has(x.client, "<message from='bob@example.test'><body>hi</body></message>") &&
+	            has(after(x.upstream, "</authenticate>"), C_PRESENCE),
+	        "sasl2+bind2: stanzas flow both ways after");
+	T_CHECK(has(x.log, "\"event\":\"bind\",\"ok\":true,\"bind2\":true"),
+	        "sasl2+bind2: the inline bind is logged");
+	T_CHECK(has(x.log, "\"user_agent_software\":\"unit\""),
+	        "sasl2+bind2: the user agent is logged");
+	result_free(&x);
+}
+
+/* XEP-0388 without Bind2: success, features, then the iq bind. */
+#define C_AUTHENTICATE                                                                             \
+	"<authenticate xmlns='" NS_SASL2 "' mechanism='PLAIN'><initial-response>" PLAIN_ALICE      \
+	"</initial-response></authenticate>"
+#define S_SUCCESS2                                                                                 \
+	"<success xmlns='" NS_SASL2 "'><authorization-identifier>alice@example.test"               \
+	"</authorization-identifier></success>"
+
+static void sc_sasl2_iq(struct run *r)
+{
+	sc_preauth(r, S_FEATURES_SASL2);
+	feed(r, HARNESS_CLIENT, C_AUTHENTICATE);
+	feed(r, HARNESS_UPSTREAM, S_SUCCESS2);
+	feed(r, HARNESS_UPSTREAM, S_FEATURES_BIND);
+	feed(r, HARNESS_CLIENT, C_BIND);
+	feed(r, HARNESS_UPSTREAM, S_BOUND("alice@example.test/phone"));
+	feed(r, HARNESS_CLIENT, C_PRESENCE);
+}
+
+static void test_sasl2_iq(void)
+{
+	struct result x;
+	run_both("sasl2+iq bind", CONF_PLAIN, SESSION_PORT_STARTTLS, sc_sasl2_iq, &x);
+	dump("sasl2+iq bind", &x);
+	T_CHECK(!x.closed, "sasl2+iq bind: the session stays open");
+	/* no bind event: once SASL2's authorization-identifier gave the
+	 * JID, the iq bind's answer is not followed (reported, issue 9) */
+	T_STREQ(x.events,
+	        "connect upstream stream stream features auth policy auth_result login features",
+	        "sasl2+iq bind: events");
+	T_CHECK(has(after(x.upstream, "</authenticate>"), C_BIND C_PRESENCE),
+	        "sasl2+iq bind: the bind and the presence reach the server");
+	T_CHECK(has(after(x.client, S_SUCCESS2), "<bind xmlns='" NS_BIND "'/>") &&
+	            !has(x.client, "compress"),
+	        "sasl2+iq bind: features after success rewritten");
+	T_CHECK(has(x.client, S_BOUND("alice@example.test/phone")), "sasl2+iq bind: bind result");
+	result_free(&x);
+}
+
+/* STARTTLS on both legs (the handshakes faked: see login_harness.h). */
+static void sc_starttls(struct run *r)
+{
+	harness_connected(r->ls);
+	feed(r, HARNESS_CLIENT, C_HDR);
+	feed(r, HARNESS_UPSTREAM, S_HDR("s1"));
+	feed(r, HARNESS_UPSTREAM, S_FEATURES_STARTTLS);
+	feed(r, HARNESS_UPSTREAM, "<proceed xmlns='" NS_TLS "'/>");
+	harness_tls_done(r->ls, HARNESS_UPSTREAM);
+	feed(r, HARNESS_UPSTREAM, S_HDR("s2"));
+	feed(r, HARNESS_UPSTREAM, S_FEATURES);
+	feed(r, HARNESS_CLIENT, "<starttls xmlns='" NS_TLS "'/>");
+	harness_tls_done(r->ls, HARNESS_CLIENT);
+	feed(r, HARNESS_CLIENT, C_HDR);
+	feed(r, HARNESS_CLIENT, C_AUTH);
+	feed(r, HARNESS_UPSTREAM, S_SUCCESS);
+	feed(r, HARNESS_CLIENT, C_HDR);
+	feed(r, HARNESS_UPSTREAM, S_HDR("s3"));
+	feed(r, HARNESS_UPSTREAM, S_FEATURES_BIND);
+	feed(r, HARNESS_CLIENT, C_BIND);
+	feed(r, HARNESS_UPSTREAM, S_BOUND("alice@example.test/phone"));
+}
+
+static void test_starttls(void)
+{
+	struct result x;
+	run_both("starttls", NULL, SESSION_PORT_STARTTLS, sc_starttls, &x);
+	dump("starttls", &x);
+	T_CHECK(!x.closed, "starttls: the session stays open");
+	T_STREQ(x.events,
+	        "connect upstream stream stream starttls tls stream features starttls tls "
+	        "stream features auth auth_result stream stream features bind login",
+	        "starttls: events");
+	T_CHECK(has(x.upstream, "<starttls xmlns='" NS_TLS "'/>"),
+	        "starttls: the proxy starts TLS toward the server");
+	T_CHECK(has(x.client, "<starttls xmlns='" NS_TLS "'><required/></starttls>") &&
+	            strstr(x.client, "<mechanism>") > strstr(x.client, "<proceed"),
+	        "starttls: the client is first offered STARTTLS required, no mechanisms");
+	T_CHECK(has(x.client, "<proceed xmlns='" NS_TLS "'/>"),
+	        "starttls: the client hears proceed");
+	T_CHECK(has(after(x.client, "<proceed"), "<mechanism>PLAIN</mechanism>"),
+	        "starttls: after TLS the client is offered PLAIN");
+	T_CHECK(has(x.log, "\"event\":\"auth\",\"mechanism\":\"PLAIN\",\"tls\":true"),
+	        "starttls: the auth is logged with tls true");
+	result_free(&x);
+}
+
+/* Direct TLS on both legs (XEP-0368): no STARTTLS anywhere. */
+static void sc_direct(struct run *r)
+{
+	harness_tls_done(r->ls, HARNESS_CLIENT);
+	harness_connected(r->ls);
+	feed(r, HARNESS_CLIENT, C_HDR);
+	harness_tls_done(r->ls, HARNESS_UPSTREAM);
+	feed(r, HARNESS_UPSTREAM, S_HDR("s1"));
+	feed(r, HARNESS_UPSTREAM, S_FEATURES);
+	feed(r, HARNESS_CLIENT, C_AUTH);
+	feed(r, HARNESS_UPSTREAM, S_SUCCESS);
+	feed(r, HARNESS_CLIENT, C_HDR);
+	feed(r, HARNESS_UPSTREAM, S_HDR("s2"));
+	feed(r, HARNESS_UPSTREAM, S_FEATURES_BIND);
+	feed(r, HARNESS_CLIENT, C_BIND);
+	feed(r, HARNESS_UPSTREAM, S_BOUND("alice@example.test/phone"));
+}
+
+static const char *const CONF_DIRECT[] = {"upstream_tls=direct", NULL};
+
+static void test_direct_tls(void)
+{
+	struct result x;
+	run_both("direct tls", CONF_DIRECT, SESSION_PORT_DIRECT_TLS, sc_direct, &x);
+	dump("direct tls", &x);
+	T_CHECK(!x.closed, "direct tls: the session stays open");
+	T_STREQ(x.events,
+	        "connect tls upstream stream tls stream features auth auth_result stream "
+	        "stream features bind login",
+	        "direct tls: events");
+	T_CHECK(!has(x.client, "starttls") && !has(x.upstream, "starttls"),
+	        "direct tls: no STARTTLS on either leg");
+	T_CHECK(has(x.log, "\"event\":\"auth\",\"mechanism\":\"PLAIN\",\"tls\":true"),
+	        "direct tls: the auth is over TLS");
+	T_CHECK(has(x.log, "\"client_tls\":\"TLSv1.3\"") || has(x.log, "\"client_tls\":\"TLSv"),
+	        "direct tls: the login record names the client's TLS");
+	result_free(&x);
+}
+
+/* ---- refusals ---- */
+
+/* One run, whole, of a script from the features on (config conf). */
+static void refusal(const char *name, const char *const *conf, const char *features,
+                    const char *client_msg, struct result *x)
+{
+	struct run r;
+	run_begin(&r, conf, SESSION_PORT_STARTTLS, false);
+	sc_preauth(&r, features);
+	harness_take(r.ls, HARNESS_UPSTREAM);
+	feed(&r, HARNESS_CLIENT, client_msg);
+	run_end(&r, x);
+	dump(name, x);
+	check_no_secret(x, name);
+}
+
+#define FAILURE(cond) "<failure xmlns='" NS_SASL "'><" cond " xmlns='" NS_SASL "'/>"
+
+static void test_refusals(void)
+{
+	struct result x;
+	char t[160];
+
+	static const char *const deny[] = {"upstream_tls=none", "require_tls=no",
+	                                   "mechanisms_deny=PLAIN", NULL};
+	refusal("mechanisms_deny", deny, S_FEATURES, C_AUTH, &x);
+	T_CHECK(has(x.log, "\"rule\":\"mechanisms_deny\",\"action\":\"strip\""),
+	        "mechanisms_deny: PLAIN stripped from the offer, logged");
+	T_CHECK(has(x.log, "\"offered\":[\"SCRAM-SHA-1\"]"), "mechanisms_deny: only SCRAM offered");
+	T_CHECK(has(x.client, FAILURE("invalid-mechanism")),
+	        "mechanisms_deny: the client hears invalid-mechanism");
+	T_CHECK(!has(x.upstream, "<auth"), "mechanisms_deny: the server never sees the <auth>");
+	T_CHECK(!x.closed, "mechanisms_deny: the client may try again");
+	T_CHECK(has(x.log, "\"event\":\"auth_result\",\"outcome\":\"failure\",\"by\":\"proxy\""),
+	        "mechanisms_deny: the result is the proxy's");
+	result_free(&x);
+
+	static const char *const plain_rej[] = {"upstream_tls=none", "require_tls=no",
+	                                        "plain_without_tls=reject", NULL};
+	refusal("plain_without_tls", plain_rej, S_FEATURES, C_AUTH, &x);
+	T_CHECK(has(x.log, "\"rule\":\"plain_without_tls\",\"action\":\"strip\"") &&
+	            has(x.log, "\"rule\":\"plain_without_tls\",\"action\":\"reject\""),
+	        "plain_without_tls: stripped from the offer, then the attempt refused");
+	T_CHECK(has(x.client, "<failure xmlns='" NS_SASL "'>") && !has(x.upstream, "<auth"),
+	        "plain_without_tls: the client hears a failure, the server nothing");
+	result_free(&x);
+
+	static const char *const users[] = {"upstream_tls=none", "require_tls=no",
+	                                    "users_deny=mallory", NULL};
+	refusal("users_deny", users, S_FEATURES,
+	        "<auth xmlns='" NS_SASL "' mechanism='PLAIN'>AG1hbGxvcnkAczNjcmV0UFc=</auth>", &x);
+	T_CHECK(has(x.log, "\"rule\":\"users_deny\",\"action\":\"reject\""),
+	        "users_deny: mallory refused, logged");
+	T_CHECK(has(x.client, "<failure xmlns='" NS_SASL "'><not-authorized") &&
+	            !has(x.upstream, "<auth"),
+	        "users_deny: the client hears not-authorized, the server nothing");
+	T_CHECK(!has(x.log, "AG1hbGxvcnkAczNjcmV0UFc="), "users_deny: the payload is not logged");
+	result_free(&x);
+
+	/* a third NUL: the server might read the identity otherwise */
+	refusal("malformed PLAIN", users, S_FEATURES,
+	        "<auth xmlns='" NS_SASL "' mechanism='PLAIN'>AGFsAGljZQBzM2NyZXRQVw==</auth>", &x);
+	T_CHECK(has(x.log, "\"rule\":\"users_deny\",\"action\":\"reject\"") &&
+	            !has(x.upstream, "<auth"),
+	        "malformed PLAIN: refused while an identity rule is set");
+	T_CHECK(has(x.log, "\"malformed\":true"), "malformed PLAIN: logged as malformed");
+	result_free(&x);
+	/* one NUL: names nobody */
+	refusal("PLAIN with one NUL", users, S_FEATURES,
+	        "<auth xmlns='" NS_SASL "' mechanism='PLAIN'>YWxpY2UAczNjcmV0UFc=</auth>", &x);
+	T_CHECK(has(x.client, "<failure xmlns='" NS_SASL "'>") && !has(x.upstream, "<auth"),
+	        "PLAIN with one NUL: refused while an identity rule is set");
+	T_CHECK(!has(x.log, "czNjcmV0UFc") && !has(x.log, "alice\\u0000"),
+	        "PLAIN with one NUL: nothing of the payload logged");
+	result_free(&x);
+	/* not base64 */
+	refusal("PLAIN not base64", CONF_PLAIN, S_FEATURES,
+	        "<auth xmlns='" NS_SASL "' mechanism='PLAIN'>!!!!</auth>", &x);
+	T_CHECK(has(x.client, FAILURE("incorrect-encoding")) && !has(x.upstream, "<auth"),
+	        "PLAIN not base64: incorrect-encoding, the server sees nothing");
+	result_free(&x);
+
+	refusal("iq-auth", CONF_PLAIN, S_FEATURES,
+	        "<iq type='set' id='a1'><query xmlns='jabber:iq:auth'><username>alice</username>"
+	        "<password>" SECRET "</password><resource>r</resource></query></iq>",
+	        &x);
+	T_CHECK(has(x.log, "\"legacy\":true") && has(x.log, "\"username\":\"alice\"") &&
+	            has(x.log, "\"rule\":\"iq_auth\",\"action\":\"reject\""),
+	        "iq-auth: recorded with its username and refused");
+	T_CHECK(x.closed && has(x.client, "<stream:error><not-authorized") &&
+	            has(x.client, "</stream:stream>"),
+	        "iq-auth: the client hears not-authorized and the stream ends");
+	T_CHECK(!has(x.upstream, "jabber:iq:auth") && has(x.upstream, "</stream:stream>"),
+	        "iq-auth: the server never sees it; its stream ends cleanly");
+	result_free(&x);
+
+	refusal("stanza before auth", CONF_PLAIN, S_FEATURES,
+	        "<message to='bob@example.test'><body>hello</body></message>", &x);
+	T_CHECK(x.closed && has(x.client, "<stream:error><not-authorized") &&
+	            !has(x.upstream, "<message"),
+	        "stanza before auth: not-authorized, nothing reaches the server");
+	T_CHECK(has(x.reason, "stanza before authentication"),
+	        "stanza before auth: the close says why");
+	result_free(&x);
+
+	refusal("unknown element", CONF_PLAIN, S_FEATURES, "<foo xmlns='urn:x'/>", &x);
+	T_CHECK(x.closed && has(x.client, "<stream:error><unsupported-stanza-type"),
+	        "unknown element before auth: unsupported-stanza-type");
+	result_free(&x);
+
+	/* in-band registration is the one iq that passes */
+	refusal("register", CONF_PLAIN, S_FEATURES,
+	        "<iq type='get' id='r1'><query xmlns='jabber:iq:register'/></iq>", &x);
+	T_CHECK(!x.closed && has(x.upstream, "jabber:iq:register"),
+	        "register: an iq with one register query reaches the server");
+	result_free(&x);
+
+	snprintf(t, sizeof(t), "refusals done");
+	(void)t;
+}
+
+/* auth_failures = 1/600: the server's failure is held for a pause; then
+ * the address is refused by the proxy (this session and the next). */
+static void test_auth_failures(void)
+{
+	static const char *const conf[] = {"upstream_tls=none", "require_tls=no",
+	                                   "auth_failures=1/600", NULL};
+	struct run r;
+	struct result x;
+	run_begin(&r, conf, SESSION_PORT_STARTTLS, false);
+	sc_preauth(&r, S_FEATURES);
+	feed(&r, HARNESS_CLIENT, C_AUTH);
+	harness_take(r.ls, HARNESS_CLIENT);
+	feed(&r, HARNESS_UPSTREAM, FAILURE("not-authorized") "</failure>");
+	T_CHECK(r.ls->delays == 1 && r.ls->delay >= 0.2 && r.ls->delay <= 1.0,
+	        "auth_failures: a pause of 0.2 to 1 s is asked for");
+	T_CHECK(strcmp(harness_peek(r.ls, HARNESS_CLIENT), "") == 0 &&
+	            !harness_reading(r.ls, HARNESS_CLIENT),
+	        "auth_failures: during the pause the client hears nothing and is not read");
+	feed(&r, HARNESS_CLIENT, C_AUTH); /* a retry, waiting in the kernel */
+	T_CHECK(strcmp(harness_peek(r.ls, HARNESS_CLIENT), "") == 0,
+	        "auth_failures: a retry sent in the pause waits");
+	harness_take(r.ls, HARNESS_UPSTREAM);
+	harness_resume(r.ls);
+	const char *c = harness_take(r.ls, HARNESS_CLIENT);
+	T_CHECK(has(c, "<failure xmlns='" NS_SASL "'><not-authorized/></failure>"),
+	        "auth_failures: after the pause, the server's failure");
+	T_CHECK(!has(harness_peek(r.ls, HARNESS_UPSTREAM), "<auth"),
+	        "auth_failures: the retry does not reach the server");
+	T_CHECK(r.ls->delays == 2, "auth_failures: the refused retry is paused too");
+	harness_resume(r.ls);
+	T_CHECK(has(harness_take(r.ls, HARNESS_CLIENT), FAILURE("temporary-auth-failure")),
+	        "auth_failures: the retry is refused with temporary-auth-failure");
+
+	/* a new session from the same address */
+	struct harness_session *s2 = harness_session_new(r.hp, SESSION_PORT_STARTTLS);
+	harness_connected(s2);
+	harness_feeds(s2, HARNESS_CLIENT, C_HDR);
+	harness_feeds(s2, HARNESS_UPSTREAM, S_HDR("t1") S_FEATURES);
+	harness_take(s2, HARNESS_UPSTREAM);
+	harness_feeds(s2, HARNESS_CLIENT, C_AUTH);
+	harness_resume(s2);
+	T_CHECK(has(harness_take(s2, HARNESS_CLIENT), FAILURE("temporary-auth-failure")) &&
+	            !has(harness_peek(s2, HARNESS_UPSTREAM), "<auth"),
+	        "auth_failures: the next session from the address is refused by the proxy");
+	harness_session_free(s2);
+	run_end(&r, &x);
+	dump("auth_failures", &x);
+	T_CHECK(has(x.log, "\"rule\":\"auth_failures\",\"action\":\"reject\""),
+	        "auth_failures: the refusal is logged");
+	check_no_secret(&x, "auth_failures");
+	result_free(&x);
+}
+
+/* ---- the deferred failure ---- */
+
+static void test_deferred_failure(void)
+{
+	struct run r;
+	struct result x;
+
+	/* the upstream cannot be reached before the client said anything */
+	run_begin(&r, CONF_PLAIN, SESSION_PORT_STARTTLS, false);
+	harness_error(r.ls, HARNESS_UPSTREAM, "connect: Connection refused");
+	T_CHECK(!harness_closed(r.ls) && strcmp(harness_peek(r.ls, HARNESS_CLIENT), "") == 0,
+	        "deferred: nothing to the client before its header");
+	T_CHECK(r.ls->leg[HARNESS_UPSTREAM].closes >= 1 && r.ls->deadlines == 1,
+	        "deferred: the upstream is let go, a linger bounds the wait");
+	feed(&r, HARNESS_CLIENT, C_HDR);
+	const char *c = harness_peek(r.ls, HARNESS_CLIENT);
+	T_CHECK(strncmp(c, "<?xml version='1.0'?><stream:stream ", 36) == 0 &&
+	            has(c, "<stream:error><remote-connection-failed") &&
+	            has(c, "cannot reach the server") && has(c, "</stream:stream>"),
+	        "deferred: after its header the client hears our header and the error");
+	T_CHECK(harness_closed(r.ls) && has(r.ls->close_reason, "upstream connect failed"),
+	        "deferred: then the session closes with the upstream's reason");
+	run_end(&r, &x);
+	dump("deferred", &x);
+	T_STREQ(x.events, "connect upstream stream stream_error close", "deferred: events");
+	result_free(&x);
+
+	/* the same, with the header fed a byte at a time */
+	run_begin(&r, CONF_PLAIN, SESSION_PORT_STARTTLS, true);
+	harness_timeout(r.ls, true);
+	feed(&r, HARNESS_CLIENT, C_HDR);
+	T_CHECK(
+	    has(harness_peek(r.ls, HARNESS_CLIENT), "<stream:error><remote-connection-failed") &&
+	        harness_closed(r.ls),
+	    "deferred: a connect timeout, told after a header fed byte by byte");
+	run_end(&r, &x);
+	result_free(&x);
+
+	/* the client never sends its header: the linger closes */
+	run_begin(&r, CONF_PLAIN, SESSION_PORT_STARTTLS, false);
+	harness_timeout(r.ls, true);
+	harness_timeout(r.ls, false);
+	T_CHECK(harness_closed(r.ls) && strcmp(harness_all(r.ls, HARNESS_CLIENT), "") == 0,
+	        "deferred: a client that never opens its stream hears nothing");
+	run_end(&r, &x);
+	result_free(&x);
+
+	/* a server that fails while the client is in its STARTTLS handshake */
+	run_begin(&r, NULL, SESSION_PORT_STARTTLS, false);
+	harness_connected(r.ls);
+	feed(&r, HARNESS_CLIENT, C_HDR);
+	feed(&r, HARNESS_UPSTREAM, S_HDR("s1") S_FEATURES_STARTTLS);
+	feed(&r, HARNESS_UPSTREAM, "<proceed xmlns='" NS_TLS "'/>");
+	harness_tls_done(r.ls, HARNESS_UPSTREAM);
+	feed(&r, HARNESS_UPSTREAM, S_HDR("s2") S_FEATURES);
+	feed(&r, HARNESS_CLIENT, "<starttls xmlns='" NS_TLS "'/>");
+	harness_take(r.ls, HARNESS_CLIENT);
+	harness_eof(r.ls, HARNESS_UPSTREAM);
+	T_CHECK(!harness_closed(r.ls) && strcmp(harness_peek(r.ls, HARNESS_CLIENT), "") == 0,
+	        "deferred: the upstream goes during the client's handshake: nothing yet");
+	harness_tls_done(r.ls, HARNESS_CLIENT);
+	feed(&r, HARNESS_CLIENT, C_HDR);
+	T_CHECK(
+	    has(harness_peek(r.ls, HARNESS_CLIENT), "<stream:error><remote-connection-failed") &&
+	        harness_closed(r.ls),
+	    "deferred: told in the stream the client opens over TLS");
+	run_end(&r, &x);
+	result_free(&x);
+}
+
+/* ---- the held header ---- */
+
+static void test_held_header(void)
+{
+	struct run r;
+	struct result x;
+
+	/* the server's post-login header and features come before the
+	 * client's new header, in pieces: nothing of them reaches the client
+	 * until the features are complete, and then rewritten */
+	run_begin(&r, CONF_PLAIN, SESSION_PORT_STARTTLS, false);
+	sc_preauth(&r, S_FEATURES);
+	feed(&r, HARNESS_CLIENT, C_AUTH);
+	feed(&r, HARNESS_UPSTREAM, S_SUCCESS);
+	harness_take(r.ls, HARNESS_CLIENT);
+	feed(&r, HARNESS_CLIENT, C_HDR);
+	feed(&r, HARNESS_UPSTREAM, S_HDR("s2") "<stream:features><bind xmlns='" NS_BIND "'/>");
+	T_CHECK(strcmp(harness_peek(r.ls, HARNESS_CLIENT), "") == 0,
+	        "held header: header and partial features held");
+	feed(&r, HARNESS_UPSTREAM,
+	     "<compression xmlns='http://jabber.org/features/compress'><method>zlib</method>"
+	     "</compression></stream:features><message><body>early</body></message>");
+	T_STREQ(harness_peek(r.ls, HARNESS_CLIENT),
+	        S_HDR("s2") "<stream:features><bind xmlns='" NS_BIND "'/></stream:features>"
+	                    "<message><body>early</body></message>",
+	        "held header: released with the features rewritten, what followed after");
+	run_end(&r, &x);
+	result_free(&x);
+
+	/* a stream error instead of features: the client gets the held
+	 * header, then the error as the server wrote it */
+	run_begin(&r, CONF_PLAIN, SESSION_PORT_STARTTLS, false);
+	sc_preauth(&r, S_FEATURES);
+	feed(&r, HARNESS_CLIENT, C_AUTH);
+	feed(&r, HARNESS_UPSTREAM, S_SUCCESS);
+	harness_take(r.ls, HARNESS_CLIENT);
+	feed(&r, HARNESS_CLIENT, C_HDR);
+	feed(&r, HARNESS_UPSTREAM,
+	     S_HDR(
+	         "s2") "<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+	               "</stream:error></stream:stream>");
+	T_STREQ(harness_peek(r.ls, HARNESS_CLIENT),
+	        S_HDR("s2") "<stream:error><not-authorized "
+	                    "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
+	                    "</stream:stream>",
+	        "held header: a stream error in place of features goes as it is");
+	run_end(&r, &x);
+	result_free(&x);
+
+	/* the server goes before its features: the client hears it in the
+	 * server's held header */
+	run_begin(&r, CONF_PLAIN, SESSION_PORT_STARTTLS, false);
+	sc_preauth(&r, S_FEATURES);
+	feed(&r, HARNESS_CLIENT, C_AUTH);
+	feed(&r, HARNESS_UPSTREAM, S_SUCCESS);
+	harness_take(r.ls, HARNESS_CLIENT);
+	feed(&r, HARNESS_CLIENT, C_HDR);
+	feed(&r, HARNESS_UPSTREAM, S_HDR("s2"));
+	harness_eof(r.ls, HARNESS_UPSTREAM);
+	const char *c = harness_peek(r.ls, HARNESS_CLIENT);
+	T_CHECK(strncmp(c, S_HDR("s2"), strlen(S_HDR("s2"))) == 0 &&
+	            has(c, "<stream:error><remote-connection-failed") && harness_closed(r.ls),
+	        "held header: EOF before the features: the error in the server's header");
+	run_end(&r, &x);
+	result_free(&x);
+}
+
+/* ---- the bind gate ---- */
+
+static const char *const CONF_GATE[] = {"upstream_tls=none", "require_tls=no", "users_deny=mallory",
+                                        NULL};
+
+static void gate_to_bind(struct run *r)
+{
+	sc_preauth(r, S_FEATURES);
+	feed(r, HARNESS_CLIENT, C_AUTH);
+	feed(r, HARNESS_UPSTREAM, S_SUCCESS);
+	/* the client pipelines its header, the bind and a presence */
+	feed(r, HARNESS_CLIENT, C_HDR C_BIND C_PRESENCE);
+	feed(r, HARNESS_UPSTREAM, S_HDR("s2") S_FEATURES_BIND);
+}
+
+static void test_gate(void)
+{
+	struct run r;
+	struct result x;
+
+	for (int bw = 0; bw <= 1; bw++) {
+		const char *name = bw ? "gate (byte at a time)" : "gate";
+		char t[160];
+		run_begin(&r, CONF_GATE, SESSION_PORT_STARTTLS, bw);
+		gate_to_bind(&r);
+		const char *u = after(harness_all(r.ls, HARNESS_UPSTREAM), C_AUTH);
+		snprintf(t, sizeof(t), "%s: the header and the bind reach the server", name);
+		T_CHECK(has(u, C_HDR C_BIND), t);
+		snprintf(t, sizeof(t), "%s: the pipelined presence waits for the bind result",
+		         name);
+		T_CHECK(!has(u, C_PRESENCE), t);
+		feed(&r, HARNESS_UPSTREAM, S_BOUND("alice@example.test/phone"));
+		u = after(harness_all(r.ls, HARNESS_UPSTREAM), C_AUTH);
+		snprintf(t, sizeof(t), "%s: released after the bind result, in order", name);
+		T_CHECK(has(u, C_HDR C_BIND C_PRESENCE), t);
+		feed(&r, HARNESS_CLIENT, "<message to='bob@example.test'><body>x</body></message>");
+		snprintf(t, sizeof(t), "%s: then the stream flows", name);
+		T_CHECK(has(harness_all(r.ls, HARNESS_UPSTREAM), "<body>x</body>") &&
+		            !harness_closed(r.ls) && r.ls->login_done >= 1,
+		        t);
+		run_end(&r, &x);
+		result_free(&x);
+	}
+
+	/* the server binds a JID the rules refuse: the presence never goes */
+	run_begin(&r, CONF_GATE, SESSION_PORT_STARTTLS, false);
+	gate_to_bind(&r);
+	feed(&r, HARNESS_UPSTREAM, S_BOUND("mallory@example.test/phone"));
+	T_CHECK(harness_closed(r.ls) && !has(harness_all(r.ls, HARNESS_UPSTREAM), C_PRESENCE),
+	        "gate: a denied bound JID ends the session; the presence never reaches the server");
+	T_CHECK(has(harness_all(r.ls, HARNESS_CLIENT), "<stream:error><policy-violation"),
+	        "gate: the client hears policy-violation");
+	T_CHECK(!has(harness_all(r.ls, HARNESS_CLIENT), "mallory@example.test/phone"),
+	        "gate: the refused bind result is not relayed");
+	run_end(&r, &x);
+	dump("gate denied", &x);
+	T_CHECK(has(x.log, "\"rule\":\"users_deny\",\"action\":\"reject\""),
+	        "gate: the refusal is logged");
+	result_free(&x);
+
+	/* a stanza instead of the bind */
+	run_begin(&r, CONF_GATE, SESSION_PORT_STARTTLS, false);
+	sc_preauth(&r, S_FEATURES);
+	feed(&r, HARNESS_CLIENT, C_AUTH);
+	feed(&r, HARNESS_UPSTREAM, S_SUCCESS);
+	feed(&r, HARNESS_CLIENT, C_HDR C_PRESENCE);
+	feed(&r, HARNESS_UPSTREAM, S_HDR("s2") S_FEATURES_BIND);
+	T_CHECK(harness_closed(r.ls) && !has(harness_all(r.ls, HARNESS_UPSTREAM), C_PRESENCE) &&
+	            has(harness_all(r.ls, HARNESS_CLIENT), "<stream:error><not-authorized"),
+	        "gate: a stanza before the bind ends the session, unsent");
+	run_end(&r, &x);
+	result_free(&x);
+}
+
+int main(void)
+{
+	test_plain();
+	test_sasl2_bind2();
+	test_sasl2_iq();
+	test_starttls();
+	test_direct_tls();
+	test_refusals();
+	test_auth_failures();
+	test_deferred_failure();
+	test_held_header();
+	test_gate();
+	T_DONE();
+}
