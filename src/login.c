@@ -46,12 +46,12 @@
  *   proceed        <proceed/> or <failure/>                    starttls
  *   starttls       the TLS handshake                           header
  *   ready          an iq (answer to a register iq)             sasl, aborting_sasl
- *   sasl           challenge/success/failure, SASL2 continue,  ready, aborting, relay_hold,
- *                  task-data; an iq                            relay_first
+ *   sasl           challenge/success/failure, SASL2 continue,  ready, aborting, relay_hold
+ *                  task-data; an iq
  *   aborting       the <failure> answering our <abort/>        ready, aborting_sasl
  *   aborting_sasl  the same, the client's next exchange behind  sasl
- *   relay_hold     the new header and features after success   relay
- *   relay_first    the first element after a SASL2 success     relay
+ *   relay_hold     the first element after success (after a    relay
+ *                  restart: the new header, then features)
  *   relay          anything                                    -
  */
 #define B(x) (1u << (x))
@@ -79,12 +79,11 @@ static const struct {
       [US_PROCEED] = {"proceed", B(US_STARTTLS)},
       [US_STARTTLS] = {"starttls", B(US_HEADER)},
       [US_READY] = {"ready", B(US_SASL) | B(US_ABORTING_SASL)},
-      [US_SASL] = {"sasl", B(US_READY) | B(US_ABORTING) | B(US_RELAY_HOLD) | B(US_RELAY_FIRST)},
+      [US_SASL] = {"sasl", B(US_READY) | B(US_ABORTING) | B(US_RELAY_HOLD)},
       [US_ABORTING] = {"aborting", B(US_READY) | B(US_ABORTING_SASL)},
       [US_ABORTING_SASL] = {"aborting_sasl", B(US_SASL)},
       [US_RELAY_HOLD] = {"relay_hold", B(US_RELAY)},
       [US_RELAY] = {"relay", 0},
-      [US_RELAY_FIRST] = {"relay_first", B(US_RELAY)},
 };
 #undef B
 
@@ -281,19 +280,8 @@ static void login_on_element(void *ctx, const struct xml_elem *e, uint64_t start
 			login_relay_c2s(s, e, start, end);
 		else
 			login_client_element(s, e);
-	} else if (s->ustate == US_RELAY_HOLD && xml_is(e, XML_NS_STREAMS, "features")) {
-		login_relay_features(s, e, start, end);
-	} else if (s->ustate == US_RELAY_FIRST) {
-		login_relay_first(s, e, start, end);
 	} else if (s->ustate == US_RELAY_HOLD) {
-		/* not features (a stream error, most likely): nothing to rewrite,
-		 * the client gets the held bytes as they are and what follows
-		 * (login_data sends them), less a header already released */
-		login_relay_s2c(s, e);
-		if (s->client.hdr_sent)
-			buf_consume(&l->hold, (size_t)s->held_hdr_end);
-		s->client.hdr_sent = true;
-		login_upstream_enter(s, US_RELAY);
+		login_hold_element(s, e, start, end);
 	} else if (login_relaying(s)) {
 		login_relay_s2c(s, e);
 	} else {
@@ -377,11 +365,11 @@ void login_data(struct leg *l, const char *data, size_t len)
 		bool client = login_is_client(l);
 		bool relay = client ? s->cstate == CS_RELAY : s->ustate == US_RELAY;
 		bool hold = !client && s->ustate == US_RELAY_HOLD;
-		bool gated = relay && login_is_client(l) && s->gate != SESSION_GATE_OPEN;
+		bool gated = relay && client && s->gate != SESSION_GATE_OPEN;
 		uint64_t base = xml_offset(l->xml);
 		size_t used;
 
-		if (gated && l->hold.len == 0)
+		if ((gated || hold) && l->hold.len == 0)
 			l->relay_from = base;
 		if ((hold || gated) && buf_add(&l->hold, data, len) < 0) {
 			session_close(s, "out of memory");
@@ -403,19 +391,11 @@ void login_data(struct leg *l, const char *data, size_t len)
 		} else if (relay) {
 			login_send(l->peer, data, used);
 			l->relay_clean = xml_at_boundary(l->xml);
-		} else if (s->first_pending && !login_is_client(l)) {
-			login_release_first(l, data, used, base);
-		} else if (hold && s->ustate == US_RELAY) {
-			/* the features were rewritten (or an error came instead):
-			 * pass on what followed */
-			login_send(l->peer, buf_head(&l->hold), l->hold.len);
-			buf_free(&l->hold);
-			l->relay_clean = xml_at_boundary(l->xml);
-		} else if (hold && l->hold.len > login_conf(s)->max_stanza_prelogin) {
-			login_fail(s, "remote-connection-failed",
-			           "the server's features are too large",
-			           "upstream features too large");
-			return;
+		} else if (!client && s->hold_active) {
+			if (hold && used < len)
+				l->hold.len -= len - used < l->hold.len ? len - used : l->hold.len;
+			if (!login_hold_flush(s, data, used, base, hold))
+				return;
 		}
 		data += used;
 		len -= used;
@@ -507,7 +487,7 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		         why ? why : "");
 		if (s->ended_by != NULL && ev == LEG_EV_EOF)
 			snprintf(reason, sizeof(reason), "%s", s->ended_by);
-		if (!client && (s->ustate == US_RELAY_HOLD || s->ustate == US_RELAY_FIRST)) {
+		if (!client && s->ustate == US_RELAY_HOLD) {
 			/* gone before its features: the client hears it in the
 			 * server's held header */
 			login_fail(s, "remote-connection-failed",

@@ -42,9 +42,9 @@ enum upstream_state {
 	US_SASL,            /* an exchange is being relayed */
 	US_ABORTING,        /* our <abort/> sent; the <failure> answering it is dropped */
 	US_ABORTING_SASL,   /* ... and the client's next exchange is already behind it */
-	US_RELAY_HOLD,      /* after success: holding the new header and features */
+	US_RELAY_HOLD,      /* after success: holding the server's bytes up to its first
+	                       element (after a restart: the new header and features) */
 	US_RELAY,           /* relayed as it is, still parsed */
-	US_RELAY_FIRST,     /* after a SASL2 success: holding the first element */
 	US_STATE_COUNT,
 };
 

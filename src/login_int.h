@@ -106,9 +106,9 @@ bool login_bound_identity_allowed(struct session *s);
 void login_gate_release(struct session *s, uint64_t upto);
 void login_relay_c2s(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end);
 void login_relay_s2c(struct session *s, const struct xml_elem *e);
-void login_relay_features(struct session *s, const struct xml_elem *e, uint64_t start,
-                          uint64_t end);
-void login_relay_first(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end);
-void login_release_first(struct leg *l, const char *data, size_t used, uint64_t base);
+void login_upstream_hold(struct session *s, uint64_t from);
+void login_hold_element(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end);
+bool login_hold_flush(struct session *s, const char *data, size_t used, uint64_t base,
+                      bool held_before);
 
 #endif

@@ -145,9 +145,7 @@ static void login_sasl2_success(struct session *s, const struct xml_elem *e, uin
 	login_enter_relay(s);
 	/* No restart: what follows </success> is held until its first element
 	 * is known, so that features there can be rewritten (compression). */
-	s->upstream.relay_from = end;
-	s->first_pending = true;
-	login_upstream_enter(s, US_RELAY_FIRST);
+	login_upstream_hold(s, end);
 	if (bound != NULL) {
 		audit_bind(s, true, true);
 		/* bound inline: no iq bind will come, names are enough now */
@@ -199,7 +197,7 @@ static void login_upstream_success(struct session *s, const struct xml_elem *e, 
 	s->upstream.hdr_sent = false;
 	s->upstream.restart = true;
 	xml_stop(s->upstream.xml);
-	login_upstream_enter(s, US_RELAY_HOLD);
+	login_upstream_hold(s, end);
 }
 
 void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t end)

@@ -321,84 +321,113 @@ void login_relay_s2c(struct session *s, const struct xml_elem *e)
 	}
 }
 
-/* The post-login features: held until complete, then rewritten so that
- * compression (which would turn the stream into zlib) is not offered. */
-void login_relay_features(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end)
+/*
+ * After success the server's bytes are held until its first element is
+ * known (RFC 6120: after the restart, a new header and the post-login
+ * features; XEP-0388: whatever follows </success>), so that features can
+ * be rewritten without compression before the client sees them. One
+ * mechanism for both: the upstream leg's hold, whose first byte is stream
+ * offset relay_from; after a restart it holds the new header too
+ * (held_hdr), which an error for the client may release early.
+ */
+void login_upstream_hold(struct session *s, uint64_t from)
 {
 	struct leg *u = &s->upstream;
-	struct streamfeatures f = {0};
-
-	if (streamfeatures_parse(&f, e) < 0) {
-		session_close(s, "out of memory");
-		return;
-	}
-	/* the held bytes begin at offset 0 of this stream; the header may
-	 * have gone out already, ahead of an error */
-	size_t from = s->client.hdr_sent ? (size_t)s->held_hdr_end : 0;
-	login_send(&s->client, buf_head(&u->hold) + from, (size_t)start - from);
-	s->client.hdr_sent = true;
-	struct buf b = {0};
-	streamfeatures_write(&b, s->client.out_prefix, f.starttls, (const char *const *)f.mechs,
-	                     f.nmechs, NULL, 0, true, &f);
-	login_send_buf(&s->client, &b);
-	audit_features_relayed(s, &f);
-	streamfeatures_free(&f);
-	buf_consume(&u->hold, (size_t)end);
-	login_upstream_enter(s, US_RELAY);
+	buf_free(&u->hold);
+	buf_free(&s->hold_repl);
+	u->relay_from = from;
+	s->held_hdr = false;
+	s->hold_rewrite = s->hold_released = false;
+	s->hold_active = true;
+	login_upstream_enter(s, US_RELAY_HOLD);
 }
 
-/* The first element after a SASL2 success: features are rewritten like
- * the post-restart ones; anything else goes as it is. login_data() sends
- * the held bytes once this has run. */
-void login_relay_first(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end)
+/* The held bytes through the first element go to the client, rewritten
+ * features in place of the original, less a header already released. */
+static void login_hold_release(struct session *s)
 {
-	s->first_replace = xml_is(e, XML_NS_STREAMS, "features");
-	if (s->first_replace) {
+	struct leg *u = &s->upstream;
+	size_t skip =
+	    s->held_hdr && s->client.hdr_sent ? (size_t)(s->held_hdr_end - u->relay_from) : 0;
+	size_t a = (size_t)(s->hold_start - u->relay_from),
+	       b = (size_t)(s->hold_end - u->relay_from);
+	if (s->hold_rewrite) {
+		login_send(&s->client, buf_head(&u->hold) + skip, a - skip);
+		login_send_buf(&s->client, &s->hold_repl);
+	} else {
+		login_send(&s->client, buf_head(&u->hold) + skip, b - skip);
+	}
+	buf_consume(&u->hold, b);
+	u->relay_from += b;
+	s->client.hdr_sent = true;
+	s->hold_released = true;
+}
+
+/* The first element after success, while held: features are rewritten,
+ * anything else (a stream error, most likely) goes as it is. The bytes
+ * through it go out now if they are all held already (after a restart),
+ * else once login_data() has held them (login_hold_flush()). */
+void login_hold_element(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end)
+{
+	struct leg *u = &s->upstream;
+	s->hold_rewrite = xml_is(e, XML_NS_STREAMS, "features");
+	if (s->hold_rewrite) {
 		struct streamfeatures f = {0};
 		if (streamfeatures_parse(&f, e) < 0) {
 			session_close(s, "out of memory");
 			return;
 		}
-		streamfeatures_write(&s->first_repl, s->client.out_prefix, f.starttls,
+		streamfeatures_write(&s->hold_repl, s->client.out_prefix, f.starttls,
 		                     (const char *const *)f.mechs, f.nmechs, NULL, 0, true, &f);
 		audit_features_relayed(s, &f);
 		streamfeatures_free(&f);
-		s->first_start = start;
-		s->first_end = end;
 	} else {
 		login_relay_s2c(s, e);
+		if (s->closing)
+			return;
 	}
+	s->hold_start = start;
+	s->hold_end = end;
 	login_upstream_enter(s, US_RELAY);
+	if (end - u->relay_from <= u->hold.len)
+		login_hold_release(s);
 }
 
-/* After a SASL2 success, bytes wait in the hold buffer (hold[0] is
- * stream offset relay_from) until the first element is complete; then
- * they go out, rewritten features in place of the original. */
-void login_release_first(struct leg *l, const char *data, size_t used, uint64_t base)
+/* After a feed of the held upstream leg: bytes [from, used) of data join
+ * the hold unless login_data() put them there before the feed
+ * (held_before); once the first element has gone by, the rest goes out
+ * and the leg relays. Returns false if the session ended. */
+bool login_hold_flush(struct session *s, const char *data, size_t used, uint64_t base,
+                      bool held_before)
 {
-	struct session *s = login_session(l);
-	size_t from = l->relay_from > base ? (size_t)(l->relay_from - base) : 0;
-	if (from < used && buf_add(&l->hold, data + from, used - from) < 0) {
-		session_close(s, "out of memory");
-		return;
+	struct leg *u = &s->upstream;
+	if (!held_before) {
+		/* the hold began inside this feed (SASL2 success) */
+		size_t from = u->relay_from > base ? (size_t)(u->relay_from - base) : 0;
+		if (from < used && buf_add(&u->hold, data + from, used - from) < 0) {
+			session_close(s, "out of memory");
+			return false;
+		}
 	}
-	if (s->ustate == US_RELAY_FIRST) {
-		if (l->hold.len > login_conf(s)->max_stanza)
+	if (s->ustate == US_RELAY_HOLD) {
+		size_t max =
+		    s->sasl2 ? login_conf(s)->max_stanza : login_conf(s)->max_stanza_prelogin;
+		if (u->hold.len > max) {
 			login_fail(s, "remote-connection-failed",
-			           "the server's first stanza is too large",
-			           "upstream stanza after SASL2 success too large");
-		return;
+			           s->sasl2 ? "the server's first stanza is too large"
+			                    : "the server's features are too large",
+			           s->sasl2 ? "upstream stanza after SASL2 success too large"
+			                    : "upstream features too large");
+			return false;
+		}
+		return true;
 	}
-	s->first_pending = false;
-	if (s->first_replace) {
-		size_t a = (size_t)(s->first_start - l->relay_from);
-		size_t b = (size_t)(s->first_end - l->relay_from);
-		login_send(l->peer, buf_head(&l->hold), a);
-		login_send_buf(l->peer, &s->first_repl);
-		login_send(l->peer, buf_head(&l->hold) + b, l->hold.len - b);
-	} else {
-		login_send(l->peer, buf_head(&l->hold), l->hold.len);
-	}
-	buf_free(&l->hold);
-	l->relay_clean = xml_at_boundary(l->xml);
+	if (!s->hold_released)
+		login_hold_release(s);
+	login_send(&s->client, buf_head(&u->hold), u->hold.len);
+	buf_free(&u->hold);
+	buf_free(&s->hold_repl);
+	s->hold_active = false;
+	u->relay_clean = xml_at_boundary(u->xml);
+	return true;
 }

@@ -81,8 +81,7 @@ bool login_can_write_stream(const struct leg *l)
 	const struct session *s = login_session(l);
 	/* relayed bytes must end between two items, not inside a stanza or
 	 * a tag (held features never reached the client) */
-	bool peer_held =
-	    login_is_client(l) && (s->ustate == US_RELAY_HOLD || s->ustate == US_RELAY_FIRST);
+	bool peer_held = login_is_client(l) && s->ustate == US_RELAY_HOLD;
 	if (login_relaying(s) && !l->peer->relay_clean && !peer_held)
 		return false;
 	return true;
@@ -96,7 +95,7 @@ static void login_release_held_header(struct session *s)
 	struct leg *u = &s->upstream;
 	if (s->ustate != US_RELAY_HOLD || !s->held_hdr || s->client.hdr_sent)
 		return;
-	login_send(&s->client, buf_head(&u->hold), (size_t)s->held_hdr_end);
+	login_send(&s->client, buf_head(&u->hold), (size_t)(s->held_hdr_end - u->relay_from));
 	s->client.hdr_sent = true;
 }
 

@@ -249,7 +249,7 @@ static void session_free(struct session *s)
 	addrtab_del(s->px->peers, &s->peer_key, ev_now(s->px->loop));
 	login_free(s);
 	buf_free(&s->delayed);
-	buf_free(&s->first_repl);
+	buf_free(&s->hold_repl);
 	leg_free(&s->client);
 	leg_free(&s->upstream);
 	free(s);

@@ -104,14 +104,18 @@ struct session {
 	struct sasl_state *sasl;
 	unsigned steps_c2s, steps_s2c, auth_attempts;
 	bool auth_tried, login_logged;
-	bool sasl2;            /* the exchange in progress is XEP-0388's */
-	bool held_hdr;         /* the server's post-login header is in the hold buffer */
-	uint64_t held_hdr_end; /* ... up to this offset */
-	/* after a SASL2 success the first element is held (login_release_first) */
-	bool first_pending, first_replace;
-	uint64_t first_start, first_end;
-	struct buf first_repl; /* the rewritten features */
-	const char *ended_by;  /* who sent </stream:stream> after login */
+	bool sasl2; /* the exchange in progress is XEP-0388's */
+	/* US_RELAY_HOLD, after success: the server's bytes are held (the
+	 * upstream leg's hold; its first byte is stream offset relay_from)
+	 * until its first element is known, and rewritten if it is features */
+	bool held_hdr;                 /* after a restart: the server's new header is held */
+	uint64_t held_hdr_end;         /* ... up to this offset */
+	bool hold_active;              /* from success until the held bytes have gone out */
+	bool hold_rewrite;             /* the first element is features: hold_repl replaces it */
+	bool hold_released;            /* bytes through it went out */
+	uint64_t hold_start, hold_end; /* the first element's bytes */
+	struct buf hold_repl;          /* the rewritten features */
+	const char *ended_by;          /* who sent </stream:stream> after login */
 	enum session_gate gate;
 	bool gate_held;        /* a whole element is among the held bytes */
 	bool attempt_inflight; /* an attempt reached the server, unanswered (addrtab) */
