@@ -93,8 +93,7 @@ void login_attempt_end(struct session *s);
 void login_refuse(struct session *s, const char *condition, const char *detail, bool counts);
 void login_refuse_verdict(struct session *s, const struct policy_verdict *v, bool counts);
 void login_refuse_midway(struct session *s, const struct policy_verdict *v);
-void login_refuse_builtin(struct session *s, const char *rule, const char *condition,
-                          const char *detail);
+void login_refuse_rule(struct session *s, enum policy_rule r);
 void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t end);
 
 /* login_relay.c */

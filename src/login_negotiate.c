@@ -32,9 +32,8 @@ static void login_client_features(struct session *s)
 
 	if (!s->client_tls && c->strip_starttls) {
 		/* a lab downgrade test: does the client go on in the clear? */
-		struct policy_verdict v = {.action = POLICY_STRIP, .rule = "strip_starttls"};
-		snprintf(v.detail, sizeof(v.detail),
-		         "STARTTLS hidden from the client; the upstream leg keeps TLS");
+		struct policy_verdict v;
+		policy_rule(c, POLICY_RULE_STRIP_STARTTLS, NULL, &v);
 		audit_policy(s, &v);
 		s->starttls_stripped = true;
 	} else if (!s->client_tls) {
@@ -44,16 +43,13 @@ static void login_client_features(struct session *s)
 	login_clear_offered(s);
 	if (sasl_now && c->noffer_mechanisms > 0) {
 		/* a lab test of what the client accepts: exactly this list */
-		struct policy_verdict v = {.action = POLICY_LOG, .rule = "offer_mechanisms"};
-		size_t used = (size_t)snprintf(v.detail, sizeof(v.detail), "offered exactly:");
+		struct policy_verdict v;
 		for (size_t i = 0; i < c->noffer_mechanisms; i++) {
 			s->offered[s->noffered++] = strdup(c->offer_mechanisms[i]);
 			if (s->offered[s->noffered - 1] == NULL)
 				s->noffered--;
-			if (used < sizeof(v.detail))
-				used += (size_t)snprintf(v.detail + used, sizeof(v.detail) - used,
-				                         " %s", c->offer_mechanisms[i]);
 		}
+		policy_rule(c, POLICY_RULE_OFFER_LIST, NULL, &v);
 		audit_policy(s, &v);
 	} else if (sasl_now) {
 		for (size_t i = 0; i < s->up.nmechs; i++) {
@@ -182,11 +178,10 @@ static void login_iq_auth(struct session *s, const struct xml_elem *e, const str
 	if (user != NULL && user->text != NULL)
 		login_copy_text(s->user, sizeof(s->user), user->text);
 	audit_iq_auth(s, type);
-	struct policy_verdict v = {.action = POLICY_REJECT, .rule = "iq_auth"};
-	snprintf(v.detail, sizeof(v.detail),
-	         "legacy authentication (XEP-0078) refused: it bypasses SASL");
+	struct policy_verdict v;
+	policy_rule(login_conf(s), POLICY_RULE_IQ_AUTH, NULL, &v);
 	audit_policy(s, &v);
-	audit_result(s, false, "proxy", "not-authorized", v.detail);
+	audit_result(s, false, "proxy", v.condition, v.detail);
 }
 
 /*
@@ -213,13 +208,11 @@ void login_client_preauth_iq(struct session *s, const struct xml_elem *e)
 	if (auth != NULL) {
 		login_iq_auth(s, e, auth);
 	} else {
-		struct policy_verdict v = {.action = POLICY_REJECT,
-		                           .rule =
-		                               register_only ? "require_tls" : "preauth_stanza"};
-		snprintf(v.detail, sizeof(v.detail), "%s",
-		         register_only
-		             ? "in-band registration before TLS refused"
-		             : "before login only an iq with one register query may pass");
+		struct policy_verdict v;
+		policy_rule(login_conf(s),
+		            register_only ? POLICY_RULE_REGISTER_BEFORE_TLS
+		                          : POLICY_RULE_PREAUTH_STANZA,
+		            NULL, &v);
 		audit_policy(s, &v);
 	}
 	login_fail(s, "not-authorized", "authenticate first", "stanza before authentication");

@@ -111,12 +111,11 @@ void login_refuse_midway(struct session *s, const struct policy_verdict *v)
 	login_client_enter(s, CS_PREAUTH);
 }
 
-/* A refusal of the proxy's own, not a configured rule. */
-void login_refuse_builtin(struct session *s, const char *rule, const char *condition,
-                          const char *detail)
+/* A refusal by one of the fixed rules (policy_rule()). */
+void login_refuse_rule(struct session *s, enum policy_rule r)
 {
-	struct policy_verdict v = {.action = POLICY_REJECT, .rule = rule, .condition = condition};
-	snprintf(v.detail, sizeof(v.detail), "%s", detail);
+	struct policy_verdict v;
+	policy_rule(login_conf(s), r, s->mechanism, &v);
 	login_refuse_verdict(s, &v, false);
 }
 
@@ -166,12 +165,8 @@ static void login_upstream_success(struct session *s, const struct xml_elem *e, 
 		audit_sasl_step(s, "s2c", ++s->steps_s2c, "success", &f);
 	}
 	if (policy_checks_identity(login_conf(s)) && !s->identity_checked) {
-		struct policy_verdict v = {.action = POLICY_REJECT,
-		                           .rule = login_conf(s)->nusers_deny ? "users_deny"
-		                                                              : "users_allow"};
-		snprintf(v.detail, sizeof(v.detail),
-		         "%s succeeded without naming an identity the proxy could check",
-		         s->mechanism);
+		struct policy_verdict v;
+		policy_rule(login_conf(s), POLICY_RULE_IDENTITY_UNCHECKED, s->mechanism, &v);
 		login_refuse_granted(s, &v, "identity never checked");
 		return;
 	}

@@ -142,12 +142,13 @@ void login_gate_release(struct session *s, uint64_t upto)
 	c->relay_clean = true;
 }
 
-static void login_gate_refuse(struct session *s, const char *detail, const char *reason)
+static void login_gate_refuse(struct session *s, enum policy_rule r, const char *arg,
+                              const char *reason)
 {
-	struct policy_verdict v = {.action = POLICY_REJECT, .rule = "bind_first"};
-	snprintf(v.detail, sizeof(v.detail), "%s", detail);
+	struct policy_verdict v;
+	policy_rule(login_conf(s), r, arg, &v);
 	audit_policy(s, &v);
-	login_end(s, "not-authorized", "bind a resource first", reason);
+	login_end(s, v.condition, "bind a resource first", reason);
 }
 
 /* XEP-0198 resume, while an identity rule waits for a bound JID: the
@@ -163,13 +164,12 @@ static void login_gate_resume(struct session *s, const struct xml_elem *e, uint6
 	buf_consume(&c->hold, n);
 	c->relay_from += n;
 	if (!login_can_write_stream(c)) {
-		login_gate_refuse(s, "XEP-0198 resume while the server's stream was mid-stanza",
+		login_gate_refuse(s, POLICY_RULE_RESUME_MIDSTANZA, NULL,
 		                  "resume before resource binding");
 		return;
 	}
-	struct policy_verdict v = {.action = POLICY_REJECT, .rule = "bind_first"};
-	snprintf(v.detail, sizeof(v.detail),
-	         "XEP-0198 resume answered as failed: its JID cannot be checked; bind instead");
+	struct policy_verdict v;
+	policy_rule(login_conf(s), POLICY_RULE_RESUME, NULL, &v);
 	audit_policy(s, &v);
 	struct buf b = {0};
 	buf_adds(&b, "<failed xmlns='");
@@ -194,10 +194,7 @@ static void login_gate_unbound(struct session *s, const struct xml_elem *e, uint
 		return;
 	}
 	/* RFC 6120 7.1: nothing but the bind before a resource is bound */
-	char detail[160];
-	snprintf(detail, sizeof(detail), "%.40s before the bound JID was checked (RFC 6120 7.1)",
-	         e->name);
-	login_gate_refuse(s, detail, "element before resource binding");
+	login_gate_refuse(s, POLICY_RULE_BIND_FIRST, e->name, "element before resource binding");
 }
 
 /* The bound JID passed: what the client sent meanwhile goes to the
@@ -219,7 +216,7 @@ static void login_gate_open(struct session *s)
 static void login_gate_retry(struct session *s)
 {
 	if (s->gate_held) {
-		login_gate_refuse(s, "elements pipelined behind a bind that failed (RFC 6120 7.1)",
+		login_gate_refuse(s, POLICY_RULE_BIND_RETRY, NULL,
 		                  "element pipelined behind a failed bind");
 		return;
 	}
@@ -244,12 +241,10 @@ void login_relay_c2s(struct session *s, const struct xml_elem *e, uint64_t start
 		return;
 	}
 	if (login_is_login_element(e)) {
-		struct policy_verdict v = {.action = POLICY_REJECT, .rule = "after_login"};
-		snprintf(v.detail, sizeof(v.detail),
-		         "<%.40s> after login: a second login or TLS no rule could see", e->name);
+		struct policy_verdict v;
+		policy_rule(login_conf(s), POLICY_RULE_AFTER_LOGIN, e->name, &v);
 		audit_policy(s, &v);
-		login_end(s, "policy-violation", "already authenticated",
-		          "login element after login");
+		login_end(s, v.condition, "already authenticated", "login element after login");
 		return;
 	}
 	if (s->gate == SESSION_GATE_BINDING) {

@@ -41,22 +41,13 @@ const char *login_sasl_ns(const struct session *s)
 	return s->sasl2 ? XML_NS_SASL2 : XML_NS_SASL;
 }
 
-static bool login_upstream_offered_plus(const struct session *s)
-{
-	for (size_t i = 0; i < s->up.nmechs; i++) {
-		size_t n = strlen(s->up.mechs[i]);
-		if (n > 5 && strcmp(s->up.mechs[i] + n - 5, "-PLUS") == 0)
-			return true;
-	}
-	return false;
-}
-
 static void login_check_channel_binding(struct session *s)
 {
 	struct policy_input in = {.step = POLICY_CHANNEL_BINDING,
 	                          .mechanism = s->mechanism,
 	                          .cb_flag = s->cb[0] ? s->cb : NULL,
-	                          .upstream_offered_plus = login_upstream_offered_plus(s)};
+	                          .upstream_offered_plus =
+	                              policy_offered_plus(s->up.mechs, s->up.nmechs)};
 	struct policy_verdict v;
 	policy_check(login_conf(s), &in, &v);
 	if (v.action != POLICY_ALLOW) {
@@ -271,8 +262,7 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 	}
 	if (s->cstate != CS_PREAUTH) {
 		/* pipelined behind the stream header: recorded, refused */
-		login_refuse_builtin(s, "sasl_order", "malformed-request",
-		                     "authentication before the stream features were sent");
+		login_refuse_rule(s, POLICY_RULE_SASL_ORDER);
 		return;
 	}
 	if (payload != NULL && payload->textlen > MAX_SASL_PAYLOAD) {
@@ -280,13 +270,11 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 		return;
 	}
 	if (sasl2 && login_count_children(e, XML_NS_SASL2, "initial-response") > 1) {
-		login_refuse_builtin(s, "sasl_syntax", "malformed-request",
-		                     "more than one <initial-response>");
+		login_refuse_rule(s, POLICY_RULE_SASL_SYNTAX);
 		return;
 	}
 	if (f.malformed && strcmp(f.reason, "invalid base64") == 0) {
-		login_refuse_builtin(s, "sasl_encoding", "incorrect-encoding",
-		                     "the payload is not base64 (RFC 6120 6.4.2)");
+		login_refuse_rule(s, POLICY_RULE_SASL_ENCODING);
 		return;
 	}
 	if (login_identity_refused(s, &v)) {
@@ -294,8 +282,7 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 		return;
 	}
 	if (login_forward_sasl(s, e, payload) < 0) {
-		login_refuse_builtin(s, "sasl_encoding", "incorrect-encoding",
-		                     "the payload is not base64 (RFC 6120 6.4.2)");
+		login_refuse_rule(s, POLICY_RULE_SASL_ENCODING);
 		return;
 	}
 	if (payload != NULL && payload->text != NULL)
@@ -327,23 +314,12 @@ void login_client_response(struct session *s, const struct xml_elem *e)
 	if (proof && policy_auth_failures_reached(
 	                 c, addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
 	                 addrtab_inflight(s->px->peers, &s->peer_key))) {
-		memset(&v, 0, sizeof(v));
-		v.action = POLICY_REJECT;
-		v.rule = "auth_failures";
-		v.condition = "temporary-auth-failure";
-		snprintf(v.detail, sizeof(v.detail),
-		         "%s refused: too many recent failures and attempts in flight from this "
-		         "address",
-		         s->mechanism);
+		policy_rule(c, POLICY_RULE_FAILURES_IN_FLIGHT, s->mechanism, &v);
 		login_refuse_midway(s, &v);
 		return;
 	}
 	if (login_forward_sasl(s, e, e) < 0) {
-		memset(&v, 0, sizeof(v));
-		v.action = POLICY_REJECT;
-		v.rule = "sasl_encoding";
-		v.condition = "incorrect-encoding";
-		snprintf(v.detail, sizeof(v.detail), "the payload is not base64 (RFC 6120 6.4.2)");
+		policy_rule(login_conf(s), POLICY_RULE_SASL_ENCODING, NULL, &v);
 		login_refuse_midway(s, &v);
 		return;
 	}

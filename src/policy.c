@@ -263,6 +263,74 @@ void policy_check(const struct conf *c, const struct policy_input *in, struct po
 	}
 }
 
+static const struct {
+	enum policy_action action;
+	const char *rule, *condition, *detail; /* detail: at most one %s, the arg */
+} policy_rules[POLICY_RULE_COUNT] = {
+    [POLICY_RULE_STRIP_STARTTLS] = {POLICY_STRIP, "strip_starttls", NULL,
+                                    "STARTTLS hidden from the client; the upstream leg keeps "
+                                    "TLS"},
+    [POLICY_RULE_OFFER_LIST] = {POLICY_LOG, "offer_mechanisms", NULL, "offered exactly:"},
+    [POLICY_RULE_IQ_AUTH] = {POLICY_REJECT, "iq_auth", "not-authorized",
+                             "legacy authentication (XEP-0078) refused: it bypasses SASL"},
+    [POLICY_RULE_REGISTER_BEFORE_TLS] = {POLICY_REJECT, "require_tls", "not-authorized",
+                                         "in-band registration before TLS refused"},
+    [POLICY_RULE_PREAUTH_STANZA] = {POLICY_REJECT, "preauth_stanza", "not-authorized",
+                                    "before login only an iq with one register query may "
+                                    "pass"},
+    [POLICY_RULE_SASL_ENCODING] = {POLICY_REJECT, "sasl_encoding", "incorrect-encoding",
+                                   "the payload is not base64 (RFC 6120 6.4.2)"},
+    [POLICY_RULE_SASL_SYNTAX] = {POLICY_REJECT, "sasl_syntax", "malformed-request",
+                                 "more than one <initial-response>"},
+    [POLICY_RULE_SASL_ORDER] = {POLICY_REJECT, "sasl_order", "malformed-request",
+                                "authentication before the stream features were sent"},
+    [POLICY_RULE_FAILURES_IN_FLIGHT] = {POLICY_REJECT, "auth_failures", "temporary-auth-failure",
+                                        "%s refused: too many recent failures and attempts in "
+                                        "flight from this address"},
+    [POLICY_RULE_IDENTITY_UNCHECKED] = {POLICY_REJECT, NULL, "policy-violation",
+                                        "%s succeeded without naming an identity the proxy "
+                                        "could check"},
+    [POLICY_RULE_BIND_FIRST] = {POLICY_REJECT, "bind_first", "not-authorized",
+                                "%.40s before the bound JID was checked (RFC 6120 7.1)"},
+    [POLICY_RULE_BIND_RETRY] = {POLICY_REJECT, "bind_first", "not-authorized",
+                                "elements pipelined behind a bind that failed (RFC 6120 7.1)"},
+    [POLICY_RULE_RESUME] = {POLICY_REJECT, "bind_first", NULL,
+                            "XEP-0198 resume answered as failed: its JID cannot be checked; "
+                            "bind instead"},
+    [POLICY_RULE_RESUME_MIDSTANZA] = {POLICY_REJECT, "bind_first", "not-authorized",
+                                      "XEP-0198 resume while the server's stream was "
+                                      "mid-stanza"},
+    [POLICY_RULE_AFTER_LOGIN] = {POLICY_REJECT, "after_login", "policy-violation",
+                                 "<%.40s> after login: a second login or TLS no rule could "
+                                 "see"},
+};
+
+void policy_rule(const struct conf *c, enum policy_rule r, const char *arg,
+                 struct policy_verdict *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->action = policy_rules[r].action;
+	out->rule = policy_rules[r].rule;
+	out->condition = policy_rules[r].condition;
+	if (r == POLICY_RULE_IDENTITY_UNCHECKED)
+		out->rule = c->nusers_deny > 0 ? "users_deny" : "users_allow";
+	snprintf(out->detail, sizeof(out->detail), policy_rules[r].detail, arg ? arg : "");
+	if (r == POLICY_RULE_OFFER_LIST) {
+		size_t used = strlen(out->detail);
+		for (size_t i = 0; i < c->noffer_mechanisms && used < sizeof(out->detail); i++)
+			used += (size_t)snprintf(out->detail + used, sizeof(out->detail) - used,
+			                         " %s", c->offer_mechanisms[i]);
+	}
+}
+
+bool policy_offered_plus(char *const *mechs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (policy_is_channel_bound(mechs[i]))
+			return true;
+	return false;
+}
+
 const char *policy_action_name(enum policy_action a)
 {
 	switch (a) {

@@ -58,6 +58,33 @@ struct policy_verdict {
 
 void policy_check(const struct conf *c, const struct policy_input *in, struct policy_verdict *out);
 
+/* The rules the login applies at one fixed point of the exchange, with no
+ * input to weigh: their names, actions, conditions and details live here
+ * with the others, the login only acts on them. */
+enum policy_rule {
+	POLICY_RULE_STRIP_STARTTLS = 0,  /* strip_starttls: STARTTLS hidden from the client */
+	POLICY_RULE_OFFER_LIST,          /* offer_mechanisms: the lab's own list offered */
+	POLICY_RULE_IQ_AUTH,             /* legacy iq-auth (XEP-0078) before SASL */
+	POLICY_RULE_REGISTER_BEFORE_TLS, /* in-band registration on a clear leg, TLS required */
+	POLICY_RULE_PREAUTH_STANZA,      /* any other iq before login */
+	POLICY_RULE_SASL_ENCODING,       /* a payload that is not base64 */
+	POLICY_RULE_SASL_SYNTAX,         /* two SASL2 <initial-response>s */
+	POLICY_RULE_SASL_ORDER,          /* <auth> pipelined before the features */
+	POLICY_RULE_FAILURES_IN_FLIGHT,  /* auth_failures, checked again at a response */
+	POLICY_RULE_IDENTITY_UNCHECKED,  /* success for an exchange that named nobody */
+	POLICY_RULE_BIND_FIRST,          /* an element before the bound JID (arg: its name) */
+	POLICY_RULE_BIND_RETRY,          /* elements pipelined behind a bind that failed */
+	POLICY_RULE_RESUME,              /* an XEP-0198 resume while the JID is unknown */
+	POLICY_RULE_RESUME_MIDSTANZA,    /* ... that cannot even be answered */
+	POLICY_RULE_AFTER_LOGIN,         /* a login element after login (arg: its name) */
+	POLICY_RULE_COUNT,
+};
+
+/* The verdict of rule r; arg fills the detail where the rule names
+ * something (a mechanism, an element), else NULL. */
+void policy_rule(const struct conf *c, enum policy_rule r, const char *arg,
+                 struct policy_verdict *out);
+
 /* Does any rule depend on who authenticates (users_deny, users_allow)?
  * Then an attempt whose identity the proxy cannot read is refused. */
 bool policy_checks_identity(const struct conf *c);
@@ -70,5 +97,8 @@ bool policy_auth_failures_reached(const struct conf *c, unsigned failures, unsig
 bool policy_require_tls(const struct conf *c, bool upstream_requires_tls);
 
 const char *policy_action_name(enum policy_action a);
+
+/* Did the server offer a channel-bound (-PLUS) mechanism among these? */
+bool policy_offered_plus(char *const *mechs, size_t n);
 
 #endif

@@ -667,8 +667,44 @@ static void test_channel_binding(void)
 	conf_free(c);
 }
 
+/* The fixed rules: each has a name, an action, and a condition when it
+ * refuses; details are bounded and name what they are given. */
+static void test_fixed_rules(void)
+{
+	struct conf *c = conf_new();
+	char err[256];
+	conf_set(c, "offer_mechanisms", "PLAIN X-FAKE", "test", err, sizeof(err));
+	for (int r = 0; r < POLICY_RULE_COUNT; r++) {
+		struct policy_verdict v;
+		memset(&v, 0xa5, sizeof(v));
+		policy_rule(c, (enum policy_rule)r, "X", &v);
+		char name[80];
+		snprintf(name, sizeof(name), "fixed rule %d: named, terminated, refusals say why", r);
+		T_CHECK(v.rule != NULL && v.rule[0] && memchr(v.detail, '\0', sizeof(v.detail)) &&
+		            v.detail[0] && (v.action != POLICY_REJECT || r == POLICY_RULE_RESUME ||
+		                            v.condition != NULL),
+		        name);
+	}
+	struct policy_verdict v;
+	policy_rule(c, POLICY_RULE_OFFER_LIST, NULL, &v);
+	T_STREQ(v.detail, "offered exactly: PLAIN X-FAKE", "fixed rule: the offer list names it");
+	char longname[300];
+	memset(longname, 'n', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	policy_rule(c, POLICY_RULE_AFTER_LOGIN, longname, &v);
+	T_CHECK(strlen(v.detail) < 100, "fixed rule: an element name is cut to 40 in the detail");
+	policy_rule(c, POLICY_RULE_IDENTITY_UNCHECKED, "PLAIN", &v);
+	T_STREQ(v.rule, "users_allow", "fixed rule: unchecked identity names the rule in force");
+	char *plus[] = {"PLAIN", "SCRAM-SHA-1-PLUS"}, *none[] = {"PLAIN", "PLUS"};
+	T_CHECK(policy_offered_plus(plus, 2) && !policy_offered_plus(none, 2) &&
+	            !policy_offered_plus(NULL, 0),
+	        "offered_plus: only a -PLUS suffix counts");
+	conf_free(c);
+}
+
 int main(void)
 {
+	test_fixed_rules();
 	test_identity_fold();
 	test_identity_closed();
 	test_channel_binding();
