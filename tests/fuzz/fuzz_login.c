@@ -22,9 +22,11 @@
  * Invariants, abort() on failure so libFuzzer keeps the input:
  *  - after every step, what each leg was sent parses with Expat as a
  *    stream: well-formed so far, stream restarts only between two
- *    top-level elements (a new <?xml?> or stream header there);
+ *    top-level elements (a new <?xml?> or stream header there); one
+ *    known exception, UTF-16 after a restart (see xc_check);
  *  - at the end, no secret, and no base64 payload holding one, in the
- *    event log; at most one login record;
+ *    event log; at most one login record; no close for an "internal
+ *    error" (a move the login's state table does not allow);
  *  - ASan/UBSan/LSan: no memory error or leak (teardown as session.c's).
  *
  * Build and run: tests/fuzz/run SECONDS login
@@ -316,6 +318,7 @@ struct xcheck {
 	size_t done;      /* bytes of the leg's output checked */
 	size_t doc_start; /* where the current stream began */
 	bool restart;     /* a stream header met at depth 1 */
+	bool given_up;    /* a known finding met: this leg is not checked further */
 	size_t restart_at;
 };
 
@@ -365,19 +368,35 @@ static void xc_free(struct xcheck *x)
 	XML_ParserFree(x->p);
 }
 
-static void xc_fail(const char *leg, const char *out, size_t at, const char *why)
+/* Prints len bytes of s, non-printable ones as \xHH. */
+static void print_bytes(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c >= 0x20 && c < 0x7f)
+			fputc(c, stderr);
+		else
+			fprintf(stderr, "\\x%02x", c);
+	}
+	fputc('\n', stderr);
+}
+
+static void xc_fail(const char *leg, const char *out, size_t len, size_t at, const char *why)
 {
 	fprintf(stderr,
 	        "fuzz_login: output to the %s is not a well-formed stream at byte %zu: %s\n", leg,
 	        at, why);
-	fprintf(stderr, "---- output to the %s ----\n%s\n----\n", leg, out);
+	fprintf(stderr, "---- output to the %s ----\n", leg);
+	print_bytes(out, len);
+	fprintf(stderr, "---- from byte %zu ----\n", at);
+	print_bytes(out + (at < len ? at : len), at < len ? len - at : 0);
 	abort();
 }
 
 /* Checks what was added to out since the last call. */
 static void xc_check(struct xcheck *x, const char *leg, const char *out, size_t len)
 {
-	while (x->done < len) {
+	while (x->done < len && !x->given_up) {
 		size_t from = x->done;
 		x->done = len;
 		if (XML_Parse(x->p, out + from, (int)(len - from), XML_FALSE) == XML_STATUS_OK)
@@ -389,8 +408,20 @@ static void xc_check(struct xcheck *x, const char *leg, const char *out, size_t 
 			enum XML_Error e = XML_GetErrorCode(x->p);
 			at = x->doc_start + (size_t)XML_GetCurrentByteIndex(x->p);
 			if (e != XML_ERROR_MISPLACED_XML_PI || x->depth != 1 || at >= len ||
-			    strncmp(out + at, "<?xml", 5) != 0)
-				xc_fail(leg, out, at, XML_ErrorString(e));
+			    strncmp(out + at, "<?xml", 5) != 0) {
+				/* Known finding (reported with issue 9): at the start of
+				 * a stream a BOM or a NUL switches xml.c's Expat to
+				 * UTF-16 whatever encoding it was given, so after a
+				 * restart the proxy relays a UTF-16 client stream raw.
+				 * Looked past unless FUZZ_LOGIN_STRICT_UTF8 is set (the
+				 * seed known-utf16-after-restart shows it). */
+				if (!getenv("FUZZ_LOGIN_STRICT_UTF8") && x->depth == 1 &&
+				    memchr(out + at, '\0', len - at) != NULL) {
+					x->given_up = true;
+					return;
+				}
+				xc_fail(leg, out, len, at, XML_ErrorString(e));
+			}
 		}
 		/* a stream restart between two top-level elements */
 		if (XML_ParserReset(x->p, NULL) != XML_TRUE)
@@ -501,6 +532,12 @@ static void check_log(const char *log)
 			        fz_secrets.pw[i], log);
 			abort();
 		}
+	}
+	/* the login's own state table refused a move (issue 9: no state
+	 * outside the leg's own table) */
+	if (strstr(log, "\"reason\":\"internal error") != NULL) {
+		fprintf(stderr, "fuzz_login: the session ended on an internal error:\n%s\n", log);
+		abort();
 	}
 	const char *p = strstr(log, "\"event\":\"login\"");
 	if (p != NULL && strstr(p + 1, "\"event\":\"login\"") != NULL) {
