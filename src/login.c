@@ -331,6 +331,8 @@ static const char *login_xml_condition(enum xml_error err)
 		return "bad-namespace-prefix";
 	case XML_E_POLICY:
 		return "policy-violation";
+	case XML_E_ENCODING:
+		return "unsupported-encoding";
 	case XML_E_NOMEM:
 		return "resource-constraint";
 	default:

@@ -243,6 +243,11 @@ void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t
 		}
 		return;
 	}
+	if (s->ustate != US_HEADER) {
+		/* before our own header: a client speaks first (RFC 6120 4.2) */
+		login_upstream_fault(s, "bad-format", "the server spoke before the client");
+		return;
+	}
 	if (strcmp(xml_default_ns(u->xml), XML_NS_CLIENT) != 0) {
 		login_upstream_fault(s, "invalid-namespace",
 		                     "the content namespace must be jabber:client");

@@ -147,6 +147,7 @@ static void login_sasl2_success(struct session *s, const struct xml_elem *e, uin
 	login_upstream_hold(s, end);
 	if (bound != NULL) {
 		audit_bind(s, true, true);
+		s->bound = true;
 		/* bound inline: no iq bind will come, names are enough now */
 		xml_set_build(s->client.xml, false);
 		xml_set_build(s->upstream.xml, false);

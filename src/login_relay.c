@@ -231,7 +231,10 @@ static void login_gate_retry(struct session *s)
 static bool login_is_login_element(const struct xml_elem *e)
 {
 	return strcmp(e->ns, XML_NS_SASL) == 0 || strcmp(e->ns, XML_NS_SASL2) == 0 ||
-	       strcmp(e->ns, XML_NS_TLS) == 0 || strcmp(e->ns, XML_NS_COMPRESS) == 0;
+	       strcmp(e->ns, XML_NS_TLS) == 0 || strcmp(e->ns, XML_NS_COMPRESS) == 0 ||
+	       /* a stream opened inside the stream would hide what it holds
+	        * from these checks (only a stream error belongs there) */
+	       (strcmp(e->ns, XML_NS_STREAMS) == 0 && strcmp(e->name, "error") != 0);
 }
 
 void login_relay_c2s(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end)
@@ -256,7 +259,7 @@ void login_relay_c2s(struct session *s, const struct xml_elem *e, uint64_t start
 		if (s->closing)
 			return;
 	}
-	if (s->jid != NULL || !xml_is(e, XML_NS_CLIENT, "iq"))
+	if (s->bound || !xml_is(e, XML_NS_CLIENT, "iq"))
 		return;
 	const char *type = xml_attr(e, NULL, "type");
 	if (login_is_bind(e)) {
@@ -294,6 +297,7 @@ static void login_bind_answer(struct session *s, const struct xml_elem *e)
 	}
 	if (!login_bound_identity_allowed(s))
 		return;
+	s->bound = true;
 	audit_login(s);
 	/* the login is over: names are enough from now on */
 	xml_set_build(s->client.xml, false);

@@ -131,6 +131,7 @@ struct session {
 	char *jid; /* bound (or SASL2-granted), NULL until known */
 	/* an iq bind or session in flight; its id, NULL when it had none */
 	bool bind_pending, session_pending;
+	bool bound; /* a resource is bound (iq bind or Bind2): no more to follow */
 	char *bind_id, *session_iq_id, *bind_resource;
 	const char *policy_rules[SESSION_MAX_POLICY]; /* "rule:action", static strings */
 	size_t npolicy;

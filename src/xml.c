@@ -211,6 +211,14 @@ static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Ch
 		return;
 	}
 	p->built++;
+	if (p->depth == 2 && strcmp(e->ns, XML_NS_STREAMS) == 0 && strcmp(e->name, "stream") == 0) {
+		/* a stream opened inside the stream: refused at its start tag,
+		 * before what it holds could reach a peer that reads it as a
+		 * restart and its children as top-level elements */
+		xml_free_tree(e);
+		xml_fail(p, XML_E_POLICY, "a stream element inside the stream");
+		return;
+	}
 	if (p->depth == 2) {
 		/* stream-level elements (features, errors) are rare and small:
 		 * always built, so errors are seen whole after login too */
@@ -476,6 +484,15 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
 		return p->err;
 	if (p->stopped)
 		return XML_OK;
+	/* Expat takes a leading byte-order mark or NUL as UTF-16 whatever
+	 * encoding it was told: a stream in UTF-16 would be parsed here and
+	 * relayed raw to a peer that reads it as UTF-8. */
+	if (p->fed == 0 && len > 0 &&
+	    (data[0] == '\0' || (unsigned char)data[0] == 0xFE || (unsigned char)data[0] == 0xFF)) {
+		p->err = XML_E_ENCODING;
+		snprintf(p->errtext, sizeof(p->errtext), "the stream is not UTF-8");
+		return p->err;
+	}
 	uint64_t base = p->fed;
 	p->fed += len;
 	if (XML_Parse(p->expat, data, (int)len, XML_FALSE) == XML_STATUS_ERROR) {

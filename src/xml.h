@@ -56,6 +56,7 @@ enum xml_error {
 	XML_E_INVALID_NAMESPACE, /* stream element not in the streams namespace */
 	XML_E_BAD_PREFIX,        /* unbound prefix */
 	XML_E_POLICY,            /* a size, depth or count limit */
+	XML_E_ENCODING,          /* not UTF-8 (RFC 6120 11.6) */
 	XML_E_NOMEM,
 };
 

@@ -409,6 +409,12 @@ struct err_case {
 	"<stream:stream xmlns:stream=" NS_STREAMS_Q " xmlns='jabber:client' to='lab.test'>"
 
 static const struct err_case err_cases[] = {
+	/* issue 9's fuzzing: UTF-16 and a stream inside the stream */
+	{"a byte-order mark (UTF-16LE)", "\xff\xfe<\0s\0", 6, 4096, XML_E_ENCODING},
+	{"a byte-order mark (UTF-16BE)", "\xfe\xff\0<\0s", 6, 4096, XML_E_ENCODING},
+	{"a leading NUL", "\0<\0s\0t", 6, 4096, XML_E_ENCODING},
+	{"a stream inside the stream", STREAM_OPEN "<stream:stream xmlns:stream=" NS_STREAMS_Q
+	 "><auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>", 0, 4096, XML_E_POLICY},
 	/* namespaces */
 	{"wrong stream namespace", "<stream:stream xmlns:stream='http://etherx.jabber.org/streamz'>",
 	 0, 4096, XML_E_INVALID_NAMESPACE},
