@@ -55,52 +55,59 @@
  *   relay          anything                                    -
  */
 #define B(x) (1u << (x))
-static const struct {
+struct login_state_row {
 	const char *name;
-	unsigned next;
-} login_client_states[CS_STATE_COUNT] =
-    {
-        [CS_TLS_ACCEPT] = {"tls_accept", B(CS_HEADER) | B(CS_FAILING)},
-        [CS_HEADER] = {"header", B(CS_WAIT_UPSTREAM) | B(CS_PREAUTH) | B(CS_FAILING)},
-        [CS_WAIT_UPSTREAM] = {"wait_upstream", B(CS_PREAUTH) | B(CS_FAILING)},
-        [CS_PREAUTH] = {"preauth", B(CS_STARTTLS) | B(CS_SASL)},
-        [CS_STARTTLS] = {"starttls", B(CS_HEADER) | B(CS_FAILING)},
-        [CS_SASL] = {"sasl", B(CS_PREAUTH) | B(CS_RELAY)},
-        [CS_RELAY] = {"relay", 0},
-        [CS_FAILING] = {"failing", 0},
-},
-  login_upstream_states[US_STATE_COUNT] = {
-      [US_CONNECTING] = {"connecting", B(US_TLS_WAIT_DOMAIN) | B(US_WAIT_DOMAIN)},
-      [US_TLS_WAIT_DOMAIN] = {"tls_wait_domain", B(US_TLS)},
-      [US_TLS] = {"tls", B(US_HEADER)},
-      [US_WAIT_DOMAIN] = {"wait_domain", B(US_HEADER)},
-      [US_HEADER] = {"header", B(US_FEATURES)},
-      [US_FEATURES] = {"features", B(US_PROCEED) | B(US_READY)},
-      [US_PROCEED] = {"proceed", B(US_STARTTLS)},
-      [US_STARTTLS] = {"starttls", B(US_HEADER)},
-      [US_READY] = {"ready", B(US_SASL) | B(US_ABORTING_SASL)},
-      [US_SASL] = {"sasl", B(US_READY) | B(US_ABORTING) | B(US_RELAY_HOLD)},
-      [US_ABORTING] = {"aborting", B(US_READY) | B(US_ABORTING_SASL)},
-      [US_ABORTING_SASL] = {"aborting_sasl", B(US_SASL)},
-      [US_RELAY_HOLD] = {"relay_hold", B(US_RELAY)},
-      [US_RELAY] = {"relay", 0},
+	unsigned next; /* bit n: state n may follow */
+};
+static const struct login_state_row login_client_states[CS_STATE_COUNT] = {
+    [CS_TLS_ACCEPT] = {"tls_accept", B(CS_HEADER) | B(CS_FAILING)},
+    [CS_HEADER] = {"header", B(CS_WAIT_UPSTREAM) | B(CS_PREAUTH) | B(CS_FAILING)},
+    [CS_WAIT_UPSTREAM] = {"wait_upstream", B(CS_PREAUTH) | B(CS_FAILING)},
+    [CS_PREAUTH] = {"preauth", B(CS_STARTTLS) | B(CS_SASL)},
+    [CS_STARTTLS] = {"starttls", B(CS_HEADER) | B(CS_FAILING)},
+    [CS_SASL] = {"sasl", B(CS_PREAUTH) | B(CS_RELAY)},
+    [CS_RELAY] = {"relay", 0},
+    [CS_FAILING] = {"failing", 0},
+};
+static const struct login_state_row login_upstream_states[US_STATE_COUNT] = {
+    [US_CONNECTING] = {"connecting", B(US_TLS_WAIT_DOMAIN) | B(US_WAIT_DOMAIN)},
+    [US_TLS_WAIT_DOMAIN] = {"tls_wait_domain", B(US_TLS)},
+    [US_TLS] = {"tls", B(US_HEADER)},
+    [US_WAIT_DOMAIN] = {"wait_domain", B(US_HEADER)},
+    [US_HEADER] = {"header", B(US_FEATURES)},
+    [US_FEATURES] = {"features", B(US_PROCEED) | B(US_READY)},
+    [US_PROCEED] = {"proceed", B(US_STARTTLS)},
+    [US_STARTTLS] = {"starttls", B(US_HEADER)},
+    [US_READY] = {"ready", B(US_SASL) | B(US_ABORTING_SASL)},
+    [US_SASL] = {"sasl", B(US_READY) | B(US_ABORTING) | B(US_RELAY_HOLD)},
+    [US_ABORTING] = {"aborting", B(US_READY) | B(US_ABORTING_SASL)},
+    [US_ABORTING_SASL] = {"aborting_sasl", B(US_SASL)},
+    [US_RELAY_HOLD] = {"relay_hold", B(US_RELAY)},
+    [US_RELAY] = {"relay", 0},
 };
 #undef B
+
+/* Logs the move of one leg from old to st; a move the table does not
+ * list closes the session. */
+static void login_move(struct session *s, const char *leg, const struct login_state_row *table,
+                       unsigned old, unsigned st)
+{
+	log_debug("session %llu: %s leg %s -> %s", (unsigned long long)s->id, leg, table[old].name,
+	          table[st].name);
+	if (table[old].next & (1u << st))
+		return;
+	log_warnx("session %llu: %s leg %s -> %s is not in the state table",
+	          (unsigned long long)s->id, leg, table[old].name, table[st].name);
+	session_close(s, "internal error: unplanned state");
+}
 
 void login_client_enter(struct session *s, enum client_state st)
 {
 	enum client_state old = s->cstate;
 	if (st == old)
 		return;
-	log_debug("session %llu: client leg %s -> %s", (unsigned long long)s->id,
-	          login_client_states[old].name, login_client_states[st].name);
 	s->cstate = st;
-	if (!(login_client_states[old].next & (1u << st))) {
-		log_warnx("session %llu: client leg %s -> %s is not in the state table",
-		          (unsigned long long)s->id, login_client_states[old].name,
-		          login_client_states[st].name);
-		session_close(s, "internal error: unplanned client state");
-	}
+	login_move(s, "client", login_client_states, old, st);
 }
 
 void login_upstream_enter(struct session *s, enum upstream_state st)
@@ -108,15 +115,8 @@ void login_upstream_enter(struct session *s, enum upstream_state st)
 	enum upstream_state old = s->ustate;
 	if (st == old)
 		return;
-	log_debug("session %llu: upstream leg %s -> %s", (unsigned long long)s->id,
-	          login_upstream_states[old].name, login_upstream_states[st].name);
 	s->ustate = st;
-	if (!(login_upstream_states[old].next & (1u << st))) {
-		log_warnx("session %llu: upstream leg %s -> %s is not in the state table",
-		          (unsigned long long)s->id, login_upstream_states[old].name,
-		          login_upstream_states[st].name);
-		session_close(s, "internal error: unplanned upstream state");
-	}
+	login_move(s, "upstream", login_upstream_states, old, st);
 }
 
 bool login_relaying(const struct session *s)
