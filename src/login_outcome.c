@@ -100,7 +100,7 @@ void login_refuse_verdict(struct session *s, const struct policy_verdict *v, boo
 }
 
 /* Refuses an exchange the server is in the middle of: it is aborted, and
- * the <failure><aborted/> it answers is dropped (swallow_failure). */
+ * the <failure><aborted/> it answers is dropped (US_ABORTING). */
 void login_refuse_midway(struct session *s, const struct policy_verdict *v)
 {
 	struct buf b = {0};
