@@ -88,17 +88,76 @@ static const struct login_state_row login_upstream_states[US_STATE_COUNT] = {
 #undef B
 
 /* Logs the move of one leg from old to st; a move the table does not
- * list closes the session. */
-static void login_move(struct session *s, const char *leg, const struct login_state_row *table,
+ * list closes the session (false). */
+static bool login_move(struct session *s, const char *leg, const struct login_state_row *table,
                        unsigned old, unsigned st)
 {
 	log_debug("session %llu: %s leg %s -> %s", (unsigned long long)s->id, leg, table[old].name,
 	          table[st].name);
 	if (table[old].next & (1u << st))
-		return;
+		return true;
 	log_warnx("session %llu: %s leg %s -> %s is not in the state table",
 	          (unsigned long long)s->id, leg, table[old].name, table[st].name);
 	session_close(s, "internal error: unplanned state");
+	return false;
+}
+
+/*
+ * Entry actions: what the proxy itself does on entering a state, in one
+ * place, so that no state is entered without its step nor the step taken
+ * without the state. Client leg: starttls sends <proceed/> (TLS begins
+ * right after its '>', once the parser has returned). Upstream leg: tls
+ * and header start the stream (the connect timer runs until the server's
+ * features are known), proceed sends our <starttls/>, starttls restarts
+ * the parser into TLS after <proceed/>, ready stops the connect timer and
+ * answers a client waiting for its features.
+ */
+static void login_client_entry(struct session *s, enum client_state st)
+{
+	struct leg *l = &s->client;
+	if (st == CS_STARTTLS) {
+		login_send(l, "<proceed xmlns='" XML_NS_TLS "'/>",
+		           sizeof("<proceed xmlns='" XML_NS_TLS "'/>") - 1);
+		audit_starttls(s, false);
+		l->restart = true;
+		l->to_tls = true;
+		xml_stop(l->xml);
+	}
+}
+
+static void login_upstream_entry(struct session *s, enum upstream_state st)
+{
+	struct leg *u = &s->upstream;
+	switch (st) {
+	case US_TLS:
+		session_connect_timer(s, true);
+		login_begin_tls(u, NULL, 0);
+		break;
+	case US_HEADER:
+		if (!s->upstream_tls)
+			session_connect_timer(s, true);
+		login_upstream_header(s);
+		break;
+	case US_PROCEED:
+		login_send(u, "<starttls xmlns='" XML_NS_TLS "'/>",
+		           sizeof("<starttls xmlns='" XML_NS_TLS "'/>") - 1);
+		audit_starttls(s, true);
+		break;
+	case US_STARTTLS:
+		u->restart = true;
+		u->to_tls = true;
+		xml_stop(u->xml);
+		break;
+	case US_READY:
+		session_connect_timer(s, false);
+		if (s->cstate == CS_WAIT_UPSTREAM) {
+			leg_set_reading(&s->client, true);
+			login_client_features(s);
+		}
+		break;
+	default:
+		break;
+	}
 }
 
 void login_client_enter(struct session *s, enum client_state st)
@@ -107,7 +166,8 @@ void login_client_enter(struct session *s, enum client_state st)
 	if (st == old)
 		return;
 	s->cstate = st;
-	login_move(s, "client", login_client_states, old, st);
+	if (login_move(s, "client", login_client_states, old, st))
+		login_client_entry(s, st);
 }
 
 void login_upstream_enter(struct session *s, enum upstream_state st)
@@ -116,7 +176,8 @@ void login_upstream_enter(struct session *s, enum upstream_state st)
 	if (st == old)
 		return;
 	s->ustate = st;
-	login_move(s, "upstream", login_upstream_states, old, st);
+	if (login_move(s, "upstream", login_upstream_states, old, st))
+		login_upstream_entry(s, st);
 }
 
 bool login_relaying(const struct session *s)
@@ -126,7 +187,6 @@ bool login_relaying(const struct session *s)
 
 static void login_client_element(struct session *s, const struct xml_elem *e)
 {
-	struct leg *l = &s->client;
 	struct sasl_fields f;
 
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
@@ -142,12 +202,6 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 				           "STARTTLS twice");
 				return;
 			}
-			login_send(l, "<proceed xmlns='" XML_NS_TLS "'/>",
-			           sizeof("<proceed xmlns='" XML_NS_TLS "'/>") - 1);
-			audit_starttls(s, false);
-			l->restart = true;
-			l->to_tls = true;
-			xml_stop(l->xml);
 			login_client_enter(s, CS_STARTTLS);
 			return;
 		}
@@ -202,8 +256,6 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 
 static void login_upstream_element(struct session *s, const struct xml_elem *e, uint64_t end)
 {
-	struct leg *u = &s->upstream;
-
 	if (xml_is(e, XML_NS_STREAMS, "error")) {
 		const char *cond, *text;
 		audit_stream_error(s, "s2c", e, &cond, &text);
@@ -221,9 +273,6 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e, 
 		break;
 	case US_PROCEED:
 		if (xml_is(e, XML_NS_TLS, "proceed")) {
-			u->restart = true;
-			u->to_tls = true;
-			xml_stop(u->xml);
 			login_upstream_enter(s, US_STARTTLS);
 			return;
 		}
@@ -437,7 +486,7 @@ static void login_tls_done(struct leg *l)
 		return;
 	}
 	s->upstream_tls = true;
-	login_upstream_header(s);
+	login_upstream_enter(s, US_HEADER);
 }
 
 static void login_upstream_connected(struct session *s)

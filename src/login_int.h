@@ -71,6 +71,7 @@ const char *login_stream_condition(const char *cond);
 /* login_negotiate.c */
 
 void login_clear_offered(struct session *s);
+void login_client_features(struct session *s);
 void login_start_upstream_stream(struct session *s);
 void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t end);
 void login_client_preauth_iq(struct session *s, const struct xml_elem *e);

@@ -23,7 +23,7 @@ void login_clear_offered(struct session *s)
 /* Sends the client its features: our own <starttls>, the upstream's
  * post-TLS mechanisms filtered by policy, and what else it offered that
  * the proxy can carry. */
-static void login_client_features(struct session *s)
+void login_client_features(struct session *s)
 {
 	const struct conf *c = login_conf(s);
 	bool require = policy_require_tls(c, s->upstream_requires_tls);
@@ -89,17 +89,12 @@ static void login_client_features(struct session *s)
  * domain are there (with Direct TLS the domain is the SNI). */
 void login_start_upstream_stream(struct session *s)
 {
-	struct leg *u = &s->upstream;
 	if (s->domain[0] == '\0')
 		return;
-	if (s->ustate == US_TLS_WAIT_DOMAIN) {
-		session_connect_timer(s, true);
+	if (s->ustate == US_TLS_WAIT_DOMAIN)
 		login_upstream_enter(s, US_TLS);
-		login_begin_tls(u, NULL, 0);
-	} else if (s->ustate == US_WAIT_DOMAIN) {
-		session_connect_timer(s, true);
-		login_upstream_header(s);
-	}
+	else if (s->ustate == US_WAIT_DOMAIN)
+		login_upstream_enter(s, US_HEADER);
 }
 
 /* Fires for every stream header the client sends; end is the offset just
@@ -261,16 +256,6 @@ void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t
 	login_upstream_enter(s, US_FEATURES);
 }
 
-static void login_upstream_ready(struct session *s)
-{
-	session_connect_timer(s, false);
-	login_upstream_enter(s, US_READY);
-	if (s->cstate == CS_WAIT_UPSTREAM) {
-		leg_set_reading(&s->client, true);
-		login_client_features(s);
-	}
-}
-
 void login_upstream_features(struct session *s, const struct xml_elem *e)
 {
 	struct leg *u = &s->upstream;
@@ -297,13 +282,10 @@ void login_upstream_features(struct session *s, const struct xml_elem *e)
 			           "upstream offers no STARTTLS");
 			return;
 		}
-		login_send(u, "<starttls xmlns='" XML_NS_TLS "'/>",
-		           sizeof("<starttls xmlns='" XML_NS_TLS "'/>") - 1);
-		audit_starttls(s, true);
 		login_upstream_enter(s, US_PROCEED);
 		return;
 	}
-	login_upstream_ready(s);
+	login_upstream_enter(s, US_READY);
 }
 
 /* Starts TLS on a leg whose parser just stopped at <starttls/> (client)

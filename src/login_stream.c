@@ -68,7 +68,6 @@ void login_client_header(struct session *s)
 void login_upstream_header(struct session *s)
 {
 	login_header(&s->upstream, "to", s->domain, NULL);
-	login_upstream_enter(s, US_HEADER);
 }
 
 /* True if something can still be written into the leg's stream: a header
