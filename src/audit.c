@@ -10,6 +10,7 @@
 #include "evlog.h"
 #include "policy.h"
 #include "sasl.h"
+#include "login_int.h" /* audit.c writes the login's records */
 #include "session.h"
 #include "tls.h"
 #include "xml.h"
@@ -37,20 +38,20 @@ void audit_policy(struct session *s, const struct policy_verdict *v)
 	evlog_end();
 
 	snprintf(key, sizeof(key), "%s:%s", v->rule, policy_action_name(v->action));
-	for (size_t i = 0; i < s->npolicy; i++)
-		if (strcmp(s->policy_rules[i], key) == 0)
+	for (size_t i = 0; i < s->lg->npolicy; i++)
+		if (strcmp(s->lg->policy_rules[i], key) == 0)
 			return;
-	if (s->npolicy == SESSION_MAX_POLICY)
+	if (s->lg->npolicy == SESSION_MAX_POLICY)
 		return;
 	for (size_t i = 0; i < nnames; i++) {
 		if (strcmp(names[i], key) == 0) {
-			s->policy_rules[s->npolicy++] = names[i];
+			s->lg->policy_rules[s->lg->npolicy++] = names[i];
 			return;
 		}
 	}
 	if (nnames < sizeof(names) / sizeof(names[0])) {
 		snprintf(names[nnames], sizeof(names[0]), "%s", key);
-		s->policy_rules[s->npolicy++] = names[nnames++];
+		s->lg->policy_rules[s->lg->npolicy++] = names[nnames++];
 	}
 }
 
@@ -108,7 +109,7 @@ void audit_stream(const struct leg *l, bool client, const struct xml_elem *hdr)
 	evlog_str("from", xml_attr(hdr, NULL, "from"));
 	evlog_str("id", xml_attr(hdr, NULL, "id"));
 	evlog_str("version", xml_attr(hdr, NULL, "version"));
-	evlog_bool("tls", client ? s->client_tls : s->upstream_tls);
+	evlog_bool("tls", client ? s->lg->client_tls : s->lg->upstream_tls);
 	evlog_end();
 }
 
@@ -127,7 +128,7 @@ void audit_tls(struct leg *l, bool client, bool ok, const char *error)
 		if (client)
 			evlog_str("sni", info.sni[0] ? info.sni : NULL);
 		else
-			evlog_str("sni", s->domain);
+			evlog_str("sni", s->lg->domain);
 		evlog_str("alpn", info.alpn[0] ? info.alpn : NULL);
 		evlog_bool("resumed", info.resumed);
 		if (!client) {
@@ -135,8 +136,8 @@ void audit_tls(struct leg *l, bool client, bool ok, const char *error)
 			if (!info.verified)
 				evlog_str("verify_error", info.verify_error);
 		}
-		snprintf(client ? s->client_tls_version : s->upstream_tls_version,
-		         sizeof(s->client_tls_version), "%s", info.version);
+		snprintf(client ? s->lg->client_tls_version : s->lg->upstream_tls_version,
+		         sizeof(s->lg->client_tls_version), "%s", info.version);
 	} else {
 		evlog_str("error", error);
 	}
@@ -158,15 +159,15 @@ void audit_features(const struct session *s, enum streamfeatures_starttls st,
 	evlog_begin(s->id, "features");
 	evlog_int("n", s->client.stream_n);
 	evlog_str("starttls", streamfeatures_starttls_name(st));
-	evlog_str("upstream_starttls", streamfeatures_starttls_name(s->upstream_starttls));
-	evlog_strlist("mechanisms", (const char *const *)s->up.mechs, s->up.nmechs);
-	evlog_strlist("offered", (const char *const *)s->offered, s->noffered);
-	evlog_bool("tls", s->client_tls);
-	if (s->up.compression)
+	evlog_str("upstream_starttls", streamfeatures_starttls_name(s->lg->upstream_starttls));
+	evlog_strlist("mechanisms", (const char *const *)s->lg->up.mechs, s->lg->up.nmechs);
+	evlog_strlist("offered", (const char *const *)s->lg->offered, s->lg->noffered);
+	evlog_bool("tls", s->lg->client_tls);
+	if (s->lg->up.compression)
 		evlog_bool("compression_removed", true);
-	if (s->up.channel_binding)
+	if (s->lg->up.channel_binding)
 		evlog_bool("channel_binding_removed", true);
-	if (s->up.sasl2)
+	if (s->lg->up.sasl2)
 		evlog_strlist("sasl2_offered", sasl2, nsasl2);
 	evlog_end();
 }
@@ -175,7 +176,7 @@ void audit_features_relayed(const struct session *s, const struct streamfeatures
 {
 	evlog_begin(s->id, "features");
 	evlog_int("n", s->upstream.stream_n);
-	evlog_bool("tls", s->client_tls);
+	evlog_bool("tls", s->lg->client_tls);
 	evlog_bool("authenticated", true);
 	if (f->compression)
 		evlog_bool("compression_removed", true);
@@ -198,7 +199,7 @@ void audit_auth(const struct session *s, const char *mechanism, bool sasl2, bool
 {
 	evlog_begin(s->id, "auth");
 	evlog_str("mechanism", mechanism);
-	evlog_bool("tls", s->client_tls);
+	evlog_bool("tls", s->lg->client_tls);
 	evlog_bool("sasl2", sasl2);
 	evlog_bool("initial_response", initial_response);
 	if (user_agent != NULL)
@@ -211,11 +212,11 @@ void audit_iq_auth(const struct session *s, const char *type)
 {
 	evlog_begin(s->id, "auth");
 	evlog_str("mechanism", "jabber:iq:auth");
-	evlog_bool("tls", s->client_tls);
+	evlog_bool("tls", s->lg->client_tls);
 	evlog_bool("sasl2", false);
 	evlog_bool("legacy", true);
 	evlog_str("type", type);
-	evlog_str("username", s->user[0] ? s->user : NULL);
+	evlog_str("username", s->lg->user[0] ? s->lg->user : NULL);
 	evlog_end();
 }
 
@@ -248,7 +249,7 @@ void audit_sasl_step(const struct session *s, const char *dir, unsigned step, co
 	evlog_str("dir", dir);
 	evlog_int("step", step);
 	evlog_str("element", what);
-	evlog_str("mechanism", s->mechanism);
+	evlog_str("mechanism", s->lg->mechanism);
 	audit_sasl_fields(f);
 	evlog_end();
 }
@@ -256,14 +257,14 @@ void audit_sasl_step(const struct session *s, const char *dir, unsigned step, co
 void audit_result(struct session *s, bool success, const char *by, const char *condition,
                   const char *text)
 {
-	s->outcome = success ? SESSION_OUTCOME_SUCCESS : SESSION_OUTCOME_FAILURE;
-	s->outcome_by = by;
-	s->t_outcome = ev_now(s->px->loop);
-	snprintf(s->condition, sizeof(s->condition), "%s", condition ? condition : "");
+	s->lg->outcome = success ? SESSION_OUTCOME_SUCCESS : SESSION_OUTCOME_FAILURE;
+	s->lg->outcome_by = by;
+	s->lg->t_outcome = ev_now(s->px->loop);
+	snprintf(s->lg->condition, sizeof(s->lg->condition), "%s", condition ? condition : "");
 	evlog_begin(s->id, "auth_result");
 	evlog_str("outcome", success ? "success" : "failure");
 	evlog_str("by", by);
-	evlog_str("mechanism", s->mechanism);
+	evlog_str("mechanism", s->lg->mechanism);
 	if (!success) {
 		evlog_str("condition", condition);
 		evlog_str("text", text);
@@ -278,8 +279,8 @@ void audit_bind(const struct session *s, bool ok, bool bind2)
 	if (bind2)
 		evlog_bool("bind2", true);
 	else
-		evlog_str("resource", s->bind_resource);
-	evlog_str("jid", ok ? s->jid : NULL);
+		evlog_str("resource", s->lg->bind_resource);
+	evlog_str("jid", ok ? s->lg->jid : NULL);
 	evlog_end();
 }
 
@@ -292,39 +293,39 @@ void audit_session(const struct session *s, bool ok)
 
 void audit_login(struct session *s)
 {
-	if ((!s->auth_tried && !s->starttls_stripped) || s->login_logged)
+	if ((!s->lg->auth_tried && !s->lg->starttls_stripped) || s->lg->login_logged)
 		return;
-	s->login_logged = true;
+	s->lg->login_logged = true;
 	evlog_begin(s->id, "login");
 	evlog_str("peer", s->peer);
-	evlog_str("user", s->user[0] ? s->user : NULL);
-	evlog_str("authzid", s->authzid[0] ? s->authzid : NULL);
-	evlog_str("jid", s->jid);
-	evlog_str("domain", s->domain);
-	evlog_str("mechanism", s->mechanism);
-	evlog_strlist("offered", (const char *const *)s->offered, s->noffered);
-	if (s->client_tls)
-		evlog_str("client_tls", s->client_tls_version);
+	evlog_str("user", s->lg->user[0] ? s->lg->user : NULL);
+	evlog_str("authzid", s->lg->authzid[0] ? s->lg->authzid : NULL);
+	evlog_str("jid", s->lg->jid);
+	evlog_str("domain", s->lg->domain);
+	evlog_str("mechanism", s->lg->mechanism);
+	evlog_strlist("offered", (const char *const *)s->lg->offered, s->lg->noffered);
+	if (s->lg->client_tls)
+		evlog_str("client_tls", s->lg->client_tls_version);
 	else
 		evlog_bool("client_tls", false);
-	if (s->upstream_tls)
-		evlog_str("upstream_tls", s->upstream_tls_version);
+	if (s->lg->upstream_tls)
+		evlog_str("upstream_tls", s->lg->upstream_tls_version);
 	else
 		evlog_bool("upstream_tls", false);
-	evlog_str("cb", s->cb[0] ? s->cb : NULL);
-	if (s->cb_downgrade)
+	evlog_str("cb", s->lg->cb[0] ? s->lg->cb : NULL);
+	if (s->lg->cb_downgrade)
 		evlog_bool("cb_downgrade", true);
-	evlog_str("outcome", s->outcome == SESSION_OUTCOME_SUCCESS   ? "success"
-	                     : s->outcome == SESSION_OUTCOME_FAILURE ? "failure"
-	                                                             : "incomplete");
-	evlog_str("by", s->outcome_by);
-	evlog_str("condition", s->condition[0] ? s->condition : NULL);
-	evlog_int("attempts", s->auth_attempts);
-	evlog_strlist("policy", s->policy_rules, s->npolicy);
-	if (s->starttls_stripped)
-		evlog_str("downgrade", s->downgrade_accepted ? "accepted" : "refused");
-	evlog_int("ms", s->outcome != SESSION_OUTCOME_NONE
-	                    ? (long long)((s->t_outcome - s->t0) * 1000.0)
+	evlog_str("outcome", s->lg->outcome == SESSION_OUTCOME_SUCCESS   ? "success"
+	                     : s->lg->outcome == SESSION_OUTCOME_FAILURE ? "failure"
+	                                                                 : "incomplete");
+	evlog_str("by", s->lg->outcome_by);
+	evlog_str("condition", s->lg->condition[0] ? s->lg->condition : NULL);
+	evlog_int("attempts", s->lg->auth_attempts);
+	evlog_strlist("policy", s->lg->policy_rules, s->lg->npolicy);
+	if (s->lg->starttls_stripped)
+		evlog_str("downgrade", s->lg->downgrade_accepted ? "accepted" : "refused");
+	evlog_int("ms", s->lg->outcome != SESSION_OUTCOME_NONE
+	                    ? (long long)((s->lg->t_outcome - s->t0) * 1000.0)
 	                    : session_ms(s));
 	evlog_end();
 }

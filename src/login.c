@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "addrtab.h"
 #include "audit.h"
 #include "conf.h"
 #include "log.h"
@@ -134,7 +135,7 @@ static void login_upstream_entry(struct session *s, enum upstream_state st)
 		login_begin_tls(u, NULL, 0);
 		break;
 	case US_HEADER:
-		if (!s->upstream_tls)
+		if (!s->lg->upstream_tls)
 			session_connect_timer(s, true);
 		login_upstream_header(s);
 		break;
@@ -150,7 +151,7 @@ static void login_upstream_entry(struct session *s, enum upstream_state st)
 		break;
 	case US_READY:
 		session_connect_timer(s, false);
-		if (s->cstate == CS_WAIT_UPSTREAM) {
+		if (s->lg->cstate == CS_WAIT_UPSTREAM) {
 			leg_set_reading(&s->client, true);
 			login_client_features(s);
 		}
@@ -162,27 +163,27 @@ static void login_upstream_entry(struct session *s, enum upstream_state st)
 
 void login_client_enter(struct session *s, enum client_state st)
 {
-	enum client_state old = s->cstate;
+	enum client_state old = s->lg->cstate;
 	if (st == old)
 		return;
-	s->cstate = st;
+	s->lg->cstate = st;
 	if (login_move(s, "client", login_client_states, old, st))
 		login_client_entry(s, st);
 }
 
 void login_upstream_enter(struct session *s, enum upstream_state st)
 {
-	enum upstream_state old = s->ustate;
+	enum upstream_state old = s->lg->ustate;
 	if (st == old)
 		return;
-	s->ustate = st;
+	s->lg->ustate = st;
 	if (login_move(s, "upstream", login_upstream_states, old, st))
 		login_upstream_entry(s, st);
 }
 
 bool login_relaying(const struct session *s)
 {
-	return s->cstate == CS_RELAY;
+	return s->lg->cstate == CS_RELAY;
 }
 
 static void login_client_element(struct session *s, const struct xml_elem *e)
@@ -194,10 +195,10 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 		login_fail(s, NULL, NULL, "client sent a stream error");
 		return;
 	}
-	switch (s->cstate) {
+	switch (s->lg->cstate) {
 	case CS_PREAUTH:
 		if (xml_is(e, XML_NS_TLS, "starttls")) {
-			if (s->client_tls) {
+			if (s->lg->client_tls) {
 				login_fail(s, "policy-violation", "TLS is already in place",
 				           "STARTTLS twice");
 				return;
@@ -206,7 +207,7 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 			return;
 		}
 		if (xml_is(e, XML_NS_SASL, "auth") ||
-		    (s->up.sasl2 && xml_is(e, XML_NS_SASL2, "authenticate"))) {
+		    (s->lg->up.sasl2 && xml_is(e, XML_NS_SASL2, "authenticate"))) {
 			login_client_auth(s, e, strcmp(e->ns, XML_NS_SASL2) == 0);
 			return;
 		}
@@ -227,17 +228,17 @@ static void login_client_element(struct session *s, const struct xml_elem *e)
 			return;
 		}
 		if (xml_is(e, login_sasl_ns(s), "abort") ||
-		    (s->sasl2 &&
+		    (s->lg->sasl2 &&
 		     (xml_is(e, XML_NS_SASL2, "next") || xml_is(e, XML_NS_SASL2, "task-data")))) {
 			/* task data (XEP-0480 upgrades) carries password hashes:
 			 * only its element name is logged */
-			if (++s->steps_c2s > MAX_SASL_STEPS) {
+			if (++s->lg->steps_c2s > MAX_SASL_STEPS) {
 				login_fail(s, "policy-violation", "SASL exchange too long",
 				           "SASL exchange too long");
 				return;
 			}
 			memset(&f, 0, sizeof(f));
-			audit_sasl_step(s, "c2s", s->steps_c2s, e->name, &f);
+			audit_sasl_step(s, "c2s", s->lg->steps_c2s, e->name, &f);
 			login_forward(&s->upstream, e);
 			return;
 		}
@@ -264,7 +265,7 @@ static void login_upstream_element(struct session *s, const struct xml_elem *e, 
 		login_fail(s, login_stream_condition(cond), text, "upstream sent a stream error");
 		return;
 	}
-	switch (s->ustate) {
+	switch (s->lg->ustate) {
 	case US_FEATURES:
 		if (xml_is(e, XML_NS_STREAMS, "features")) {
 			login_upstream_features(s, e);
@@ -329,7 +330,7 @@ static void login_on_element(void *ctx, const struct xml_elem *e, uint64_t start
 			login_relay_c2s(s, e, start, end);
 		else
 			login_client_element(s, e);
-	} else if (s->ustate == US_RELAY_HOLD) {
+	} else if (s->lg->ustate == US_RELAY_HOLD) {
 		login_hold_element(s, e, start, end);
 	} else if (login_relaying(s)) {
 		login_relay_s2c(s, e);
@@ -348,9 +349,9 @@ static void login_on_close(void *ctx)
 
 	if (login_relaying(s)) {
 		/* forwarded as it is; the TCP close that follows ends the session */
-		if (s->ended_by == NULL)
-			s->ended_by = login_is_client(l) ? "client ended the stream"
-			                                 : "server ended the stream";
+		if (s->lg->ended_by == NULL)
+			s->lg->ended_by = login_is_client(l) ? "client ended the stream"
+			                                     : "server ended the stream";
 		return;
 	}
 	if (login_is_client(l)) {
@@ -414,9 +415,9 @@ void login_data(struct leg *l, const char *data, size_t len)
 
 	while (len > 0 && !s->closing) {
 		bool client = login_is_client(l);
-		bool relay = client ? s->cstate == CS_RELAY : s->ustate == US_RELAY;
-		bool hold = !client && s->ustate == US_RELAY_HOLD;
-		bool gated = relay && client && s->gate != SESSION_GATE_OPEN;
+		bool relay = client ? s->lg->cstate == CS_RELAY : s->lg->ustate == US_RELAY;
+		bool hold = !client && s->lg->ustate == US_RELAY_HOLD;
+		bool gated = relay && client && s->lg->gate != SESSION_GATE_OPEN;
 		uint64_t base = xml_offset(l->xml);
 		size_t used;
 
@@ -442,7 +443,7 @@ void login_data(struct leg *l, const char *data, size_t len)
 		} else if (relay) {
 			login_send(l->peer, data, used);
 			l->relay_clean = xml_at_boundary(l->xml);
-		} else if (!client && s->hold_active) {
+		} else if (!client && s->lg->hold_active) {
 			if (hold && used < len)
 				l->hold.len -= len - used < l->hold.len ? len - used : l->hold.len;
 			if (!login_hold_flush(s, data, used, base, hold))
@@ -476,16 +477,16 @@ static void login_tls_done(struct leg *l)
 		 * only a plain host name (RFC 6066 3) is taken */
 		const char *sni = SSL_get_servername(l->ssl, TLSEXT_NAMETYPE_host_name);
 		size_t n = sni ? strlen(sni) : 0;
-		if (n > 0 && n < sizeof(s->domain) && s->domain[0] == '\0' &&
+		if (n > 0 && n < sizeof(s->lg->domain) && s->lg->domain[0] == '\0' &&
 		    strspn(sni,
 		           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == n)
-			memcpy(s->domain, sni, n + 1);
-		s->client_tls = true;
-		if (s->cstate != CS_FAILING)
+			memcpy(s->lg->domain, sni, n + 1);
+		s->lg->client_tls = true;
+		if (s->lg->cstate != CS_FAILING)
 			login_client_enter(s, CS_HEADER);
 		return;
 	}
-	s->upstream_tls = true;
+	s->lg->upstream_tls = true;
 	login_upstream_enter(s, US_HEADER);
 }
 
@@ -526,7 +527,7 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		break;
 	case LEG_EV_EOF:
 	case LEG_EV_ERROR:
-		if (!client && s->ustate == US_CONNECTING) {
+		if (!client && s->lg->ustate == US_CONNECTING) {
 			audit_upstream(s, false, why);
 			snprintf(reason, sizeof(reason), "upstream connect failed: %s", why);
 			login_fail(s, "remote-connection-failed", "cannot reach the server",
@@ -536,9 +537,9 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		snprintf(reason, sizeof(reason), "%s %s%s%s", login_leg_name(l),
 		         ev == LEG_EV_EOF ? "closed the connection" : "error", why ? ": " : "",
 		         why ? why : "");
-		if (s->ended_by != NULL && ev == LEG_EV_EOF)
-			snprintf(reason, sizeof(reason), "%s", s->ended_by);
-		if (!client && s->ustate == US_RELAY_HOLD) {
+		if (s->lg->ended_by != NULL && ev == LEG_EV_EOF)
+			snprintf(reason, sizeof(reason), "%s", s->lg->ended_by);
+		if (!client && s->lg->ustate == US_RELAY_HOLD) {
 			/* gone before its features: the client hears it in the
 			 * server's held header */
 			login_fail(s, "remote-connection-failed",
@@ -560,13 +561,13 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 
 void login_timeout(struct session *s, bool connect)
 {
-	if (s->cstate == CS_FAILING) {
+	if (s->lg->cstate == CS_FAILING) {
 		/* the client never opened its stream to hear why */
-		session_close(s, s->fail_reason);
+		session_close(s, s->lg->fail_reason);
 		return;
 	}
 	if (connect) {
-		if (s->ustate == US_CONNECTING) {
+		if (s->lg->ustate == US_CONNECTING) {
 			audit_upstream(s, false, "connect timed out");
 		}
 		login_fail(s, "remote-connection-failed", "the server did not answer in time",
@@ -585,15 +586,20 @@ void login_shutdown(struct session *s)
 void login_start(struct session *s)
 {
 	const struct conf *c = login_conf(s);
+	s->lg = calloc(1, sizeof(*s->lg));
+	if (s->lg == NULL) {
+		session_close(s, "out of memory");
+		return;
+	}
 	s->client.xml = xml_new(&login_xml_handler, &s->client, c->max_stanza_prelogin);
 	s->upstream.xml = xml_new(&login_xml_handler, &s->upstream, c->max_stanza_prelogin);
 	if (s->client.xml == NULL || s->upstream.xml == NULL) {
 		session_close(s, "out of memory");
 		return;
 	}
-	s->ustate = US_CONNECTING;
+	s->lg->ustate = US_CONNECTING;
 	if (s->port == SESSION_PORT_DIRECT_TLS) {
-		s->cstate = CS_TLS_ACCEPT;
+		s->lg->cstate = CS_TLS_ACCEPT;
 		SSL *ssl = tls_server_new(s->px->server_ctx, s->client.fd);
 		if (ssl == NULL) {
 			session_close(s, "cannot create TLS session");
@@ -601,9 +607,29 @@ void login_start(struct session *s)
 		}
 		leg_start_tls(&s->client, ssl, false);
 	} else {
-		s->cstate = CS_HEADER;
+		s->lg->cstate = CS_HEADER;
 		leg_start(&s->client);
 	}
+}
+
+bool login_close(struct session *s)
+{
+	struct login *lg = s->lg;
+	if (lg == NULL)
+		return false;
+	bool abandoned = false;
+	if (lg->attempt_inflight) {
+		/* abandoned before its answer: the server may have judged it,
+		 * so it counts as a failure (a guesser cannot send and hang up) */
+		const struct conf *c = login_conf(s);
+		login_attempt_end(s);
+		if (c->auth_failures_max > 0)
+			(void)addrtab_fail(s->px->peers, &s->peer_key, ev_now(s->px->loop),
+			                   c->auth_failures_window);
+		abandoned = c->auth_failures_max > 0;
+	}
+	audit_login(s);
+	return abandoned;
 }
 
 void login_free(struct session *s)
@@ -611,13 +637,18 @@ void login_free(struct session *s)
 	xml_free(s->client.xml);
 	xml_free(s->upstream.xml);
 	s->client.xml = s->upstream.xml = NULL;
-	sasl_free(s->sasl);
-	s->sasl = NULL;
-	streamfeatures_free(&s->up);
+	if (s->lg == NULL)
+		return;
+	sasl_free(s->lg->sasl);
+	s->lg->sasl = NULL;
+	streamfeatures_free(&s->lg->up);
 	login_clear_offered(s);
-	free(s->jid);
-	free(s->bind_id);
-	free(s->session_iq_id);
-	free(s->bind_resource);
-	s->jid = s->bind_id = s->session_iq_id = s->bind_resource = NULL;
+	free(s->lg->jid);
+	free(s->lg->bind_id);
+	free(s->lg->session_iq_id);
+	free(s->lg->bind_resource);
+	buf_free(&s->lg->delayed);
+	buf_free(&s->lg->hold_repl);
+	free(s->lg);
+	s->lg = NULL;
 }

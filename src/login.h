@@ -61,6 +61,10 @@ void login_timeout(struct session *s, bool connect);
 void login_resume(struct session *s);
 /* The proxy is stopping: end both streams politely. */
 void login_shutdown(struct session *s);
+/* The session is closing: a credential payload still in flight counts as
+ * a failure for auth_failures (returns true then), and the login record
+ * is written. */
+bool login_close(struct session *s);
 /* Frees what the login kept (features, SASL state, parsers). */
 void login_free(struct session *s);
 

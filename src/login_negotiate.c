@@ -15,9 +15,9 @@
 
 void login_clear_offered(struct session *s)
 {
-	for (size_t i = 0; i < s->noffered; i++)
-		free(s->offered[i]);
-	s->noffered = 0;
+	for (size_t i = 0; i < s->lg->noffered; i++)
+		free(s->lg->offered[i]);
+	s->lg->noffered = 0;
 }
 
 /* Sends the client its features: our own <starttls>, the upstream's
@@ -26,17 +26,17 @@ void login_clear_offered(struct session *s)
 void login_client_features(struct session *s)
 {
 	const struct conf *c = login_conf(s);
-	bool require = policy_require_tls(c, s->upstream_requires_tls);
+	bool require = policy_require_tls(c, s->lg->upstream_requires_tls);
 	enum streamfeatures_starttls st = SF_STARTTLS_NONE;
 	bool sasl_now = true;
 
-	if (!s->client_tls && c->strip_starttls) {
+	if (!s->lg->client_tls && c->strip_starttls) {
 		/* a lab downgrade test: does the client go on in the clear? */
 		struct policy_verdict v;
 		policy_rule(c, POLICY_RULE_STRIP_STARTTLS, NULL, &v);
 		audit_policy(s, &v);
-		s->starttls_stripped = true;
-	} else if (!s->client_tls) {
+		s->lg->starttls_stripped = true;
+	} else if (!s->lg->client_tls) {
 		st = require ? SF_STARTTLS_REQUIRED : SF_STARTTLS_OFFERED;
 		sasl_now = !require;
 	}
@@ -45,40 +45,40 @@ void login_client_features(struct session *s)
 		/* a lab test of what the client accepts: exactly this list */
 		struct policy_verdict v;
 		for (size_t i = 0; i < c->noffer_mechanisms; i++) {
-			s->offered[s->noffered++] = strdup(c->offer_mechanisms[i]);
-			if (s->offered[s->noffered - 1] == NULL)
-				s->noffered--;
+			s->lg->offered[s->lg->noffered++] = strdup(c->offer_mechanisms[i]);
+			if (s->lg->offered[s->lg->noffered - 1] == NULL)
+				s->lg->noffered--;
 		}
 		policy_rule(c, POLICY_RULE_OFFER_LIST, NULL, &v);
 		audit_policy(s, &v);
 	} else if (sasl_now) {
-		for (size_t i = 0; i < s->up.nmechs; i++) {
+		for (size_t i = 0; i < s->lg->up.nmechs; i++) {
 			struct policy_input in = {.step = POLICY_OFFER,
-			                          .mechanism = s->up.mechs[i],
-			                          .client_tls = s->client_tls,
+			                          .mechanism = s->lg->up.mechs[i],
+			                          .client_tls = s->lg->client_tls,
 			                          .upstream_requires_tls =
-			                              s->upstream_requires_tls};
+			                              s->lg->upstream_requires_tls};
 			struct policy_verdict v;
 			policy_check(c, &in, &v);
 			if (v.action == POLICY_STRIP) {
 				audit_policy(s, &v);
 				continue;
 			}
-			char *m = strdup(s->up.mechs[i]);
+			char *m = strdup(s->lg->up.mechs[i]);
 			if (m != NULL)
-				s->offered[s->noffered++] = m;
+				s->lg->offered[s->lg->noffered++] = m;
 		}
 	}
 
 	/* SASL2 offers the same filtered mechanisms, where the server has them */
 	const char *sasl2[MAX_MECHANISMS];
 	size_t nsasl2 = 0;
-	for (size_t i = 0; i < s->noffered; i++)
-		if (streamfeatures_has_sasl2(&s->up, s->offered[i]))
-			sasl2[nsasl2++] = s->offered[i];
+	for (size_t i = 0; i < s->lg->noffered; i++)
+		if (streamfeatures_has_sasl2(&s->lg->up, s->lg->offered[i]))
+			sasl2[nsasl2++] = s->lg->offered[i];
 	struct buf b = {0};
-	streamfeatures_write(&b, s->client.out_prefix, st, (const char *const *)s->offered,
-	                     s->noffered, sasl2, nsasl2, sasl_now, &s->up);
+	streamfeatures_write(&b, s->client.out_prefix, st, (const char *const *)s->lg->offered,
+	                     s->lg->noffered, sasl2, nsasl2, sasl_now, &s->lg->up);
 	login_send_buf(&s->client, &b);
 
 	audit_features(s, st, sasl2, nsasl2);
@@ -89,11 +89,11 @@ void login_client_features(struct session *s)
  * domain are there (with Direct TLS the domain is the SNI). */
 void login_start_upstream_stream(struct session *s)
 {
-	if (s->domain[0] == '\0')
+	if (s->lg->domain[0] == '\0')
 		return;
-	if (s->ustate == US_TLS_WAIT_DOMAIN)
+	if (s->lg->ustate == US_TLS_WAIT_DOMAIN)
 		login_upstream_enter(s, US_TLS);
-	else if (s->ustate == US_WAIT_DOMAIN)
+	else if (s->lg->ustate == US_WAIT_DOMAIN)
 		login_upstream_enter(s, US_HEADER);
 }
 
@@ -117,19 +117,19 @@ void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t e
 		}
 		snprintf(s->upstream.out_prefix, sizeof(s->upstream.out_prefix), "%s", hdr->prefix);
 		s->upstream.hdr_sent = true;
-		if (s->gate != SESSION_GATE_OPEN)
+		if (s->lg->gate != SESSION_GATE_OPEN)
 			login_gate_release(s, end); /* the header goes on; what follows waits */
 		return;
 	}
 
-	if (lang != NULL && strlen(lang) < sizeof(s->xml_lang) &&
+	if (lang != NULL && strlen(lang) < sizeof(s->lg->xml_lang) &&
 	    strspn(lang, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") ==
 	        strlen(lang))
-		snprintf(s->xml_lang, sizeof(s->xml_lang), "%s", lang);
-	bool bad_to = to != NULL && (strlen(to) >= sizeof(s->domain) || strchr(to, '@') ||
+		snprintf(s->lg->xml_lang, sizeof(s->lg->xml_lang), "%s", lang);
+	bool bad_to = to != NULL && (strlen(to) >= sizeof(s->lg->domain) || strchr(to, '@') ||
 	                             strchr(to, '/') || to[0] == '\0');
-	if (to != NULL && !bad_to && s->domain[0] == '\0')
-		snprintf(s->domain, sizeof(s->domain), "%s", to);
+	if (to != NULL && !bad_to && s->lg->domain[0] == '\0')
+		snprintf(s->lg->domain, sizeof(s->lg->domain), "%s", to);
 	/* the client opened its stream: whatever follows is answered in ours */
 	login_client_header(s);
 	if (strcmp(xml_default_ns(l->xml), XML_NS_CLIENT) != 0) {
@@ -137,15 +137,15 @@ void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t e
 		           "client stream not in jabber:client");
 		return;
 	}
-	if (bad_to || s->domain[0] == '\0') {
+	if (bad_to || s->lg->domain[0] == '\0') {
 		login_fail(s, "host-unknown",
 		           bad_to ? "bad domain in 'to'" : "the stream has no 'to'",
 		           bad_to ? "bad stream 'to'" : "no domain from client");
 		return;
 	}
-	if (s->cstate == CS_FAILING) {
-		login_end(s, s->fail_condition, s->fail_text[0] ? s->fail_text : NULL,
-		          s->fail_reason);
+	if (s->lg->cstate == CS_FAILING) {
+		login_end(s, s->lg->fail_condition, s->lg->fail_text[0] ? s->lg->fail_text : NULL,
+		          s->lg->fail_reason);
 		return;
 	}
 	if (version == NULL || strncmp(version, "1.", 2) != 0) {
@@ -153,7 +153,7 @@ void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t e
 		return;
 	}
 	login_start_upstream_stream(s);
-	if (s->ustate == US_READY) {
+	if (s->lg->ustate == US_READY) {
 		login_client_features(s);
 	} else {
 		login_client_enter(s, CS_WAIT_UPSTREAM);
@@ -168,10 +168,10 @@ static void login_iq_auth(struct session *s, const struct xml_elem *e, const str
 {
 	const struct xml_elem *user = xml_child(q, "jabber:iq:auth", "username");
 	const char *type = xml_attr(e, NULL, "type");
-	s->auth_tried = true;
-	snprintf(s->mechanism, sizeof(s->mechanism), "%s", "jabber:iq:auth");
+	s->lg->auth_tried = true;
+	snprintf(s->lg->mechanism, sizeof(s->lg->mechanism), "%s", "jabber:iq:auth");
 	if (user != NULL && user->text != NULL)
-		login_copy_text(s->user, sizeof(s->user), user->text);
+		login_copy_text(s->lg->user, sizeof(s->lg->user), user->text);
 	audit_iq_auth(s, type);
 	struct policy_verdict v;
 	policy_rule(login_conf(s), POLICY_RULE_IQ_AUTH, NULL, &v);
@@ -194,7 +194,8 @@ void login_client_preauth_iq(struct session *s, const struct xml_elem *e)
 		if (auth == NULL && xml_is(c, "jabber:iq:auth", "query"))
 			auth = c;
 	}
-	bool tls_ok = s->client_tls || !policy_require_tls(login_conf(s), s->upstream_requires_tls);
+	bool tls_ok =
+	    s->lg->client_tls || !policy_require_tls(login_conf(s), s->lg->upstream_requires_tls);
 	bool register_only = n == 1 && xml_is(e->children, "jabber:iq:register", "query");
 	if (register_only && tls_ok) {
 		login_forward(&s->upstream, e);
@@ -230,15 +231,15 @@ void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t
 			return;
 		}
 		snprintf(s->client.out_prefix, sizeof(s->client.out_prefix), "%s", hdr->prefix);
-		if (s->ustate == US_RELAY_HOLD) {
-			s->held_hdr = true;
-			s->held_hdr_end = end;
+		if (s->lg->ustate == US_RELAY_HOLD) {
+			s->lg->held_hdr = true;
+			s->lg->held_hdr_end = end;
 		} else {
 			s->client.hdr_sent = true;
 		}
 		return;
 	}
-	if (s->ustate != US_HEADER) {
+	if (s->lg->ustate != US_HEADER) {
 		/* before our own header: a client speaks first (RFC 6120 4.2) */
 		login_upstream_fault(s, "bad-format", "the server spoke before the client");
 		return;
@@ -261,7 +262,7 @@ void login_upstream_features(struct session *s, const struct xml_elem *e)
 	struct leg *u = &s->upstream;
 	const struct conf *c = login_conf(s);
 
-	if (streamfeatures_parse(&s->up, e) < 0) {
+	if (streamfeatures_parse(&s->lg->up, e) < 0) {
 		session_close(s, "out of memory");
 		return;
 	}
@@ -270,12 +271,12 @@ void login_upstream_features(struct session *s, const struct xml_elem *e)
 		 * (it has it from the first byte): require_tls = auto takes it
 		 * that it does, rather than let PLAIN cross the client leg in
 		 * the clear to a server that would have refused it so. */
-		s->upstream_starttls = s->up.starttls;
-		s->upstream_requires_tls = s->up.starttls == SF_STARTTLS_REQUIRED ||
-		                           c->upstream_tls == CONF_UPSTREAM_DIRECT;
+		s->lg->upstream_starttls = s->lg->up.starttls;
+		s->lg->upstream_requires_tls = s->lg->up.starttls == SF_STARTTLS_REQUIRED ||
+		                               c->upstream_tls == CONF_UPSTREAM_DIRECT;
 	}
-	if (c->upstream_tls == CONF_UPSTREAM_STARTTLS && !s->upstream_tls) {
-		if (s->up.starttls == SF_STARTTLS_NONE) {
+	if (c->upstream_tls == CONF_UPSTREAM_STARTTLS && !s->lg->upstream_tls) {
+		if (s->lg->up.starttls == SF_STARTTLS_NONE) {
 			audit_tls(u, false, false, "the server does not offer STARTTLS");
 			login_fail(s, "remote-connection-failed",
 			           "the server does not offer STARTTLS",
@@ -307,9 +308,9 @@ void login_begin_tls(struct leg *l, const char *rest, size_t len)
 		}
 	}
 	SSL *ssl = login_is_client(l) ? tls_server_new(s->px->server_ctx, l->fd)
-	                              : tls_client_new(s->px->client_ctx, l->fd, s->domain,
+	                              : tls_client_new(s->px->client_ctx, l->fd, s->lg->domain,
 	                                               login_conf(s)->upstream_verify,
-	                                               s->ustate == US_TLS /* XEP-0368 ALPN */);
+	                                               s->lg->ustate == US_TLS /* XEP-0368 ALPN */);
 	if (ssl == NULL) {
 		login_fail(s, "internal-server-error", NULL, "cannot create TLS session");
 		return;

@@ -35,15 +35,15 @@ static void login_send_failure(struct session *s, struct buf *b, bool counts)
 	unsigned char r;
 	RAND_bytes(&r, 1);
 	/* a failure already waiting (a pipelined retry) keeps its place */
-	if (s->delayed.len > 0) {
-		int rc = buf_add(&s->delayed, buf_head(b), b->len);
+	if (s->lg->delayed.len > 0) {
+		int rc = buf_add(&s->lg->delayed, buf_head(b), b->len);
 		buf_free(b);
 		if (rc < 0)
 			session_close(s, "out of memory");
 		return;
 	}
-	buf_free(&s->delayed);
-	s->delayed = *b;
+	buf_free(&s->lg->delayed);
+	s->lg->delayed = *b;
 	memset(b, 0, sizeof(*b));
 	leg_set_reading(&s->client, false);
 	session_delay(s, AUTH_FAILURE_DELAY_MIN + (AUTH_FAILURE_DELAY_SPREAD * r) / 255.0);
@@ -51,7 +51,7 @@ static void login_send_failure(struct session *s, struct buf *b, bool counts)
 
 void login_resume(struct session *s)
 {
-	login_send_buf(&s->client, &s->delayed);
+	login_send_buf(&s->client, &s->lg->delayed);
 	leg_set_reading(&s->client, true);
 }
 
@@ -61,9 +61,9 @@ void login_resume(struct session *s)
  * server's round trip counts, never the client's own delay. */
 void login_attempt_begin(struct session *s)
 {
-	if (s->attempt_inflight)
+	if (s->lg->attempt_inflight)
 		return;
-	s->attempt_inflight = true;
+	s->lg->attempt_inflight = true;
 	addrtab_attempt_begin(s->px->peers, &s->peer_key);
 }
 
@@ -71,9 +71,9 @@ void login_attempt_begin(struct session *s)
  * payload abandoned in flight as a failure. */
 void login_attempt_end(struct session *s)
 {
-	if (!s->attempt_inflight)
+	if (!s->lg->attempt_inflight)
 		return;
-	s->attempt_inflight = false;
+	s->lg->attempt_inflight = false;
 	addrtab_attempt_end(s->px->peers, &s->peer_key);
 }
 
@@ -115,7 +115,7 @@ void login_refuse_midway(struct session *s, const struct policy_verdict *v)
 void login_refuse_rule(struct session *s, enum policy_rule r)
 {
 	struct policy_verdict v;
-	policy_rule(login_conf(s), r, s->mechanism, &v);
+	policy_rule(login_conf(s), r, s->lg->mechanism, &v);
 	login_refuse_verdict(s, &v, false);
 }
 
@@ -131,7 +131,7 @@ static bool login_sasl2_granted(struct session *s, const struct xml_elem *e)
 	}
 	if (!policy_checks_identity(login_conf(s)))
 		return true;
-	if (s->jid == NULL && xml_child(e, "urn:xmpp:bind:0", "bound") == NULL)
+	if (s->lg->jid == NULL && xml_child(e, "urn:xmpp:bind:0", "bound") == NULL)
 		return true; /* the iq bind will say, and the gate waits for it */
 	return login_bound_identity_allowed(s);
 }
@@ -147,7 +147,7 @@ static void login_sasl2_success(struct session *s, const struct xml_elem *e, uin
 	login_upstream_hold(s, end);
 	if (bound != NULL) {
 		audit_bind(s, true, true);
-		s->bound = true;
+		s->lg->bound = true;
 		/* bound inline: no iq bind will come, names are enough now */
 		xml_set_build(s->client.xml, false);
 		xml_set_build(s->upstream.xml, false);
@@ -160,25 +160,26 @@ static void login_sasl2_success(struct session *s, const struct xml_elem *e, uin
 static void login_upstream_success(struct session *s, const struct xml_elem *e, uint64_t end)
 {
 	struct sasl_fields f;
-	const struct xml_elem *data = s->sasl2 ? xml_child(e, XML_NS_SASL2, "additional-data") : e;
+	const struct xml_elem *data =
+	    s->lg->sasl2 ? xml_child(e, XML_NS_SASL2, "additional-data") : e;
 	if (data != NULL && data->text != NULL) {
 		login_decode(s, SASL_S2C, data, &f);
-		audit_sasl_step(s, "s2c", ++s->steps_s2c, "success", &f);
+		audit_sasl_step(s, "s2c", ++s->lg->steps_s2c, "success", &f);
 	}
-	if (policy_checks_identity(login_conf(s)) && !s->identity_checked) {
+	if (policy_checks_identity(login_conf(s)) && !s->lg->identity_checked) {
 		struct policy_verdict v;
-		policy_rule(login_conf(s), POLICY_RULE_IDENTITY_UNCHECKED, s->mechanism, &v);
+		policy_rule(login_conf(s), POLICY_RULE_IDENTITY_UNCHECKED, s->lg->mechanism, &v);
 		login_refuse_granted(s, &v, "identity never checked");
 		return;
 	}
-	if (s->sasl2 && !login_sasl2_granted(s, e))
+	if (s->lg->sasl2 && !login_sasl2_granted(s, e))
 		return;
 	login_attempt_end(s);
 	audit_result(s, true, "upstream", NULL, NULL);
 	login_forward(&s->client, e);
 	if (s->closing)
 		return;
-	if (s->sasl2) {
+	if (s->lg->sasl2) {
 		login_sasl2_success(s, e, end);
 		return;
 	}
@@ -201,7 +202,7 @@ void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t e
 	struct sasl_fields f;
 	const char *ns = login_sasl_ns(s);
 
-	if ((s->ustate == US_ABORTING || s->ustate == US_ABORTING_SASL) &&
+	if ((s->lg->ustate == US_ABORTING || s->lg->ustate == US_ABORTING_SASL) &&
 	    !xml_is(e, ns, "failure")) {
 		/* a challenge sent before the server saw our <abort/> is
 		 * dropped; a success for the refused exchange is a fault */
@@ -211,13 +212,13 @@ void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t e
 		return;
 	}
 	if (xml_is(e, ns, "challenge")) {
-		if (++s->steps_s2c > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
+		if (++s->lg->steps_s2c > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
 			login_upstream_fault(s, "policy-violation", "SASL exchange too long");
 			return;
 		}
 		login_attempt_end(s);
 		login_decode(s, SASL_S2C, e, &f);
-		audit_sasl_step(s, "s2c", s->steps_s2c, "challenge", &f);
+		audit_sasl_step(s, "s2c", s->lg->steps_s2c, "challenge", &f);
 		login_forward(&s->client, e);
 		return;
 	}
@@ -225,15 +226,15 @@ void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t e
 		login_upstream_success(s, e, end);
 		return;
 	}
-	if (s->sasl2 &&
+	if (s->lg->sasl2 &&
 	    (xml_is(e, XML_NS_SASL2, "continue") || xml_is(e, XML_NS_SASL2, "task-data"))) {
-		if (++s->steps_s2c > MAX_SASL_STEPS) {
+		if (++s->lg->steps_s2c > MAX_SASL_STEPS) {
 			login_upstream_fault(s, "policy-violation", "SASL exchange too long");
 			return;
 		}
 		login_attempt_end(s);
 		memset(&f, 0, sizeof(f));
-		audit_sasl_step(s, "s2c", s->steps_s2c, e->name, &f);
+		audit_sasl_step(s, "s2c", s->lg->steps_s2c, e->name, &f);
 		login_forward(&s->client, e);
 		return;
 	}
@@ -246,10 +247,10 @@ void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t e
 			else if (cond == NULL && strcmp(c->ns, XML_NS_SASL) == 0)
 				cond = c->name;
 		}
-		if (s->ustate == US_ABORTING || s->ustate == US_ABORTING_SASL) {
+		if (s->lg->ustate == US_ABORTING || s->lg->ustate == US_ABORTING_SASL) {
 			/* the answer to our own <abort/>; the client may already
 			 * have started its next exchange, which goes on */
-			login_upstream_enter(s, s->ustate == US_ABORTING ? US_READY : US_SASL);
+			login_upstream_enter(s, s->lg->ustate == US_ABORTING ? US_READY : US_SASL);
 			return;
 		}
 		login_upstream_enter(s, US_READY);

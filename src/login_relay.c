@@ -24,17 +24,17 @@ void login_enter_relay(struct session *s)
 	xml_set_max_stanza(s->upstream.xml, max);
 	/* while users_deny/users_allow wait for the bound JID, the client's
 	 * stanzas wait too, and the login timer keeps running */
-	if (policy_checks_identity(login_conf(s)) && s->jid == NULL)
-		s->gate = SESSION_GATE_UNBOUND;
+	if (policy_checks_identity(login_conf(s)) && s->lg->jid == NULL)
+		s->lg->gate = SESSION_GATE_UNBOUND;
 	else
 		session_login_done(s);
 }
 
 void login_set_jid(struct session *s, const char *jid)
 {
-	free(s->jid);
-	s->jid = strdup(jid);
-	if (s->jid == NULL)
+	free(s->lg->jid);
+	s->lg->jid = strdup(jid);
+	if (s->lg->jid == NULL)
 		session_close(s, "out of memory");
 }
 
@@ -44,9 +44,9 @@ void login_refuse_granted(struct session *s, const struct policy_verdict *v, con
 {
 	login_attempt_end(s);
 	audit_policy(s, v);
-	s->outcome = SESSION_OUTCOME_FAILURE;
-	s->outcome_by = "proxy";
-	snprintf(s->condition, sizeof(s->condition), "%s", "policy-violation");
+	s->lg->outcome = SESSION_OUTCOME_FAILURE;
+	s->lg->outcome_by = "proxy";
+	snprintf(s->lg->condition, sizeof(s->lg->condition), "%s", "policy-violation");
 	login_end(s, "policy-violation", "this identity is not allowed here", reason);
 }
 
@@ -62,7 +62,7 @@ bool login_bound_identity_allowed(struct session *s)
 	const struct conf *c = login_conf(s);
 	if (!policy_checks_identity(c))
 		return true;
-	const char *jid = s->jid != NULL ? s->jid : "";
+	const char *jid = s->lg->jid != NULL ? s->lg->jid : "";
 	size_t len = strlen(jid), rest = strcspn(jid, "/");
 	const char *at = memchr(jid, '@', rest);
 	char local[MAX_JID + 1], domain[MAX_JID + 1];
@@ -72,8 +72,8 @@ bool login_bound_identity_allowed(struct session *s)
 	snprintf(domain, sizeof(domain), "%.*s", (int)(dl < sizeof(domain) ? dl : 0),
 	         at ? at + 1 : jid);
 	struct policy_input in = {.step = POLICY_IDENTITY,
-	                          .mechanism = s->mechanism,
-	                          .client_tls = s->client_tls,
+	                          .mechanism = s->lg->mechanism,
+	                          .client_tls = s->lg->client_tls,
 	                          /* no JID, or one longer than RFC 7622 allows */
 	                          .identity = len == 0 || len > MAX_JID ? POLICY_ID_AMBIGUOUS
 	                                                                : POLICY_ID_KNOWN,
@@ -184,8 +184,8 @@ static void login_gate_unbound(struct session *s, const struct xml_elem *e, uint
 {
 	if (login_is_bind(e)) {
 		login_gate_release(s, end);
-		s->gate = SESSION_GATE_BINDING;
-		s->gate_held = false;
+		s->lg->gate = SESSION_GATE_BINDING;
+		s->lg->gate_held = false;
 		return;
 	}
 	if (strcmp(e->name, "resume") == 0 &&
@@ -202,7 +202,7 @@ static void login_gate_unbound(struct session *s, const struct xml_elem *e, uint
 static void login_gate_open(struct session *s)
 {
 	struct leg *c = &s->client;
-	s->gate = SESSION_GATE_OPEN;
+	s->lg->gate = SESSION_GATE_OPEN;
 	session_login_done(s);
 	if (c->hold.len > 0)
 		login_send(&s->upstream, buf_head(&c->hold), c->hold.len);
@@ -215,14 +215,14 @@ static void login_gate_open(struct session *s)
  * elements behind it, which an unbound session may not send. */
 static void login_gate_retry(struct session *s)
 {
-	if (s->gate_held) {
+	if (s->lg->gate_held) {
 		login_gate_refuse(s, POLICY_RULE_BIND_RETRY, NULL,
 		                  "element pipelined behind a failed bind");
 		return;
 	}
 	/* what is held is whitespace or the start of the next element,
 	 * judged when it is complete */
-	s->gate = SESSION_GATE_UNBOUND;
+	s->lg->gate = SESSION_GATE_UNBOUND;
 	leg_set_reading(&s->client, true);
 }
 
@@ -250,29 +250,29 @@ void login_relay_c2s(struct session *s, const struct xml_elem *e, uint64_t start
 		login_end(s, v.condition, "already authenticated", "login element after login");
 		return;
 	}
-	if (s->gate == SESSION_GATE_BINDING) {
-		s->gate_held = true;
+	if (s->lg->gate == SESSION_GATE_BINDING) {
+		s->lg->gate_held = true;
 		return;
 	}
-	if (s->gate == SESSION_GATE_UNBOUND) {
+	if (s->lg->gate == SESSION_GATE_UNBOUND) {
 		login_gate_unbound(s, e, start, end);
 		if (s->closing)
 			return;
 	}
-	if (s->bound || !xml_is(e, XML_NS_CLIENT, "iq"))
+	if (s->lg->bound || !xml_is(e, XML_NS_CLIENT, "iq"))
 		return;
 	const char *type = xml_attr(e, NULL, "type");
 	if (login_is_bind(e)) {
 		const struct xml_elem *r = xml_child(e->children, XML_NS_BIND, "resource");
-		free(s->bind_resource);
-		s->bind_resource = r != NULL && r->text != NULL ? strdup(r->text) : NULL;
-		s->bind_pending = true;
-		if (!login_take_attr(&s->bind_id, e, "id"))
+		free(s->lg->bind_resource);
+		s->lg->bind_resource = r != NULL && r->text != NULL ? strdup(r->text) : NULL;
+		s->lg->bind_pending = true;
+		if (!login_take_attr(&s->lg->bind_id, e, "id"))
 			session_close(s, "out of memory");
 	} else if (type != NULL && strcmp(type, "set") == 0 &&
 	           xml_child(e, XML_NS_SESSION, "session") != NULL) {
-		s->session_pending = true;
-		if (!login_take_attr(&s->session_iq_id, e, "id"))
+		s->lg->session_pending = true;
+		if (!login_take_attr(&s->lg->session_iq_id, e, "id"))
 			session_close(s, "out of memory");
 	}
 }
@@ -283,7 +283,7 @@ static void login_bind_answer(struct session *s, const struct xml_elem *e)
 	const struct xml_elem *b = xml_child(e, XML_NS_BIND, "bind");
 	const struct xml_elem *j = b ? xml_child(b, XML_NS_BIND, "jid") : NULL;
 	bool ok = strcmp(xml_attr(e, NULL, "type"), "result") == 0;
-	s->bind_pending = false;
+	s->lg->bind_pending = false;
 	if (ok && j != NULL && j->text != NULL) {
 		login_set_jid(s, j->text);
 		if (s->closing)
@@ -291,18 +291,18 @@ static void login_bind_answer(struct session *s, const struct xml_elem *e)
 	}
 	audit_bind(s, ok, false);
 	if (!ok) {
-		if (s->gate == SESSION_GATE_BINDING)
+		if (s->lg->gate == SESSION_GATE_BINDING)
 			login_gate_retry(s);
 		return;
 	}
 	if (!login_bound_identity_allowed(s))
 		return;
-	s->bound = true;
+	s->lg->bound = true;
 	audit_login(s);
 	/* the login is over: names are enough from now on */
 	xml_set_build(s->client.xml, false);
 	xml_set_build(s->upstream.xml, false);
-	if (s->gate != SESSION_GATE_OPEN)
+	if (s->lg->gate != SESSION_GATE_OPEN)
 		login_gate_open(s);
 }
 
@@ -312,11 +312,11 @@ void login_relay_s2c(struct session *s, const struct xml_elem *e)
 		audit_stream_error(s, "s2c", e, NULL, NULL);
 		return;
 	}
-	if (s->bind_pending && login_is_answer(e, s->bind_id)) {
+	if (s->lg->bind_pending && login_is_answer(e, s->lg->bind_id)) {
 		login_bind_answer(s, e);
-	} else if (s->session_pending && login_is_answer(e, s->session_iq_id)) {
+	} else if (s->lg->session_pending && login_is_answer(e, s->lg->session_iq_id)) {
 		audit_session(s, strcmp(xml_attr(e, NULL, "type"), "result") == 0);
-		s->session_pending = false;
+		s->lg->session_pending = false;
 	}
 }
 
@@ -333,11 +333,11 @@ void login_upstream_hold(struct session *s, uint64_t from)
 {
 	struct leg *u = &s->upstream;
 	buf_free(&u->hold);
-	buf_free(&s->hold_repl);
+	buf_free(&s->lg->hold_repl);
 	u->relay_from = from;
-	s->held_hdr = false;
-	s->hold_rewrite = s->hold_released = false;
-	s->hold_active = true;
+	s->lg->held_hdr = false;
+	s->lg->hold_rewrite = s->lg->hold_released = false;
+	s->lg->hold_active = true;
 	login_upstream_enter(s, US_RELAY_HOLD);
 }
 
@@ -346,20 +346,21 @@ void login_upstream_hold(struct session *s, uint64_t from)
 static void login_hold_release(struct session *s)
 {
 	struct leg *u = &s->upstream;
-	size_t skip =
-	    s->held_hdr && s->client.hdr_sent ? (size_t)(s->held_hdr_end - u->relay_from) : 0;
-	size_t a = (size_t)(s->hold_start - u->relay_from),
-	       b = (size_t)(s->hold_end - u->relay_from);
-	if (s->hold_rewrite) {
+	size_t skip = s->lg->held_hdr && s->client.hdr_sent
+	                  ? (size_t)(s->lg->held_hdr_end - u->relay_from)
+	                  : 0;
+	size_t a = (size_t)(s->lg->hold_start - u->relay_from),
+	       b = (size_t)(s->lg->hold_end - u->relay_from);
+	if (s->lg->hold_rewrite) {
 		login_send(&s->client, buf_head(&u->hold) + skip, a - skip);
-		login_send_buf(&s->client, &s->hold_repl);
+		login_send_buf(&s->client, &s->lg->hold_repl);
 	} else {
 		login_send(&s->client, buf_head(&u->hold) + skip, b - skip);
 	}
 	buf_consume(&u->hold, b);
 	u->relay_from += b;
 	s->client.hdr_sent = true;
-	s->hold_released = true;
+	s->lg->hold_released = true;
 }
 
 /* The first element after success, while held: features are rewritten,
@@ -369,14 +370,14 @@ static void login_hold_release(struct session *s)
 void login_hold_element(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end)
 {
 	struct leg *u = &s->upstream;
-	s->hold_rewrite = xml_is(e, XML_NS_STREAMS, "features");
-	if (s->hold_rewrite) {
+	s->lg->hold_rewrite = xml_is(e, XML_NS_STREAMS, "features");
+	if (s->lg->hold_rewrite) {
 		struct streamfeatures f = {0};
 		if (streamfeatures_parse(&f, e) < 0) {
 			session_close(s, "out of memory");
 			return;
 		}
-		streamfeatures_write(&s->hold_repl, s->client.out_prefix, f.starttls,
+		streamfeatures_write(&s->lg->hold_repl, s->client.out_prefix, f.starttls,
 		                     (const char *const *)f.mechs, f.nmechs, NULL, 0, true, &f);
 		audit_features_relayed(s, &f);
 		streamfeatures_free(&f);
@@ -385,8 +386,8 @@ void login_hold_element(struct session *s, const struct xml_elem *e, uint64_t st
 		if (s->closing)
 			return;
 	}
-	s->hold_start = start;
-	s->hold_end = end;
+	s->lg->hold_start = start;
+	s->lg->hold_end = end;
 	login_upstream_enter(s, US_RELAY);
 	if (end - u->relay_from <= u->hold.len)
 		login_hold_release(s);
@@ -408,25 +409,25 @@ bool login_hold_flush(struct session *s, const char *data, size_t used, uint64_t
 			return false;
 		}
 	}
-	if (s->ustate == US_RELAY_HOLD) {
+	if (s->lg->ustate == US_RELAY_HOLD) {
 		size_t max =
-		    s->sasl2 ? login_conf(s)->max_stanza : login_conf(s)->max_stanza_prelogin;
+		    s->lg->sasl2 ? login_conf(s)->max_stanza : login_conf(s)->max_stanza_prelogin;
 		if (u->hold.len > max) {
 			login_fail(s, "remote-connection-failed",
-			           s->sasl2 ? "the server's first stanza is too large"
-			                    : "the server's features are too large",
-			           s->sasl2 ? "upstream stanza after SASL2 success too large"
-			                    : "upstream features too large");
+			           s->lg->sasl2 ? "the server's first stanza is too large"
+			                        : "the server's features are too large",
+			           s->lg->sasl2 ? "upstream stanza after SASL2 success too large"
+			                        : "upstream features too large");
 			return false;
 		}
 		return true;
 	}
-	if (!s->hold_released)
+	if (!s->lg->hold_released)
 		login_hold_release(s);
 	login_send(&s->client, buf_head(&u->hold), u->hold.len);
 	buf_free(&u->hold);
-	buf_free(&s->hold_repl);
-	s->hold_active = false;
+	buf_free(&s->lg->hold_repl);
+	s->lg->hold_active = false;
 	u->relay_clean = xml_at_boundary(u->xml);
 	return true;
 }

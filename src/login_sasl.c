@@ -20,39 +20,39 @@ void login_decode(struct session *s, enum sasl_dir dir, const struct xml_elem *e
                   struct sasl_fields *f)
 {
 	memset(f, 0, sizeof(*f));
-	if (s->sasl == NULL)
+	if (s->lg->sasl == NULL)
 		return;
 	const char *text = e != NULL ? e->text : NULL;
-	if (sasl_step(s->sasl, dir, text ? text : "", e != NULL ? e->textlen : 0, text != NULL, f) <
-	    0)
+	if (sasl_step(s->lg->sasl, dir, text ? text : "", e != NULL ? e->textlen : 0, text != NULL,
+	              f) < 0)
 		f->n = 0;
 	const char *v;
-	if ((v = sasl_user(s->sasl)) != NULL)
-		snprintf(s->user, sizeof(s->user), "%s", v);
-	if ((v = sasl_authzid(s->sasl)) != NULL)
-		snprintf(s->authzid, sizeof(s->authzid), "%s", v);
-	if ((v = sasl_cb_flag(s->sasl)) != NULL)
-		login_copy_text(s->cb, sizeof(s->cb), v);
+	if ((v = sasl_user(s->lg->sasl)) != NULL)
+		snprintf(s->lg->user, sizeof(s->lg->user), "%s", v);
+	if ((v = sasl_authzid(s->lg->sasl)) != NULL)
+		snprintf(s->lg->authzid, sizeof(s->lg->authzid), "%s", v);
+	if ((v = sasl_cb_flag(s->lg->sasl)) != NULL)
+		login_copy_text(s->lg->cb, sizeof(s->lg->cb), v);
 }
 
 /* The SASL namespace of the exchange in progress: RFC 6120 or XEP-0388. */
 const char *login_sasl_ns(const struct session *s)
 {
-	return s->sasl2 ? XML_NS_SASL2 : XML_NS_SASL;
+	return s->lg->sasl2 ? XML_NS_SASL2 : XML_NS_SASL;
 }
 
 static void login_check_channel_binding(struct session *s)
 {
 	struct policy_input in = {.step = POLICY_CHANNEL_BINDING,
-	                          .mechanism = s->mechanism,
-	                          .cb_flag = s->cb[0] ? s->cb : NULL,
+	                          .mechanism = s->lg->mechanism,
+	                          .cb_flag = s->lg->cb[0] ? s->lg->cb : NULL,
 	                          .upstream_offered_plus =
-	                              policy_offered_plus(s->up.mechs, s->up.nmechs)};
+	                              policy_offered_plus(s->lg->up.mechs, s->lg->up.nmechs)};
 	struct policy_verdict v;
 	policy_check(login_conf(s), &in, &v);
 	if (v.action != POLICY_ALLOW) {
 		audit_policy(s, &v);
-		s->cb_downgrade = true;
+		s->lg->cb_downgrade = true;
 	}
 }
 
@@ -66,22 +66,22 @@ static void login_check_channel_binding(struct session *s)
 static bool login_identity_refused(struct session *s, struct policy_verdict *v)
 {
 	const struct conf *c = login_conf(s);
-	if (s->sasl == NULL || !policy_checks_identity(c))
+	if (s->lg->sasl == NULL || !policy_checks_identity(c))
 		return false;
-	enum sasl_identity id = sasl_identity(s->sasl);
+	enum sasl_identity id = sasl_identity(s->lg->sasl);
 	/* once passed, checked again only if a later payload made it unsure */
-	if (id == SASL_ID_PENDING || (s->identity_checked && id == SASL_ID_KNOWN))
+	if (id == SASL_ID_PENDING || (s->lg->identity_checked && id == SASL_ID_KNOWN))
 		return false;
-	s->identity_checked = true;
+	s->lg->identity_checked = true;
 	struct policy_input in = {.step = POLICY_IDENTITY,
-	                          .mechanism = s->mechanism,
-	                          .client_tls = s->client_tls,
+	                          .mechanism = s->lg->mechanism,
+	                          .client_tls = s->lg->client_tls,
 	                          .identity = id == SASL_ID_KNOWN  ? POLICY_ID_KNOWN
 	                                      : id == SASL_ID_NONE ? POLICY_ID_NONE
 	                                                           : POLICY_ID_AMBIGUOUS,
-	                          .user = sasl_user(s->sasl),
-	                          .authzid = sasl_authzid(s->sasl),
-	                          .domain = s->domain};
+	                          .user = sasl_user(s->lg->sasl),
+	                          .authzid = sasl_authzid(s->lg->sasl),
+	                          .domain = s->lg->domain};
 	policy_check(c, &in, v);
 	if (v->action == POLICY_LOG)
 		audit_policy(s, v);
@@ -90,8 +90,8 @@ static bool login_identity_refused(struct session *s, struct policy_verdict *v)
 
 static bool login_was_offered(const struct session *s, const char *mech)
 {
-	for (size_t i = 0; i < s->noffered; i++)
-		if (strcmp(s->offered[i], mech) == 0)
+	for (size_t i = 0; i < s->lg->noffered; i++)
+		if (strcmp(s->lg->offered[i], mech) == 0)
 			return true;
 	return false;
 }
@@ -154,7 +154,7 @@ static int login_forward_sasl(struct session *s, const struct xml_elem *e,
 
 	buf_addf(&b, "<%s xmlns='%s'", e->name, e->ns);
 	if (xml_attr(e, NULL, "mechanism") != NULL)
-		buf_addf(&b, " mechanism='%s'", s->mechanism); /* checked: [A-Z0-9_-] */
+		buf_addf(&b, " mechanism='%s'", s->lg->mechanism); /* checked: [A-Z0-9_-] */
 	buf_adds(&b, ">");
 	if (!authenticate) {
 		rc = login_canonical_payload(&b, payload);
@@ -205,50 +205,51 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 	char name[MAX_MECH_NAME + 1];
 	struct sasl_fields f;
 
-	if (++s->auth_attempts > MAX_AUTH_ATTEMPTS) {
+	if (++s->lg->auth_attempts > MAX_AUTH_ATTEMPTS) {
 		login_fail(s, "policy-violation", "too many authentication attempts",
 		           "too many authentication attempts");
 		return;
 	}
-	s->auth_tried = true;
-	s->sasl2 = sasl2;
+	s->lg->auth_tried = true;
+	s->lg->sasl2 = sasl2;
 	size_t n = mech ? strlen(mech) : 0;
 	if (n == 0 || n > MAX_MECH_NAME) {
-		snprintf(s->mechanism, sizeof(s->mechanism), "%s", n ? "(invalid)" : "(none)");
+		snprintf(s->lg->mechanism, sizeof(s->lg->mechanism), "%s",
+		         n ? "(invalid)" : "(none)");
 		login_refuse(s, "invalid-mechanism", "no valid mechanism attribute", false);
 		return;
 	}
 	for (size_t i = 0; i <= n; i++)
 		name[i] = (char)(mech[i] >= 'a' && mech[i] <= 'z' ? mech[i] - 32 : mech[i]);
 	if (!login_mech_name_ok(name)) {
-		snprintf(s->mechanism, sizeof(s->mechanism), "%s", "(invalid)");
+		snprintf(s->lg->mechanism, sizeof(s->lg->mechanism), "%s", "(invalid)");
 		login_refuse(s, "invalid-mechanism", "no valid mechanism attribute", false);
 		return;
 	}
-	snprintf(s->mechanism, sizeof(s->mechanism), "%s", name);
+	snprintf(s->lg->mechanism, sizeof(s->lg->mechanism), "%s", name);
 
-	sasl_free(s->sasl);
-	s->sasl = sasl_new(name);
-	s->steps_c2s = s->steps_s2c = 0;
-	s->user[0] = s->authzid[0] = s->cb[0] = '\0';
-	s->identity_checked = false;
+	sasl_free(s->lg->sasl);
+	s->lg->sasl = sasl_new(name);
+	s->lg->steps_c2s = s->lg->steps_s2c = 0;
+	s->lg->user[0] = s->lg->authzid[0] = s->lg->cb[0] = '\0';
+	s->lg->identity_checked = false;
 	login_decode(s, SASL_C2S, payload, &f);
 
 	/* XEP-0388 <user-agent>: what the client says it is, for the audit */
 	audit_auth(s, name, sasl2, payload != NULL && payload->text != NULL,
 	           sasl2 ? xml_child(e, XML_NS_SASL2, "user-agent") : NULL, &f);
 
-	if (s->starttls_stripped && !s->client_tls)
-		s->downgrade_accepted = true;
+	if (s->lg->starttls_stripped && !s->lg->client_tls)
+		s->lg->downgrade_accepted = true;
 	login_check_channel_binding(s);
 	struct policy_input in = {
 	    .step = POLICY_AUTH,
 	    .mechanism = name,
-	    .client_tls = s->client_tls,
-	    .upstream_requires_tls = s->upstream_requires_tls,
-	    .offered =
-	        login_was_offered(s, name) && (!sasl2 || streamfeatures_has_sasl2(&s->up, name)),
-	    .starttls_stripped = s->starttls_stripped,
+	    .client_tls = s->lg->client_tls,
+	    .upstream_requires_tls = s->lg->upstream_requires_tls,
+	    .offered = login_was_offered(s, name) &&
+	               (!sasl2 || streamfeatures_has_sasl2(&s->lg->up, name)),
+	    .starttls_stripped = s->lg->starttls_stripped,
 	    .failures = addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
 	    .in_flight = addrtab_inflight(s->px->peers, &s->peer_key),
 	};
@@ -260,7 +261,7 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 		login_refuse(s, v.condition, v.detail, false);
 		return;
 	}
-	if (s->cstate != CS_PREAUTH) {
+	if (s->lg->cstate != CS_PREAUTH) {
 		/* pipelined behind the stream header: recorded, refused */
 		login_refuse_rule(s, POLICY_RULE_SASL_ORDER);
 		return;
@@ -288,7 +289,7 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 	if (payload != NULL && payload->text != NULL)
 		login_attempt_begin(s);
 	login_client_enter(s, CS_SASL);
-	login_upstream_enter(s, s->ustate == US_ABORTING ? US_ABORTING_SASL : US_SASL);
+	login_upstream_enter(s, s->lg->ustate == US_ABORTING ? US_ABORTING_SASL : US_SASL);
 }
 
 /* A client <response> during an exchange: decoded, checked (the identity
@@ -298,13 +299,13 @@ void login_client_response(struct session *s, const struct xml_elem *e)
 	struct sasl_fields f;
 	struct policy_verdict v;
 
-	if (++s->steps_c2s > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
+	if (++s->lg->steps_c2s > MAX_SASL_STEPS || e->textlen > MAX_SASL_PAYLOAD) {
 		login_fail(s, "policy-violation", "SASL exchange too long",
 		           "SASL exchange too long");
 		return;
 	}
 	login_decode(s, SASL_C2S, e, &f);
-	audit_sasl_step(s, "c2s", s->steps_c2s, "response", &f);
+	audit_sasl_step(s, "c2s", s->lg->steps_c2s, "response", &f);
 	if (login_identity_refused(s, &v)) {
 		login_refuse_midway(s, &v);
 		return;
@@ -314,7 +315,7 @@ void login_client_response(struct session *s, const struct xml_elem *e)
 	if (proof && policy_auth_failures_reached(
 	                 c, addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
 	                 addrtab_inflight(s->px->peers, &s->peer_key))) {
-		policy_rule(c, POLICY_RULE_FAILURES_IN_FLIGHT, s->mechanism, &v);
+		policy_rule(c, POLICY_RULE_FAILURES_IN_FLIGHT, s->lg->mechanism, &v);
 		login_refuse_midway(s, &v);
 		return;
 	}

@@ -31,7 +31,7 @@ void login_send_buf(struct leg *l, struct buf *b)
 static void login_header(struct leg *l, const char *attr, const char *value, const char *from)
 {
 	struct session *s = login_session(l);
-	const char *lang = s->xml_lang[0] ? s->xml_lang : "en";
+	const char *lang = s->lg->xml_lang[0] ? s->lg->xml_lang : "en";
 	struct buf b = {0};
 
 	buf_addf(&b,
@@ -60,14 +60,14 @@ void login_client_header(struct session *s)
 	RAND_bytes(rnd, sizeof(rnd));
 	for (size_t i = 0; i < sizeof(rnd); i++)
 		snprintf(id + 2 * i, 3, "%02x", rnd[i]);
-	login_header(&s->client, "id", id, s->domain);
+	login_header(&s->client, "id", id, s->lg->domain);
 }
 
 /* Our own stream header toward the upstream (the proxy is its client),
  * with the domain the client asked for. */
 void login_upstream_header(struct session *s)
 {
-	login_header(&s->upstream, "to", s->domain, NULL);
+	login_header(&s->upstream, "to", s->lg->domain, NULL);
 }
 
 /* True if something can still be written into the leg's stream: a header
@@ -80,7 +80,7 @@ bool login_can_write_stream(const struct leg *l)
 	const struct session *s = login_session(l);
 	/* relayed bytes must end between two items, not inside a stanza or
 	 * a tag (held features never reached the client) */
-	bool peer_held = login_is_client(l) && s->ustate == US_RELAY_HOLD;
+	bool peer_held = login_is_client(l) && s->lg->ustate == US_RELAY_HOLD;
 	if (login_relaying(s) && !l->peer->relay_clean && !peer_held)
 		return false;
 	return true;
@@ -92,9 +92,9 @@ bool login_can_write_stream(const struct leg *l)
 static void login_release_held_header(struct session *s)
 {
 	struct leg *u = &s->upstream;
-	if (s->ustate != US_RELAY_HOLD || !s->held_hdr || s->client.hdr_sent)
+	if (s->lg->ustate != US_RELAY_HOLD || !s->lg->held_hdr || s->client.hdr_sent)
 		return;
-	login_send(&s->client, buf_head(&u->hold), (size_t)(s->held_hdr_end - u->relay_from));
+	login_send(&s->client, buf_head(&u->hold), (size_t)(s->lg->held_hdr_end - u->relay_from));
 	s->client.hdr_sent = true;
 }
 
@@ -185,16 +185,16 @@ void login_fail(struct session *s, const char *condition, const char *text, cons
 	if (s->closing)
 		return;
 	if (condition != NULL && !login_relaying(s) && !s->client.hdr_sent &&
-	    s->cstate != CS_FAILING && s->client.io < LEG_IO_CLOSING) {
+	    s->lg->cstate != CS_FAILING && s->client.io < LEG_IO_CLOSING) {
 		/* The client has not opened its stream yet (it may still be in
 		 * a TLS handshake, first or after STARTTLS): an error now could
 		 * not be well-formed XMPP. Let go of the upstream and answer the
 		 * client's header with the error; the login timer bounds the
 		 * wait. */
 		login_client_enter(s, CS_FAILING);
-		login_copy_text(s->fail_condition, sizeof(s->fail_condition), condition);
-		login_copy_text(s->fail_text, sizeof(s->fail_text), text ? text : "");
-		snprintf(s->fail_reason, sizeof(s->fail_reason), "%s", reason);
+		login_copy_text(s->lg->fail_condition, sizeof(s->lg->fail_condition), condition);
+		login_copy_text(s->lg->fail_text, sizeof(s->lg->fail_text), text ? text : "");
+		snprintf(s->lg->fail_reason, sizeof(s->lg->fail_reason), "%s", reason);
 		s->upstream_gone = true;
 		session_connect_timer(s, false);
 		session_login_deadline(s, CLOSE_LINGER);

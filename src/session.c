@@ -211,19 +211,7 @@ void session_close(struct session *s, const char *reason)
 	if (s->closing)
 		return;
 	s->closing = true;
-	bool abandoned = false;
-	if (s->attempt_inflight) {
-		/* abandoned before its answer: the server may have judged it,
-		 * so it counts as a failure (a guesser cannot send and hang up) */
-		const struct conf *c = s->px->conf;
-		s->attempt_inflight = false;
-		addrtab_attempt_end(s->px->peers, &s->peer_key);
-		if (c->auth_failures_max > 0)
-			(void)addrtab_fail(s->px->peers, &s->peer_key, ev_now(s->px->loop),
-			                   c->auth_failures_window);
-		abandoned = c->auth_failures_max > 0;
-	}
-	audit_login(s);
+	bool abandoned = login_close(s);
 	evlog_begin(s->id, "close");
 	evlog_str("reason", reason);
 	if (abandoned)
@@ -248,8 +236,6 @@ static void session_free(struct session *s)
 {
 	addrtab_del(s->px->peers, &s->peer_key, ev_now(s->px->loop));
 	login_free(s);
-	buf_free(&s->delayed);
-	buf_free(&s->hold_repl);
 	leg_free(&s->client);
 	leg_free(&s->upstream);
 	free(s);

@@ -18,12 +18,9 @@
 #include "bounds.h"
 #include "buf.h"
 #include "leg.h"
-#include "login.h"
-#include "sasl.h"
-#include "streamfeatures.h"
 
 struct conf;
-struct sasl_state;
+struct login;
 
 /* What the process shares with its sessions. Reload replaces conf and the
  * contexts; a session reads them afresh at each step. */
@@ -49,23 +46,6 @@ enum session_port {
 	SESSION_PORT_DIRECT_TLS,
 };
 
-enum session_outcome {
-	SESSION_OUTCOME_NONE = 0,
-	SESSION_OUTCOME_SUCCESS,
-	SESSION_OUTCOME_FAILURE,
-};
-
-#define SESSION_MAX_POLICY 8
-
-/* After SASL success, while users_deny/users_allow wait for the JID the
- * server binds: the client's stanzas do not reach the server before it is
- * checked (login_relay_c2s). */
-enum session_gate {
-	SESSION_GATE_OPEN = 0, /* no rule waits (or the JID passed) */
-	SESSION_GATE_UNBOUND,  /* only a bind may pass (a resume is answered failed) */
-	SESSION_GATE_BINDING,  /* sent; the client's input is held until the answer */
-};
-
 struct session {
 	uint64_t id;
 	struct proxy *px;
@@ -82,59 +62,9 @@ struct session {
 	bool closing, freed;
 	bool upstream_gone; /* closed on purpose, the client still served */
 
-	/* the login state of each leg (login.h) */
-	enum client_state cstate;
-	enum upstream_state ustate;
-
-	/* CS_FAILING: the failure the client's stream header will hear */
-	char fail_condition[40], fail_text[96], fail_reason[160];
-
-	/* the login, as login.c follows it */
-	char domain[256];  /* the client's 'to' */
-	char xml_lang[36]; /* the client's xml:lang */
-	bool client_tls;   /* client leg encrypted */
-	bool upstream_tls; /* upstream leg encrypted */
-	char client_tls_version[16], upstream_tls_version[16];
-	bool upstream_requires_tls;
-	enum streamfeatures_starttls upstream_starttls; /* as first offered */
-	struct streamfeatures up;                       /* post-TLS features */
-	char *offered[MAX_MECHANISMS];                  /* what the client was last offered */
-	size_t noffered;
-	char mechanism[MAX_MECH_NAME + 1];
-	struct sasl_state *sasl;
-	unsigned steps_c2s, steps_s2c, auth_attempts;
-	bool auth_tried, login_logged;
-	bool sasl2; /* the exchange in progress is XEP-0388's */
-	/* US_RELAY_HOLD, after success: the server's bytes are held (the
-	 * upstream leg's hold; its first byte is stream offset relay_from)
-	 * until its first element is known, and rewritten if it is features */
-	bool held_hdr;                 /* after a restart: the server's new header is held */
-	uint64_t held_hdr_end;         /* ... up to this offset */
-	bool hold_active;              /* from success until the held bytes have gone out */
-	bool hold_rewrite;             /* the first element is features: hold_repl replaces it */
-	bool hold_released;            /* bytes through it went out */
-	uint64_t hold_start, hold_end; /* the first element's bytes */
-	struct buf hold_repl;          /* the rewritten features */
-	const char *ended_by;          /* who sent </stream:stream> after login */
-	enum session_gate gate;
-	bool gate_held;        /* a whole element is among the held bytes */
-	bool attempt_inflight; /* an attempt reached the server, unanswered (addrtab) */
-	bool identity_checked; /* users_allow/deny applied to this attempt */
-	bool starttls_stripped, downgrade_accepted;
-	bool cb_downgrade;  /* GS2 "y" to a server that offered -PLUS */
-	struct buf delayed; /* a failure held back by the auth_failures pause */
-	enum session_outcome outcome;
-	const char *outcome_by; /* "upstream" or "proxy" */
-	char condition[40];     /* last failure condition */
-	ev_tstamp t_outcome;
-	char user[SASL_VALUE_MAX], authzid[SASL_VALUE_MAX], cb[32];
-	char *jid; /* bound (or SASL2-granted), NULL until known */
-	/* an iq bind or session in flight; its id, NULL when it had none */
-	bool bind_pending, session_pending;
-	bool bound; /* a resource is bound (iq bind or Bind2): no more to follow */
-	char *bind_id, *session_iq_id, *bind_resource;
-	const char *policy_rules[SESSION_MAX_POLICY]; /* "rule:action", static strings */
-	size_t npolicy;
+	/* the login's own state (login_int.h): allocated by login_start(),
+	 * freed by login_free() */
+	struct login *lg;
 };
 
 /* Takes over an accepted, non-blocking client socket. */

@@ -151,9 +151,8 @@ void session_new(struct proxy *px, int fd, enum session_port port, const struct 
 	abort();
 }
 
-/* As session.c's: logs the login record and the close once, closes both
- * legs. (Not mirrored: counting an attempt abandoned in flight as a
- * failure, which reads a field the login owns.) */
+/* As session.c's: the login's close (an abandoned attempt counted, the
+ * login record), the close event once, both legs closed. */
 void session_close(struct session *s, const char *reason)
 {
 	struct harness_session *ls = harness_of(s);
@@ -162,9 +161,11 @@ void session_close(struct session *s, const char *reason)
 		return;
 	s->closing = true;
 	snprintf(ls->close_reason, sizeof(ls->close_reason), "%s", reason);
-	audit_login(s);
+	bool abandoned = login_close(s);
 	evlog_begin(s->id, "close");
 	evlog_str("reason", reason);
+	if (abandoned)
+		evlog_bool("abandoned_attempt", true);
 	evlog_int("ms", session_ms(s));
 	evlog_int("bytes_c2s", (long long)s->client.bytes_in);
 	evlog_int("bytes_s2c", (long long)s->upstream.bytes_in);
@@ -319,10 +320,8 @@ struct harness_session *harness_session_new(struct harness_proxy *hp, enum sessi
 	return ls;
 }
 
-/* As session.c's session_free (after the reaper took it off the list).
- * Two of the buffers it frees by name are the login's (the failure held
- * for the pause, the rewritten features held after success): keep this
- * list in step with session_free() until login_free() owns them. */
+/* As session.c's session_free (after the reaper took it off the list);
+ * login_free() frees everything the login kept. */
 void harness_session_free(struct harness_session *ls)
 {
 	if (ls == NULL)
@@ -338,8 +337,6 @@ void harness_session_free(struct harness_session *ls)
 	px->nsessions--;
 	addrtab_del(px->peers, &s->peer_key, ev_now(px->loop));
 	login_free(s);
-	buf_free(&s->delayed);
-	buf_free(&s->hold_repl);
 	leg_free(&s->client);
 	leg_free(&s->upstream);
 	for (int i = 0; i < 2; i++) {
