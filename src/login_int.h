@@ -1,6 +1,8 @@
 /*
- * What the login's files share, and nothing outside them includes: the
- * per-leg login state and the functions one phase calls in another.
+ * What the login's files share: the login's state of a session (struct
+ * login, the per-leg state enums in login.h) and the functions one phase
+ * calls in another. Only login*.c and audit.c (the login's writer, which
+ * records these fields) include it.
  */
 #ifndef XI_LOGIN_INT_H
 #define XI_LOGIN_INT_H
