@@ -104,7 +104,7 @@ void audit_stream(const struct leg *l, bool client, const struct xml_elem *hdr)
 	const struct session *s = l->owner;
 	evlog_begin(s->id, "stream");
 	evlog_str("dir", client ? "c2s" : "s2c");
-	evlog_int("n", l->stream_n);
+	evlog_int("n", login_ll(l)->stream_n);
 	evlog_str("to", xml_attr(hdr, NULL, "to"));
 	evlog_str("from", xml_attr(hdr, NULL, "from"));
 	evlog_str("id", xml_attr(hdr, NULL, "id"));
@@ -157,7 +157,7 @@ void audit_features(const struct session *s, enum streamfeatures_starttls st,
                     const char *const *sasl2, size_t nsasl2)
 {
 	evlog_begin(s->id, "features");
-	evlog_int("n", s->client.stream_n);
+	evlog_int("n", s->lg->cl.stream_n);
 	evlog_str("starttls", streamfeatures_starttls_name(st));
 	evlog_str("upstream_starttls", streamfeatures_starttls_name(s->lg->upstream_starttls));
 	evlog_strlist("mechanisms", (const char *const *)s->lg->up.mechs, s->lg->up.nmechs);
@@ -175,7 +175,7 @@ void audit_features(const struct session *s, enum streamfeatures_starttls st,
 void audit_features_relayed(const struct session *s, const struct streamfeatures *f)
 {
 	evlog_begin(s->id, "features");
-	evlog_int("n", s->upstream.stream_n);
+	evlog_int("n", s->lg->ul.stream_n);
 	evlog_bool("tls", s->lg->client_tls);
 	evlog_bool("authenticated", true);
 	if (f->compression)

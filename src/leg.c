@@ -510,7 +510,6 @@ void leg_free(struct leg *l)
 		SSL_free(l->ssl);
 	l->ssl = NULL;
 	buf_free(&l->out);
-	buf_free(&l->hold);
 }
 
 bool leg_busy(const struct leg *l)

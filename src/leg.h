@@ -39,7 +39,6 @@ enum leg_io {
 };
 
 struct leg;
-struct xml_parser;
 
 struct leg_ops {
 	/* Bytes arrived; the data is valid only during the call. */
@@ -68,17 +67,6 @@ struct leg {
 	bool tls_skip_ws;
 	struct buf out;
 	uint64_t bytes_in, bytes_out;
-
-	/* login state, owned by login.c */
-	struct xml_parser *xml;
-	unsigned stream_n;                  /* streams opened on this leg (1, 2, ...) */
-	bool hdr_sent;                      /* a stream header went out to this leg */
-	char out_prefix[MAX_STREAM_PREFIX]; /* prefix of that header's stream element */
-	bool restart;                       /* reset the parser once xml_feed returns */
-	bool to_tls;                        /* after the restart, start TLS on this leg */
-	struct buf hold;                    /* bytes held back while a rewrite is pending */
-	bool relay_clean;                   /* what was relayed to the peer ends between items */
-	uint64_t relay_from;                /* stream offset where relaying began */
 };
 
 /* Sets up a leg on fd (-1: none yet). */

@@ -120,9 +120,9 @@ static void login_client_entry(struct session *s, enum client_state st)
 		login_send(l, "<proceed xmlns='" XML_NS_TLS "'/>",
 		           sizeof("<proceed xmlns='" XML_NS_TLS "'/>") - 1);
 		audit_starttls(s, false);
-		l->restart = true;
-		l->to_tls = true;
-		xml_stop(l->xml);
+		login_ll(l)->restart = true;
+		login_ll(l)->to_tls = true;
+		xml_stop(login_ll(l)->xml);
 	}
 }
 
@@ -145,9 +145,9 @@ static void login_upstream_entry(struct session *s, enum upstream_state st)
 		audit_starttls(s, true);
 		break;
 	case US_STARTTLS:
-		u->restart = true;
-		u->to_tls = true;
-		xml_stop(u->xml);
+		login_ll(u)->restart = true;
+		login_ll(u)->to_tls = true;
+		xml_stop(login_ll(u)->xml);
 		break;
 	case US_READY:
 		session_connect_timer(s, false);
@@ -322,7 +322,7 @@ static void login_on_element(void *ctx, const struct xml_elem *e, uint64_t start
 	struct session *s = login_session(l);
 
 	if (s->closing) {
-		xml_stop(l->xml);
+		xml_stop(login_ll(l)->xml);
 		return;
 	}
 	if (login_is_client(l)) {
@@ -338,7 +338,7 @@ static void login_on_element(void *ctx, const struct xml_elem *e, uint64_t start
 		login_upstream_element(s, e, end);
 	}
 	if (s->closing)
-		xml_stop(l->xml);
+		xml_stop(login_ll(l)->xml);
 }
 
 /* Fires on </stream:stream>. */
@@ -361,7 +361,7 @@ static void login_on_close(void *ctx)
 		login_fail(s, "remote-connection-failed", "the server closed the stream",
 		           "upstream closed the stream");
 	}
-	xml_stop(l->xml);
+	xml_stop(login_ll(l)->xml);
 }
 
 static const struct xml_handler login_xml_handler = {
@@ -396,7 +396,7 @@ static void login_bad_xml(struct leg *l, enum xml_error err)
 {
 	struct session *s = login_session(l);
 	const char *cond = login_xml_condition(err);
-	const char *why = xml_error_text(l->xml);
+	const char *why = xml_error_text(login_ll(l)->xml);
 	char reason[200];
 
 	if (!login_is_client(l)) {
@@ -412,53 +412,54 @@ static void login_bad_xml(struct leg *l, enum xml_error err)
 void login_data(struct leg *l, const char *data, size_t len)
 {
 	struct session *s = login_session(l);
+	struct login_leg *ll = login_ll(l);
 
 	while (len > 0 && !s->closing) {
 		bool client = login_is_client(l);
 		bool relay = client ? s->lg->cstate == CS_RELAY : s->lg->ustate == US_RELAY;
 		bool hold = !client && s->lg->ustate == US_RELAY_HOLD;
 		bool gated = relay && client && s->lg->gate != SESSION_GATE_OPEN;
-		uint64_t base = xml_offset(l->xml);
+		uint64_t base = xml_offset(ll->xml);
 		size_t used;
 
-		if ((gated || hold) && l->hold.len == 0)
-			l->relay_from = base;
-		if ((hold || gated) && buf_add(&l->hold, data, len) < 0) {
+		/* held bytes are added before the feed, so that a callback can
+		 * release them; hold's first byte is stream offset relay_from */
+		if ((gated || hold) && ll->hold.len == 0)
+			ll->relay_from = base;
+		if ((hold || gated) && buf_add(&ll->hold, data, len) < 0) {
 			session_close(s, "out of memory");
 			return;
 		}
-		enum xml_error err = xml_feed(l->xml, data, len, &used);
+		enum xml_error err = xml_feed(ll->xml, data, len, &used);
 		if (err != XML_OK) {
 			login_bad_xml(l, err);
 			return;
 		}
 		if (s->closing)
 			return;
+		if ((gated || hold) && used < len) /* bytes not fed are fed again */
+			ll->hold.len -= len - used < ll->hold.len ? len - used : ll->hold.len;
 		if (gated) {
 			/* the gate released what it let through; the rest waits */
-			if (used < len)
-				l->hold.len -= len - used < l->hold.len ? len - used : l->hold.len;
-			if (l->hold.len > MAX_BIND_HOLD)
+			if (ll->hold.len > MAX_BIND_HOLD)
 				leg_set_reading(l, false);
 		} else if (relay) {
 			login_send(l->peer, data, used);
-			l->relay_clean = xml_at_boundary(l->xml);
+			ll->relay_clean = xml_at_boundary(ll->xml);
 		} else if (!client && s->lg->hold_active) {
-			if (hold && used < len)
-				l->hold.len -= len - used < l->hold.len ? len - used : l->hold.len;
 			if (!login_hold_flush(s, data, used, base, hold))
 				return;
 		}
 		data += used;
 		len -= used;
-		if (l->restart) {
-			l->restart = false;
-			if (xml_reset(l->xml) < 0) {
+		if (ll->restart) {
+			ll->restart = false;
+			if (xml_reset(ll->xml) < 0) {
 				session_close(s, "out of memory");
 				return;
 			}
-			if (l->to_tls) {
-				l->to_tls = false;
+			if (ll->to_tls) {
+				ll->to_tls = false;
 				login_begin_tls(l, data, len);
 				return;
 			}
@@ -547,7 +548,8 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		} else if (client) {
 			login_stream_end(&s->upstream);
 			session_close(s, reason);
-		} else if (login_relaying(s) && l->xml != NULL && xml_depth(l->xml) == 0) {
+		} else if (login_relaying(s) && login_ll(l)->xml != NULL &&
+		           xml_depth(login_ll(l)->xml) == 0) {
 			session_close(s, reason); /* the stream was closed first */
 		} else {
 			login_fail(s, "remote-connection-failed",
@@ -591,9 +593,9 @@ void login_start(struct session *s)
 		session_close(s, "out of memory");
 		return;
 	}
-	s->client.xml = xml_new(&login_xml_handler, &s->client, c->max_stanza_prelogin);
-	s->upstream.xml = xml_new(&login_xml_handler, &s->upstream, c->max_stanza_prelogin);
-	if (s->client.xml == NULL || s->upstream.xml == NULL) {
+	s->lg->cl.xml = xml_new(&login_xml_handler, &s->client, c->max_stanza_prelogin);
+	s->lg->ul.xml = xml_new(&login_xml_handler, &s->upstream, c->max_stanza_prelogin);
+	if (s->lg->cl.xml == NULL || s->lg->ul.xml == NULL) {
 		session_close(s, "out of memory");
 		return;
 	}
@@ -634,11 +636,12 @@ bool login_close(struct session *s)
 
 void login_free(struct session *s)
 {
-	xml_free(s->client.xml);
-	xml_free(s->upstream.xml);
-	s->client.xml = s->upstream.xml = NULL;
 	if (s->lg == NULL)
 		return;
+	xml_free(s->lg->cl.xml);
+	xml_free(s->lg->ul.xml);
+	buf_free(&s->lg->cl.hold);
+	buf_free(&s->lg->ul.hold);
 	sasl_free(s->lg->sasl);
 	s->lg->sasl = NULL;
 	streamfeatures_free(&s->lg->up);

@@ -39,7 +39,22 @@ enum session_gate {
 	SESSION_GATE_BINDING,  /* sent; the client's input is held until the answer */
 };
 
+/* The login's side of one leg: its parser and its stream as the login
+ * follows it (struct leg keeps only the I/O). */
+struct login_leg {
+	struct xml_parser *xml;
+	unsigned stream_n;                  /* streams opened on this leg (1, 2, ...) */
+	bool hdr_sent;                      /* a stream header went out to this leg */
+	char out_prefix[MAX_STREAM_PREFIX]; /* prefix of that header's stream element */
+	bool restart;                       /* reset the parser once xml_feed returns */
+	bool to_tls;                        /* after the restart, start TLS on this leg */
+	struct buf hold;                    /* bytes held back (the gate, the post-login hold) */
+	bool relay_clean;                   /* what was relayed to the peer ends between items */
+	uint64_t relay_from;                /* stream offset of hold's first byte */
+};
+
 struct login {
+	struct login_leg cl, ul; /* the client's and the upstream's */
 	/* the login state of each leg (login.h) */
 	enum client_state cstate;
 	enum upstream_state ustate;
@@ -103,6 +118,13 @@ static inline struct session *login_session(const struct leg *l)
 static inline bool login_is_client(const struct leg *l)
 {
 	return l == &login_session(l)->client;
+}
+
+/* The login's side of leg l. */
+static inline struct login_leg *login_ll(const struct leg *l)
+{
+	struct session *s = login_session(l);
+	return login_is_client(l) ? &s->lg->cl : &s->lg->ul;
 }
 
 static inline const char *login_leg_name(const struct leg *l)

@@ -77,7 +77,7 @@ void login_client_features(struct session *s)
 		if (streamfeatures_has_sasl2(&s->lg->up, s->lg->offered[i]))
 			sasl2[nsasl2++] = s->lg->offered[i];
 	struct buf b = {0};
-	streamfeatures_write(&b, s->client.out_prefix, st, (const char *const *)s->lg->offered,
+	streamfeatures_write(&b, s->lg->cl.out_prefix, st, (const char *const *)s->lg->offered,
 	                     s->lg->noffered, sasl2, nsasl2, sasl_now, &s->lg->up);
 	login_send_buf(&s->client, &b);
 
@@ -106,17 +106,17 @@ void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t e
 	const char *version = xml_attr(hdr, NULL, "version");
 	const char *lang = xml_attr(hdr, XML_NS_XML, "lang");
 
-	l->stream_n++;
+	login_ll(l)->stream_n++;
 	audit_stream(l, login_is_client(l), hdr);
 	if (login_relaying(s)) {
 		/* forwarded as it is: remember its prefix for errors we add */
-		if (strlen(hdr->prefix) >= sizeof(s->upstream.out_prefix)) {
+		if (strlen(hdr->prefix) >= sizeof(s->lg->ul.out_prefix)) {
 			login_end(s, "bad-namespace-prefix", "the stream prefix is too long",
 			          "client stream prefix too long");
 			return;
 		}
-		snprintf(s->upstream.out_prefix, sizeof(s->upstream.out_prefix), "%s", hdr->prefix);
-		s->upstream.hdr_sent = true;
+		snprintf(s->lg->ul.out_prefix, sizeof(s->lg->ul.out_prefix), "%s", hdr->prefix);
+		s->lg->ul.hdr_sent = true;
 		if (s->lg->gate != SESSION_GATE_OPEN)
 			login_gate_release(s, end); /* the header goes on; what follows waits */
 		return;
@@ -132,7 +132,7 @@ void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t e
 		snprintf(s->lg->domain, sizeof(s->lg->domain), "%s", to);
 	/* the client opened its stream: whatever follows is answered in ours */
 	login_client_header(s);
-	if (strcmp(xml_default_ns(l->xml), XML_NS_CLIENT) != 0) {
+	if (strcmp(xml_default_ns(login_ll(l)->xml), XML_NS_CLIENT) != 0) {
 		login_fail(s, "invalid-namespace", "the content namespace must be jabber:client",
 		           "client stream not in jabber:client");
 		return;
@@ -219,23 +219,23 @@ void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t
 	struct leg *u = &s->upstream;
 	const char *version = xml_attr(hdr, NULL, "version");
 
-	u->stream_n++;
+	login_ll(u)->stream_n++;
 	audit_stream(u, login_is_client(u), hdr);
 	if (login_relaying(s)) {
 		/* the header goes to the client as it was: its prefix is the one
 		 * our own errors must use. While the features are held, so is the
 		 * header (bytes [0, end) of the held stream). */
-		if (strlen(hdr->prefix) >= sizeof(s->client.out_prefix)) {
+		if (strlen(hdr->prefix) >= sizeof(s->lg->cl.out_prefix)) {
 			login_upstream_fault(s, "bad-namespace-prefix",
 			                     "the stream prefix is too long");
 			return;
 		}
-		snprintf(s->client.out_prefix, sizeof(s->client.out_prefix), "%s", hdr->prefix);
+		snprintf(s->lg->cl.out_prefix, sizeof(s->lg->cl.out_prefix), "%s", hdr->prefix);
 		if (s->lg->ustate == US_RELAY_HOLD) {
 			s->lg->held_hdr = true;
 			s->lg->held_hdr_end = end;
 		} else {
-			s->client.hdr_sent = true;
+			s->lg->cl.hdr_sent = true;
 		}
 		return;
 	}
@@ -244,7 +244,7 @@ void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t
 		login_upstream_fault(s, "bad-format", "the server spoke before the client");
 		return;
 	}
-	if (strcmp(xml_default_ns(u->xml), XML_NS_CLIENT) != 0) {
+	if (strcmp(xml_default_ns(login_ll(u)->xml), XML_NS_CLIENT) != 0) {
 		login_upstream_fault(s, "invalid-namespace",
 		                     "the content namespace must be jabber:client");
 		return;
@@ -266,7 +266,7 @@ void login_upstream_features(struct session *s, const struct xml_elem *e)
 		session_close(s, "out of memory");
 		return;
 	}
-	if (u->stream_n == 1) {
+	if (login_ll(u)->stream_n == 1) {
 		/* Over Direct TLS the server never says whether it requires TLS
 		 * (it has it from the first byte): require_tls = auto takes it
 		 * that it does, rather than let PLAIN cross the client leg in
@@ -315,6 +315,6 @@ void login_begin_tls(struct leg *l, const char *rest, size_t len)
 		login_fail(s, "internal-server-error", NULL, "cannot create TLS session");
 		return;
 	}
-	l->hdr_sent = false;
+	login_ll(l)->hdr_sent = false;
 	leg_start_tls(l, ssl, login_is_client(l));
 }

@@ -149,8 +149,8 @@ static void login_sasl2_success(struct session *s, const struct xml_elem *e, uin
 		audit_bind(s, true, true);
 		s->lg->bound = true;
 		/* bound inline: no iq bind will come, names are enough now */
-		xml_set_build(s->client.xml, false);
-		xml_set_build(s->upstream.xml, false);
+		xml_set_build(s->lg->cl.xml, false);
+		xml_set_build(s->lg->ul.xml, false);
 	}
 	audit_login(s);
 }
@@ -186,14 +186,14 @@ static void login_upstream_success(struct session *s, const struct xml_elem *e, 
 	/* RFC 6120 6.4.6: both streams restart. The client's parser is
 	 * idle now; ours is inside this callback. */
 	login_enter_relay(s);
-	if (xml_reset(s->client.xml) < 0) {
+	if (xml_reset(s->lg->cl.xml) < 0) {
 		session_close(s, "out of memory");
 		return;
 	}
-	s->client.hdr_sent = false;
-	s->upstream.hdr_sent = false;
-	s->upstream.restart = true;
-	xml_stop(s->upstream.xml);
+	s->lg->cl.hdr_sent = false;
+	s->lg->ul.hdr_sent = false;
+	s->lg->ul.restart = true;
+	xml_stop(s->lg->ul.xml);
 	login_upstream_hold(s, end);
 }
 

@@ -17,11 +17,11 @@
 void login_enter_relay(struct session *s)
 {
 	login_client_enter(s, CS_RELAY);
-	s->client.relay_clean = true;
-	s->upstream.relay_clean = true;
+	s->lg->cl.relay_clean = true;
+	s->lg->ul.relay_clean = true;
 	size_t max = login_conf(s)->max_stanza;
-	xml_set_max_stanza(s->client.xml, max);
-	xml_set_max_stanza(s->upstream.xml, max);
+	xml_set_max_stanza(s->lg->cl.xml, max);
+	xml_set_max_stanza(s->lg->ul.xml, max);
 	/* while users_deny/users_allow wait for the bound JID, the client's
 	 * stanzas wait too, and the login timer keeps running */
 	if (policy_checks_identity(login_conf(s)) && s->lg->jid == NULL)
@@ -132,14 +132,14 @@ static bool login_is_answer(const struct xml_elem *e, const char *id)
 void login_gate_release(struct session *s, uint64_t upto)
 {
 	struct leg *c = &s->client;
-	size_t n = upto > c->relay_from ? (size_t)(upto - c->relay_from) : 0;
-	if (n > c->hold.len)
-		n = c->hold.len;
+	size_t n = upto > login_ll(c)->relay_from ? (size_t)(upto - login_ll(c)->relay_from) : 0;
+	if (n > login_ll(c)->hold.len)
+		n = login_ll(c)->hold.len;
 	if (n > 0)
-		login_send(&s->upstream, buf_head(&c->hold), n);
-	buf_consume(&c->hold, n);
-	c->relay_from += n;
-	c->relay_clean = true;
+		login_send(&s->upstream, buf_head(&login_ll(c)->hold), n);
+	buf_consume(&login_ll(c)->hold, n);
+	login_ll(c)->relay_from += n;
+	login_ll(c)->relay_clean = true;
 }
 
 static void login_gate_refuse(struct session *s, enum policy_rule r, const char *arg,
@@ -160,9 +160,10 @@ static void login_gate_resume(struct session *s, const struct xml_elem *e, uint6
 {
 	struct leg *c = &s->client;
 	login_gate_release(s, start);
-	size_t n = (size_t)(end - start) < c->hold.len ? (size_t)(end - start) : c->hold.len;
-	buf_consume(&c->hold, n);
-	c->relay_from += n;
+	size_t n = (size_t)(end - start) < login_ll(c)->hold.len ? (size_t)(end - start)
+	                                                         : login_ll(c)->hold.len;
+	buf_consume(&login_ll(c)->hold, n);
+	login_ll(c)->relay_from += n;
 	if (!login_can_write_stream(c)) {
 		login_gate_refuse(s, POLICY_RULE_RESUME_MIDSTANZA, NULL,
 		                  "resume before resource binding");
@@ -204,10 +205,10 @@ static void login_gate_open(struct session *s)
 	struct leg *c = &s->client;
 	s->lg->gate = SESSION_GATE_OPEN;
 	session_login_done(s);
-	if (c->hold.len > 0)
-		login_send(&s->upstream, buf_head(&c->hold), c->hold.len);
-	buf_free(&c->hold);
-	c->relay_clean = xml_at_boundary(c->xml);
+	if (login_ll(c)->hold.len > 0)
+		login_send(&s->upstream, buf_head(&login_ll(c)->hold), login_ll(c)->hold.len);
+	buf_free(&login_ll(c)->hold);
+	login_ll(c)->relay_clean = xml_at_boundary(login_ll(c)->xml);
 	leg_set_reading(c, true);
 }
 
@@ -300,8 +301,8 @@ static void login_bind_answer(struct session *s, const struct xml_elem *e)
 	s->lg->bound = true;
 	audit_login(s);
 	/* the login is over: names are enough from now on */
-	xml_set_build(s->client.xml, false);
-	xml_set_build(s->upstream.xml, false);
+	xml_set_build(s->lg->cl.xml, false);
+	xml_set_build(s->lg->ul.xml, false);
 	if (s->lg->gate != SESSION_GATE_OPEN)
 		login_gate_open(s);
 }
@@ -332,9 +333,9 @@ void login_relay_s2c(struct session *s, const struct xml_elem *e)
 void login_upstream_hold(struct session *s, uint64_t from)
 {
 	struct leg *u = &s->upstream;
-	buf_free(&u->hold);
+	buf_free(&login_ll(u)->hold);
 	buf_free(&s->lg->hold_repl);
-	u->relay_from = from;
+	login_ll(u)->relay_from = from;
 	s->lg->held_hdr = false;
 	s->lg->hold_rewrite = s->lg->hold_released = false;
 	s->lg->hold_active = true;
@@ -346,20 +347,20 @@ void login_upstream_hold(struct session *s, uint64_t from)
 static void login_hold_release(struct session *s)
 {
 	struct leg *u = &s->upstream;
-	size_t skip = s->lg->held_hdr && s->client.hdr_sent
-	                  ? (size_t)(s->lg->held_hdr_end - u->relay_from)
+	size_t skip = s->lg->held_hdr && s->lg->cl.hdr_sent
+	                  ? (size_t)(s->lg->held_hdr_end - login_ll(u)->relay_from)
 	                  : 0;
-	size_t a = (size_t)(s->lg->hold_start - u->relay_from),
-	       b = (size_t)(s->lg->hold_end - u->relay_from);
+	size_t a = (size_t)(s->lg->hold_start - login_ll(u)->relay_from),
+	       b = (size_t)(s->lg->hold_end - login_ll(u)->relay_from);
 	if (s->lg->hold_rewrite) {
-		login_send(&s->client, buf_head(&u->hold) + skip, a - skip);
+		login_send(&s->client, buf_head(&login_ll(u)->hold) + skip, a - skip);
 		login_send_buf(&s->client, &s->lg->hold_repl);
 	} else {
-		login_send(&s->client, buf_head(&u->hold) + skip, b - skip);
+		login_send(&s->client, buf_head(&login_ll(u)->hold) + skip, b - skip);
 	}
-	buf_consume(&u->hold, b);
-	u->relay_from += b;
-	s->client.hdr_sent = true;
+	buf_consume(&login_ll(u)->hold, b);
+	login_ll(u)->relay_from += b;
+	s->lg->cl.hdr_sent = true;
 	s->lg->hold_released = true;
 }
 
@@ -377,7 +378,7 @@ void login_hold_element(struct session *s, const struct xml_elem *e, uint64_t st
 			session_close(s, "out of memory");
 			return;
 		}
-		streamfeatures_write(&s->lg->hold_repl, s->client.out_prefix, f.starttls,
+		streamfeatures_write(&s->lg->hold_repl, s->lg->cl.out_prefix, f.starttls,
 		                     (const char *const *)f.mechs, f.nmechs, NULL, 0, true, &f);
 		audit_features_relayed(s, &f);
 		streamfeatures_free(&f);
@@ -389,7 +390,7 @@ void login_hold_element(struct session *s, const struct xml_elem *e, uint64_t st
 	s->lg->hold_start = start;
 	s->lg->hold_end = end;
 	login_upstream_enter(s, US_RELAY);
-	if (end - u->relay_from <= u->hold.len)
+	if (end - login_ll(u)->relay_from <= login_ll(u)->hold.len)
 		login_hold_release(s);
 }
 
@@ -403,8 +404,9 @@ bool login_hold_flush(struct session *s, const char *data, size_t used, uint64_t
 	struct leg *u = &s->upstream;
 	if (!held_before) {
 		/* the hold began inside this feed (SASL2 success) */
-		size_t from = u->relay_from > base ? (size_t)(u->relay_from - base) : 0;
-		if (from < used && buf_add(&u->hold, data + from, used - from) < 0) {
+		size_t from =
+		    login_ll(u)->relay_from > base ? (size_t)(login_ll(u)->relay_from - base) : 0;
+		if (from < used && buf_add(&login_ll(u)->hold, data + from, used - from) < 0) {
 			session_close(s, "out of memory");
 			return false;
 		}
@@ -412,7 +414,7 @@ bool login_hold_flush(struct session *s, const char *data, size_t used, uint64_t
 	if (s->lg->ustate == US_RELAY_HOLD) {
 		size_t max =
 		    s->lg->sasl2 ? login_conf(s)->max_stanza : login_conf(s)->max_stanza_prelogin;
-		if (u->hold.len > max) {
+		if (login_ll(u)->hold.len > max) {
 			login_fail(s, "remote-connection-failed",
 			           s->lg->sasl2 ? "the server's first stanza is too large"
 			                        : "the server's features are too large",
@@ -424,10 +426,10 @@ bool login_hold_flush(struct session *s, const char *data, size_t used, uint64_t
 	}
 	if (!s->lg->hold_released)
 		login_hold_release(s);
-	login_send(&s->client, buf_head(&u->hold), u->hold.len);
-	buf_free(&u->hold);
+	login_send(&s->client, buf_head(&login_ll(u)->hold), login_ll(u)->hold.len);
+	buf_free(&login_ll(u)->hold);
 	buf_free(&s->lg->hold_repl);
 	s->lg->hold_active = false;
-	u->relay_clean = xml_at_boundary(u->xml);
+	login_ll(u)->relay_clean = xml_at_boundary(login_ll(u)->xml);
 	return true;
 }

@@ -47,8 +47,8 @@ static void login_header(struct leg *l, const char *attr, const char *value, con
 	xml_escape(&b, lang, strlen(lang));
 	buf_adds(&b, "'>");
 	login_send_buf(l, &b);
-	l->hdr_sent = true;
-	snprintf(l->out_prefix, sizeof(l->out_prefix), "stream");
+	login_ll(l)->hdr_sent = true;
+	snprintf(login_ll(l)->out_prefix, sizeof(login_ll(l)->out_prefix), "stream");
 }
 
 /* Our own stream header toward the client (the proxy is its server). */
@@ -75,13 +75,13 @@ void login_upstream_header(struct session *s)
  * (an error injected there would not be well-formed). */
 bool login_can_write_stream(const struct leg *l)
 {
-	if (!l->hdr_sent || l->io >= LEG_IO_DRAINING)
+	if (!login_ll(l)->hdr_sent || l->io >= LEG_IO_DRAINING)
 		return false;
 	const struct session *s = login_session(l);
 	/* relayed bytes must end between two items, not inside a stanza or
 	 * a tag (held features never reached the client) */
 	bool peer_held = login_is_client(l) && s->lg->ustate == US_RELAY_HOLD;
-	if (login_relaying(s) && !l->peer->relay_clean && !peer_held)
+	if (login_relaying(s) && !login_ll(l->peer)->relay_clean && !peer_held)
 		return false;
 	return true;
 }
@@ -92,16 +92,17 @@ bool login_can_write_stream(const struct leg *l)
 static void login_release_held_header(struct session *s)
 {
 	struct leg *u = &s->upstream;
-	if (s->lg->ustate != US_RELAY_HOLD || !s->lg->held_hdr || s->client.hdr_sent)
+	if (s->lg->ustate != US_RELAY_HOLD || !s->lg->held_hdr || s->lg->cl.hdr_sent)
 		return;
-	login_send(&s->client, buf_head(&u->hold), (size_t)(s->lg->held_hdr_end - u->relay_from));
-	s->client.hdr_sent = true;
+	login_send(&s->client, buf_head(&login_ll(u)->hold),
+	           (size_t)(s->lg->held_hdr_end - login_ll(u)->relay_from));
+	s->lg->cl.hdr_sent = true;
 }
 
 static void login_stream_tag(struct buf *b, const struct leg *l, const char *name, bool close)
 {
-	if (l->out_prefix[0])
-		buf_addf(b, "<%s%s:%s>", close ? "/" : "", l->out_prefix, name);
+	if (login_ll(l)->out_prefix[0])
+		buf_addf(b, "<%s%s:%s>", close ? "/" : "", login_ll(l)->out_prefix, name);
 	else if (close)
 		buf_addf(b, "</%s>", name);
 	else
@@ -114,7 +115,7 @@ void login_stream_error(struct leg *l, const char *condition, const char *text)
 	struct session *s = login_session(l);
 	if (login_is_client(l)) {
 		login_release_held_header(s);
-		if (!l->hdr_sent && l->io == LEG_IO_OPEN)
+		if (!login_ll(l)->hdr_sent && l->io == LEG_IO_OPEN)
 			login_client_header(s);
 	}
 	bool can = login_can_write_stream(l);
@@ -133,7 +134,7 @@ void login_stream_error(struct leg *l, const char *condition, const char *text)
 	login_stream_tag(&b, l, "error", true);
 	login_stream_tag(&b, l, "stream", true);
 	login_send_buf(l, &b);
-	l->hdr_sent = false;
+	login_ll(l)->hdr_sent = false;
 }
 
 /* Ends a leg's stream cleanly, if one is open toward it. */
@@ -146,7 +147,7 @@ void login_stream_end(struct leg *l)
 	struct buf b = {0};
 	login_stream_tag(&b, l, "stream", true);
 	login_send_buf(l, &b);
-	l->hdr_sent = false;
+	login_ll(l)->hdr_sent = false;
 }
 
 /* Ends the session now: the client hears condition (NULL: a clean close;
@@ -184,7 +185,7 @@ void login_fail(struct session *s, const char *condition, const char *text, cons
 {
 	if (s->closing)
 		return;
-	if (condition != NULL && !login_relaying(s) && !s->client.hdr_sent &&
+	if (condition != NULL && !login_relaying(s) && !s->lg->cl.hdr_sent &&
 	    s->lg->cstate != CS_FAILING && s->client.io < LEG_IO_CLOSING) {
 		/* The client has not opened its stream yet (it may still be in
 		 * a TLS handshake, first or after STARTTLS): an error now could
