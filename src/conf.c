@@ -9,7 +9,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fnmatch.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1282,41 +1281,4 @@ int conf_check(const struct conf *c, char *err, size_t errlen)
 		problems++;
 	}
 	return problems == 0 ? 0 : -1;
-}
-
-/* Names are stored upper-cased; the comparison still ignores case so a
- * caller may pass the name as the client sent it. */
-static bool conf_in_list(char *const *list, size_t n, const char *mech)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (strcasecmp(list[i], mech) == 0)
-			return true;
-	return false;
-}
-
-bool conf_user_matches(char *const *patterns, size_t n, const char *identity)
-{
-	if (identity == NULL)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (fnmatch(patterns[i], identity, FNM_CASEFOLD) == 0)
-			return true;
-	return false;
-}
-
-const char *conf_mechanism_refusal(const struct conf *c, const char *mech)
-{
-	if (mech == NULL || conf_in_list(c->mechanisms_deny, c->nmechanisms_deny, mech))
-		return "mechanisms_deny";
-	if (c->nmechanisms_allow > 0 &&
-	    !conf_in_list(c->mechanisms_allow, c->nmechanisms_allow, mech))
-		return "mechanisms_allow";
-	return NULL;
-}
-
-bool conf_mechanism_permitted(const struct conf *c, const char *mech)
-{
-	return conf_mechanism_refusal(c, mech) == NULL;
 }

@@ -150,15 +150,4 @@ int conf_set_option(struct conf *c, const char *kv, char *err, size_t errlen);
  */
 int conf_check(const struct conf *c, char *err, size_t errlen);
 
-/* True if identity matches a pattern of the list (case-insensitive). */
-bool conf_user_matches(char *const *patterns, size_t n, const char *identity);
-
-/* The key that refuses mech ("mechanisms_deny" or "mechanisms_allow"), or
- * NULL if it is permitted. */
-const char *conf_mechanism_refusal(const struct conf *c, const char *mech);
-
-/* True if mech (case-insensitive) is offered to and accepted from clients
- * under mechanisms_allow/mechanisms_deny. */
-bool conf_mechanism_permitted(const struct conf *c, const char *mech);
-
 #endif

@@ -1,9 +1,38 @@
+#include <fnmatch.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "conf.h"
 #include "ident.h"
 #include "policy.h"
+
+/* Mechanism names are stored upper-cased; the comparison still ignores
+ * case so a caller may pass the name as the client sent it. */
+static bool policy_in_list(char *const *list, size_t n, const char *mech)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcasecmp(list[i], mech) == 0)
+			return true;
+	return false;
+}
+
+/* The key that refuses mech ("mechanisms_deny" or "mechanisms_allow"), or
+ * NULL if it is permitted. */
+static const char *policy_mechanism_refusal(const struct conf *c, const char *mech)
+{
+	if (mech == NULL || policy_in_list(c->mechanisms_deny, c->nmechanisms_deny, mech))
+		return "mechanisms_deny";
+	if (c->nmechanisms_allow > 0 &&
+	    !policy_in_list(c->mechanisms_allow, c->nmechanisms_allow, mech))
+		return "mechanisms_allow";
+	return NULL;
+}
+
+bool policy_mechanism_permitted(const struct conf *c, const char *mech)
+{
+	return policy_mechanism_refusal(c, mech) == NULL;
+}
 
 static bool policy_is_plaintext_mech(const char *mech)
 {
@@ -47,8 +76,8 @@ static void policy_offer(const struct conf *c, const struct policy_input *in,
 	if (policy_is_channel_bound(in->mechanism))
 		policy_set(v, POLICY_STRIP, "channel_binding", NULL,
 		           "%s removed: channel binding cannot cross the proxy", in->mechanism);
-	else if (conf_mechanism_refusal(c, in->mechanism) != NULL)
-		policy_set(v, POLICY_STRIP, conf_mechanism_refusal(c, in->mechanism), NULL,
+	else if (policy_mechanism_refusal(c, in->mechanism) != NULL)
+		policy_set(v, POLICY_STRIP, policy_mechanism_refusal(c, in->mechanism), NULL,
 		           "%s removed from the offer", in->mechanism);
 	else if (!in->client_tls && policy_is_plaintext_mech(in->mechanism) &&
 	         c->plain_without_tls == CONF_PLAIN_REJECT)
@@ -70,8 +99,8 @@ static void policy_auth(const struct conf *c, const struct policy_input *in,
 	         policy_require_tls(c, in->upstream_requires_tls))
 		policy_set(v, POLICY_REJECT, "require_tls", "encryption-required",
 		           "%s before TLS refused", in->mechanism);
-	else if (conf_mechanism_refusal(c, in->mechanism) != NULL)
-		policy_set(v, POLICY_REJECT, conf_mechanism_refusal(c, in->mechanism),
+	else if (policy_mechanism_refusal(c, in->mechanism) != NULL)
+		policy_set(v, POLICY_REJECT, policy_mechanism_refusal(c, in->mechanism),
 		           "invalid-mechanism", "%s is not permitted", in->mechanism);
 	else if (!in->client_tls && policy_is_plaintext_mech(in->mechanism) &&
 	         c->plain_without_tls == CONF_PLAIN_REJECT)
@@ -98,12 +127,10 @@ bool policy_checks_identity(const struct conf *c)
 static bool policy_matches(char *const *patterns, size_t n, const char *identity)
 {
 	char folded[IDENT_USER_MAX + IDENT_DOMAIN_MAX + 1];
-	for (size_t i = 0; i < n; i++) {
-		char *const one[1] = {folded};
+	for (size_t i = 0; i < n; i++)
 		if (ident_fold_pattern(patterns[i], folded, sizeof(folded)) == 0 &&
-		    conf_user_matches(one, 1, identity))
+		    fnmatch(folded, identity, FNM_CASEFOLD) == 0)
 			return true;
-	}
 	return false;
 }
 

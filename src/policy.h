@@ -98,6 +98,10 @@ bool policy_require_tls(const struct conf *c, bool upstream_requires_tls);
 
 const char *policy_action_name(enum policy_action a);
 
+/* True if mech (case-insensitive) is offered to and accepted from clients
+ * under mechanisms_allow/mechanisms_deny. */
+bool policy_mechanism_permitted(const struct conf *c, const char *mech);
+
 /* Did the server offer a channel-bound (-PLUS) mechanism among these? */
 bool policy_offered_plus(char *const *mechs, size_t n);
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "conf.h"
+#include "policy.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -75,12 +76,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	for (i = 0; i < c->nmechanisms_deny; i++) {
 		fuzz_check_mech(c->mechanisms_deny[i]);
-		if (conf_mechanism_permitted(c, c->mechanisms_deny[i]))
+		if (policy_mechanism_permitted(c, c->mechanisms_deny[i]))
 			abort();
 	}
 	for (i = 0; i < c->nmechanisms_allow; i++)
 		fuzz_check_mech(c->mechanisms_allow[i]);
-	conf_mechanism_permitted(c, "PLAIN");
+	policy_mechanism_permitted(c, "PLAIN");
 	conf_free(c);
 	return 0;
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "policy.h"
 #include "t.h"
 
 #define EXAMPLE "conf/xmpp-inspect.conf"
@@ -856,19 +857,19 @@ static void test_permitted(void)
 {
 	struct conf *c = conf_new();
 
-	T_CHECK(conf_mechanism_permitted(c, "PLAIN") && conf_mechanism_permitted(c, "X-ANY"),
+	T_CHECK(policy_mechanism_permitted(c, "PLAIN") && policy_mechanism_permitted(c, "X-ANY"),
 	        "permitted: everything by default");
-	T_CHECK(!conf_mechanism_permitted(c, NULL), "permitted: NULL is not");
+	T_CHECK(!policy_mechanism_permitted(c, NULL), "permitted: NULL is not");
 	conf_set(c, "mechanisms_deny", "plain login", "-o", err, sizeof(err));
-	T_CHECK(!conf_mechanism_permitted(c, "PLAIN"), "permitted: denied");
-	T_CHECK(!conf_mechanism_permitted(c, "plain") && !conf_mechanism_permitted(c, "Login"),
+	T_CHECK(!policy_mechanism_permitted(c, "PLAIN"), "permitted: denied");
+	T_CHECK(!policy_mechanism_permitted(c, "plain") && !policy_mechanism_permitted(c, "Login"),
 	        "permitted: deny ignores case");
-	T_CHECK(conf_mechanism_permitted(c, "SCRAM-SHA-1"), "permitted: others pass the deny list");
+	T_CHECK(policy_mechanism_permitted(c, "SCRAM-SHA-1"), "permitted: others pass the deny list");
 	conf_set(c, "mechanisms_allow", "SCRAM-SHA-1,scram-sha-256,PLAIN", "-o", err, sizeof(err));
-	T_CHECK(conf_mechanism_permitted(c, "scram-sha-1"), "permitted: allowed, any case");
-	T_CHECK(!conf_mechanism_permitted(c, "DIGEST-MD5"), "permitted: not in the allow list");
-	T_CHECK(!conf_mechanism_permitted(c, "PLAIN"), "permitted: deny beats allow");
-	T_CHECK(!conf_mechanism_permitted(c, "SCRAM-SHA-1-PLUS"), "permitted: no prefix match");
+	T_CHECK(policy_mechanism_permitted(c, "scram-sha-1"), "permitted: allowed, any case");
+	T_CHECK(!policy_mechanism_permitted(c, "DIGEST-MD5"), "permitted: not in the allow list");
+	T_CHECK(!policy_mechanism_permitted(c, "PLAIN"), "permitted: deny beats allow");
+	T_CHECK(!policy_mechanism_permitted(c, "SCRAM-SHA-1-PLUS"), "permitted: no prefix match");
 	conf_free(c);
 }
 
