@@ -131,15 +131,15 @@ static bool login_is_answer(const struct xml_elem *e, const char *id)
  */
 void login_gate_release(struct session *s, uint64_t upto)
 {
-	struct leg *c = &s->client;
-	size_t n = upto > login_ll(c)->relay_from ? (size_t)(upto - login_ll(c)->relay_from) : 0;
-	if (n > login_ll(c)->hold.len)
-		n = login_ll(c)->hold.len;
+	struct login_leg *cl = &s->lg->cl;
+	size_t n = upto > cl->relay_from ? (size_t)(upto - cl->relay_from) : 0;
+	if (n > cl->hold.len)
+		n = cl->hold.len;
 	if (n > 0)
-		login_send(&s->upstream, buf_head(&login_ll(c)->hold), n);
-	buf_consume(&login_ll(c)->hold, n);
-	login_ll(c)->relay_from += n;
-	login_ll(c)->relay_clean = true;
+		login_send(&s->upstream, buf_head(&cl->hold), n);
+	buf_consume(&cl->hold, n);
+	cl->relay_from += n;
+	cl->relay_clean = true;
 }
 
 static void login_gate_refuse(struct session *s, enum policy_rule r, const char *arg,
@@ -159,11 +159,11 @@ static void login_gate_resume(struct session *s, const struct xml_elem *e, uint6
                               uint64_t end)
 {
 	struct leg *c = &s->client;
+	struct login_leg *cl = &s->lg->cl;
 	login_gate_release(s, start);
-	size_t n = (size_t)(end - start) < login_ll(c)->hold.len ? (size_t)(end - start)
-	                                                         : login_ll(c)->hold.len;
-	buf_consume(&login_ll(c)->hold, n);
-	login_ll(c)->relay_from += n;
+	size_t n = (size_t)(end - start) < cl->hold.len ? (size_t)(end - start) : cl->hold.len;
+	buf_consume(&cl->hold, n);
+	cl->relay_from += n;
 	if (!login_can_write_stream(c)) {
 		login_gate_refuse(s, POLICY_RULE_RESUME_MIDSTANZA, NULL,
 		                  "resume before resource binding");
@@ -203,12 +203,13 @@ static void login_gate_unbound(struct session *s, const struct xml_elem *e, uint
 static void login_gate_open(struct session *s)
 {
 	struct leg *c = &s->client;
+	struct login_leg *cl = &s->lg->cl;
 	s->lg->gate = SESSION_GATE_OPEN;
 	session_login_done(s);
-	if (login_ll(c)->hold.len > 0)
-		login_send(&s->upstream, buf_head(&login_ll(c)->hold), login_ll(c)->hold.len);
-	buf_free(&login_ll(c)->hold);
-	login_ll(c)->relay_clean = xml_at_boundary(login_ll(c)->xml);
+	if (cl->hold.len > 0)
+		login_send(&s->upstream, buf_head(&cl->hold), cl->hold.len);
+	buf_free(&cl->hold);
+	cl->relay_clean = xml_at_boundary(cl->xml);
 	leg_set_reading(c, true);
 }
 
@@ -332,10 +333,10 @@ void login_relay_s2c(struct session *s, const struct xml_elem *e)
  */
 void login_upstream_hold(struct session *s, uint64_t from)
 {
-	struct leg *u = &s->upstream;
-	buf_free(&login_ll(u)->hold);
+	struct login_leg *ul = &s->lg->ul;
+	buf_free(&ul->hold);
 	buf_free(&s->lg->hold_repl);
-	login_ll(u)->relay_from = from;
+	ul->relay_from = from;
 	s->lg->held_hdr = false;
 	s->lg->hold_rewrite = s->lg->hold_released = false;
 	s->lg->hold_active = true;
@@ -346,20 +347,20 @@ void login_upstream_hold(struct session *s, uint64_t from)
  * features in place of the original, less a header already released. */
 static void login_hold_release(struct session *s)
 {
-	struct leg *u = &s->upstream;
+	struct login_leg *ul = &s->lg->ul;
 	size_t skip = s->lg->held_hdr && s->lg->cl.hdr_sent
-	                  ? (size_t)(s->lg->held_hdr_end - login_ll(u)->relay_from)
+	                  ? (size_t)(s->lg->held_hdr_end - ul->relay_from)
 	                  : 0;
-	size_t a = (size_t)(s->lg->hold_start - login_ll(u)->relay_from),
-	       b = (size_t)(s->lg->hold_end - login_ll(u)->relay_from);
+	size_t a = (size_t)(s->lg->hold_start - ul->relay_from),
+	       b = (size_t)(s->lg->hold_end - ul->relay_from);
 	if (s->lg->hold_rewrite) {
-		login_send(&s->client, buf_head(&login_ll(u)->hold) + skip, a - skip);
+		login_send(&s->client, buf_head(&ul->hold) + skip, a - skip);
 		login_send_buf(&s->client, &s->lg->hold_repl);
 	} else {
-		login_send(&s->client, buf_head(&login_ll(u)->hold) + skip, b - skip);
+		login_send(&s->client, buf_head(&ul->hold) + skip, b - skip);
 	}
-	buf_consume(&login_ll(u)->hold, b);
-	login_ll(u)->relay_from += b;
+	buf_consume(&ul->hold, b);
+	ul->relay_from += b;
 	s->lg->cl.hdr_sent = true;
 	s->lg->hold_released = true;
 }
@@ -370,7 +371,7 @@ static void login_hold_release(struct session *s)
  * else once login_data() has held them (login_hold_flush()). */
 void login_hold_element(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end)
 {
-	struct leg *u = &s->upstream;
+	struct login_leg *ul = &s->lg->ul;
 	s->lg->hold_rewrite = xml_is(e, XML_NS_STREAMS, "features");
 	if (s->lg->hold_rewrite) {
 		struct streamfeatures f = {0};
@@ -390,7 +391,7 @@ void login_hold_element(struct session *s, const struct xml_elem *e, uint64_t st
 	s->lg->hold_start = start;
 	s->lg->hold_end = end;
 	login_upstream_enter(s, US_RELAY);
-	if (end - login_ll(u)->relay_from <= login_ll(u)->hold.len)
+	if (end - ul->relay_from <= ul->hold.len)
 		login_hold_release(s);
 }
 
@@ -401,12 +402,11 @@ void login_hold_element(struct session *s, const struct xml_elem *e, uint64_t st
 bool login_hold_flush(struct session *s, const char *data, size_t used, uint64_t base,
                       bool held_before)
 {
-	struct leg *u = &s->upstream;
+	struct login_leg *ul = &s->lg->ul;
 	if (!held_before) {
 		/* the hold began inside this feed (SASL2 success) */
-		size_t from =
-		    login_ll(u)->relay_from > base ? (size_t)(login_ll(u)->relay_from - base) : 0;
-		if (from < used && buf_add(&login_ll(u)->hold, data + from, used - from) < 0) {
+		size_t from = ul->relay_from > base ? (size_t)(ul->relay_from - base) : 0;
+		if (from < used && buf_add(&ul->hold, data + from, used - from) < 0) {
 			session_close(s, "out of memory");
 			return false;
 		}
@@ -414,7 +414,7 @@ bool login_hold_flush(struct session *s, const char *data, size_t used, uint64_t
 	if (s->lg->ustate == US_RELAY_HOLD) {
 		size_t max =
 		    s->lg->sasl2 ? login_conf(s)->max_stanza : login_conf(s)->max_stanza_prelogin;
-		if (login_ll(u)->hold.len > max) {
+		if (ul->hold.len > max) {
 			login_fail(s, "remote-connection-failed",
 			           s->lg->sasl2 ? "the server's first stanza is too large"
 			                        : "the server's features are too large",
@@ -426,10 +426,10 @@ bool login_hold_flush(struct session *s, const char *data, size_t used, uint64_t
 	}
 	if (!s->lg->hold_released)
 		login_hold_release(s);
-	login_send(&s->client, buf_head(&login_ll(u)->hold), login_ll(u)->hold.len);
-	buf_free(&login_ll(u)->hold);
+	login_send(&s->client, buf_head(&ul->hold), ul->hold.len);
+	buf_free(&ul->hold);
 	buf_free(&s->lg->hold_repl);
 	s->lg->hold_active = false;
-	login_ll(u)->relay_clean = xml_at_boundary(login_ll(u)->xml);
+	ul->relay_clean = xml_at_boundary(ul->xml);
 	return true;
 }
