@@ -81,8 +81,8 @@ struct login {
 	/* US_RELAY_HOLD, after success: the server's bytes are held (the
 	 * upstream leg's hold; its first byte is stream offset relay_from)
 	 * until its first element is known, and rewritten if it is features */
-	bool held_hdr;                 /* after a restart: the server's new header is held */
-	uint64_t held_hdr_end;         /* ... up to this offset */
+	uint64_t held_hdr_end;         /* after a restart: the server's new header is held up to
+	                                  this offset (0: no header held) */
 	bool hold_active;              /* from success until the held bytes have gone out */
 	bool hold_rewrite;             /* the first element is features: hold_repl replaces it */
 	bool hold_released;            /* bytes through it went out */
@@ -145,7 +145,9 @@ static inline const struct conf *login_conf(const struct session *s)
 /* Functions one phase calls in another; each one's contract stands above
  * its definition. */
 
-/* login.c */
+/* login_state.c */
+void login_client_element(struct session *s, const struct xml_elem *e);
+void login_upstream_element(struct session *s, const struct xml_elem *e, uint64_t end);
 
 void login_client_enter(struct session *s, enum client_state st);
 void login_upstream_enter(struct session *s, enum upstream_state st);

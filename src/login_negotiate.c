@@ -232,7 +232,6 @@ void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t
 		}
 		snprintf(s->lg->cl.out_prefix, sizeof(s->lg->cl.out_prefix), "%s", hdr->prefix);
 		if (s->lg->ustate == US_RELAY_HOLD) {
-			s->lg->held_hdr = true;
 			s->lg->held_hdr_end = end;
 		} else {
 			s->lg->cl.hdr_sent = true;

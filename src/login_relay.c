@@ -329,7 +329,7 @@ void login_relay_s2c(struct session *s, const struct xml_elem *e)
  * be rewritten without compression before the client sees them. One
  * mechanism for both: the upstream leg's hold, whose first byte is stream
  * offset relay_from; after a restart it holds the new header too
- * (held_hdr), which an error for the client may release early.
+ * (up to held_hdr_end), which an error for the client may release early.
  */
 void login_upstream_hold(struct session *s, uint64_t from)
 {
@@ -337,7 +337,7 @@ void login_upstream_hold(struct session *s, uint64_t from)
 	buf_free(&ul->hold);
 	buf_free(&s->lg->hold_repl);
 	ul->relay_from = from;
-	s->lg->held_hdr = false;
+	s->lg->held_hdr_end = 0;
 	s->lg->hold_rewrite = s->lg->hold_released = false;
 	s->lg->hold_active = true;
 	login_upstream_enter(s, US_RELAY_HOLD);
@@ -348,7 +348,7 @@ void login_upstream_hold(struct session *s, uint64_t from)
 static void login_hold_release(struct session *s)
 {
 	struct login_leg *ul = &s->lg->ul;
-	size_t skip = s->lg->held_hdr && s->lg->cl.hdr_sent
+	size_t skip = s->lg->held_hdr_end != 0 && s->lg->cl.hdr_sent
 	                  ? (size_t)(s->lg->held_hdr_end - ul->relay_from)
 	                  : 0;
 	size_t a = (size_t)(s->lg->hold_start - ul->relay_from),

@@ -92,7 +92,7 @@ bool login_can_write_stream(const struct leg *l)
 static void login_release_held_header(struct session *s)
 {
 	struct leg *u = &s->upstream;
-	if (s->lg->ustate != US_RELAY_HOLD || !s->lg->held_hdr || s->lg->cl.hdr_sent)
+	if (s->lg->ustate != US_RELAY_HOLD || s->lg->held_hdr_end == 0 || s->lg->cl.hdr_sent)
 		return;
 	login_send(&s->client, buf_head(&login_ll(u)->hold),
 	           (size_t)(s->lg->held_hdr_end - login_ll(u)->relay_from));
