@@ -23,54 +23,13 @@
 #include "b64.h"
 #include "bounds.h"
 #include "sasl.h"
-
-enum sasl_mech {
-	MECH_OTHER = 0,
-	MECH_PLAIN,
-	MECH_LOGIN,
-	MECH_DIGEST_MD5,
-	MECH_SCRAM,
-	MECH_ANONYMOUS,
-	MECH_EXTERNAL,
-	MECH_OAUTHBEARER,
-	MECH_X_OAUTH2,
-	MECH_HT,
-	MECH_CRAM_MD5,
-};
-
-struct sasl_state {
-	enum sasl_mech mech;
-	char name[MAX_MECH_NAME + 1];
-	unsigned steps;        /* sasl_step() calls, with or without payload */
-	unsigned c2s_n;        /* non-empty payloads from the client so far */
-	unsigned s2c_n;        /* non-empty payloads from the server so far */
-	unsigned c2s_any;      /* client payloads so far, empty ones included */
-	bool login_pass_asked; /* LOGIN: the server's last prompt named the password */
-	bool have_user, have_authzid, have_cb;
-	bool id_settled;   /* the first non-empty client payload has been decoded */
-	bool id_ambiguous; /* ... and it was malformed, or a name in it was cut */
-	bool cut;          /* a value kept in the state was cut at SASL_VALUE_MAX */
-	bool unsure;       /* a name some servers parse differently (a SCRAM '=' escape) */
-	bool id_changed;   /* a later client payload named another user or authzid */
-	char user[SASL_VALUE_MAX];
-	char authzid[SASL_VALUE_MAX];
-	char cb[SASL_VALUE_MAX];
-};
-
-/* One decoded payload (ours to modify: quoted strings are unquoted in
- * place) and scratch room for a nested value (a SCRAM salt, channel
- * binding or escaped name), so no decoder allocates. */
-struct payload {
-	unsigned char *p;
-	size_t n;
-	unsigned char *scratch; /* at least n + 3 bytes */
-};
+#include "sasl_int.h"
 
 /* ---- output ---------------------------------------------------------- */
 
 /* Marks the payload malformed; the first reason wins because later ones
  * are usually consequences of it. */
-static void out_malformed(struct sasl_fields *out, const char *reason)
+void sasl_out_malformed(struct sasl_fields *out, const char *reason)
 {
 	if (out->malformed)
 		return;
@@ -98,7 +57,7 @@ static struct sasl_field *out_add(struct sasl_fields *out, const char *key, enum
  * UTF-8 continuation bytes so a valid UTF-8 value stays valid, and ends in
  * "...". v must hold no NUL (callers check).
  */
-static void value_copy(char *dst, const unsigned char *v, size_t n)
+void sasl_value_copy(char *dst, const unsigned char *v, size_t n)
 {
 	if (n > SASL_VALUE_MAX - 4) {
 		size_t cut = SASL_VALUE_MAX - 4;
@@ -114,25 +73,25 @@ static void value_copy(char *dst, const unsigned char *v, size_t n)
 
 /* Adds a string field. A NUL in the value makes the payload malformed
  * instead, since the field could not hold it. */
-static void out_str(struct sasl_fields *out, const char *key, const void *v, size_t n)
+void sasl_out_str(struct sasl_fields *out, const char *key, const void *v, size_t n)
 {
 	if (memchr(v, '\0', n) != NULL) {
-		out_malformed(out, "NUL inside a field");
+		sasl_out_malformed(out, "NUL inside a field");
 		return;
 	}
 	struct sasl_field *f = out_add(out, key, SASL_STR);
 	if (f != NULL)
-		value_copy(f->str, v, n);
+		sasl_value_copy(f->str, v, n);
 }
 
-static void out_num(struct sasl_fields *out, const char *key, long long v)
+void sasl_out_num(struct sasl_fields *out, const char *key, long long v)
 {
 	struct sasl_field *f = out_add(out, key, SASL_NUM);
 	if (f != NULL)
 		f->num = v;
 }
 
-static void out_bool(struct sasl_fields *out, const char *key, bool v)
+void sasl_out_bool(struct sasl_fields *out, const char *key, bool v)
 {
 	struct sasl_field *f = out_add(out, key, SASL_BOOL);
 	if (f != NULL)
@@ -141,27 +100,27 @@ static void out_bool(struct sasl_fields *out, const char *key, bool v)
 
 /* A payload in a step where the mechanism has none: only its length is
  * shown, since we cannot tell what it holds. */
-static void out_unexpected(const struct payload *pl, struct sasl_fields *out)
+void sasl_out_unexpected(const struct payload *pl, struct sasl_fields *out)
 {
-	out_num(out, "len", (long long)pl->n);
-	out_malformed(out, "unexpected payload for this step");
+	sasl_out_num(out, "len", (long long)pl->n);
+	sasl_out_malformed(out, "unexpected payload for this step");
 }
 
 /* ---- state ------------------------------------------------------------ */
 
 /* Keeps a value of the exchange (user, authzid, cb flag) in dst, one of
  * st's fields; a cut one makes the identity ambiguous. */
-static void state_set(struct sasl_state *st, char *dst, bool *have, const void *v, size_t n)
+void sasl_state_set(struct sasl_state *st, char *dst, bool *have, const void *v, size_t n)
 {
 	/* DIGEST-MD5 with a made-up initial response, then the real one: the
 	 * identity checked must be the one the server reads */
 	if (st->id_settled && (dst == st->user || dst == st->authzid)) {
 		char now[SASL_VALUE_MAX];
-		value_copy(now, v, n);
+		sasl_value_copy(now, v, n);
 		if (!*have || strcmp(now, dst) != 0)
 			st->id_changed = true;
 	}
-	value_copy(dst, v, n);
+	sasl_value_copy(dst, v, n);
 	*have = true;
 	if (n > SASL_VALUE_MAX - 4)
 		st->cut = true;
@@ -169,12 +128,12 @@ static void state_set(struct sasl_state *st, char *dst, bool *have, const void *
 
 /* ---- small parsing helpers --------------------------------------------- */
 
-static bool is_alpha(unsigned char c)
+bool sasl_is_alpha(unsigned char c)
 {
 	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
 }
 
-static bool is_digit(unsigned char c)
+bool sasl_is_digit(unsigned char c)
 {
 	return c >= '0' && c <= '9';
 }
@@ -186,7 +145,7 @@ static unsigned char to_lower(unsigned char c)
 
 /* Whether the n bytes at s equal the lower-case literal lit, ignoring
  * ASCII case (directive names are case-insensitive in RFC 2831). */
-static bool eq_nocase(const unsigned char *s, size_t n, const char *lit)
+bool sasl_eq_nocase(const unsigned char *s, size_t n, const char *lit)
 {
 	size_t l = strlen(lit);
 	if (n != l)
@@ -203,7 +162,7 @@ static bool contains_nocase(const unsigned char *s, size_t n, const char *lit)
 {
 	size_t l = strlen(lit);
 	for (size_t i = 0; i + l <= n; i++)
-		if (eq_nocase(s + i, l, lit))
+		if (sasl_eq_nocase(s + i, l, lit))
 			return true;
 	return false;
 }
@@ -213,13 +172,13 @@ static bool contains_nocase(const unsigned char *s, size_t n, const char *lit)
  * in a long long). Returns false for anything else, leading "+" or "-"
  * included.
  */
-static bool parse_num(const unsigned char *s, size_t n, long long *v)
+bool sasl_parse_num(const unsigned char *s, size_t n, long long *v)
 {
 	if (n == 0 || n > 18)
 		return false;
 	long long r = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (!is_digit(s[i]))
+		if (!sasl_is_digit(s[i]))
 			return false;
 		r = r * 10 + (s[i] - '0');
 	}
@@ -227,7 +186,7 @@ static bool parse_num(const unsigned char *s, size_t n, long long *v)
 	return true;
 }
 
-static bool has_nul(const struct payload *pl)
+bool sasl_has_nul(const struct payload *pl)
 {
 	return memchr(pl->p, '\0', pl->n) != NULL;
 }
@@ -248,36 +207,36 @@ static void plain_like(struct sasl_state *st, const struct payload *pl, struct s
 	if (pl->n == 0)
 		return;
 	if (st->c2s_n > 1) {
-		out_unexpected(pl, out);
+		sasl_out_unexpected(pl, out);
 		return;
 	}
 	const unsigned char *nul1 = memchr(p, '\0', pl->n);
 	const unsigned char *nul2 = nul1 ? memchr(nul1 + 1, '\0', (size_t)(end - nul1 - 1)) : NULL;
 	if (nul2 == NULL) {
-		out_malformed(out, "not exactly two NUL separators");
+		sasl_out_malformed(out, "not exactly two NUL separators");
 		return;
 	}
 	/* A third NUL: malformed (and so refused while an identity rule is
 	 * set), but authzid and authcid come before the second NUL whatever
 	 * follows, so the audit still names them; the tail is never shown. */
 	if (memchr(nul2 + 1, '\0', (size_t)(end - nul2 - 1)) != NULL)
-		out_malformed(out, "not exactly two NUL separators");
+		sasl_out_malformed(out, "not exactly two NUL separators");
 	size_t zlen = (size_t)(nul1 - p), clen = (size_t)(nul2 - nul1 - 1);
 	size_t slen = (size_t)(end - nul2 - 1);
 	if (zlen > 0) {
-		out_str(out, "authzid", p, zlen);
-		state_set(st, st->authzid, &st->have_authzid, p, zlen);
+		sasl_out_str(out, "authzid", p, zlen);
+		sasl_state_set(st, st->authzid, &st->have_authzid, p, zlen);
 	}
 	if (clen == 0) {
-		out_malformed(out, "empty authcid");
+		sasl_out_malformed(out, "empty authcid");
 	} else {
-		out_str(out, "authcid", nul1 + 1, clen);
-		state_set(st, st->user, &st->have_user, nul1 + 1, clen);
+		sasl_out_str(out, "authcid", nul1 + 1, clen);
+		sasl_state_set(st, st->user, &st->have_user, nul1 + 1, clen);
 	}
 	if (secret_name != NULL)
-		out_bool(out, secret_name, slen > 0);
+		sasl_out_bool(out, secret_name, slen > 0);
 	if (slen == 0)
-		out_malformed(out, secret_name ? "empty token" : "empty password");
+		sasl_out_malformed(out, secret_name ? "empty token" : "empty password");
 }
 
 static void plain_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
@@ -295,7 +254,7 @@ static void none_s2c(struct sasl_state *st, struct payload *pl, struct sasl_fiel
 {
 	(void)st;
 	if (pl->n > 0)
-		out_unexpected(pl, out);
+		sasl_out_unexpected(pl, out);
 }
 
 /* ---- LOGIN (draft-murchison-sasl-login) -------------------------------- */
@@ -313,12 +272,12 @@ static void loginmech_c2s(struct sasl_state *st, struct payload *pl, struct sasl
 		return;
 	if (st->c2s_n != 1 || st->s2c_n > 1 || st->login_pass_asked)
 		return;
-	if (has_nul(pl)) {
-		out_malformed(out, "NUL in username");
+	if (sasl_has_nul(pl)) {
+		sasl_out_malformed(out, "NUL in username");
 		return;
 	}
-	out_str(out, "username", pl->p, pl->n);
-	state_set(st, st->user, &st->have_user, pl->p, pl->n);
+	sasl_out_str(out, "username", pl->p, pl->n);
+	sasl_state_set(st, st->user, &st->have_user, pl->p, pl->n);
 }
 
 /* The server's prompt ("Username:", "Password:") is not secret. */
@@ -327,629 +286,11 @@ static void loginmech_s2c(struct sasl_state *st, struct payload *pl, struct sasl
 	if (pl->n == 0)
 		return;
 	st->login_pass_asked = contains_nocase(pl->p, pl->n, "pass");
-	if (has_nul(pl)) {
-		out_malformed(out, "NUL in prompt");
+	if (sasl_has_nul(pl)) {
+		sasl_out_malformed(out, "NUL in prompt");
 		return;
 	}
-	out_str(out, "prompt", pl->p, pl->n);
-}
-
-/* ---- DIGEST-MD5 (RFC 2831) --------------------------------------------- */
-
-struct kv {
-	const unsigned char *key;
-	size_t klen;
-	const unsigned char *val;
-	size_t vlen;
-};
-
-static bool digest_is_lws(unsigned char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-/* RFC 2616 token characters: CHAR except CTLs and separators. */
-static bool digest_is_token(unsigned char c)
-{
-	return c > 0x20 && c < 0x7F && strchr("()<>@,;:\\\"/[]?={}", c) == NULL;
-}
-
-/*
- * Reads the next directive of an RFC 2831 §7.1 list starting at *pos in
- * buf[0..n): skips empty list elements (",,") and linear white space,
- * and unquotes a quoted-string value in place (quoted-pair "\x" gives x),
- * which is safe because the unquoted value is never longer and lies at or
- * after where it started. An unquoted value runs to the next comma or
- * white space: stricter than that (token only) would flag real clients
- * that send digest-uri=xmpp/host unquoted. Returns 1 with *kv set, 0 at
- * the end of the list, -1 with *why set on a syntax error. Linear in n
- * however many commas there are.
- */
-static int digest_next(unsigned char *buf, size_t n, size_t *pos, struct kv *kv, const char **why)
-{
-	size_t i = *pos;
-
-	while (i < n && (digest_is_lws(buf[i]) || buf[i] == ','))
-		i++;
-	if (i == n) {
-		*pos = i;
-		return 0;
-	}
-	size_t k = i;
-	while (i < n && digest_is_token(buf[i]))
-		i++;
-	if (i == k) {
-		*why = "bad directive name";
-		return -1;
-	}
-	kv->key = buf + k;
-	kv->klen = i - k;
-	while (i < n && digest_is_lws(buf[i]))
-		i++;
-	if (i == n || buf[i] != '=') {
-		*why = "directive without value";
-		return -1;
-	}
-	i++;
-	while (i < n && digest_is_lws(buf[i]))
-		i++;
-	if (i < n && buf[i] == '"') {
-		size_t w = ++i, start = i;
-		for (;;) {
-			if (i == n) {
-				*why = "unterminated quoted string";
-				return -1;
-			}
-			unsigned char c = buf[i++];
-			if (c == '"')
-				break;
-			if (c == '\\') {
-				if (i == n) {
-					*why = "unterminated quoted string";
-					return -1;
-				}
-				c = buf[i++];
-			}
-			buf[w++] = c;
-		}
-		kv->val = buf + start;
-		kv->vlen = w - start;
-	} else {
-		size_t start = i;
-		while (i < n && buf[i] != ',' && buf[i] != '"' && !digest_is_lws(buf[i]) &&
-		       buf[i] >= 0x20 && buf[i] != 0x7F)
-			i++;
-		if (i == start) {
-			*why = "empty directive value";
-			return -1;
-		}
-		kv->val = buf + start;
-		kv->vlen = i - start;
-	}
-	while (i < n && digest_is_lws(buf[i]))
-		i++;
-	if (i < n && buf[i] != ',') {
-		*why = "junk after directive value";
-		return -1;
-	}
-	*pos = i;
-	return 1;
-}
-
-/* A directive RFC 2831 allows at most once, remembered by value. */
-struct once {
-	const char *name;
-	const unsigned char *val;
-	size_t vlen;
-	bool seen;
-};
-
-/* Records kv in the table entry named like it. Returns -1 for a second
- * occurrence, 1 if recorded, 0 if the name is not in the table. */
-static int once_take(struct once *t, size_t nt, const struct kv *kv)
-{
-	for (size_t i = 0; i < nt; i++) {
-		if (!eq_nocase(kv->key, kv->klen, t[i].name))
-			continue;
-		if (t[i].seen)
-			return -1;
-		t[i].seen = true;
-		t[i].val = kv->val;
-		t[i].vlen = kv->vlen;
-		return 1;
-	}
-	return 0;
-}
-
-/* Emits the directive o as a string field named key, if it was present. */
-static void once_str(struct sasl_fields *out, const struct once *o, const char *key)
-{
-	if (o->seen)
-		out_str(out, key, o->val, o->vlen);
-}
-
-/*
- * Server challenge (RFC 2831 §2.1.1): realm (repeatable, shown
- * comma-joined), nonce (length only: not secret, but noise in a log),
- * qop, charset, algorithm, cipher, maxbuf, stale; or the final
- * "rspauth=..." whose value proves knowledge of the password and is
- * shown only as present.
- */
-static void digest_s2c(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
-{
-	enum { D_NONCE = 0, D_QOP, D_CHARSET, D_ALGORITHM, D_CIPHER, D_MAXBUF, D_STALE, D_RSPAUTH };
-	struct once d[] = {
-	    [D_NONCE] = {.name = "nonce"},     [D_QOP] = {.name = "qop"},
-	    [D_CHARSET] = {.name = "charset"}, [D_ALGORITHM] = {.name = "algorithm"},
-	    [D_CIPHER] = {.name = "cipher"},   [D_MAXBUF] = {.name = "maxbuf"},
-	    [D_STALE] = {.name = "stale"},     [D_RSPAUTH] = {.name = "rspauth"},
-	};
-	/* Filled to at most one byte past what value_copy() keeps, so an
-	 * overlong list is cut (and gets its "...") there. */
-	char realms[SASL_VALUE_MAX - 3];
-	size_t rlen = 0, nrealm = 0, pos = 0;
-	const char *why = NULL;
-	struct kv kv;
-	int r;
-
-	(void)st;
-	if (pl->n == 0)
-		return;
-	if (has_nul(pl)) {
-		out_malformed(out, "NUL in payload");
-		return;
-	}
-	while ((r = digest_next(pl->p, pl->n, &pos, &kv, &why)) == 1) {
-		if (eq_nocase(kv.key, kv.klen, "realm")) {
-			if (nrealm++ > 0 && rlen < sizeof(realms))
-				realms[rlen++] = ',';
-			size_t take = sizeof(realms) - rlen;
-			take = kv.vlen < take ? kv.vlen : take;
-			memcpy(realms + rlen, kv.val, take);
-			rlen += take;
-			continue;
-		}
-		if (once_take(d, sizeof(d) / sizeof(d[0]), &kv) < 0) {
-			why = "directive repeated";
-			r = -1;
-			break;
-		}
-	}
-	if (r < 0) {
-		out_malformed(out, why);
-		return;
-	}
-	if (d[D_RSPAUTH].seen) {
-		out_bool(out, "rspauth", true);
-		return;
-	}
-	if (nrealm > 0)
-		out_str(out, "realm", realms, rlen);
-	if (d[D_NONCE].seen)
-		out_num(out, "nonce_len", (long long)d[D_NONCE].vlen);
-	once_str(out, &d[D_QOP], "qop");
-	once_str(out, &d[D_CHARSET], "charset");
-	once_str(out, &d[D_ALGORITHM], "algorithm");
-	once_str(out, &d[D_CIPHER], "cipher");
-	if (d[D_MAXBUF].seen) {
-		long long v;
-		if (parse_num(d[D_MAXBUF].val, d[D_MAXBUF].vlen, &v))
-			out_num(out, "maxbuf", v);
-		else
-			out_malformed(out, "bad maxbuf");
-	}
-	if (d[D_STALE].seen)
-		out_bool(out, "stale", eq_nocase(d[D_STALE].val, d[D_STALE].vlen, "true"));
-	if (!d[D_NONCE].seen)
-		out_malformed(out, "challenge without nonce");
-	else if (!d[D_ALGORITHM].seen)
-		out_malformed(out, "challenge without algorithm");
-}
-
-/*
- * Client response (RFC 2831 §2.1.2): username, realm, authzid,
- * digest-uri, qop, nc, the nonce and cnonce by length; never the
- * "response" hash, which allows an offline attack on the password.
- */
-static void digest_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
-{
-	enum {
-		D_USERNAME = 0,
-		D_REALM,
-		D_AUTHZID,
-		D_URI,
-		D_QOP,
-		D_NC,
-		D_NONCE,
-		D_CNONCE,
-		D_CHARSET,
-		D_CIPHER,
-		D_MAXBUF,
-		D_RESPONSE,
-	};
-	struct once d[] = {
-	    [D_USERNAME] = {.name = "username"}, [D_REALM] = {.name = "realm"},
-	    [D_AUTHZID] = {.name = "authzid"},   [D_URI] = {.name = "digest-uri"},
-	    [D_QOP] = {.name = "qop"},           [D_NC] = {.name = "nc"},
-	    [D_NONCE] = {.name = "nonce"},       [D_CNONCE] = {.name = "cnonce"},
-	    [D_CHARSET] = {.name = "charset"},   [D_CIPHER] = {.name = "cipher"},
-	    [D_MAXBUF] = {.name = "maxbuf"},     [D_RESPONSE] = {.name = "response"},
-	};
-	const char *why = NULL;
-	size_t pos = 0;
-	struct kv kv;
-	int r;
-
-	if (pl->n == 0)
-		return;
-	if (has_nul(pl)) {
-		out_malformed(out, "NUL in payload");
-		return;
-	}
-	while ((r = digest_next(pl->p, pl->n, &pos, &kv, &why)) == 1) {
-		if (once_take(d, sizeof(d) / sizeof(d[0]), &kv) < 0) {
-			why = "directive repeated";
-			r = -1;
-			break;
-		}
-	}
-	if (r < 0) {
-		out_malformed(out, why);
-		return;
-	}
-	if (d[D_USERNAME].seen && d[D_USERNAME].vlen > 0) {
-		out_str(out, "username", d[D_USERNAME].val, d[D_USERNAME].vlen);
-		state_set(st, st->user, &st->have_user, d[D_USERNAME].val, d[D_USERNAME].vlen);
-	}
-	once_str(out, &d[D_REALM], "realm");
-	if (d[D_AUTHZID].seen && d[D_AUTHZID].vlen > 0) {
-		out_str(out, "authzid", d[D_AUTHZID].val, d[D_AUTHZID].vlen);
-		state_set(st, st->authzid, &st->have_authzid, d[D_AUTHZID].val, d[D_AUTHZID].vlen);
-	}
-	once_str(out, &d[D_URI], "digest_uri");
-	once_str(out, &d[D_QOP], "qop");
-	once_str(out, &d[D_NC], "nc");
-	if (d[D_NONCE].seen)
-		out_num(out, "nonce_len", (long long)d[D_NONCE].vlen);
-	if (d[D_CNONCE].seen)
-		out_num(out, "cnonce_len", (long long)d[D_CNONCE].vlen);
-	once_str(out, &d[D_CHARSET], "charset");
-	once_str(out, &d[D_CIPHER], "cipher");
-	if (!d[D_USERNAME].seen || d[D_USERNAME].vlen == 0)
-		out_malformed(out, "response without username");
-	else if (!d[D_RESPONSE].seen)
-		out_malformed(out, "response without response hash");
-	else if (!d[D_NONCE].seen || !d[D_CNONCE].seen)
-		out_malformed(out, "response without nonce or cnonce");
-}
-
-/* ---- GS2 header (RFC 5801 §4), shared by SCRAM and OAUTHBEARER ---------- */
-
-/*
- * Decodes an RFC 5802 saslname ("=2C" for ',', "=3D" for '=') of n bytes
- * at s into dst (room for n). Returns the decoded length, or -1 for any
- * other use of '=' or a truncated escape.
- */
-static long saslname_decode(const unsigned char *s, size_t n, unsigned char *dst)
-{
-	size_t w = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] != '=') {
-			dst[w++] = s[i];
-			continue;
-		}
-		if (n - i < 3)
-			return -1;
-		/* RFC 5802 5.1 writes them upper case; Prosody takes no other */
-		if (s[i + 1] == '2' && s[i + 2] == 'C')
-			dst[w++] = ',';
-		else if (s[i + 1] == '3' && s[i + 2] == 'D')
-			dst[w++] = '=';
-		else
-			return -1;
-		i += 2;
-	}
-	return (long)w;
-}
-
-/* Channel-binding type names (RFC 5056 §7): ALPHA / DIGIT / "." / "-". */
-static bool is_cbname_char(unsigned char c)
-{
-	return is_alpha(c) || is_digit(c) || c == '.' || c == '-';
-}
-
-/*
- * Parses the GS2 header "flag,[a=authzid]," at the start of pl and returns
- * the offset just after it, or 0 with the payload marked malformed. The
- * flag is "n", "y" or "p=cb-name"; with want_cb it is emitted as "cb" and
- * kept for sasl_cb_flag(). The authzid is unescaped, emitted and kept;
- * with as_user it is also the exchange's user (OAUTHBEARER carries the
- * user's identity nowhere else).
- */
-static size_t gs2_header(struct sasl_state *st, struct payload *pl, struct sasl_fields *out,
-                         bool want_cb, bool as_user)
-{
-	const unsigned char *p = pl->p;
-	size_t n = pl->n, i;
-
-	if (n >= 2 && (p[0] == 'n' || p[0] == 'y') && p[1] == ',') {
-		i = 2;
-	} else if (n >= 2 && p[0] == 'p' && p[1] == '=') {
-		i = 2;
-		while (i < n && is_cbname_char(p[i]))
-			i++;
-		if (i == 2 || i == n || p[i] != ',') {
-			out_malformed(out, "bad channel-binding type");
-			return 0;
-		}
-		i++;
-	} else {
-		out_malformed(out, "bad channel-binding flag");
-		return 0;
-	}
-	if (want_cb) {
-		out_str(out, "cb", p, i - 1);
-		state_set(st, st->cb, &st->have_cb, p, i - 1);
-	}
-	if (i + 1 < n && p[i] == 'a' && p[i + 1] == '=') {
-		size_t start = i + 2;
-		const unsigned char *comma = memchr(p + start, ',', n - start);
-		if (comma == NULL) {
-			out_malformed(out, "unterminated GS2 header");
-			return 0;
-		}
-		long zl = saslname_decode(p + start, (size_t)(comma - p) - start, pl->scratch);
-		if (zl < 0) {
-			out_malformed(out, "bad '=' escape in authzid");
-			return 0;
-		}
-		if (zl == 0) {
-			out_malformed(out, "empty authzid");
-			return 0;
-		}
-		out_str(out, "authzid", pl->scratch, (size_t)zl);
-		state_set(st, st->authzid, &st->have_authzid, pl->scratch, (size_t)zl);
-		if (as_user)
-			state_set(st, st->user, &st->have_user, pl->scratch, (size_t)zl);
-		return (size_t)(comma - p) + 1;
-	}
-	if (i < n && p[i] == ',')
-		return i + 1;
-	out_malformed(out, "bad GS2 header");
-	return 0;
-}
-
-/* ---- SCRAM (RFC 5802, RFC 7677, XEP-0474) ------------------------------ */
-
-struct attr {
-	unsigned char name;
-	const unsigned char *val;
-	size_t vlen;
-};
-
-/*
- * Reads the attribute "x=value" at *pos of a SCRAM message in buf[0..n)
- * (RFC 5802 §5.1: one letter, '=', a value up to the next comma). *pos
- * ends past n when the message is used up. Returns 1 with *a set, 0 at
- * the end, -1 on a syntax error (a trailing comma included).
- */
-static int scram_next(const unsigned char *buf, size_t n, size_t *pos, struct attr *a)
-{
-	size_t i = *pos;
-
-	if (i > n)
-		return 0;
-	if (i + 2 > n || !is_alpha(buf[i]) || buf[i + 1] != '=')
-		return -1;
-	a->name = buf[i];
-	a->val = buf + i + 2;
-	const unsigned char *comma = memchr(a->val, ',', n - i - 2);
-	a->vlen = comma ? (size_t)(comma - a->val) : n - i - 2;
-	*pos = comma ? (size_t)(comma - buf) + 1 : n + 1;
-	return 1;
-}
-
-/* client-first-message: gs2-header [m=ext,] n=username,r=nonce[,ext...] */
-static void scram_client_first(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
-{
-	size_t pos = gs2_header(st, pl, out, true, false);
-	struct attr a;
-	int r;
-
-	if (pos == 0)
-		return;
-	r = scram_next(pl->p, pl->n, &pos, &a);
-	if (r == 1 && a.name == 'm') {
-		out_bool(out, "reserved_mext", true);
-		r = scram_next(pl->p, pl->n, &pos, &a);
-	}
-	if (r != 1 || a.name != 'n') {
-		out_malformed(out, "no username (n=)");
-		return;
-	}
-	long ul = saslname_decode(a.val, a.vlen, pl->scratch);
-	/* Prosody's pattern takes the text after an "n=" inside an escaped
-	 * name ("n=xn=2Cmallory" is "2Cmallory" there): an escaped name is
-	 * not one every server reads alike */
-	if (memchr(a.val, '=', a.vlen) != NULL)
-		st->unsure = true;
-	if (ul < 0) {
-		out_malformed(out, "bad '=' escape in username");
-	} else if (ul == 0) {
-		out_malformed(out, "empty username");
-	} else {
-		out_str(out, "username", pl->scratch, (size_t)ul);
-		state_set(st, st->user, &st->have_user, pl->scratch, (size_t)ul);
-	}
-	if (scram_next(pl->p, pl->n, &pos, &a) != 1 || a.name != 'r') {
-		out_malformed(out, "no client nonce (r=)");
-		return;
-	}
-	out_num(out, "cnonce_len", (long long)a.vlen);
-	if (a.vlen == 0)
-		out_malformed(out, "empty client nonce");
-	/* extensions: unknown letters only. A defined one again (a second
-	 * n=, as in "n=alice,r=x,n=mallory") is read by some servers in
-	 * place of the first: malformed, so identity rules refuse it. */
-	while ((r = scram_next(pl->p, pl->n, &pos, &a)) == 1)
-		if (strchr("aceimnprsv", a.name) != NULL)
-			out_malformed(out, "a defined attribute repeated or out of order");
-	if (r < 0)
-		out_malformed(out, "bad attribute syntax");
-}
-
-/* "e=server-error-value" (RFC 5802 §7): the reason is not secret. */
-static void scram_error(const struct payload *pl, struct sasl_fields *out)
-{
-	const unsigned char *v = pl->p + 2;
-	const unsigned char *comma = memchr(v, ',', pl->n - 2);
-	out_str(out, "error", v, comma ? (size_t)(comma - v) : pl->n - 2);
-}
-
-/*
- * server-first-message: [m=ext,] r=nonce,s=salt,i=count[,ext...]. A "d"
- * or "h" extension is XEP-0474 downgrade protection ("d" up to 0.2,
- * "h" since 0.3): worth logging because a client that checks it fails
- * when the proxy has filtered the mechanism list.
- */
-static void scram_server_first(struct payload *pl, struct sasl_fields *out)
-{
-	size_t pos = 0;
-	struct attr a;
-	bool dp = false;
-	int r = scram_next(pl->p, pl->n, &pos, &a);
-
-	if (r == 1 && a.name == 'm') {
-		out_bool(out, "reserved_mext", true);
-		r = scram_next(pl->p, pl->n, &pos, &a);
-	}
-	if (r != 1 || a.name != 'r' || a.vlen == 0) {
-		out_malformed(out, "no nonce (r=)");
-		return;
-	}
-	out_num(out, "nonce_len", (long long)a.vlen);
-	if (scram_next(pl->p, pl->n, &pos, &a) != 1 || a.name != 's') {
-		out_malformed(out, "no salt (s=)");
-		return;
-	}
-	long sl = b64_decode((const char *)a.val, a.vlen, pl->scratch);
-	if (sl <= 0) {
-		out_malformed(out, sl < 0 ? "salt is not base64" : "empty salt");
-		return;
-	}
-	out_num(out, "salt_len", sl);
-	long long iter;
-	if (scram_next(pl->p, pl->n, &pos, &a) != 1 || a.name != 'i') {
-		out_malformed(out, "no iteration count (i=)");
-		return;
-	}
-	if (!parse_num(a.val, a.vlen, &iter) || iter == 0) {
-		out_malformed(out, "bad iteration count");
-		return;
-	}
-	out_num(out, "iterations", iter);
-	while ((r = scram_next(pl->p, pl->n, &pos, &a)) == 1)
-		if (a.name == 'd' || a.name == 'h')
-			dp = true;
-	out_bool(out, "downgrade_protection", dp);
-	if (r < 0)
-		out_malformed(out, "bad attribute syntax");
-}
-
-/*
- * client-final-message: c=cbind,r=nonce[,ext...],p=proof. The proof is
- * only reported as present; c= is shown by decoded length (the GS2 header
- * plus any channel-binding data).
- */
-static void scram_client_final(struct payload *pl, struct sasl_fields *out)
-{
-	size_t pos = 0;
-	struct attr a;
-	bool proof = false;
-	int r;
-
-	if (scram_next(pl->p, pl->n, &pos, &a) != 1 || a.name != 'c') {
-		out_malformed(out, "no channel binding (c=)");
-		return;
-	}
-	long cl = b64_decode((const char *)a.val, a.vlen, pl->scratch);
-	if (cl < 0) {
-		out_malformed(out, "channel binding is not base64");
-		return;
-	}
-	out_num(out, "cb_data_len", cl);
-	if (scram_next(pl->p, pl->n, &pos, &a) != 1 || a.name != 'r') {
-		out_malformed(out, "no nonce (r=)");
-		return;
-	}
-	out_num(out, "nonce_len", (long long)a.vlen);
-	while ((r = scram_next(pl->p, pl->n, &pos, &a)) == 1) {
-		if (proof) {
-			out_malformed(out, "attribute after proof");
-			break;
-		}
-		if (a.name == 'p')
-			proof = a.vlen > 0;
-	}
-	out_bool(out, "proof", proof);
-	if (r < 0)
-		out_malformed(out, "bad attribute syntax");
-	if (!proof)
-		out_malformed(out, "no proof (p=)");
-}
-
-/* server-final-message: v=signature or e=error. The signature is shown
- * as present only: like the proof, it is derived from the password. */
-static void scram_server_final(struct payload *pl, struct sasl_fields *out)
-{
-	size_t pos = 0;
-	struct attr a;
-
-	if (pl->n >= 2 && pl->p[0] == 'e' && pl->p[1] == '=') {
-		scram_error(pl, out);
-		return;
-	}
-	if (scram_next(pl->p, pl->n, &pos, &a) == 1 && a.name == 'v' && a.vlen > 0) {
-		out_bool(out, "server_signature", true);
-		return;
-	}
-	out_malformed(out, "neither verifier (v=) nor error (e=)");
-}
-
-static void scram_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
-{
-	if (pl->n == 0)
-		return;
-	if (st->c2s_n > 2) {
-		out_unexpected(pl, out);
-		return;
-	}
-	if (has_nul(pl)) {
-		out_malformed(out, "NUL in payload");
-		return;
-	}
-	if (st->c2s_n == 1)
-		scram_client_first(st, pl, out);
-	else
-		scram_client_final(pl, out);
-}
-
-static void scram_s2c(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
-{
-	if (pl->n == 0)
-		return;
-	if (st->s2c_n > 2) {
-		out_unexpected(pl, out);
-		return;
-	}
-	if (has_nul(pl)) {
-		out_malformed(out, "NUL in payload");
-		return;
-	}
-	if (st->s2c_n == 1 && !(pl->n >= 2 && pl->p[0] == 'e' && pl->p[1] == '='))
-		scram_server_first(pl, out);
-	else
-		scram_server_final(pl, out);
+	sasl_out_str(out, "prompt", pl->p, pl->n);
 }
 
 /* ---- ANONYMOUS (RFC 4505) and EXTERNAL (RFC 4422 Appendix A) ----------- */
@@ -961,15 +302,15 @@ static void anonymous_c2s(struct sasl_state *st, struct payload *pl, struct sasl
 	if (pl->n == 0)
 		return;
 	if (st->c2s_n > 1) {
-		out_unexpected(pl, out);
+		sasl_out_unexpected(pl, out);
 		return;
 	}
-	if (has_nul(pl)) {
-		out_malformed(out, "NUL in trace");
+	if (sasl_has_nul(pl)) {
+		sasl_out_malformed(out, "NUL in trace");
 		return;
 	}
-	out_str(out, "trace", pl->p, pl->n);
-	out_bool(out, "client_supplied", true);
+	sasl_out_str(out, "trace", pl->p, pl->n);
+	sasl_out_bool(out, "client_supplied", true);
 }
 
 /* The authzid, empty meaning "derive it from my credentials". */
@@ -977,132 +318,16 @@ static void external_c2s(struct sasl_state *st, struct payload *pl, struct sasl_
 {
 	if (st->c2s_any > 1) {
 		if (pl->n > 0)
-			out_unexpected(pl, out);
+			sasl_out_unexpected(pl, out);
 		return;
 	}
-	if (has_nul(pl)) {
-		out_malformed(out, "NUL in authzid");
+	if (sasl_has_nul(pl)) {
+		sasl_out_malformed(out, "NUL in authzid");
 		return;
 	}
-	out_str(out, "authzid", pl->p, pl->n);
+	sasl_out_str(out, "authzid", pl->p, pl->n);
 	if (pl->n > 0)
-		state_set(st, st->authzid, &st->have_authzid, pl->p, pl->n);
-}
-
-/* ---- OAUTHBEARER (RFC 7628) -------------------------------------------- */
-
-/*
- * client-resp: gs2-header %x01 *(key=value %x01) %x01, or the lone %x01 a
- * client sends to end the exchange after an error. Known keys host and
- * port are shown; auth ("Bearer <token>") only as present; unknown keys
- * not at all, since they may be credentials too.
- */
-static void oauthbearer_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
-{
-	const unsigned char *p = pl->p;
-	size_t n = pl->n;
-	bool token = false;
-
-	if (n == 0)
-		return;
-	if (n == 1 && p[0] == 0x01) {
-		out_bool(out, "dummy_response", true);
-		return;
-	}
-	if (has_nul(pl)) {
-		out_malformed(out, "NUL in payload");
-		return;
-	}
-	size_t i = gs2_header(st, pl, out, false, true);
-	if (i == 0)
-		return;
-	if (i == n || p[i] != 0x01) {
-		out_malformed(out, "no key/value separator after GS2 header");
-		return;
-	}
-	i++;
-	for (;;) {
-		if (i == n) {
-			out_malformed(out, "unterminated key/value list");
-			break;
-		}
-		if (p[i] == 0x01) {
-			if (i + 1 != n)
-				out_malformed(out, "data after key/value list");
-			break;
-		}
-		size_t k = i;
-		while (i < n && is_alpha(p[i]))
-			i++;
-		if (i == k || i == n || p[i] != '=') {
-			out_malformed(out, "bad key");
-			break;
-		}
-		size_t klen = i - k, v = ++i;
-		const unsigned char *sep = memchr(p + v, 0x01, n - v);
-		if (sep == NULL) {
-			out_malformed(out, "unterminated key/value list");
-			break;
-		}
-		size_t vlen = (size_t)(sep - p) - v;
-		i = (size_t)(sep - p) + 1;
-		if (eq_nocase(p + k, klen, "auth")) {
-			token = true;
-		} else if (eq_nocase(p + k, klen, "host")) {
-			out_str(out, "host", p + v, vlen);
-		} else if (eq_nocase(p + k, klen, "port")) {
-			long long port;
-			if (parse_num(p + v, vlen, &port) && port <= 65535)
-				out_num(out, "port", port);
-			else
-				out_malformed(out, "bad port");
-		}
-	}
-	if (token)
-		out_bool(out, "token", true);
-	else
-		out_malformed(out, "no auth key");
-}
-
-/*
- * Server error (RFC 7628 §3.2.2): a JSON object whose "status" is shown.
- * Not a JSON parser: the first "status" key's plain string value is
- * enough for a log, and anything odd simply leaves it out.
- */
-static void oauthbearer_s2c(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
-{
-	const unsigned char *p = pl->p;
-	size_t n = pl->n;
-	static const char key[] = "\"status\"";
-
-	(void)st;
-	if (n == 0)
-		return;
-	out_num(out, "len", (long long)n);
-	if (has_nul(pl)) {
-		out_malformed(out, "NUL in payload");
-		return;
-	}
-	for (size_t i = 0; i + sizeof(key) - 1 <= n; i++) {
-		if (memcmp(p + i, key, sizeof(key) - 1) != 0)
-			continue;
-		size_t j = i + sizeof(key) - 1;
-		while (j < n && (p[j] == ' ' || p[j] == '\t' || p[j] == '\r' || p[j] == '\n'))
-			j++;
-		if (j == n || p[j] != ':')
-			continue;
-		j++;
-		while (j < n && (p[j] == ' ' || p[j] == '\t' || p[j] == '\r' || p[j] == '\n'))
-			j++;
-		if (j == n || p[j] != '"')
-			continue;
-		size_t s = ++j;
-		while (j < n && p[j] != '"' && p[j] != '\\')
-			j++;
-		if (j < n && p[j] == '"')
-			out_str(out, "status", p + s, j - s);
-		break;
-	}
+		sasl_state_set(st, st->authzid, &st->have_authzid, pl->p, pl->n);
 }
 
 /* ---- HT-* (XEP-0484 FAST, draft-schmaus-kitten-sasl-ht) ---------------- */
@@ -1114,25 +339,25 @@ static void ht_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fields
 	if (pl->n == 0)
 		return;
 	if (st->c2s_n > 1) {
-		out_unexpected(pl, out);
+		sasl_out_unexpected(pl, out);
 		return;
 	}
 	const unsigned char *nul = memchr(pl->p, '\0', pl->n);
 	if (nul == NULL) {
-		out_malformed(out, "no NUL separator");
+		sasl_out_malformed(out, "no NUL separator");
 		return;
 	}
 	size_t alen = (size_t)(nul - pl->p);
 	if (alen == 0) {
-		out_malformed(out, "empty authcid");
+		sasl_out_malformed(out, "empty authcid");
 	} else {
-		out_str(out, "authcid", pl->p, alen);
-		state_set(st, st->user, &st->have_user, pl->p, alen);
+		sasl_out_str(out, "authcid", pl->p, alen);
+		sasl_state_set(st, st->user, &st->have_user, pl->p, alen);
 	}
 	bool token = pl->n - alen - 1 > 0;
-	out_bool(out, "token", token);
+	sasl_out_bool(out, "token", token);
 	if (!token)
-		out_malformed(out, "empty hashed token");
+		sasl_out_malformed(out, "empty hashed token");
 }
 
 /* responder-msg: the server's HMAC, shown only as present. */
@@ -1141,10 +366,10 @@ static void ht_s2c(struct sasl_state *st, struct payload *pl, struct sasl_fields
 	if (pl->n == 0)
 		return;
 	if (st->s2c_n > 1) {
-		out_unexpected(pl, out);
+		sasl_out_unexpected(pl, out);
 		return;
 	}
-	out_bool(out, "responder_proof", true);
+	sasl_out_bool(out, "responder_proof", true);
 }
 
 /* ---- CRAM-MD5 (RFC 2195) ---------------------------------------------- */
@@ -1154,7 +379,7 @@ static void cram_s2c(struct sasl_state *st, struct payload *pl, struct sasl_fiel
 {
 	(void)st;
 	if (pl->n > 0)
-		out_num(out, "challenge_len", (long long)pl->n);
+		sasl_out_num(out, "challenge_len", (long long)pl->n);
 }
 
 /* "username SP digest": the username; the HMAC is never written (it
@@ -1166,15 +391,15 @@ static void cram_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fiel
 		return;
 	while (sp > 0 && pl->p[sp - 1] != ' ')
 		sp--;
-	if (sp <= 1 || has_nul(pl)) {
-		out_malformed(out, "expected \"username digest\"");
+	if (sp <= 1 || sasl_has_nul(pl)) {
+		sasl_out_malformed(out, "expected \"username digest\"");
 		return;
 	}
-	out_str(out, "username", pl->p, sp - 1);
-	state_set(st, st->user, &st->have_user, pl->p, sp - 1);
-	out_bool(out, "digest", pl->n - sp == 32);
+	sasl_out_str(out, "username", pl->p, sp - 1);
+	sasl_state_set(st, st->user, &st->have_user, pl->p, sp - 1);
+	sasl_out_bool(out, "digest", pl->n - sp == 32);
 	if (pl->n - sp != 32)
-		out_malformed(out, "digest is not 32 hex digits");
+		sasl_out_malformed(out, "digest is not 32 hex digits");
 }
 
 /* ---- any other mechanism ----------------------------------------------- */
@@ -1182,7 +407,7 @@ static void cram_c2s(struct sasl_state *st, struct payload *pl, struct sasl_fiel
 static void other_any(struct sasl_state *st, struct payload *pl, struct sasl_fields *out)
 {
 	(void)st;
-	out_num(out, "len", (long long)pl->n);
+	sasl_out_num(out, "len", (long long)pl->n);
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -1197,11 +422,11 @@ static const struct sasl_mech_ops {
     [MECH_OTHER] = {"", false, other_any, other_any},
     [MECH_PLAIN] = {"PLAIN", false, plain_c2s, none_s2c},
     [MECH_LOGIN] = {"LOGIN", false, loginmech_c2s, loginmech_s2c},
-    [MECH_DIGEST_MD5] = {"DIGEST-MD5", false, digest_c2s, digest_s2c},
-    [MECH_SCRAM] = {"SCRAM-", true, scram_c2s, scram_s2c},
+    [MECH_DIGEST_MD5] = {"DIGEST-MD5", false, sasl_digest_c2s, sasl_digest_s2c},
+    [MECH_SCRAM] = {"SCRAM-", true, sasl_scram_c2s, sasl_scram_s2c},
     [MECH_ANONYMOUS] = {"ANONYMOUS", false, anonymous_c2s, none_s2c},
     [MECH_EXTERNAL] = {"EXTERNAL", false, external_c2s, none_s2c},
-    [MECH_OAUTHBEARER] = {"OAUTHBEARER", false, oauthbearer_c2s, oauthbearer_s2c},
+    [MECH_OAUTHBEARER] = {"OAUTHBEARER", false, sasl_oauthbearer_c2s, sasl_oauthbearer_s2c},
     [MECH_X_OAUTH2] = {"X-OAUTH2", false, xoauth2_c2s, none_s2c},
     [MECH_HT] = {"HT-", true, ht_c2s, ht_s2c},
     [MECH_CRAM_MD5] = {"CRAM-MD5", false, cram_c2s, cram_s2c},
@@ -1247,13 +472,13 @@ int sasl_step(struct sasl_state *st, enum sasl_dir dir, const char *b64, size_t 
 {
 	memset(out, 0, sizeof(*out));
 	if (++st->steps > MAX_SASL_STEPS) {
-		out_malformed(out, "too many steps");
+		sasl_out_malformed(out, "too many steps");
 		return 0;
 	}
 	if (!has_payload)
 		return 0;
 	if (len > MAX_SASL_PAYLOAD) {
-		out_malformed(out, "too large");
+		sasl_out_malformed(out, "too large");
 		return 0;
 	}
 	/* One block: the decoded payload, then scratch for a nested value,
@@ -1265,7 +490,7 @@ int sasl_step(struct sasl_state *st, enum sasl_dir dir, const char *b64, size_t 
 		return -1;
 	long dn = b64_decode(b64, len, buf);
 	if (dn < 0) {
-		out_malformed(out, "invalid base64");
+		sasl_out_malformed(out, "invalid base64");
 		if (dir == SASL_C2S && !st->id_settled)
 			st->id_settled = st->id_ambiguous = true;
 	} else {

@@ -15,7 +15,7 @@
  * output when the two identities do not already contain it.
  *
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
- *        tests/fuzz/fuzz_sasl.c src/sasl.c src/b64.c -lcrypto
+ *        tests/fuzz/fuzz_sasl.c src/sasl*.c src/b64.c -lcrypto
  */
 #include <stdbool.h>
 #include <stdint.h>
