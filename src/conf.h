@@ -86,6 +86,7 @@ struct conf {
 	char *tls_ciphers; /* OpenSSL cipher list for TLS <= 1.2; NULL: defaults */
 
 	/* identities (fnmatch patterns, case-insensitive) refused or allowed */
+	/* fnmatch patterns, stored folded as servers compare identities */
 	char *users_deny[MAX_USER_PATTERNS];
 	size_t nusers_deny;
 	char *users_allow[MAX_USER_PATTERNS];

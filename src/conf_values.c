@@ -374,7 +374,9 @@ static int conf_item_mechanism(const char *s, size_t len, char **out, char *msg,
 	return 0;
 }
 
-/* A pattern for users_allow/users_deny: printable, no quotes, bounded. */
+/* A pattern for users_allow/users_deny: printable, no quotes, bounded,
+ * kept folded in the spelling servers compare (ident.c), so policy.c
+ * matches folded identities against it without folding it per login. */
 static int conf_item_pattern(const char *s, size_t len, char **out, char *msg, size_t msglen)
 {
 	if (len > MAX_USER_PATTERN_LEN) {
@@ -390,19 +392,16 @@ static int conf_item_pattern(const char *s, size_t len, char **out, char *msg, s
 			return -1;
 		}
 	}
-	*out = strndup(s, len);
-	if (*out == NULL)
-		return 0;
-	/* matched in the folded spelling servers compare (policy.c): one
-	 * that cannot be folded could never match */
-	char folded[IDENT_PATTERN_MAX];
-	if (ident_fold_pattern(*out, folded, sizeof(folded)) < 0) {
+	char raw[MAX_USER_PATTERN_LEN + 1], folded[IDENT_PATTERN_MAX];
+	memcpy(raw, s, len);
+	raw[len] = '\0';
+	/* one that cannot be folded could never match */
+	if (ident_fold_pattern(raw, folded, sizeof(folded)) < 0) {
 		conf_msg(msg, msglen,
-		         "pattern %s is not a user or user@domain servers would accept", *out);
-		free(*out);
-		*out = NULL;
+		         "pattern %s is not a user or user@domain servers would accept", raw);
 		return -1;
 	}
+	*out = strdup(folded);
 	return 0;
 }
 

@@ -121,15 +121,13 @@ bool policy_checks_identity(const struct conf *c)
 	return c->nusers_deny > 0 || c->nusers_allow > 0;
 }
 
-/* Does identity (folded) match one of the patterns, each folded the same
- * way? A pattern that cannot be folded never matches (conf.c refuses
- * such patterns at load; this only keeps the check total). */
+/* Does identity (folded) match one of the patterns? conf stores them
+ * folded the same way (conf_values.c), so both are in the spelling
+ * servers compare. */
 static bool policy_matches(char *const *patterns, size_t n, const char *identity)
 {
-	char folded[IDENT_USER_MAX + IDENT_DOMAIN_MAX + 1];
 	for (size_t i = 0; i < n; i++)
-		if (ident_fold_pattern(patterns[i], folded, sizeof(folded)) == 0 &&
-		    fnmatch(folded, identity, FNM_CASEFOLD) == 0)
+		if (fnmatch(patterns[i], identity, FNM_CASEFOLD) == 0)
 			return true;
 	return false;
 }

@@ -889,6 +889,7 @@ static void test_user_patterns(void)
 	T_CHECK(conf_set(c, "users_allow", "alice@\xef\xbd\x8c\xef\xbd\x81\xef\xbd\x82.test", "-o",
 	                 msg, sizeof(msg)) == 0,
 	        "patterns: a fullwidth domain folds");
+	T_STREQ(c->users_allow[0], "alice@lab.test", "patterns: stored folded, matched without folding again");
 	conf_free(c);
 }
 
