@@ -864,7 +864,8 @@ static void test_permitted(void)
 	T_CHECK(!policy_mechanism_permitted(c, "PLAIN"), "permitted: denied");
 	T_CHECK(!policy_mechanism_permitted(c, "plain") && !policy_mechanism_permitted(c, "Login"),
 	        "permitted: deny ignores case");
-	T_CHECK(policy_mechanism_permitted(c, "SCRAM-SHA-1"), "permitted: others pass the deny list");
+	T_CHECK(policy_mechanism_permitted(c, "SCRAM-SHA-1"),
+	        "permitted: others pass the deny list");
 	conf_set(c, "mechanisms_allow", "SCRAM-SHA-1,scram-sha-256,PLAIN", "-o", err, sizeof(err));
 	T_CHECK(policy_mechanism_permitted(c, "scram-sha-1"), "permitted: allowed, any case");
 	T_CHECK(!policy_mechanism_permitted(c, "DIGEST-MD5"), "permitted: not in the allow list");
@@ -889,7 +890,8 @@ static void test_user_patterns(void)
 	T_CHECK(conf_set(c, "users_allow", "alice@\xef\xbd\x8c\xef\xbd\x81\xef\xbd\x82.test", "-o",
 	                 msg, sizeof(msg)) == 0,
 	        "patterns: a fullwidth domain folds");
-	T_STREQ(c->users_allow[0], "alice@lab.test", "patterns: stored folded, matched without folding again");
+	T_STREQ(c->users_allow[0], "alice@lab.test",
+	        "patterns: stored folded, matched without folding again");
 	conf_free(c);
 }
 
