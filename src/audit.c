@@ -4,6 +4,7 @@
  * login state machine (login*.c) decides; this says what happened.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "audit.h"
@@ -169,6 +170,15 @@ void audit_features(const struct session *s, enum streamfeatures_starttls st,
 		evlog_bool("channel_binding_removed", true);
 	if (s->lg->up.sasl2)
 		evlog_strlist("sasl2_offered", sasl2, nsasl2);
+	if (s->lg->up.ninline > 0)
+		evlog_strlist("inline", (const char *const *)s->lg->up.inline_names,
+		              s->lg->up.ninline);
+	if (s->lg->up.fast) {
+		evlog_strlist("fast_mechanisms", (const char *const *)s->lg->up.fast_mechs,
+		              s->lg->up.nfast_mechs);
+		evlog_strlist("fast_offered", (const char *const *)s->lg->fast_offered,
+		              s->lg->nfast_offered);
+	}
 	evlog_end();
 }
 
@@ -194,16 +204,65 @@ static void audit_user_agent(const struct xml_elem *ua)
 	evlog_str("user_agent_device", dev ? dev->text : NULL);
 }
 
-void audit_auth(const struct session *s, const char *mechanism, bool sasl2, bool initial_response,
-                const struct xml_elem *user_agent, const struct sasl_fields *f)
+static bool audit_has_sm(const struct xml_elem *e)
+{
+	for (const struct xml_elem *c = e != NULL ? e->children : NULL; c != NULL; c = c->next)
+		if (strncmp(c->ns, "urn:xmpp:sm:", 12) == 0)
+			return true;
+	return false;
+}
+
+/* XEP-0388's inline requests in <authenticate>: Bind2 (XEP-0386), stream
+ * management (XEP-0198: <resume> beside it, or <enable> inside Bind2's
+ * <bind>), FAST (XEP-0484: <request-token mechanism>, or <fast count
+ * invalidate> on a token login). Client text is cut to a mechanism name. */
+static void audit_sasl2_inline(const struct xml_elem *a)
+{
+	const struct xml_elem *bind = xml_child(a, XML_NS_BIND2, "bind");
+	const struct xml_elem *rt = xml_child(a, XML_NS_FAST, "request-token");
+	const struct xml_elem *fast = xml_child(a, XML_NS_FAST, "fast");
+	const char *names[3];
+	size_t n = 0;
+	if (bind != NULL)
+		names[n++] = "bind2";
+	if (audit_has_sm(a) || audit_has_sm(bind))
+		names[n++] = "sm";
+	if (rt != NULL || fast != NULL)
+		names[n++] = "fast";
+	if (n > 0)
+		evlog_strlist("inline", names, n);
+	if (rt != NULL) {
+		const char *m = xml_attr(rt, NULL, "mechanism");
+		char mech[MAX_MECH_NAME + 1];
+		login_copy_text(mech, sizeof(mech), m != NULL ? m : "");
+		evlog_str("fast_request", mech);
+	}
+	if (fast != NULL) {
+		const char *count = xml_attr(fast, NULL, "count");
+		const char *inv = xml_attr(fast, NULL, "invalidate");
+		char *end = NULL;
+		long long c = count != NULL ? strtoll(count, &end, 10) : -1;
+		if (count != NULL && end != count && *end == '\0' && c >= 0)
+			evlog_int("fast_count", c);
+		evlog_bool("fast_invalidate",
+		           inv != NULL && (strcmp(inv, "true") == 0 || strcmp(inv, "1") == 0));
+	}
+}
+
+void audit_auth(const struct session *s, const char *mechanism, bool initial_response,
+                const struct xml_elem *authenticate, const struct sasl_fields *f)
 {
 	evlog_begin(s->id, "auth");
 	evlog_str("mechanism", mechanism);
 	evlog_bool("tls", s->lg->client_tls);
-	evlog_bool("sasl2", sasl2);
+	evlog_bool("sasl2", authenticate != NULL);
 	evlog_bool("initial_response", initial_response);
-	if (user_agent != NULL)
-		audit_user_agent(user_agent);
+	if (authenticate != NULL) {
+		const struct xml_elem *ua = xml_child(authenticate, XML_NS_SASL2, "user-agent");
+		if (ua != NULL)
+			audit_user_agent(ua);
+		audit_sasl2_inline(authenticate);
+	}
 	audit_sasl_fields(f);
 	evlog_end();
 }
@@ -268,6 +327,8 @@ void audit_result(struct session *s, bool success, const char *by, const char *c
 	if (!success) {
 		evlog_str("condition", condition);
 		evlog_str("text", text);
+	} else if (s->lg->fast_expiry[0]) {
+		evlog_str("token_expiry", s->lg->fast_expiry); /* never the token */
 	}
 	evlog_end();
 }
@@ -324,6 +385,13 @@ void audit_login(struct session *s)
 	evlog_strlist("policy", s->lg->policy_rules, s->lg->npolicy);
 	if (s->lg->starttls_stripped)
 		evlog_str("downgrade", s->lg->downgrade_accepted ? "accepted" : "refused");
+	/* a token login outranks the token it may also have been given */
+	if (s->lg->fast_used || s->lg->fast_expiry[0] || s->lg->fast_requested)
+		evlog_str("fast", s->lg->fast_used        ? "used"
+		                  : s->lg->fast_expiry[0] ? "issued"
+		                                          : "requested");
+	if (s->lg->fast_expiry[0])
+		evlog_str("fast_expiry", s->lg->fast_expiry);
 	evlog_int("ms", s->lg->outcome != SESSION_OUTCOME_NONE
 	                    ? (long long)((s->lg->t_outcome - s->t0) * 1000.0)
 	                    : session_ms(s));

@@ -51,12 +51,13 @@ void audit_features(const struct session *s, enum streamfeatures_starttls st,
 /* The server's post-login features f, relayed to the client rewritten
  * (compression removed). */
 void audit_features_relayed(const struct session *s, const struct streamfeatures *f);
-/* A SASL attempt the client began (RFC 6120 <auth>, or XEP-0388
- * <authenticate> if sasl2): the mechanism as read, whether a payload came
- * with it, the client's <user-agent> (SASL2; NULL if none) and the
- * payload's decoded fields f. */
-void audit_auth(const struct session *s, const char *mechanism, bool sasl2, bool initial_response,
-                const struct xml_elem *user_agent, const struct sasl_fields *f);
+/* A SASL attempt the client began: the mechanism as read, whether a
+ * payload came with it, the payload's decoded fields f, and for XEP-0388
+ * (authenticate: the <authenticate> element; NULL for RFC 6120's <auth>)
+ * the client's <user-agent> and what it asks for inline: Bind2, stream
+ * management, a FAST token (<request-token>) or a token login (<fast>). */
+void audit_auth(const struct session *s, const char *mechanism, bool initial_response,
+                const struct xml_elem *authenticate, const struct sasl_fields *f);
 /* A legacy iq-auth (XEP-0078) attempt: the iq's type and the username in
  * s->user (empty: none). */
 void audit_iq_auth(const struct session *s, const char *type);

@@ -74,6 +74,11 @@
  * (RFC 4422), a longer list is an attack on the log. */
 #define MAX_MECHANISMS 32
 #define MAX_MECH_NAME 20
+/* Inline features of one SASL2 <authentication> (XEP-0388 2.2) named in
+ * the log: servers offer three or four (Bind2, SM, FAST); each name is
+ * cut at MAX_INLINE_NAME bytes. */
+#define MAX_INLINE 16
+#define MAX_INLINE_NAME 32
 
 /* Event log: memory queued for a slow disk before lines are dropped (and
  * counted). */

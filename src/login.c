@@ -60,10 +60,13 @@ static void login_on_close(void *ctx)
 	struct session *s = login_session(l);
 
 	if (login_relaying(s)) {
-		/* forwarded as it is; the TCP close that follows ends the session */
+		/* forwarded as it is; the TCP close that follows ends the
+		 * session. Nothing after it is parsed (login_data) */
 		if (s->lg->ended_by == NULL)
 			s->lg->ended_by = login_is_client(l) ? "client ended the stream"
 			                                     : "server ended the stream";
+		login_ll(l)->ended = true;
+		xml_stop(login_ll(l)->xml);
 		return;
 	}
 	if (login_is_client(l)) {
@@ -127,6 +130,14 @@ void login_data(struct leg *l, const char *data, size_t len)
 	struct login_leg *ll = login_ll(l);
 
 	while (len > 0 && !s->closing) {
+		if (ll->ended) {
+			/* after the peer's </stream:stream>: counted, never parsed,
+			 * relayed or answered (RFC 6120 4.4: the stream is over;
+			 * xmpp.js sends an SM <a/> after its own, Prosody ignores
+			 * such bytes) */
+			s->lg->trailing_bytes += len;
+			return;
+		}
 		bool client = login_is_client(l);
 		bool relay = client ? s->lg->cstate == CS_RELAY : s->lg->ustate == US_RELAY;
 		bool hold = !client && s->lg->ustate == US_RELAY_HOLD;
@@ -200,7 +211,7 @@ static void login_tls_done(struct leg *l)
 		return;
 	}
 	s->lg->upstream_tls = true;
-	login_upstream_enter(s, US_HEADER);
+	login_upstream_enter(s, login_client_login_header(s) ? US_HEADER : US_WAIT_CLIENT);
 }
 
 static void login_upstream_connected(struct session *s)
@@ -312,6 +323,8 @@ void login_start(struct session *s)
 		return;
 	}
 	s->lg->ustate = US_CONNECTING;
+	/* over Direct TLS the server never says (see login_upstream_features) */
+	s->lg->upstream_requires_tls = c->upstream_tls == CONF_UPSTREAM_DIRECT;
 	if (s->port == SESSION_PORT_DIRECT_TLS) {
 		s->lg->cstate = CS_TLS_ACCEPT;
 		SSL *ssl = tls_server_new(s->px->server_ctx, s->client.fd);
@@ -326,12 +339,13 @@ void login_start(struct session *s)
 	}
 }
 
-bool login_close(struct session *s)
+void login_close(struct session *s, struct login_summary *out)
 {
 	struct login *lg = s->lg;
+	memset(out, 0, sizeof(*out));
 	if (lg == NULL)
-		return false;
-	bool abandoned = false;
+		return;
+	out->trailing_bytes = lg->trailing_bytes;
 	if (lg->attempt_inflight) {
 		/* abandoned before its answer: the server may have judged it,
 		 * so it counts as a failure (a guesser cannot send and hang up) */
@@ -340,10 +354,9 @@ bool login_close(struct session *s)
 		if (c->auth_failures_max > 0)
 			(void)addrtab_fail(s->px->peers, &s->peer_key, ev_now(s->px->loop),
 			                   c->auth_failures_window);
-		abandoned = c->auth_failures_max > 0;
+		out->abandoned = c->auth_failures_max > 0;
 	}
 	audit_login(s);
-	return abandoned;
 }
 
 void login_free(struct session *s)
@@ -359,6 +372,7 @@ void login_free(struct session *s)
 	streamfeatures_free(&s->lg->up);
 	login_clear_offered(s);
 	free(s->lg->jid);
+	free(s->lg->client_from);
 	free(s->lg->bind_id);
 	free(s->lg->session_iq_id);
 	free(s->lg->bind_resource);

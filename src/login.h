@@ -7,6 +7,9 @@
 #ifndef XI_LOGIN_H
 #define XI_LOGIN_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "leg.h"
 
 struct session;
@@ -38,6 +41,8 @@ enum upstream_state {
 	US_FEATURES,        /* waiting for <features> */
 	US_PROCEED,         /* <starttls/> sent */
 	US_STARTTLS,        /* TLS handshake after <proceed/> */
+	US_WAIT_CLIENT,     /* TLS up; our next header waits for the client's, whose
+	                       'from' it carries */
 	US_READY,           /* post-TLS features known; waiting for the client */
 	US_SASL,            /* an exchange is being relayed */
 	US_ABORTING,        /* our <abort/> sent; the <failure> answering it is dropped */
@@ -61,10 +66,14 @@ void login_timeout(struct session *s, bool connect);
 void login_resume(struct session *s);
 /* The proxy is stopping: end both streams politely. */
 void login_shutdown(struct session *s);
+/* What the close event says of the login. */
+struct login_summary {
+	bool abandoned;          /* a credential payload was in flight: counted as a failure */
+	uint64_t trailing_bytes; /* read after a peer's </stream:stream>, ignored */
+};
 /* The session is closing: a credential payload still in flight counts as
- * a failure for auth_failures (returns true then), and the login record
- * is written. */
-bool login_close(struct session *s);
+ * a failure for auth_failures, and the login record is written. */
+void login_close(struct session *s, struct login_summary *out);
 /* Frees what the login kept (features, SASL state, parsers). */
 void login_free(struct session *s);
 

@@ -50,6 +50,7 @@ struct login_leg {
 	bool to_tls;                        /* after the restart, start TLS on this leg */
 	struct buf hold;                    /* bytes held back (the gate, the post-login hold) */
 	bool relay_clean;                   /* what was relayed to the peer ends between items */
+	bool ended;                         /* the peer's </stream:stream> came (after login) */
 	uint64_t relay_from;                /* stream offset of hold's first byte */
 };
 
@@ -63,21 +64,30 @@ struct login {
 	char fail_condition[40], fail_text[96], fail_reason[160];
 
 	/* the login, as login.c follows it */
-	char domain[256];  /* the client's 'to' */
-	char xml_lang[36]; /* the client's xml:lang */
-	bool client_tls;   /* client leg encrypted */
-	bool upstream_tls; /* upstream leg encrypted */
+	char domain[256];      /* the client's 'to' */
+	char *client_from;     /* the 'from' of its last stream header, NULL if none */
+	bool client_login_hdr; /* the client's header on the stream it logs in on came */
+	char xml_lang[36];     /* the client's xml:lang */
+	bool client_tls;       /* client leg encrypted */
+	bool upstream_tls;     /* upstream leg encrypted */
 	char client_tls_version[16], upstream_tls_version[16];
 	bool upstream_requires_tls;
 	enum streamfeatures_starttls upstream_starttls; /* as first offered */
 	struct streamfeatures up;                       /* post-TLS features */
 	char *offered[MAX_MECHANISMS];                  /* what the client was last offered */
 	size_t noffered;
+	char *fast_offered[MAX_MECHANISMS]; /* of it, FAST's (XEP-0484, SASL2 inline) */
+	size_t nfast_offered;
 	char mechanism[MAX_MECH_NAME + 1];
 	struct sasl_state *sasl;
 	unsigned steps_c2s, steps_s2c, auth_attempts;
 	bool auth_tried, login_logged;
 	bool sasl2; /* the exchange in progress is XEP-0388's */
+	/* FAST (XEP-0484) in the attempt, for the log: a token asked for,
+	 * logged in with (HT-*), and the expiry of one the server issued */
+	bool fast_requested, fast_used;
+	char fast_expiry[40];
+	uint64_t trailing_bytes; /* read after a peer's </stream:stream> */
 	/* US_RELAY_HOLD, after success: the server's bytes are held (the
 	 * upstream leg's hold; its first byte is stream offset relay_from)
 	 * until its first element is known, and rewritten if it is features */
@@ -173,7 +183,9 @@ const char *login_stream_condition(const char *cond);
 /* login_negotiate.c */
 
 void login_clear_offered(struct session *s);
+bool login_offers_sasl(const struct session *s);
 void login_client_features(struct session *s);
+bool login_client_login_header(struct session *s);
 void login_start_upstream_stream(struct session *s);
 void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t end);
 void login_client_preauth_iq(struct session *s, const struct xml_elem *e);

@@ -18,17 +18,57 @@ void login_clear_offered(struct session *s)
 	for (size_t i = 0; i < s->lg->noffered; i++)
 		free(s->lg->offered[i]);
 	s->lg->noffered = 0;
+	for (size_t i = 0; i < s->lg->nfast_offered; i++)
+		free(s->lg->fast_offered[i]);
+	s->lg->nfast_offered = 0;
+}
+
+/* Adds a copy of mech to a list of what the client is offered. */
+static void login_offer(char **list, size_t *n, const char *mech)
+{
+	char *m = strdup(mech);
+	if (m != NULL)
+		list[(*n)++] = m;
+}
+
+/* Each of the server's mechanisms (mechs) that policy lets the client be
+ * offered goes into list; what it removes is logged. */
+static void login_filter_offer(struct session *s, char *const *mechs, size_t nmechs, char **list,
+                               size_t *n)
+{
+	const struct conf *c = login_conf(s);
+	for (size_t i = 0; i < nmechs; i++) {
+		struct policy_input in = {.step = POLICY_OFFER,
+		                          .mechanism = mechs[i],
+		                          .client_tls = s->lg->client_tls,
+		                          .upstream_requires_tls = s->lg->upstream_requires_tls};
+		struct policy_verdict v;
+		policy_check(c, &in, &v);
+		if (v.action == POLICY_STRIP)
+			audit_policy(s, &v);
+		else
+			login_offer(list, n, mechs[i]);
+	}
+}
+
+/* True when the client is offered SASL mechanisms on its stream as it is
+ * now: after TLS, or before it when TLS is not asked of it (or STARTTLS
+ * is stripped for a downgrade test). */
+bool login_offers_sasl(const struct session *s)
+{
+	const struct conf *c = login_conf(s);
+	return s->lg->client_tls || c->strip_starttls ||
+	       !policy_require_tls(c, s->lg->upstream_requires_tls);
 }
 
 /* Sends the client its features: our own <starttls>, the upstream's
- * post-TLS mechanisms filtered by policy, and what else it offered that
- * the proxy can carry. */
+ * post-TLS mechanisms filtered by policy (SASL1, SASL2 and FAST), and
+ * what else it offered that the proxy can carry. */
 void login_client_features(struct session *s)
 {
 	const struct conf *c = login_conf(s);
-	bool require = policy_require_tls(c, s->lg->upstream_requires_tls);
-	enum streamfeatures_starttls st = SF_STARTTLS_NONE;
-	bool sasl_now = true;
+	struct streamfeatures_offer o = {.starttls = SF_STARTTLS_NONE};
+	bool sasl_now = login_offers_sasl(s);
 
 	if (!s->lg->client_tls && c->strip_starttls) {
 		/* a lab downgrade test: does the client go on in the clear? */
@@ -37,37 +77,26 @@ void login_client_features(struct session *s)
 		audit_policy(s, &v);
 		s->lg->starttls_stripped = true;
 	} else if (!s->lg->client_tls) {
-		st = require ? SF_STARTTLS_REQUIRED : SF_STARTTLS_OFFERED;
-		sasl_now = !require;
+		o.starttls = sasl_now ? SF_STARTTLS_OFFERED : SF_STARTTLS_REQUIRED;
 	}
 	login_clear_offered(s);
 	if (sasl_now && c->noffer_mechanisms > 0) {
-		/* a lab test of what the client accepts: exactly this list */
+		/* a lab test of what the client accepts: exactly this list (and
+		 * of FAST's, those of it the server has) */
 		struct policy_verdict v;
 		for (size_t i = 0; i < c->noffer_mechanisms; i++) {
-			s->lg->offered[s->lg->noffered++] = strdup(c->offer_mechanisms[i]);
-			if (s->lg->offered[s->lg->noffered - 1] == NULL)
-				s->lg->noffered--;
+			login_offer(s->lg->offered, &s->lg->noffered, c->offer_mechanisms[i]);
+			if (streamfeatures_has_fast(&s->lg->up, c->offer_mechanisms[i]))
+				login_offer(s->lg->fast_offered, &s->lg->nfast_offered,
+				            c->offer_mechanisms[i]);
 		}
 		policy_rule(c, POLICY_RULE_OFFER_LIST, NULL, &v);
 		audit_policy(s, &v);
 	} else if (sasl_now) {
-		for (size_t i = 0; i < s->lg->up.nmechs; i++) {
-			struct policy_input in = {.step = POLICY_OFFER,
-			                          .mechanism = s->lg->up.mechs[i],
-			                          .client_tls = s->lg->client_tls,
-			                          .upstream_requires_tls =
-			                              s->lg->upstream_requires_tls};
-			struct policy_verdict v;
-			policy_check(c, &in, &v);
-			if (v.action == POLICY_STRIP) {
-				audit_policy(s, &v);
-				continue;
-			}
-			char *m = strdup(s->lg->up.mechs[i]);
-			if (m != NULL)
-				s->lg->offered[s->lg->noffered++] = m;
-		}
+		login_filter_offer(s, s->lg->up.mechs, s->lg->up.nmechs, s->lg->offered,
+		                   &s->lg->noffered);
+		login_filter_offer(s, s->lg->up.fast_mechs, s->lg->up.nfast_mechs,
+		                   s->lg->fast_offered, &s->lg->nfast_offered);
 	}
 
 	/* SASL2 offers the same filtered mechanisms, where the server has them */
@@ -76,13 +105,46 @@ void login_client_features(struct session *s)
 	for (size_t i = 0; i < s->lg->noffered; i++)
 		if (streamfeatures_has_sasl2(&s->lg->up, s->lg->offered[i]))
 			sasl2[nsasl2++] = s->lg->offered[i];
+	o.mechs = (const char *const *)s->lg->offered;
+	o.nmechs = s->lg->noffered;
+	o.sasl2 = sasl2;
+	o.nsasl2 = nsasl2;
+	o.fast = (const char *const *)s->lg->fast_offered;
+	o.nfast = s->lg->nfast_offered;
+	o.others = sasl_now;
 	struct buf b = {0};
-	streamfeatures_write(&b, s->lg->cl.out_prefix, st, (const char *const *)s->lg->offered,
-	                     s->lg->noffered, sasl2, nsasl2, sasl_now, &s->lg->up);
+	streamfeatures_write(&b, s->lg->cl.out_prefix, &o, &s->lg->up);
 	login_send_buf(&s->client, &b);
 
-	audit_features(s, st, sasl2, nsasl2);
+	audit_features(s, o.starttls, sasl2, nsasl2);
 	login_client_enter(s, CS_PREAUTH);
+}
+
+/*
+ * After the upstream's TLS handshake its next header opens the stream the
+ * login happens in, and carries the client's 'from' (RFC 6120 4.7.1: a
+ * client sends it once its stream is encrypted; mod_sasl2_fast offers
+ * FAST only to a stream with it). So it waits for the client's header on
+ * the stream the client logs in on: its first header after TLS, or the
+ * one in the clear when the client is offered SASL in the clear (then
+ * recorded as that header). True once that header is here.
+ */
+bool login_client_login_header(struct session *s)
+{
+	if (!s->lg->client_login_hdr && !s->lg->client_tls && s->lg->cl.stream_n > 0 &&
+	    login_offers_sasl(s))
+		s->lg->client_login_hdr = true;
+	return s->lg->client_login_hdr;
+}
+
+/* Keeps the 'from' of the client's stream header for our own header
+ * toward the server; one longer than a JID can be is not passed on. */
+static void login_keep_client_from(struct session *s, const char *from)
+{
+	free(s->lg->client_from);
+	s->lg->client_from = NULL;
+	if (from != NULL && from[0] != '\0' && strlen(from) <= MAX_JID)
+		s->lg->client_from = strdup(from);
 }
 
 /* The upstream stream starts once both the connection and the client's
@@ -152,8 +214,14 @@ void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t e
 		login_fail(s, "unsupported-version", NULL, "client stream version not 1.x");
 		return;
 	}
+	login_keep_client_from(s, xml_attr(hdr, NULL, "from"));
+	if (s->lg->client_tls)
+		s->lg->client_login_hdr = true;
 	login_start_upstream_stream(s);
-	if (s->lg->ustate == US_READY) {
+	if (s->lg->ustate == US_WAIT_CLIENT && login_client_login_header(s))
+		login_upstream_enter(s, US_HEADER);
+	if (s->lg->ustate == US_READY ||
+	    (s->lg->ustate == US_WAIT_CLIENT && !login_offers_sasl(s))) {
 		login_client_features(s);
 	} else {
 		login_client_enter(s, CS_WAIT_UPSTREAM);

@@ -136,6 +136,23 @@ static bool login_sasl2_granted(struct session *s, const struct xml_elem *e)
 	return login_bound_identity_allowed(s);
 }
 
+/* A FAST token in a SASL2 success (XEP-0484 <token expiry token>): the
+ * token is a long-lived credential and goes to the client only; its
+ * expiry (an XEP-0082 date-time) is kept for the log, if it is one. */
+static void login_fast_token(struct session *s, const struct xml_elem *e)
+{
+	const struct xml_elem *t = xml_child(e, XML_NS_FAST, "token");
+	if (t == NULL)
+		return;
+	const char *exp = xml_attr(t, NULL, "expiry");
+	size_t n = exp != NULL ? strlen(exp) : 0;
+	bool ok = n > 0 && n < sizeof(s->lg->fast_expiry) && strspn(exp, "0123456789-:.+TZtz") == n;
+	snprintf(s->lg->fast_expiry, sizeof(s->lg->fast_expiry), "%s",
+	         ok       ? exp
+	         : n == 0 ? "(none)"
+	                  : "(invalid)");
+}
+
 /* XEP-0388 success: the stream goes on without a restart. The identity
  * the server granted, and an inline Bind2 result, end the login. */
 static void login_sasl2_success(struct session *s, const struct xml_elem *e, uint64_t end)
@@ -174,6 +191,8 @@ static void login_upstream_success(struct session *s, const struct xml_elem *e, 
 	}
 	if (s->lg->sasl2 && !login_sasl2_granted(s, e))
 		return;
+	if (s->lg->sasl2)
+		login_fast_token(s, e);
 	login_attempt_end(s);
 	audit_result(s, true, "upstream", NULL, NULL);
 	login_forward(&s->client, e);

@@ -379,8 +379,11 @@ void login_hold_element(struct session *s, const struct xml_elem *e, uint64_t st
 			session_close(s, "out of memory");
 			return;
 		}
-		streamfeatures_write(&s->lg->hold_repl, s->lg->cl.out_prefix, f.starttls,
-		                     (const char *const *)f.mechs, f.nmechs, NULL, 0, true, &f);
+		struct streamfeatures_offer o = {.starttls = f.starttls,
+		                                 .mechs = (const char *const *)f.mechs,
+		                                 .nmechs = f.nmechs,
+		                                 .others = true};
+		streamfeatures_write(&s->lg->hold_repl, s->lg->cl.out_prefix, &o, &f);
 		audit_features_relayed(s, &f);
 		streamfeatures_free(&f);
 	} else {

@@ -88,12 +88,23 @@ static bool login_identity_refused(struct session *s, struct policy_verdict *v)
 	return v->action == POLICY_REJECT;
 }
 
-static bool login_was_offered(const struct session *s, const char *mech)
+static bool login_listed(char *const *list, size_t n, const char *mech)
 {
-	for (size_t i = 0; i < s->lg->noffered; i++)
-		if (strcmp(s->lg->offered[i], mech) == 0)
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i], mech) == 0)
 			return true;
 	return false;
+}
+
+/* Was mech offered to the client in the form it uses: SASL1's list, or
+ * over SASL2 its <authentication> list or FAST's inline one. */
+static bool login_was_offered(const struct session *s, const char *mech, bool sasl2)
+{
+	if (!sasl2)
+		return login_listed(s->lg->offered, s->lg->noffered, mech);
+	return (login_listed(s->lg->offered, s->lg->noffered, mech) &&
+	        streamfeatures_has_sasl2(&s->lg->up, mech)) ||
+	       login_listed(s->lg->fast_offered, s->lg->nfast_offered, mech);
 }
 
 /*
@@ -233,11 +244,13 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 	s->lg->steps_c2s = s->lg->steps_s2c = 0;
 	s->lg->user[0] = s->lg->authzid[0] = s->lg->cb[0] = '\0';
 	s->lg->identity_checked = false;
+	s->lg->fast_used = strncmp(name, "HT-", 3) == 0;
+	s->lg->fast_requested = sasl2 && xml_child(e, XML_NS_FAST, "request-token") != NULL;
+	s->lg->fast_expiry[0] = '\0';
 	login_decode(s, SASL_C2S, payload, &f);
 
-	/* XEP-0388 <user-agent>: what the client says it is, for the audit */
-	audit_auth(s, name, sasl2, payload != NULL && payload->text != NULL,
-	           sasl2 ? xml_child(e, XML_NS_SASL2, "user-agent") : NULL, &f);
+	/* XEP-0388: what the client says it is and asks for inline */
+	audit_auth(s, name, payload != NULL && payload->text != NULL, sasl2 ? e : NULL, &f);
 
 	if (s->lg->starttls_stripped && !s->lg->client_tls)
 		s->lg->downgrade_accepted = true;
@@ -247,8 +260,7 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 	    .mechanism = name,
 	    .client_tls = s->lg->client_tls,
 	    .upstream_requires_tls = s->lg->upstream_requires_tls,
-	    .offered = login_was_offered(s, name) &&
-	               (!sasl2 || streamfeatures_has_sasl2(&s->lg->up, name)),
+	    .offered = login_was_offered(s, name, sasl2),
 	    .starttls_stripped = s->lg->starttls_stripped,
 	    .failures = addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
 	    .in_flight = addrtab_inflight(s->px->peers, &s->peer_key),

@@ -34,12 +34,14 @@
  * upstream leg
  *   connecting     the TCP connect                             tls_wait_domain, wait_domain
  *   tls_wait_domain the client's domain (SNI or 'to')          tls
- *   tls            the Direct TLS handshake                    header
+ *   tls            the Direct TLS handshake                    header, wait_client
  *   wait_domain    the client's 'to'                           header
  *   header         the server's stream header                  features
  *   features       <features>                                  proceed, ready
  *   proceed        <proceed/> or <failure/>                    starttls
- *   starttls       the TLS handshake                           header
+ *   starttls       the TLS handshake                           header, wait_client
+ *   wait_client    the client's header on the leg it logs in   header
+ *                  on (our header carries its 'from')
  *   ready          an iq (answer to a register iq)             sasl, aborting_sasl
  *   sasl           challenge/success/failure, SASL2 continue,  ready, aborting, relay_hold
  *                  task-data; an iq
@@ -67,12 +69,13 @@ static const struct login_state_row login_client_states[CS_STATE_COUNT] = {
 static const struct login_state_row login_upstream_states[US_STATE_COUNT] = {
     [US_CONNECTING] = {"connecting", B(US_TLS_WAIT_DOMAIN) | B(US_WAIT_DOMAIN)},
     [US_TLS_WAIT_DOMAIN] = {"tls_wait_domain", B(US_TLS)},
-    [US_TLS] = {"tls", B(US_HEADER)},
+    [US_TLS] = {"tls", B(US_HEADER) | B(US_WAIT_CLIENT)},
     [US_WAIT_DOMAIN] = {"wait_domain", B(US_HEADER)},
     [US_HEADER] = {"header", B(US_FEATURES)},
     [US_FEATURES] = {"features", B(US_PROCEED) | B(US_READY)},
     [US_PROCEED] = {"proceed", B(US_STARTTLS)},
-    [US_STARTTLS] = {"starttls", B(US_HEADER)},
+    [US_STARTTLS] = {"starttls", B(US_HEADER) | B(US_WAIT_CLIENT)},
+    [US_WAIT_CLIENT] = {"wait_client", B(US_HEADER)},
     [US_READY] = {"ready", B(US_SASL) | B(US_ABORTING_SASL)},
     [US_SASL] = {"sasl", B(US_READY) | B(US_ABORTING) | B(US_RELAY_HOLD)},
     [US_ABORTING] = {"aborting", B(US_READY) | B(US_ABORTING_SASL)},
@@ -104,8 +107,10 @@ static bool login_move(struct session *s, const char *leg, const struct login_st
  * right after its '>', once the parser has returned). Upstream leg: tls
  * and header start the stream (the connect timer runs until the server's
  * features are known), proceed sends our <starttls/>, starttls restarts
- * the parser into TLS after <proceed/>, ready stops the connect timer and
- * answers a client waiting for its features.
+ * the parser into TLS after <proceed/>, wait_client stops the connect
+ * timer (the client is the slow one) and lets a client in the clear go on
+ * to STARTTLS, ready stops the connect timer and answers a client waiting
+ * for its features.
  */
 static void login_client_entry(struct session *s, enum client_state st)
 {
@@ -129,9 +134,16 @@ static void login_upstream_entry(struct session *s, enum upstream_state st)
 		login_begin_tls(u, NULL, 0);
 		break;
 	case US_HEADER:
-		if (!s->lg->upstream_tls)
-			session_connect_timer(s, true);
+		session_connect_timer(s, true);
 		login_upstream_header(s);
+		break;
+	case US_WAIT_CLIENT:
+		session_connect_timer(s, false);
+		if (s->lg->cstate == CS_WAIT_UPSTREAM) {
+			/* in the clear, told to STARTTLS: that needs no server */
+			leg_set_reading(&s->client, true);
+			login_client_features(s);
+		}
 		break;
 	case US_PROCEED:
 		login_send(u, "<starttls xmlns='" XML_NS_TLS "'/>",

@@ -64,10 +64,12 @@ void login_client_header(struct session *s)
 }
 
 /* Our own stream header toward the upstream (the proxy is its client),
- * with the domain the client asked for. */
+ * with the domain the client asked for and, once the upstream leg is
+ * encrypted, the client's 'from' (RFC 6120 4.7.1: never in the clear). */
 void login_upstream_header(struct session *s)
 {
-	login_header(&s->upstream, "to", s->lg->domain, NULL);
+	login_header(&s->upstream, "to", s->lg->domain,
+	             s->lg->upstream_tls ? s->lg->client_from : NULL);
 }
 
 /* True if something can still be written into the leg's stream: a header

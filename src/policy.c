@@ -34,17 +34,35 @@ bool policy_mechanism_permitted(const struct conf *c, const char *mech)
 	return policy_mechanism_refusal(c, mech) == NULL;
 }
 
-static bool policy_is_plaintext_mech(const char *mech)
+static bool policy_has_suffix(const char *s, const char *suffix)
 {
-	return strcmp(mech, "PLAIN") == 0 || strcmp(mech, "LOGIN") == 0;
+	size_t n = strlen(s), m = strlen(suffix);
+	return n > m && strcmp(s + n - m, suffix) == 0;
 }
 
-/* SCRAM-*-PLUS binds the TLS channel; the proxy's two TLS sessions differ,
- * so such a login can never succeed through it. */
+/* FAST's token mechanisms (XEP-0484): HT-<hash>-<channel binding>. */
+static bool policy_is_fast(const char *mech)
+{
+	return strncmp(mech, "HT-", 3) == 0;
+}
+
+/* A mechanism whose payload, once seen, logs in again: a password, or a
+ * FAST token's hash bound to no channel (HT-*-NONE), which anyone who
+ * reads it can replay. */
+static bool policy_is_plaintext_mech(const char *mech)
+{
+	return strcmp(mech, "PLAIN") == 0 || strcmp(mech, "LOGIN") == 0 ||
+	       (policy_is_fast(mech) && policy_has_suffix(mech, "-NONE"));
+}
+
+/* SCRAM-*-PLUS and FAST's HT-*-UNIQ/-EXPR/-ENDP bind the TLS channel
+ * (tls-unique, tls-exporter, tls-server-end-point); the proxy's two TLS
+ * sessions differ, so such a login can never succeed through it. Only
+ * HT-*-NONE crosses it. */
 static bool policy_is_channel_bound(const char *mech)
 {
-	size_t n = strlen(mech);
-	return n > 5 && strcmp(mech + n - 5, "-PLUS") == 0;
+	return policy_has_suffix(mech, "-PLUS") ||
+	       (policy_is_fast(mech) && !policy_has_suffix(mech, "-NONE"));
 }
 
 bool policy_require_tls(const struct conf *c, bool upstream_requires_tls)
@@ -111,9 +129,13 @@ static void policy_auth(const struct conf *c, const struct policy_input *in,
 		           "%s was not offered to the client", in->mechanism);
 	else if (!in->client_tls && policy_is_plaintext_mech(in->mechanism) &&
 	         c->plain_without_tls == CONF_PLAIN_LOG)
-		policy_set(v, POLICY_LOG, "plain_without_tls", NULL,
-		           "%s without TLS: the password crossed the client leg in the clear",
-		           in->mechanism);
+		policy_set(
+		    v, POLICY_LOG, "plain_without_tls", NULL,
+		    policy_is_fast(in->mechanism)
+		        ? "%s without TLS: a replayable token hash crossed the client leg in "
+		          "the clear"
+		        : "%s without TLS: the password crossed the client leg in the clear",
+		    in->mechanism);
 }
 
 bool policy_checks_identity(const struct conf *c)

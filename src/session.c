@@ -211,11 +211,13 @@ void session_close(struct session *s, const char *reason)
 	if (s->closing)
 		return;
 	s->closing = true;
-	bool abandoned = login_close(s);
+	struct login_summary sum;
+	login_close(s, &sum);
 	evlog_begin(s->id, "close");
 	evlog_str("reason", reason);
-	if (abandoned)
+	if (sum.abandoned)
 		evlog_bool("abandoned_attempt", true); /* counted as a failed login */
+	evlog_int("trailing_bytes", (long long)sum.trailing_bytes);
 	evlog_int("ms", session_ms(s));
 	evlog_int("bytes_c2s", (long long)s->client.bytes_in);
 	evlog_int("bytes_s2c", (long long)s->upstream.bytes_in);

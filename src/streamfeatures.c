@@ -28,8 +28,13 @@ void streamfeatures_free(struct streamfeatures *f)
 		free(f->mechs[i]);
 	for (size_t i = 0; i < f->nsasl2_mechs; i++)
 		free(f->sasl2_mechs[i]);
+	for (size_t i = 0; i < f->nfast_mechs; i++)
+		free(f->fast_mechs[i]);
+	for (size_t i = 0; i < f->ninline; i++)
+		free(f->inline_names[i]);
 	streamfeatures_free_buf(f->kept);
 	streamfeatures_free_buf(f->sasl2_kept);
+	streamfeatures_free_buf(f->inline_kept);
 	memset(f, 0, sizeof(*f));
 }
 
@@ -93,12 +98,59 @@ static void streamfeatures_mechs(const struct xml_elem *e, const char *ns, char 
 	}
 }
 
+/* The log's name for an inline feature: the XEPs' short names for those
+ * the proxy knows, else the element's local name (cut, and only name
+ * characters: it is the server's text). Each name is listed once. */
+static int streamfeatures_inline_name(struct streamfeatures *f, const struct xml_elem *k)
+{
+	const char *name = xml_is(k, XML_NS_BIND2, "bind")           ? "bind2"
+	                   : strncmp(k->ns, "urn:xmpp:sm:", 12) == 0 ? "sm"
+	                   : xml_is(k, XML_NS_FAST, "fast")          ? "fast"
+	                                                             : k->name;
+	size_t n = strnlen(name, MAX_INLINE_NAME);
+	char *copy = malloc(n + 1);
+	if (copy == NULL)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		copy[i] = isalnum((unsigned char)name[i]) || name[i] == '-' || name[i] == '_'
+		              ? name[i]
+		              : '_';
+	copy[n] = '\0';
+	if (f->ninline == MAX_INLINE || streamfeatures_listed(f->inline_names, f->ninline, copy)) {
+		free(copy);
+		return 0;
+	}
+	f->inline_names[f->ninline++] = copy;
+	return 0;
+}
+
+/* SASL2's <inline>: each child named for the log; FAST's mechanisms are
+ * read like the others (its attributes, such as tls-0rtt, are not kept:
+ * the client's TLS ends at the proxy), the other children kept whole. */
+static int streamfeatures_inline(struct streamfeatures *f, const struct xml_elem *in)
+{
+	f->sasl2_inline = true;
+	for (const struct xml_elem *k = in->children; k != NULL; k = k->next) {
+		if (streamfeatures_inline_name(f, k) < 0)
+			return -1;
+		if (xml_is(k, XML_NS_FAST, "fast")) {
+			f->fast = true;
+			streamfeatures_mechs(k, XML_NS_FAST, f->fast_mechs, &f->nfast_mechs,
+			                     &f->fast_truncated);
+		} else if (xml_write(f->inline_kept, k, XML_NS_SASL2) < 0) {
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 {
 	streamfeatures_free(f);
 	f->kept = calloc(1, sizeof(*f->kept));
 	f->sasl2_kept = calloc(1, sizeof(*f->sasl2_kept));
-	if (f->kept == NULL || f->sasl2_kept == NULL)
+	f->inline_kept = calloc(1, sizeof(*f->inline_kept));
+	if (f->kept == NULL || f->sasl2_kept == NULL || f->inline_kept == NULL)
 		return -1;
 	for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
 		if (xml_is(c, XML_NS_TLS, "starttls")) {
@@ -116,10 +168,14 @@ int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 			f->sasl2 = true;
 			streamfeatures_mechs(c, XML_NS_SASL2, f->sasl2_mechs, &f->nsasl2_mechs,
 			                     &f->sasl2_truncated);
-			for (const struct xml_elem *k = c->children; k != NULL; k = k->next)
-				if (!xml_is(k, XML_NS_SASL2, "mechanism") &&
-				    xml_write(f->sasl2_kept, k, XML_NS_SASL2) < 0)
+			for (const struct xml_elem *k = c->children; k != NULL; k = k->next) {
+				if (xml_is(k, XML_NS_SASL2, "mechanism"))
+					continue;
+				if (xml_is(k, XML_NS_SASL2, "inline")
+				        ? streamfeatures_inline(f, k) < 0
+				        : xml_write(f->sasl2_kept, k, XML_NS_SASL2) < 0)
 					return -1;
+			}
 		} else if (xml_is(c, NS_IQ_AUTH, "auth")) {
 			f->iq_auth = true;
 		} else if (xml_write(f->kept, c, STREAMFEATURES_NO_NS) < 0) {
@@ -129,9 +185,41 @@ int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 	return 0;
 }
 
-int streamfeatures_write(struct buf *out, const char *prefix, enum streamfeatures_starttls starttls,
-                         const char *const *mechs, size_t nmechs, const char *const *sasl2_mechs,
-                         size_t nsasl2, bool others, const struct streamfeatures *f)
+static int streamfeatures_write_list(struct buf *out, const char *const *list, size_t n)
+{
+	int rc = 0;
+	for (size_t i = 0; i < n; i++)
+		rc |= buf_addf(out, "<mechanism>%s</mechanism>", list[i]);
+	return rc;
+}
+
+/* SASL2's <authentication>: its mechanisms, the inline features kept with
+ * FAST's mechanisms as offered, its other children. */
+static int streamfeatures_write_sasl2(struct buf *out, const struct streamfeatures_offer *o,
+                                      const struct streamfeatures *f)
+{
+	int rc = buf_adds(out, "<authentication xmlns='" XML_NS_SASL2 "'>");
+	rc |= streamfeatures_write_list(out, o->sasl2, o->nsasl2);
+	bool inline_kept = f != NULL && f->inline_kept != NULL && f->inline_kept->len > 0;
+	if (f != NULL && f->sasl2_inline && (inline_kept || o->nfast > 0)) {
+		rc |= buf_adds(out, "<inline>");
+		if (inline_kept)
+			rc |= buf_add(out, buf_head(f->inline_kept), f->inline_kept->len);
+		if (o->nfast > 0) {
+			rc |= buf_adds(out, "<fast xmlns='" XML_NS_FAST "'>");
+			rc |= streamfeatures_write_list(out, o->fast, o->nfast);
+			rc |= buf_adds(out, "</fast>");
+		}
+		rc |= buf_adds(out, "</inline>");
+	}
+	if (f != NULL && f->sasl2_kept != NULL)
+		rc |= buf_add(out, buf_head(f->sasl2_kept), f->sasl2_kept->len);
+	rc |= buf_adds(out, "</authentication>");
+	return rc;
+}
+
+int streamfeatures_write(struct buf *out, const char *prefix, const struct streamfeatures_offer *o,
+                         const struct streamfeatures *f)
 {
 	const char *sep = prefix[0] ? ":" : "";
 	int rc = 0;
@@ -139,25 +227,18 @@ int streamfeatures_write(struct buf *out, const char *prefix, enum streamfeature
 		rc |= buf_addf(out, "<%s:features>", prefix);
 	else
 		rc |= buf_adds(out, "<features xmlns='" XML_NS_STREAMS "'>");
-	if (starttls == SF_STARTTLS_REQUIRED)
+	if (o->starttls == SF_STARTTLS_REQUIRED)
 		rc |= buf_adds(out, "<starttls xmlns='" XML_NS_TLS "'><required/></starttls>");
-	else if (starttls == SF_STARTTLS_OFFERED)
+	else if (o->starttls == SF_STARTTLS_OFFERED)
 		rc |= buf_adds(out, "<starttls xmlns='" XML_NS_TLS "'/>");
-	if (nmechs > 0) {
+	if (o->nmechs > 0) {
 		rc |= buf_adds(out, "<mechanisms xmlns='" XML_NS_SASL "'>");
-		for (size_t i = 0; i < nmechs; i++)
-			rc |= buf_addf(out, "<mechanism>%s</mechanism>", mechs[i]);
+		rc |= streamfeatures_write_list(out, o->mechs, o->nmechs);
 		rc |= buf_adds(out, "</mechanisms>");
 	}
-	if (nsasl2 > 0) {
-		rc |= buf_adds(out, "<authentication xmlns='" XML_NS_SASL2 "'>");
-		for (size_t i = 0; i < nsasl2; i++)
-			rc |= buf_addf(out, "<mechanism>%s</mechanism>", sasl2_mechs[i]);
-		if (f != NULL && f->sasl2_kept != NULL)
-			rc |= buf_add(out, buf_head(f->sasl2_kept), f->sasl2_kept->len);
-		rc |= buf_adds(out, "</authentication>");
-	}
-	if (others && f != NULL && f->kept != NULL)
+	if (o->nsasl2 > 0)
+		rc |= streamfeatures_write_sasl2(out, o, f);
+	if (o->others && f != NULL && f->kept != NULL)
 		rc |= buf_add(out, buf_head(f->kept), f->kept->len);
 	rc |= buf_addf(out, "</%s%sfeatures>", prefix, sep);
 	return rc ? -1 : 0;
@@ -169,6 +250,11 @@ bool streamfeatures_has_sasl2(const struct streamfeatures *f, const char *mech)
 		if (strcmp(f->sasl2_mechs[i], mech) == 0)
 			return true;
 	return false;
+}
+
+bool streamfeatures_has_fast(const struct streamfeatures *f, const char *mech)
+{
+	return streamfeatures_listed(f->fast_mechs, f->nfast_mechs, mech);
 }
 
 const char *streamfeatures_starttls_name(enum streamfeatures_starttls s)

@@ -25,6 +25,8 @@ struct buf;
 #define XML_NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
 #define XML_NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
 #define XML_NS_SASL2 "urn:xmpp:sasl:2"
+#define XML_NS_BIND2 "urn:xmpp:bind:0"
+#define XML_NS_FAST "urn:xmpp:fast:0"
 #define XML_NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
 #define XML_NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
 #define XML_NS_STREAM_ERRORS "urn:ietf:params:xml:ns:xmpp-streams"

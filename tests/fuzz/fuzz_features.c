@@ -66,12 +66,22 @@ static void fuzz_check(const struct streamfeatures *f)
 {
 	fuzz_check_list(f->mechs, f->nmechs, f->mechs_truncated);
 	fuzz_check_list(f->sasl2_mechs, f->nsasl2_mechs, f->sasl2_truncated);
+	fuzz_check_list(f->fast_mechs, f->nfast_mechs, f->fast_truncated);
 	if ((f->nsasl2_mechs > 0 || f->sasl2_truncated) && !f->sasl2)
 		abort();
+	if ((f->nfast_mechs > 0 || f->fast_truncated) && !(f->fast && f->sasl2_inline && f->sasl2))
+		abort();
+	if (f->ninline > MAX_INLINE || (f->fast && f->ninline == 0))
+		abort();
+	for (size_t i = 0; i < f->ninline; i++)
+		if (strlen(f->inline_names[i]) > MAX_INLINE_NAME ||
+		    strspn(f->inline_names[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+					       "0123456789-_") != strlen(f->inline_names[i]))
+			abort(); /* a name the log would carry as the server wrote it */
 	if (f->starttls != SF_STARTTLS_NONE && f->starttls != SF_STARTTLS_OFFERED &&
 	    f->starttls != SF_STARTTLS_REQUIRED)
 		abort();
-	if (f->kept == NULL || f->sasl2_kept == NULL)
+	if (f->kept == NULL || f->sasl2_kept == NULL || f->inline_kept == NULL)
 		abort();
 }
 
@@ -134,7 +144,8 @@ static bool fuzz_same_kept(const struct streamfeatures *a, const struct streamfe
 {
 	/* <authentication> is written only with a mechanism to offer */
 	return fuzz_same_buf(a->kept, b->kept) &&
-	       (a->nsasl2_mechs == 0 || fuzz_same_buf(a->sasl2_kept, b->sasl2_kept));
+	       (a->nsasl2_mechs == 0 || (fuzz_same_buf(a->sasl2_kept, b->sasl2_kept) &&
+					 fuzz_same_buf(a->inline_kept, b->inline_kept)));
 }
 
 /* Writes f as the proxy would (everything it keeps) and checks the result. */
@@ -142,9 +153,15 @@ static void fuzz_roundtrip(const struct fuzz_ctx *x, const char *prefix, const c
 {
 	const struct streamfeatures *f = &x->f;
 	struct buf out = {0};
-	if (streamfeatures_write(&out, prefix, f->starttls, (const char *const *)f->mechs,
-				 f->nmechs, (const char *const *)f->sasl2_mechs, f->nsasl2_mechs,
-				 true, f) != 0)
+	struct streamfeatures_offer o = {.starttls = f->starttls,
+					 .mechs = (const char *const *)f->mechs,
+					 .nmechs = f->nmechs,
+					 .sasl2 = (const char *const *)f->sasl2_mechs,
+					 .nsasl2 = f->nsasl2_mechs,
+					 .fast = (const char *const *)f->fast_mechs,
+					 .nfast = f->nfast_mechs,
+					 .others = true};
+	if (streamfeatures_write(&out, prefix, &o, f) != 0)
 		abort();
 	struct fuzz_ctx y = {0};
 	if (fuzz_parse(&y, hdr, strlen(hdr), buf_head(&out), out.len) != XML_OK || y.features != 1)
@@ -160,6 +177,13 @@ static void fuzz_roundtrip(const struct fuzz_ctx *x, const char *prefix, const c
 		abort();
 	for (size_t i = 0; i < f->nsasl2_mechs; i++)
 		if (strcmp(y.f.sasl2_mechs[i], f->sasl2_mechs[i]) != 0)
+			abort();
+	/* FAST's list goes inside <authentication>, so only with it */
+	size_t nfast = f->nsasl2_mechs > 0 && f->sasl2_inline ? f->nfast_mechs : 0;
+	if (y.f.nfast_mechs != nfast || y.f.fast_truncated)
+		abort();
+	for (size_t i = 0; i < nfast; i++)
+		if (strcmp(y.f.fast_mechs[i], f->fast_mechs[i]) != 0)
 			abort();
 	if (y.f.compression || y.f.channel_binding || y.f.iq_auth)
 		abort(); /* something the proxy must strip reached the client */

@@ -156,8 +156,8 @@ static void test_prosody(void)
 	/* what the proxy offers: PLUS removed, no TLS left to offer */
 	const char *offer[] = {"PLAIN", "SCRAM-SHA-1"};
 	struct buf out = {0};
-	T_CHECK(streamfeatures_write(&out, "stream", SF_STARTTLS_NONE, offer, 2, NULL, 0, true, f) == 0,
-		"prosody: write");
+	struct streamfeatures_offer o = {.mechs = offer, .nmechs = 2, .others = true};
+	T_CHECK(streamfeatures_write(&out, "stream", &o, f) == 0, "prosody: write");
 	struct capture back = {0};
 	T_CHECK(parse(&back, HDR, buf_head(&out), out.len), "prosody: written features parse back");
 	const char *t = back.trace;
@@ -199,7 +199,9 @@ static void check_write(const char *name, const char *header, const char *prefix
 {
 	struct buf out = {0};
 	char nm[160];
-	int rc = streamfeatures_write(&out, prefix, st, mechs, n, NULL, 0, others, f);
+	struct streamfeatures_offer o = {
+	    .starttls = st, .mechs = mechs, .nmechs = n, .others = others};
+	int rc = streamfeatures_write(&out, prefix, &o, f);
 	struct capture back = {0};
 	bool ok = rc == 0 && parse(&back, header, buf_head(&out), out.len);
 	snprintf(nm, sizeof(nm), "write: %s: parses back", name);
@@ -255,7 +257,8 @@ static void test_write(void)
 		    FS "(" TLS "starttls " SASL "mechanisms(" SASL "mechanism \"SCRAM-SHA-1\"))");
 
 	struct buf out = {0};
-	streamfeatures_write(&out, "", SF_STARTTLS_NONE, NULL, 0, NULL, 0, false, NULL);
+	struct streamfeatures_offer none = {.starttls = SF_STARTTLS_NONE};
+	streamfeatures_write(&out, "", &none, NULL);
 	buf_add(&out, "", 1);
 	T_STREQ(buf_head(&out), "<features xmlns='" XML_NS_STREAMS "'></features>",
 		"write: empty, no prefix, exact bytes");
