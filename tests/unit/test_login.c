@@ -388,6 +388,157 @@ static void test_sasl2_iq(void)
 	result_free(&x);
 }
 
+/* XEP-0484 FAST as mod_sasl2_fast offers it, inline in SASL2, with the
+ * channel-bound variants the proxy must strip and a tls-0rtt it cannot
+ * honour (the client's TLS ends at the proxy). */
+#define NS_FAST "urn:xmpp:fast:0"
+#define S_FEATURES_FAST                                                                            \
+	"<stream:features>" MECHS "<authentication xmlns='" NS_SASL2 "'>"                          \
+	"<mechanism>PLAIN</mechanism><inline><bind xmlns='" NS_BIND2 "'/>"                         \
+	"<sm xmlns='urn:xmpp:sm:3'/><fast xmlns='" NS_FAST "' tls-0rtt='true'>"                    \
+	"<mechanism>HT-SHA-256-NONE</mechanism><mechanism>HT-SHA-256-EXPR</mechanism>"             \
+	"<mechanism>HT-SHA-256-UNIQ</mechanism></fast></inline></authentication>"                  \
+	"</stream:features>"
+#define USER_AGENT "<user-agent id='d4565fa7-4d72-4749-b3d3-740edbf87770'/>"
+#define C_AUTHENTICATE_TOKEN_REQUEST                                                               \
+	"<authenticate xmlns='" NS_SASL2 "' mechanism='PLAIN'><initial-response>" PLAIN_ALICE      \
+	"</initial-response>" USER_AGENT "<bind xmlns='" NS_BIND2 "'/>"                            \
+	"<request-token xmlns='" NS_FAST "' mechanism='HT-SHA-256-NONE'/></authenticate>"
+#define FAST_TOKEN "secret-token:fast-UNITTOKEN"
+#define S_SUCCESS2_TOKEN                                                                           \
+	"<success xmlns='" NS_SASL2 "'><authorization-identifier>alice@example.test/unit-1"        \
+	"</authorization-identifier><bound xmlns='" NS_BIND2 "'/><token xmlns='" NS_FAST           \
+	"' expiry='2026-12-22T00:00:00Z' token='" FAST_TOKEN "'/></success>"
+/* "alice" NUL HMAC-SHA-256(FAST_TOKEN, "Initiator") */
+#define HT_ALICE "YWxpY2UAIt3QsIq/E/JUIn6NZTi9jdhnDWq7IqQ8ytu097Fw+bw="
+#define HT_HEX "22ddd0b08abf13f254227e8d6538bd8dd8670d6abb22a43ccadbb4f7b170f9bc"
+#define C_AUTHENTICATE_TOKEN(mech)                                                                 \
+	"<authenticate xmlns='" NS_SASL2 "' mechanism='" mech "'><initial-response>" HT_ALICE      \
+	"</initial-response>" USER_AGENT "<fast xmlns='" NS_FAST "' count='3'/></authenticate>"
+#define SM_ACK "<a xmlns='urn:xmpp:sm:3' h='1'/>"
+
+/* A password login asking for a token, then the client's close with an
+ * SM ack behind it (as xmpp.js sends), in the same read and in the next. */
+static void sc_fast_token(struct run *r)
+{
+	sc_preauth(r, S_FEATURES_FAST);
+	feed(r, HARNESS_CLIENT, C_AUTHENTICATE_TOKEN_REQUEST);
+	feed(r, HARNESS_UPSTREAM, S_SUCCESS2_TOKEN);
+	feed(r, HARNESS_UPSTREAM, S_FEATURES_BIND);
+	feed(r, HARNESS_CLIENT, C_PRESENCE "</stream:stream>" SM_ACK);
+	feed(r, HARNESS_CLIENT, SM_ACK);
+	feed(r, HARNESS_UPSTREAM, "</stream:stream>");
+	harness_eof(r->ls, HARNESS_UPSTREAM);
+}
+
+static void test_fast_token(void)
+{
+	struct result x;
+	run_both("fast token", CONF_PLAIN, SESSION_PORT_STARTTLS, sc_fast_token, &x);
+	dump("fast token", &x);
+	T_CHECK(has(x.client, "<inline><bind xmlns='" NS_BIND2 "'/><sm xmlns='urn:xmpp:sm:3'/>"
+	                      "<fast xmlns='" NS_FAST "'><mechanism>HT-SHA-256-NONE</mechanism>"
+	                      "</fast></inline>"),
+	        "fast token: FAST offered inline with -NONE only, no tls-0rtt");
+	T_CHECK(!has(x.client, "HT-SHA-256-EXPR") && !has(x.client, "HT-SHA-256-UNIQ"),
+	        "fast token: the channel-bound variants are stripped");
+	T_CHECK(has(x.log, "\"rule\":\"channel_binding\",\"action\":\"strip\",\"detail\":\"HT-SHA-"
+	                   "256-EXPR removed") &&
+	            has(x.log, "\"detail\":\"HT-SHA-256-UNIQ removed"),
+	        "fast token: each strip logged");
+	T_CHECK(has(x.log, "\"inline\":[\"bind2\",\"sm\",\"fast\"],\"fast_mechanisms\":[\"HT-SHA-256-"
+	                   "NONE\",\"HT-SHA-256-EXPR\",\"HT-SHA-256-UNIQ\"],\"fast_offered\":[\"HT-"
+	                   "SHA-256-NONE\"]"),
+	        "fast token: features event names the inline features and both FAST lists");
+	T_CHECK(has(x.log, "\"inline\":[\"bind2\",\"fast\"],\"fast_request\":\"HT-SHA-256-NONE\""),
+	        "fast token: auth event names what the client asked for inline");
+	T_CHECK(has(x.log, "\"event\":\"auth_result\",\"outcome\":\"success\",\"by\":\"upstream\","
+	                   "\"mechanism\":\"PLAIN\",\"token_expiry\":\"2026-12-22T00:00:00Z\""),
+	        "fast token: the token's expiry is logged");
+	T_CHECK(has(x.log, "\"fast\":\"issued\",\"fast_expiry\":\"2026-12-22T00:00:00Z\""),
+	        "fast token: the login record says issued");
+	T_CHECK(has(x.client, "token='" FAST_TOKEN "'"), "fast token: the client gets its token");
+	T_CHECK(!has(x.log, FAST_TOKEN) && !has(x.log, "UNITTOKEN"),
+	        "fast token: the token is in no event");
+	T_CHECK(has(x.upstream, C_PRESENCE "</stream:stream>") && !has(x.upstream, "<a "),
+	        "fast token: the close reaches the server, the ack behind it does not");
+	T_CHECK(!has(x.client, "stream:error") && !has(x.client, "not-well-formed"),
+	        "fast token: bytes after the close are not answered");
+	char want[64];
+	snprintf(want, sizeof(want), "\"trailing_bytes\":%zu", 2 * strlen(SM_ACK));
+	T_CHECK(x.closed && has(x.log, want), "fast token: trailing bytes counted at close");
+	result_free(&x);
+}
+
+/* A token login: first with a stripped channel-bound variant (refused,
+ * never relayed), then with the -NONE one the client was offered. */
+static void sc_fast_login(struct run *r)
+{
+	sc_preauth(r, S_FEATURES_FAST);
+	feed(r, HARNESS_CLIENT, C_AUTHENTICATE_TOKEN("HT-SHA-256-EXPR"));
+	feed(r, HARNESS_CLIENT, C_AUTHENTICATE_TOKEN("HT-SHA-256-NONE"));
+	feed(r, HARNESS_UPSTREAM,
+	     "<success xmlns='" NS_SASL2 "'><additional-data>" HT_ALICE "</additional-data>"
+	     "<authorization-identifier>alice@example.test/unit-1</authorization-identifier>"
+	     "<bound xmlns='" NS_BIND2 "'/></success>");
+	feed(r, HARNESS_UPSTREAM, S_FEATURES_BIND);
+}
+
+static const char *const CONF_DENY_MALLORY[] = {"upstream_tls=none", "require_tls=no",
+                                                "users_deny=mallory@*", NULL};
+
+static void test_fast_login(void)
+{
+	struct result x;
+	run_both("fast login", CONF_PLAIN, SESSION_PORT_STARTTLS, sc_fast_login, &x);
+	dump("fast login", &x);
+	T_CHECK(!x.closed, "fast login: the session stays open");
+	T_CHECK(has(x.log, "\"rule\":\"not_offered\",\"action\":\"reject\",\"detail\":\"HT-SHA-256-"
+	                   "EXPR was not offered"),
+	        "fast login: a stripped variant is refused");
+	T_CHECK(!has(x.upstream, "HT-SHA-256-EXPR") &&
+	            has(x.upstream, "<authenticate xmlns='" NS_SASL2 "' mechanism='HT-SHA-256-NONE'>"
+	                            "<initial-response>" HT_ALICE "</initial-response>" USER_AGENT
+	                            "<fast xmlns='" NS_FAST "' count='3'/></authenticate>"),
+	        "fast login: only the offered one reaches the server, as sent");
+	T_CHECK(has(x.log, "\"mechanism\":\"HT-SHA-256-NONE\",\"tls\":false,\"sasl2\":true,"
+	                   "\"initial_response\":true") &&
+	            has(x.log, "\"inline\":[\"fast\"],\"fast_count\":3,\"fast_invalidate\":false,"
+	                       "\"authcid\":\"alice\""),
+	        "fast login: auth event with the count and the user");
+	T_CHECK(has(x.log, "\"rule\":\"plain_without_tls\",\"action\":\"log\",\"detail\":\"HT-SHA-256-"
+	                   "NONE without TLS: a replayable token hash"),
+	        "fast login: a token hash in the clear is logged as such");
+	T_CHECK(has(x.log, "\"fast\":\"used\"") && has(x.log, "\"outcome\":\"success\""),
+	        "fast login: the login record says used");
+	T_CHECK(!has(x.log, HT_ALICE) && !has(x.log, HT_HEX) && !has(x.log, "Iu3QsIq"),
+	        "fast login: the token hash is in no event");
+	result_free(&x);
+
+	/* identity rules read the token login's user too */
+	run_both("fast deny", CONF_DENY_MALLORY, SESSION_PORT_STARTTLS, sc_fast_login, &x);
+	T_CHECK(has(x.upstream, "mechanism='HT-SHA-256-NONE'"), "fast deny: alice may");
+	result_free(&x);
+	struct run r;
+	run_begin(&r, CONF_DENY_MALLORY, SESSION_PORT_STARTTLS, false);
+	sc_preauth(&r, S_FEATURES_FAST);
+	feed(&r, HARNESS_CLIENT,
+	     "<authenticate xmlns='" NS_SASL2 "' mechanism='HT-SHA-256-NONE'><initial-response>"
+	     "bWFsbG9yeQAi3dCwir8T8lQifo1lOL2N2GcNarsipDzK27T3sXD5vA==</initial-response>" USER_AGENT
+	     "<fast xmlns='" NS_FAST "' count='4'/></authenticate>");
+	feed(&r, HARNESS_CLIENT,
+	     "<authenticate xmlns='" NS_SASL2 "' mechanism='HT-SHA-256-NONE'><initial-response>"
+	     "bWFsbG9yeQ==</initial-response>" USER_AGENT "<fast xmlns='" NS_FAST "'/></authenticate>");
+	run_end(&r, &x);
+	T_CHECK(!has(x.upstream, "HT-SHA-256-NONE"), "fast deny: mallory's token login never relayed");
+	T_CHECK(has(x.log, "\"rule\":\"users_deny\",\"action\":\"reject\""),
+	        "fast deny: refused by users_deny");
+	T_CHECK(has(x.log, "\"malformed\":true,\"reason\":\"no NUL separator\"") &&
+	            !has(after(x.log, "no NUL separator"), "\"outcome\":\"success\""),
+	        "fast deny: a payload without a NUL fails closed");
+	result_free(&x);
+}
+
 /* STARTTLS on both legs (the handshakes faked: see login_harness.h). The
  * upstream's post-TLS header waits for the client's, whose from it
  * carries; the client is told to STARTTLS meanwhile. */
@@ -872,6 +1023,8 @@ int main(void)
 	test_plain();
 	test_sasl2_bind2();
 	test_sasl2_iq();
+	test_fast_token();
+	test_fast_login();
 	test_starttls();
 	test_direct_tls();
 	test_refusals();
