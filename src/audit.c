@@ -365,6 +365,9 @@ void audit_login(struct session *s)
 	evlog_str("domain", s->lg->domain);
 	evlog_str("mechanism", s->lg->mechanism);
 	evlog_strlist("offered", (const char *const *)s->lg->offered, s->lg->noffered);
+	if (s->lg->nfast_offered > 0)
+		evlog_strlist("fast_offered", (const char *const *)s->lg->fast_offered,
+		              s->lg->nfast_offered);
 	if (s->lg->client_tls)
 		evlog_str("client_tls", s->lg->client_tls_version);
 	else

@@ -175,6 +175,13 @@ void login_data(struct leg *l, const char *data, size_t len)
 		}
 		data += used;
 		len -= used;
+		if (ll->ended && login_ll(l->peer)->ended) {
+			/* both streams are closed (RFC 6120 4.4): the
+			 * connections end, once what they were sent is out */
+			s->lg->trailing_bytes += len;
+			session_close(s, s->lg->ended_by);
+			return;
+		}
 		if (ll->restart) {
 			ll->restart = false;
 			if (xml_reset(ll->xml) < 0) {
