@@ -54,6 +54,12 @@ PROSODY_VARIANTS = {
     "cyrus_debug": dict(users=CYRUS_USERS, cyrus=True, debug=True),
     "sasl2_smacks": dict(users={**USERS, "mallory": "Xi-mallory-Pw-4Hs8qL"}, modules=("sasl2", "smacks"),
                          plugin_paths=(str(harness.HERE / "prosody-plugins"),), debug=True),
+    # cases_fast_real.py: SASL2 + Bind2 + FAST (XEP-0388/0386/0484) as a
+    # server of today offers them: the suite's copies of mod_sasl2 and
+    # mod_sasl2_fast (prosody-plugins/, patched for 0.12) and Debian's
+    # mod_sasl2_bind2; debug log (Prosody's witness of each <authenticate>)
+    "fast": dict(users=USERS, modules=("sasl2", "sasl2_bind2", "sasl2_fast"),
+                 plugin_paths=(str(harness.HERE / "prosody-plugins"),), debug=True),
 }
 
 CASES = []
