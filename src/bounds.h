@@ -82,7 +82,10 @@
 
 /* Event log: memory queued for a slow disk before lines are dropped (and
  * counted). */
-#define EVLOG_QUEUE_MAX (16 * 1024 * 1024)
+#define DEFAULT_EVENT_LOG_QUEUE (16 * 1024 * 1024)
+/* Sessions a log_gap line names (one per lost session, up to this; the
+ * line says whether more were lost). */
+#define EVLOG_GAP_SESSIONS 256
 
 /* users_allow/users_deny patterns, and the length of one. */
 #define MAX_USER_PATTERNS 64

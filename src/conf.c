@@ -45,6 +45,10 @@ static const struct conf_word conf_words_plain[] = {
     {"log", CONF_PLAIN_LOG},
     {"reject", CONF_PLAIN_REJECT},
 };
+static const struct conf_word conf_words_log_full[] = {
+    {"continue", CONF_LOG_FULL_CONTINUE},
+    {"refuse", CONF_LOG_FULL_REFUSE},
+};
 static const struct conf_word conf_words_tls_version[] = {
     {"TLSv1.2", CONF_TLS_1_2},
     {"TLSv1.3", CONF_TLS_1_3},
@@ -85,6 +89,10 @@ static const struct conf_key conf_keys[] = {
 		F(keylog), 0, 0, 0, NULL, 0},
 	{"require_tls",		false,	conf_parse_word,	"auto, yes or no",
 		F(require_tls), 0, 0, 0, WORDS(conf_words_require_tls)},
+	{"event_log_queue",	false,	conf_parse_bytes,	"bytes, 16k to 1024M (suffix k or M)",
+		F(event_log_queue), 0, 16 * 1024, 1024 * MIB, NULL, 0},
+	{"event_log_full",	false,	conf_parse_word,	"continue or refuse",
+		F(event_log_full), 0, 0, 0, WORDS(conf_words_log_full)},
 	{"plain_without_tls",	false,	conf_parse_word,	"allow, log or reject",
 		F(plain_without_tls), 0, 0, 0, WORDS(conf_words_plain)},
 	{"mechanisms_deny",	false,	conf_parse_mechanisms,	MECH_HELP,
@@ -305,6 +313,7 @@ struct conf *conf_new(void)
 	c->login_timeout = DEFAULT_LOGIN_TIMEOUT;
 	c->max_stanza_prelogin = DEFAULT_MAX_STANZA_PRELOGIN;
 	c->max_stanza = DEFAULT_MAX_STANZA;
+	c->event_log_queue = DEFAULT_EVENT_LOG_QUEUE;
 	c->max_sessions = DEFAULT_MAX_SESSIONS;
 	c->max_per_addr = DEFAULT_MAX_PER_ADDR;
 	return c;

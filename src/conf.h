@@ -36,6 +36,14 @@ enum conf_require_tls {
 	CONF_REQUIRE_NO,
 };
 
+/* event_log_full: what the proxy does while its event log cannot take
+ * what happens (a full disk): go on, or refuse logins and connections
+ * (as auditd's disk_full_action). */
+enum conf_log_full {
+	CONF_LOG_FULL_CONTINUE = 0,
+	CONF_LOG_FULL_REFUSE,
+};
+
 enum conf_plain {
 	CONF_PLAIN_LOG = 0,
 	CONF_PLAIN_ALLOW,
@@ -73,6 +81,8 @@ struct conf {
 	char *cert, *key;
 	char *event_log; /* "-" is stdout; NULL: no event log */
 	char *keylog;    /* NULL: none */
+	enum conf_log_full event_log_full;
+	size_t event_log_queue; /* bytes of lines that may wait for the disk */
 
 	enum conf_require_tls require_tls;
 	enum conf_plain plain_without_tls;

@@ -2,19 +2,33 @@
 #include <string.h>
 #include <time.h>
 
+#include "bounds.h"
 #include "buf.h"
 #include "evlog.h"
 #include "lfile.h"
 
 static struct lfile *evlog_file;
 static struct buf evlog_line;
+static uint64_t evlog_sid; /* of the line being built */
+static char evlog_ts[32];  /* its time stamp */
+
+/* Lines the queue refused (lfile_write), since the last log_gap line:
+ * written as one log_gap before the first line the queue takes again. */
+static struct {
+	uint64_t events;
+	uint64_t sids[EVLOG_GAP_SESSIONS]; /* distinct, in the order lost */
+	size_t nsids;
+	bool more; /* more sessions lost than listed */
+	char since[32], until[32];
+} evlog_gap;
+static uint64_t evlog_lost_total, evlog_gaps_total;
 
 int evlog_open(const char *path, char *err, size_t errlen)
 {
 	struct lfile *f = NULL;
 	if (path != NULL && (f = lfile_open(path, err, errlen)) == NULL)
 		return -1;
-	lfile_close(evlog_file);
+	lfile_close_into(evlog_file, f); /* a reopened log loses nothing queued */
 	evlog_file = f;
 	return 0;
 }
@@ -133,8 +147,11 @@ void evlog_begin(uint64_t sid, const char *event)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-	buf_addf(&evlog_line, "{\"ts\":\"%s.%03ldZ\",\"sid\":%llu,\"event\":", when,
-	         ts.tv_nsec / 1000000, (unsigned long long)sid);
+	snprintf(evlog_ts, sizeof(evlog_ts), "%.24s.%03dZ", when,
+	         (int)(ts.tv_nsec / 1000000) % 1000);
+	evlog_sid = sid;
+	buf_addf(&evlog_line, "{\"ts\":\"%s\",\"sid\":%llu,\"event\":", evlog_ts,
+	         (unsigned long long)sid);
 	evlog_json_string(&evlog_line, event, strlen(event));
 }
 
@@ -192,11 +209,90 @@ void evlog_strlist(const char *key, const char *const *vals, size_t n)
 	buf_add(&evlog_line, "]", 1);
 }
 
+/* The line being built could not be queued: it joins the gap. */
+static void evlog_lost(void)
+{
+	if (evlog_gap.events++ == 0)
+		snprintf(evlog_gap.since, sizeof(evlog_gap.since), "%s", evlog_ts);
+	snprintf(evlog_gap.until, sizeof(evlog_gap.until), "%s", evlog_ts);
+	evlog_lost_total++;
+	for (size_t i = evlog_gap.nsids; i > 0; i--)
+		if (evlog_gap.sids[i - 1] == evlog_sid)
+			return;
+	if (evlog_gap.nsids < EVLOG_GAP_SESSIONS)
+		evlog_gap.sids[evlog_gap.nsids++] = evlog_sid;
+	else
+		evlog_gap.more = true;
+}
+
+/* The log_gap line for the lines lost so far, then the line being built
+ * (with_line), queued together or not at all. */
+static int evlog_write_after_gap(bool with_line)
+{
+	struct buf g = {0};
+	buf_addf(&g,
+	         "{\"ts\":\"%s\",\"sid\":0,\"event\":\"log_gap\",\"events\":%llu,\"since\":\"%s\","
+	         "\"until\":\"%s\",\"sessions\":[",
+	         evlog_ts, (unsigned long long)evlog_gap.events, evlog_gap.since, evlog_gap.until);
+	for (size_t i = 0; i < evlog_gap.nsids; i++)
+		buf_addf(&g, "%s%llu", i ? "," : "", (unsigned long long)evlog_gap.sids[i]);
+	buf_addf(&g, "],\"sessions_truncated\":%s}\n", evlog_gap.more ? "true" : "false");
+	int rc = with_line ? buf_add(&g, buf_head(&evlog_line), evlog_line.len) : 0;
+	if (rc == 0)
+		rc = lfile_write(evlog_file, buf_head(&g), g.len);
+	buf_free(&g);
+	if (rc == 0) {
+		evlog_gaps_total++;
+		memset(&evlog_gap, 0, sizeof(evlog_gap));
+	}
+	return rc;
+}
+
 void evlog_end(void)
 {
 	if (evlog_file == NULL)
 		return;
 	buf_add(&evlog_line, "}\n", 2);
-	lfile_write(evlog_file, buf_head(&evlog_line), evlog_line.len);
+	int rc = evlog_gap.events > 0
+	             ? evlog_write_after_gap(true)
+	             : lfile_write(evlog_file, buf_head(&evlog_line), evlog_line.len);
+	if (rc < 0)
+		evlog_lost();
 	buf_reset(&evlog_line);
+}
+
+void evlog_flush_gap(void)
+{
+	if (evlog_file == NULL || evlog_gap.events == 0)
+		return;
+	struct timespec ts;
+	struct tm tm;
+	char when[40];
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(evlog_ts, sizeof(evlog_ts), "%.24s.%03dZ", when,
+	         (int)(ts.tv_nsec / 1000000) % 1000);
+	(void)evlog_write_after_gap(false);
+}
+
+void evlog_queue_bound(size_t bytes)
+{
+	if (evlog_file != NULL)
+		lfile_set_bound(evlog_file, bytes);
+}
+
+bool evlog_trouble(void)
+{
+	if (evlog_file == NULL)
+		return false;
+	struct lfile_status st;
+	lfile_status(evlog_file, &st);
+	return st.failing || evlog_gap.events > 0;
+}
+
+void evlog_totals(uint64_t *lost, uint64_t *gaps)
+{
+	*lost = evlog_lost_total;
+	*gaps = evlog_gaps_total;
 }

@@ -31,6 +31,18 @@ void evlog_strlist(const char *key, const char *const *vals, size_t n);
 /* Ends the line and queues it. */
 void evlog_end(void);
 
+/* True while the event log cannot take what happens: its last write
+ * failed (lines wait queued) or lines were lost and the log_gap line
+ * that says so is not written yet (event_log_full = refuse acts on it). */
+bool evlog_trouble(void);
+/* Writes a pending log_gap line if the log takes it now (main.c calls it
+ * once a second, so a gap is reported without waiting for an event). */
+void evlog_flush_gap(void);
+/* How many bytes of lines may wait for the disk (event_log_queue). */
+void evlog_queue_bound(size_t bytes);
+/* Event lines lost since start, and log_gap lines written about them. */
+void evlog_totals(uint64_t *lost, uint64_t *gaps);
+
 /* Appends s (len bytes, any content) to out as a JSON string with quotes.
  * Exposed for the unit tests and for the key log's neighbours. */
 int evlog_json_string(struct buf *out, const char *s, size_t len);

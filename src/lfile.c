@@ -5,67 +5,209 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "bounds.h"
 #include "buf.h"
 #include "lfile.h"
-#include "bounds.h"
+#include "log.h"
 
 struct lfile {
+	char path[256]; /* for the warnings */
 	int fd;
 	bool own_fd;
+	bool regular; /* a regular file: a cut line can be truncated away */
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* signalled when the queue gains data or on stop */
-	struct buf queue;    /* guarded by lock */
+	pthread_cond_t idle; /* signalled when the writer puts a batch down */
+	/* guarded by lock: */
+	struct buf queue; /* whole lines, oldest first */
+	size_t bound;     /* queue + inflight may not pass it */
+	size_t inflight;  /* bytes the writer holds outside the lock */
+	bool busy;        /* the writer is in write(2) */
 	bool stop;
-	uint64_t dropped;
+	bool failing; /* the last write failed; what it held is queued again */
+	int err;      /* its errno */
+	uint64_t dropped, dropped_bytes;
+	time_t warned, warned_full; /* last warnings on stderr (one per LFILE_WARN_EVERY) */
 };
 
-static void lfile_write_all(int fd, const char *p, size_t n)
+/* Seconds between two warnings about the same failing file. */
+#define LFILE_WARN_EVERY 10
+/* After a failed write the writer waits this long before the next try,
+ * doubling up to the maximum: a full disk is retried, not hammered. */
+#define LFILE_RETRY_MIN_MS 50
+#define LFILE_RETRY_MAX_MS 1000
+
+/* Writes what it can of p; returns the bytes written, with *err the errno
+ * that stopped it (0: all of it). */
+static size_t lfile_write_some(int fd, const char *p, size_t n, int *err)
 {
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN) {
-				/* stdout may be a non-blocking pipe shared with us */
-				usleep(1000);
-				continue;
-			}
-			return; /* disk full or closed: nothing sensible left */
+	size_t done = 0;
+	unsigned spins = 0;
+	*err = 0;
+	while (done < n) {
+		ssize_t w = write(fd, p + done, n - done);
+		if (w > 0) {
+			done += (size_t)w;
+			continue;
 		}
-		p += w;
-		n -= (size_t)w;
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN && ++spins < 1000) {
+			/* stdout may be a non-blocking pipe shared with us */
+			usleep(1000);
+			continue;
+		}
+		*err = w < 0 ? errno : ENOSPC;
+		break;
 	}
+	return done;
 }
 
-/* The writer thread: swaps the queue out under the lock, writes it
- * outside. */
+/* Bytes of p up to and with its last newline: the whole lines in it. */
+static size_t lfile_whole(const char *p, size_t n)
+{
+	while (n > 0 && p[n - 1] != '\n')
+		n--;
+	return n;
+}
+
+/*
+ * After a write that stopped inside a line (a short write, then ENOSPC):
+ * the cut tail is cut off the file again, so that the file holds whole
+ * lines only (cut bytes of the file's end: the line's written part).
+ */
+static void lfile_cut_tail(struct lfile *f, size_t cut)
+{
+	struct stat st;
+	if (cut == 0 || !f->regular || fstat(f->fd, &st) < 0 || (size_t)st.st_size < cut)
+		return;
+	if (ftruncate(f->fd, st.st_size - (off_t)cut) < 0)
+		log_warnx("%s: cannot cut a partial line off: %s", f->path, strerror(errno));
+}
+
+static void lfile_warn(struct lfile *f, time_t *last, const char *what)
+{
+	time_t now = time(NULL);
+	if (now - *last < LFILE_WARN_EVERY)
+		return;
+	*last = now;
+	log_warnx("%s: %s: %s; %zu bytes queued, %llu lines dropped so far", f->path, what,
+	          strerror(f->err), f->queue.len + f->inflight, (unsigned long long)f->dropped);
+}
+
+/* Puts the unwritten tail of a batch back in front of the queue (what
+ * came in meanwhile stays behind it). */
+static void lfile_requeue(struct lfile *f, const char *p, size_t n)
+{
+	if (n == 0)
+		return;
+	struct buf b = {0};
+	if (buf_add(&b, p, n) < 0 || buf_add(&b, buf_head(&f->queue), f->queue.len) < 0) {
+		f->dropped_bytes += n; /* out of memory: counted, lines are whole */
+		buf_free(&b);
+		return;
+	}
+	buf_free(&f->queue);
+	f->queue = b;
+}
+
+static void lfile_sleep(struct lfile *f, unsigned ms)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	while (!f->stop && pthread_cond_timedwait(&f->cond, &f->lock, &t) == 0)
+		;
+}
+
+/*
+ * The writer thread: takes the queue out under the lock and writes it
+ * outside. What a failed write (disk full, I/O error) did not put on the
+ * file goes back in front of the queue, the file is cut back to whole
+ * lines, and the write is tried again after a pause. Once stopped it
+ * writes what is queued, unless a write fails: then what is left stays in
+ * the queue for lfile_close() to count or hand on.
+ */
 static void *lfile_writer(void *arg)
 {
 	struct lfile *f = arg;
 	struct buf batch = {0};
+	unsigned backoff = LFILE_RETRY_MIN_MS;
 
 	pthread_mutex_lock(&f->lock);
 	for (;;) {
 		while (f->queue.len == 0 && !f->stop)
 			pthread_cond_wait(&f->cond, &f->lock);
-		if (f->queue.len == 0 && f->stop)
+		if (f->queue.len == 0 || (f->stop && f->failing))
 			break;
 		struct buf t = batch;
 		batch = f->queue;
 		f->queue = t;
 		buf_reset(&f->queue);
+		f->inflight = batch.len;
+		f->busy = true;
+		int fd = f->fd;
 		pthread_mutex_unlock(&f->lock);
-		lfile_write_all(f->fd, buf_head(&batch), batch.len);
-		buf_reset(&batch);
+
+		int err;
+		size_t done = lfile_write_some(fd, buf_head(&batch), batch.len, &err);
+		size_t whole = lfile_whole(buf_head(&batch), done);
+
 		pthread_mutex_lock(&f->lock);
+		f->busy = false;
+		f->inflight = 0;
+		pthread_cond_broadcast(&f->idle);
+		if (err == 0) {
+			if (f->failing)
+				log_warnx("%s: writing again (%llu lines dropped while it failed)",
+				          f->path, (unsigned long long)f->dropped);
+			f->failing = false;
+			backoff = LFILE_RETRY_MIN_MS;
+			buf_reset(&batch);
+			continue;
+		}
+		lfile_cut_tail(f, done - whole);
+		lfile_requeue(f, buf_head(&batch) + whole, batch.len - whole);
+		buf_reset(&batch);
+		bool first = !f->failing;
+		f->failing = true;
+		f->err = err;
+		if (first)
+			f->warned = 0;
+		lfile_warn(f, &f->warned, "write failed");
+		lfile_sleep(f, backoff);
+		backoff = backoff * 2 > LFILE_RETRY_MAX_MS ? LFILE_RETRY_MAX_MS : backoff * 2;
 	}
 	pthread_mutex_unlock(&f->lock);
 	buf_free(&batch);
 	return NULL;
+}
+
+static int lfile_open_fd(const char *path, bool *own, bool *regular, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd = STDOUT_FILENO;
+	*own = false;
+	if (strcmp(path, "-") != 0) {
+		fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+			return -1;
+		}
+		*own = true;
+	}
+	*regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+	return fd;
 }
 
 struct lfile *lfile_open(const char *path, char *err, size_t errlen)
@@ -75,57 +217,114 @@ struct lfile *lfile_open(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	if (strcmp(path, "-") == 0) {
-		f->fd = STDOUT_FILENO;
-	} else {
-		f->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-		if (f->fd < 0) {
-			snprintf(err, errlen, "%s: %s", path, strerror(errno));
-			free(f);
-			return NULL;
-		}
-		f->own_fd = true;
+	snprintf(f->path, sizeof(f->path), "%s", strcmp(path, "-") == 0 ? "standard output" : path);
+	f->fd = lfile_open_fd(path, &f->own_fd, &f->regular, err, errlen);
+	if (f->fd < 0) {
+		free(f);
+		return NULL;
 	}
+	f->bound = DEFAULT_EVENT_LOG_QUEUE;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->cond, NULL);
+	pthread_cond_init(&f->idle, NULL);
 	if (pthread_create(&f->thread, NULL, lfile_writer, f) != 0) {
 		snprintf(err, errlen, "%s: cannot start writer thread", path);
 		if (f->own_fd)
 			close(f->fd);
+		pthread_mutex_destroy(&f->lock);
+		pthread_cond_destroy(&f->cond);
+		pthread_cond_destroy(&f->idle);
 		free(f);
 		return NULL;
 	}
 	return f;
 }
 
-void lfile_write(struct lfile *f, const char *line, size_t len)
+int lfile_write(struct lfile *f, const char *line, size_t len)
+{
+	int rc = 0;
+	pthread_mutex_lock(&f->lock);
+	if (f->queue.len + f->inflight + len > f->bound || buf_add(&f->queue, line, len) < 0) {
+		f->dropped++;
+		f->dropped_bytes += len;
+		rc = -1;
+		lfile_warn(f, &f->warned_full,
+		           f->failing ? "queue full, lines dropped" : "queue full (disk too slow)");
+	} else {
+		pthread_cond_signal(&f->cond);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
+void lfile_set_bound(struct lfile *f, size_t bytes)
 {
 	pthread_mutex_lock(&f->lock);
-	if (f->queue.len + len > EVLOG_QUEUE_MAX || buf_add(&f->queue, line, len) < 0)
-		f->dropped++;
-	else
-		pthread_cond_signal(&f->cond);
+	f->bound = bytes;
 	pthread_mutex_unlock(&f->lock);
 }
 
-uint64_t lfile_dropped(const struct lfile *f)
+void lfile_status(struct lfile *f, struct lfile_status *st)
 {
-	return f->dropped;
+	pthread_mutex_lock(&f->lock);
+	st->failing = f->failing;
+	st->err = f->err;
+	st->queued = f->queue.len + f->inflight;
+	st->dropped = f->dropped;
+	pthread_mutex_unlock(&f->lock);
 }
 
-void lfile_close(struct lfile *f)
+/* Stops the writer; what it could not write is left in f->queue. */
+static void lfile_stop(struct lfile *f)
 {
-	if (f == NULL)
-		return;
 	pthread_mutex_lock(&f->lock);
 	f->stop = true;
 	pthread_cond_signal(&f->cond);
 	pthread_mutex_unlock(&f->lock);
 	pthread_join(f->thread, NULL);
+}
+
+static void lfile_free(struct lfile *f)
+{
 	if (f->own_fd)
 		close(f->fd);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->cond);
+	pthread_cond_destroy(&f->idle);
 	buf_free(&f->queue);
 	free(f);
+}
+
+static uint64_t lfile_count_lines(const struct buf *b)
+{
+	uint64_t n = 0;
+	for (size_t i = 0; i < b->len; i++)
+		n += buf_head(b)[i] == '\n';
+	return n;
+}
+
+void lfile_close_into(struct lfile *f, struct lfile *next)
+{
+	if (f == NULL)
+		return;
+	lfile_stop(f);
+	if (f->queue.len > 0 && next != NULL) {
+		/* the old file's unwritten lines go first into the new one */
+		pthread_mutex_lock(&next->lock);
+		lfile_requeue(next, buf_head(&f->queue), f->queue.len);
+		next->dropped += f->dropped;
+		next->dropped_bytes += f->dropped_bytes;
+		pthread_cond_signal(&next->cond);
+		pthread_mutex_unlock(&next->lock);
+	} else if (f->queue.len > 0) {
+		log_warnx("%s: %llu lines (%zu bytes) could not be written: %s", f->path,
+		          (unsigned long long)lfile_count_lines(&f->queue), f->queue.len,
+		          strerror(f->err));
+	}
+	lfile_free(f);
+}
+
+void lfile_close(struct lfile *f)
+{
+	lfile_close_into(f, NULL);
 }

@@ -58,6 +58,8 @@ static const char *listener_refusal(const struct proxy *px, const struct sockadd
 		return "stopping";
 	if (px->nsessions >= px->conf->max_sessions)
 		return "max_sessions";
+	if (px->conf->event_log_full == CONF_LOG_FULL_REFUSE && evlog_trouble())
+		return "event_log_full"; /* no session the audit cannot record */
 	struct in6_addr key = addrtab_key(peer);
 	if (addrtab_count(px->peers, &key) >= px->conf->max_per_addr)
 		return "max_per_addr";

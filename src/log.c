@@ -13,11 +13,14 @@ void log_init(const char *progname, bool verbose)
 	log_verbose = verbose;
 }
 
+/* One line, whole: the log files' writer threads warn here too. */
 static void log_vprint(const char *fmt, va_list ap)
 {
+	flockfile(stderr);
 	fprintf(stderr, "%s: ", log_prog);
 	vfprintf(stderr, fmt, ap);
 	fputc('\n', stderr);
+	funlockfile(stderr);
 }
 
 void log_warnx(const char *fmt, ...)

@@ -12,6 +12,7 @@
 #include "addrtab.h"
 #include "b64.h"
 #include "audit.h"
+#include "evlog.h"
 #include "login_int.h"
 
 /* Decodes the payload of a SASL element for the log; secrets stay in the
@@ -264,6 +265,7 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 	    .starttls_stripped = s->lg->starttls_stripped,
 	    .failures = addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
 	    .in_flight = addrtab_inflight(s->px->peers, &s->peer_key),
+	    .log_full = evlog_trouble(),
 	};
 	struct policy_verdict v;
 	policy_check(login_conf(s), &in, &v);

@@ -38,7 +38,16 @@ struct main_state {
 	size_t nlisteners;
 	ev_signal sigterm, sigint, sighup;
 	ev_timer stop_timer;
+	ev_timer gap_timer; /* writes a pending log_gap once the log takes it */
 };
+
+/* Once a second: lines lost to a full event log are reported (log_gap) as
+ * soon as the log takes lines again, even if nothing else happens. */
+static void main_gap_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop, (void)w, (void)revents;
+	evlog_flush_gap();
+}
 
 static void main_usage(FILE *f)
 {
@@ -138,11 +147,13 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 	}
 	if (evlog_open(c->event_log, err, errlen) < 0)
 		goto fail;
+	evlog_queue_bound(c->event_log_queue);
 	if (tls_keylog_open(c->keylog, err, errlen) < 0) {
 		/* a failed reload leaves the running logs as they were */
 		char ignored[256];
-		if (px->conf != NULL)
-			evlog_open(px->conf->event_log, ignored, sizeof(ignored));
+		if (px->conf != NULL &&
+		    evlog_open(px->conf->event_log, ignored, sizeof(ignored)) == 0)
+			evlog_queue_bound(px->conf->event_log_queue);
 		goto fail;
 	}
 	/* sessions keep their own references to the old contexts */
@@ -168,6 +179,14 @@ static void main_lifecycle_event(const char *event, const char *detail)
 	evlog_str("version", XI_VERSION);
 	if (detail != NULL)
 		evlog_str("detail", detail);
+	if (strcmp(event, "stop") == 0) {
+		/* what the logs could not keep, over the whole run */
+		uint64_t lost, gaps;
+		evlog_totals(&lost, &gaps);
+		evlog_int("events_lost", (long long)lost);
+		evlog_int("log_gaps", (long long)gaps);
+		evlog_int("keys_lost", (long long)tls_keylog_dropped());
+	}
 	evlog_end();
 }
 
@@ -361,6 +380,9 @@ int main(int argc, char **argv)
 	ev_signal_start(m.px.loop, &m.sigterm);
 	ev_signal_start(m.px.loop, &m.sigint);
 	ev_signal_start(m.px.loop, &m.sighup);
+	ev_timer_init(&m.gap_timer, main_gap_cb, 1., 1.);
+	ev_timer_start(m.px.loop, &m.gap_timer);
+	ev_unref(m.px.loop); /* it keeps no loop alive */
 	main_lifecycle_event("start", NULL);
 
 	ev_run(m.px.loop, 0);

@@ -106,7 +106,10 @@ static void policy_offer(const struct conf *c, const struct policy_input *in,
 static void policy_auth(const struct conf *c, const struct policy_input *in,
                         struct policy_verdict *v)
 {
-	if (policy_auth_failures_reached(c, in->failures, in->in_flight))
+	if (in->log_full && c->event_log_full == CONF_LOG_FULL_REFUSE)
+		policy_set(v, POLICY_REJECT, "event_log_full", "temporary-auth-failure",
+		           "%s refused: the event log cannot record it now", in->mechanism);
+	else if (policy_auth_failures_reached(c, in->failures, in->in_flight))
 		policy_set(v, POLICY_REJECT, "auth_failures", "temporary-auth-failure",
 		           in->failures >= c->auth_failures_max
 		               ? "%s refused: too many recent failures from this address"

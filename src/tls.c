@@ -30,9 +30,17 @@ int tls_keylog_open(const char *path, char *err, size_t errlen)
 	struct lfile *f = NULL;
 	if (path != NULL && (f = lfile_open(path, err, errlen)) == NULL)
 		return -1;
-	lfile_close(tls_keylog);
+	lfile_close_into(tls_keylog, f);
 	tls_keylog = f;
 	return 0;
+}
+
+uint64_t tls_keylog_dropped(void)
+{
+	struct lfile_status st = {0};
+	if (tls_keylog != NULL)
+		lfile_status(tls_keylog, &st);
+	return st.dropped;
 }
 
 void tls_keylog_close(void)

@@ -9,6 +9,7 @@
 #include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define TLS_ALPN_XMPP "xmpp-client"
 
@@ -35,6 +36,8 @@ SSL_CTX *tls_client_ctx(const char *ca, char *err, size_t errlen);
 
 /* Opens (or on reload reopens, or with NULL closes) the key log. */
 int tls_keylog_open(const char *path, char *err, size_t errlen);
+/* Key log lines lost because its queue was full. */
+uint64_t tls_keylog_dropped(void);
 void tls_keylog_close(void);
 
 /* A server-side SSL on fd. */

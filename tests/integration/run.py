@@ -35,6 +35,7 @@ import cases_memory  # noqa: E402,F401  (issue 8: secrets in the process's memor
 import cases_review8  # noqa: E402,F401  (issue 8 review: the holes it found)
 import cases_fast  # noqa: E402,F401  (FAST, XEP-0484: scripted mod_sasl2_fast upstream, raw SASL2 client)
 import cases_fast_real  # noqa: E402,F401  (SASL2+Bind2+FAST with real parts: Prosody + prosody-modules, xmpp.js)
+import cases_durability  # noqa: E402,F401  (issue 15: the event log on a full disk)
 
 
 class Runner:
