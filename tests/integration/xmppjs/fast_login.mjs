@@ -54,6 +54,19 @@ function redact(text) {
   return s.slice(0, 500);
 }
 
+// xmpp.js 0.14's iq caller attaches its handler for the reply only once
+// its own write has completed (IQCaller.request awaits entity.send first);
+// when the reply comes sooner -- seen under load on Direct TLS -- the
+// rejection for the refused RFC 6120 bind (see "error" below) has no
+// handler yet and node 20 would end the process for it. It is the same
+// error the "error" event reports a moment later: record it and go on.
+let current = null; // the login under way
+process.on("unhandledRejection", (err) => {
+  const text = redact(err?.condition ? `${err.condition}: ${err.message}` : err);
+  if (current) current.errors.push(text);
+  else process.stderr.write(`unhandled rejection between logins: ${text}\n`);
+});
+
 function giveToken(token) {
   if (tokenFd === null || !token?.token) return;
   fs.writeSync(tokenFd, token.token + "\n");
@@ -73,6 +86,7 @@ async function login(password) {
     error: null,
     errors: [],
   };
+  current = rec;
   const scheme = cfg.direct_tls ? "xmpps" : "xmpp";
   const xmpp = client({
     service: `${scheme}://${cfg.host}:${cfg.port}`,
