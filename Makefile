@@ -27,7 +27,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
 
-.PHONY: all test demo clean sanitize unit certs fuzz deps
+.PHONY: all test demo clean sanitize unit certs fuzz fuzz-campaign deps
 all: xmpp-inspect
 
 # cp then rename: a running ./xmpp-inspect (a test, the demo) is replaced,
@@ -86,6 +86,14 @@ demo: deps
 FUZZ_SECONDS ?= 60
 fuzz:
 	tests/fuzz/run $(FUZZ_SECONDS)
+
+# A long campaign, not part of `make test`: HOURS of fuzzing shared by the
+# targets (fractional is fine), RUNS=N stops a target at N executions so
+# the slow ones get the time left; REV=commit fuzzes that commit's src/.
+HOURS ?= 1
+RUNS ?= 0
+fuzz-campaign: deps
+	tests/fuzz/campaign --runs $(RUNS) $(if $(REV),--rev $(REV)) $(HOURS) $(TARGETS)
 
 clean:
 	rm -rf build xmpp-inspect
