@@ -46,6 +46,12 @@
 #define DEFAULT_LOGIN_TIMEOUT 60
 /* Seconds a leg may take to flush its output when the session closes. */
 #define CLOSE_LINGER 5
+/* Seconds the proxy waits, after one peer ended its stream, for the other
+ * to end its own (RFC 6120 4.4: "a reasonable amount of time"), and bytes
+ * it reads after a stream's end before it stops reading that leg: a peer
+ * that closes and goes on sending must not keep a session alive. */
+#define STREAM_CLOSE_WAIT 10
+#define MAX_TRAILING (64 * 1024)
 
 /* Concurrent sessions; each costs two fds and ~tens of KiB. */
 #define DEFAULT_MAX_SESSIONS 20000

@@ -67,6 +67,9 @@ static void login_on_close(void *ctx)
 			                                     : "server ended the stream";
 		login_ll(l)->ended = true;
 		xml_stop(login_ll(l)->xml);
+		session_login_deadline(s, STREAM_CLOSE_WAIT);
+		if (!login_is_client(l) && s->lg->ustate == US_RELAY_HOLD)
+			login_hold_stream_end(s);
 		return;
 	}
 	if (login_is_client(l)) {
@@ -136,6 +139,8 @@ void login_data(struct leg *l, const char *data, size_t len)
 			 * xmpp.js sends an SM <a/> after its own, Prosody ignores
 			 * such bytes) */
 			s->lg->trailing_bytes += len;
+			if (s->lg->trailing_bytes > MAX_TRAILING)
+				leg_set_reading(l, false); /* STREAM_CLOSE_WAIT ends it */
 			return;
 		}
 		bool client = login_is_client(l);
@@ -213,8 +218,10 @@ static void login_tls_done(struct leg *l)
 		           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == n)
 			memcpy(s->lg->domain, sni, n + 1);
 		s->lg->client_tls = true;
-		if (s->lg->cstate != CS_FAILING)
+		if (s->lg->cstate != CS_FAILING) {
 			login_client_enter(s, CS_HEADER);
+			login_start_upstream_stream(s);
+		}
 		return;
 	}
 	s->lg->upstream_tls = true;
@@ -293,6 +300,12 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 
 void login_timeout(struct session *s, bool connect)
 {
+	if (login_relaying(s) && (s->lg->cl.ended || s->lg->ul.ended)) {
+		session_close(s, s->lg->cl.ended
+		                     ? "the client ended its stream, the server did not"
+		                     : "the server ended its stream, the client did not");
+		return;
+	}
 	if (s->lg->cstate == CS_FAILING) {
 		/* the client never opened its stream to hear why */
 		session_close(s, s->lg->fail_reason);

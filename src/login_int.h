@@ -96,6 +96,7 @@ struct login {
 	bool hold_active;              /* from success until the held bytes have gone out */
 	bool hold_rewrite;             /* the first element is features: hold_repl replaces it */
 	bool hold_released;            /* bytes through it went out */
+	bool hold_to_end;              /* no first element: the stream ended, all of it goes */
 	uint64_t hold_start, hold_end; /* the first element's bytes */
 	struct buf hold_repl;          /* the rewritten features */
 	const char *ended_by;          /* who sent </stream:stream> after login */
@@ -184,6 +185,7 @@ const char *login_stream_condition(const char *cond);
 
 void login_clear_offered(struct session *s);
 bool login_offers_sasl(const struct session *s);
+bool login_upstream_takes_login(const struct session *s);
 void login_client_features(struct session *s);
 bool login_client_login_header(struct session *s);
 void login_start_upstream_stream(struct session *s);
@@ -222,6 +224,7 @@ void login_relay_c2s(struct session *s, const struct xml_elem *e, uint64_t start
 void login_relay_s2c(struct session *s, const struct xml_elem *e);
 void login_upstream_hold(struct session *s, uint64_t from);
 void login_hold_element(struct session *s, const struct xml_elem *e, uint64_t start, uint64_t end);
+void login_hold_stream_end(struct session *s);
 bool login_hold_flush(struct session *s, const char *data, size_t used, uint64_t base,
                       bool held_before);
 

@@ -13,14 +13,19 @@
 #include "login_int.h"
 #include "tls.h"
 
+static void login_clear_fast_offered(struct session *s)
+{
+	for (size_t i = 0; i < s->lg->nfast_offered; i++)
+		free(s->lg->fast_offered[i]);
+	s->lg->nfast_offered = 0;
+}
+
 void login_clear_offered(struct session *s)
 {
 	for (size_t i = 0; i < s->lg->noffered; i++)
 		free(s->lg->offered[i]);
 	s->lg->noffered = 0;
-	for (size_t i = 0; i < s->lg->nfast_offered; i++)
-		free(s->lg->fast_offered[i]);
-	s->lg->nfast_offered = 0;
+	login_clear_fast_offered(s);
 }
 
 /* Adds a copy of mech to a list of what the client is offered. */
@@ -59,6 +64,15 @@ bool login_offers_sasl(const struct session *s)
 	const struct conf *c = login_conf(s);
 	return s->lg->client_tls || c->strip_starttls ||
 	       !policy_require_tls(c, s->lg->upstream_requires_tls);
+}
+
+/* True when the upstream's stream the login happens in is open and
+ * between exchanges: what the client sends before login may go there.
+ * (Not so while it waits for the client's post-TLS header, however the
+ * policy changed on a reload since the client's features went out.) */
+bool login_upstream_takes_login(const struct session *s)
+{
+	return s->lg->ustate == US_READY || s->lg->ustate == US_ABORTING;
 }
 
 /* Sends the client its features: our own <starttls>, the upstream's
@@ -105,6 +119,10 @@ void login_client_features(struct session *s)
 	for (size_t i = 0; i < s->lg->noffered; i++)
 		if (streamfeatures_has_sasl2(&s->lg->up, s->lg->offered[i]))
 			sasl2[nsasl2++] = s->lg->offered[i];
+	/* FAST is written inside SASL2's <authentication><inline>: without
+	 * them it is not offered at all (nor accepted, login_was_offered) */
+	if (nsasl2 == 0 || !s->lg->up.sasl2_inline)
+		login_clear_fast_offered(s);
 	o.mechs = (const char *const *)s->lg->offered;
 	o.nmechs = s->lg->noffered;
 	o.sasl2 = sasl2;
@@ -265,7 +283,7 @@ void login_client_preauth_iq(struct session *s, const struct xml_elem *e)
 	bool tls_ok =
 	    s->lg->client_tls || !policy_require_tls(login_conf(s), s->lg->upstream_requires_tls);
 	bool register_only = n == 1 && xml_is(e->children, "jabber:iq:register", "query");
-	if (register_only && tls_ok) {
+	if (register_only && tls_ok && login_upstream_takes_login(s)) {
 		login_forward(&s->upstream, e);
 		return;
 	}
@@ -274,8 +292,8 @@ void login_client_preauth_iq(struct session *s, const struct xml_elem *e)
 	} else {
 		struct policy_verdict v;
 		policy_rule(login_conf(s),
-		            register_only ? POLICY_RULE_REGISTER_BEFORE_TLS
-		                          : POLICY_RULE_PREAUTH_STANZA,
+		            register_only && !tls_ok ? POLICY_RULE_REGISTER_BEFORE_TLS
+		                                     : POLICY_RULE_PREAUTH_STANZA,
 		            NULL, &v);
 		audit_policy(s, &v);
 	}

@@ -206,6 +206,8 @@ static void login_gate_open(struct session *s)
 	struct login_leg *cl = &s->lg->cl;
 	s->lg->gate = SESSION_GATE_OPEN;
 	session_login_done(s);
+	if (cl->ended || s->lg->ul.ended) /* the close wait goes on */
+		session_login_deadline(s, STREAM_CLOSE_WAIT);
 	if (cl->hold.len > 0)
 		login_send(&s->upstream, buf_head(&cl->hold), cl->hold.len);
 	buf_free(&cl->hold);
@@ -338,7 +340,7 @@ void login_upstream_hold(struct session *s, uint64_t from)
 	buf_free(&s->lg->hold_repl);
 	ul->relay_from = from;
 	s->lg->held_hdr_end = 0;
-	s->lg->hold_rewrite = s->lg->hold_released = false;
+	s->lg->hold_rewrite = s->lg->hold_released = s->lg->hold_to_end = false;
 	s->lg->hold_active = true;
 	login_upstream_enter(s, US_RELAY_HOLD);
 }
@@ -352,7 +354,7 @@ static void login_hold_release(struct session *s)
 	                  ? (size_t)(s->lg->held_hdr_end - ul->relay_from)
 	                  : 0;
 	size_t a = (size_t)(s->lg->hold_start - ul->relay_from),
-	       b = (size_t)(s->lg->hold_end - ul->relay_from);
+	       b = s->lg->hold_to_end ? ul->hold.len : (size_t)(s->lg->hold_end - ul->relay_from);
 	if (s->lg->hold_rewrite) {
 		login_send(&s->client, buf_head(&ul->hold) + skip, a - skip);
 		login_send_buf(&s->client, &s->lg->hold_repl);
@@ -396,6 +398,15 @@ void login_hold_element(struct session *s, const struct xml_elem *e, uint64_t st
 	login_upstream_enter(s, US_RELAY);
 	if (end - ul->relay_from <= ul->hold.len)
 		login_hold_release(s);
+}
+
+/* The server ended its stream before any first element: what is held goes
+ * out as it is, its end with it (login_hold_flush(), after the feed). */
+void login_hold_stream_end(struct session *s)
+{
+	s->lg->hold_rewrite = false;
+	s->lg->hold_to_end = true;
+	login_upstream_enter(s, US_RELAY);
 }
 
 /* After a feed of the held upstream leg: bytes [from, used) of data join

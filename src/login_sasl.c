@@ -275,8 +275,9 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 		login_refuse(s, v.condition, v.detail, false);
 		return;
 	}
-	if (s->lg->cstate != CS_PREAUTH) {
-		/* pipelined behind the stream header: recorded, refused */
+	if (s->lg->cstate != CS_PREAUTH || !login_upstream_takes_login(s)) {
+		/* pipelined behind the stream header (or the features held no
+		 * SASL and a reload would now let it pass): recorded, refused */
 		login_refuse_rule(s, POLICY_RULE_SASL_ORDER);
 		return;
 	}

@@ -98,6 +98,19 @@ static void streamfeatures_mechs(const struct xml_elem *e, const char *ns, char 
 	}
 }
 
+/* FAST in a version the proxy does not rebuild (urn:xmpp:fast:N, N not
+ * 0), or anywhere but SASL2's <inline>: never passed on, since its
+ * mechanisms and tls-0rtt would reach the client unfiltered. */
+static bool streamfeatures_is_other_fast(const struct xml_elem *k)
+{
+	return strncmp(k->ns, "urn:xmpp:fast:", 14) == 0 && !xml_is(k, XML_NS_FAST, "fast");
+}
+
+static bool streamfeatures_is_fast_ns(const struct xml_elem *k)
+{
+	return strncmp(k->ns, "urn:xmpp:fast:", 14) == 0;
+}
+
 /* The log's name for an inline feature: the XEPs' short names for those
  * the proxy knows, else the element's local name (cut, and only name
  * characters: it is the server's text). Each name is listed once. */
@@ -106,6 +119,7 @@ static int streamfeatures_inline_name(struct streamfeatures *f, const struct xml
 	const char *name = xml_is(k, XML_NS_BIND2, "bind")           ? "bind2"
 	                   : strncmp(k->ns, "urn:xmpp:sm:", 12) == 0 ? "sm"
 	                   : xml_is(k, XML_NS_FAST, "fast")          ? "fast"
+	                   : streamfeatures_is_other_fast(k)         ? "fast_unsupported"
 	                                                             : k->name;
 	size_t n = strnlen(name, MAX_INLINE_NAME);
 	char *copy = malloc(n + 1);
@@ -137,6 +151,8 @@ static int streamfeatures_inline(struct streamfeatures *f, const struct xml_elem
 			f->fast = true;
 			streamfeatures_mechs(k, XML_NS_FAST, f->fast_mechs, &f->nfast_mechs,
 			                     &f->fast_truncated);
+		} else if (streamfeatures_is_fast_ns(k)) {
+			continue; /* another FAST version: not carried */
 		} else if (xml_write(f->inline_kept, k, XML_NS_SASL2) < 0) {
 			return -1;
 		}
@@ -169,8 +185,9 @@ int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 			streamfeatures_mechs(c, XML_NS_SASL2, f->sasl2_mechs, &f->nsasl2_mechs,
 			                     &f->sasl2_truncated);
 			for (const struct xml_elem *k = c->children; k != NULL; k = k->next) {
-				if (xml_is(k, XML_NS_SASL2, "mechanism"))
-					continue;
+				if (xml_is(k, XML_NS_SASL2, "mechanism") ||
+				    streamfeatures_is_fast_ns(k))
+					continue; /* FAST is carried only rebuilt, inline */
 				if (xml_is(k, XML_NS_SASL2, "inline")
 				        ? streamfeatures_inline(f, k) < 0
 				        : xml_write(f->sasl2_kept, k, XML_NS_SASL2) < 0)
@@ -178,6 +195,8 @@ int streamfeatures_parse(struct streamfeatures *f, const struct xml_elem *e)
 			}
 		} else if (xml_is(c, NS_IQ_AUTH, "auth")) {
 			f->iq_auth = true;
+		} else if (streamfeatures_is_fast_ns(c)) {
+			continue; /* FAST is carried only rebuilt, inline in SASL2 */
 		} else if (xml_write(f->kept, c, STREAMFEATURES_NO_NS) < 0) {
 			return -1;
 		}

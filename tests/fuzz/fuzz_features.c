@@ -32,7 +32,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 struct fuzz_ctx {
 	int features; /* features elements seen */
 	struct streamfeatures f;
+	size_t fast_elems, tls0rtt; /* in the last features: FAST elements, tls-0rtt attributes */
 };
+
+/* Counts FAST elements (any version) and their tls-0rtt attributes where
+ * a client looks for FAST: among the features, in SASL2's
+ * <authentication> and in its <inline>. What the proxy writes may hold
+ * there only its own rebuilt <fast> inline, never tls-0rtt. */
+static void fuzz_count_fast_in(struct fuzz_ctx *x, const struct xml_elem *e, int depth)
+{
+	for (const struct xml_elem *c = e->children; c != NULL; c = c->next) {
+		if (strncmp(c->ns, "urn:xmpp:fast:", 14) == 0) {
+			x->fast_elems++;
+			for (size_t i = 0; i < c->nattrs; i++)
+				if (strcmp(c->attrs[i].name, "tls-0rtt") == 0)
+					x->tls0rtt++;
+		}
+		if (depth == 0 && xml_is(c, XML_NS_SASL2, "authentication"))
+			fuzz_count_fast_in(x, c, 1);
+		else if (depth == 1 && xml_is(c, XML_NS_SASL2, "inline"))
+			fuzz_count_fast_in(x, c, 2);
+	}
+}
+
+static void fuzz_count_fast(struct fuzz_ctx *x, const struct xml_elem *e)
+{
+	fuzz_count_fast_in(x, e, 0);
+}
 
 static void fuzz_open(void *ctx, const struct xml_elem *h, uint64_t end)
 {
@@ -107,6 +133,8 @@ static void fuzz_element(void *ctx, const struct xml_elem *e, uint64_t start, ui
 	if (!xml_is(e, XML_NS_STREAMS, "features"))
 		return;
 	x->features++;
+	x->fast_elems = x->tls0rtt = 0;
+	fuzz_count_fast(x, e);
 	if (streamfeatures_parse(&x->f, e) != 0)
 		abort();
 	fuzz_check(&x->f);
@@ -185,6 +213,8 @@ static void fuzz_roundtrip(const struct fuzz_ctx *x, const char *prefix, const c
 	for (size_t i = 0; i < nfast; i++)
 		if (strcmp(y.f.fast_mechs[i], f->fast_mechs[i]) != 0)
 			abort();
+	if (y.tls0rtt != 0 || y.fast_elems != (nfast > 0 ? 1 : 0))
+		abort(); /* FAST reached the client other than rebuilt, inline */
 	if (y.f.compression || y.f.channel_binding || y.f.iq_auth)
 		abort(); /* something the proxy must strip reached the client */
 	if (!fuzz_same_kept(f, &y.f))

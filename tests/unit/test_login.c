@@ -539,6 +539,80 @@ static void test_fast_login(void)
 	result_free(&x);
 }
 
+static const char *const CONF_ALLOW_HT[] = {"upstream_tls=none", "require_tls=no",
+                                            "mechanisms_allow=HT-SHA-256-NONE", NULL};
+
+/* What the review of the FAST change found (helper review, issue 10). */
+static void test_fast_review(void)
+{
+	struct run r;
+	struct result x;
+
+	/* FAST lives inside SASL2's <authentication>: with no SASL2 mechanism
+	 * left to offer, FAST is not offered either, nor accepted */
+	run_begin(&r, CONF_ALLOW_HT, SESSION_PORT_STARTTLS, false);
+	sc_preauth(&r, S_FEATURES_FAST);
+	feed(&r, HARNESS_CLIENT, C_AUTHENTICATE_TOKEN("HT-SHA-256-NONE"));
+	run_end(&r, &x);
+	T_CHECK(!has(x.client, "<mechanism>HT-SHA-256-NONE") && !has(x.upstream, "HT-SHA-256-NONE"),
+	        "fast review: no SASL2 left: FAST neither offered nor relayed");
+	T_CHECK(has(x.log, "\"rule\":\"not_offered\"") && has(x.log, "\"fast_offered\":[]"),
+	        "fast review: refused as not offered, and the log claims no offer");
+	result_free(&x);
+
+	/* FAST outside <inline>, or in another version: never passed on */
+	run_begin(&r, CONF_PLAIN, SESSION_PORT_STARTTLS, false);
+	sc_preauth(&r, "<stream:features>" MECHS "<authentication xmlns='" NS_SASL2 "'>"
+	               "<mechanism>PLAIN</mechanism><fast xmlns='" NS_FAST "' tls-0rtt='true'>"
+	               "<mechanism>HT-SHA-256-UNIQ</mechanism></fast><inline><fast "
+	               "xmlns='urn:xmpp:fast:1'><mechanism>HT-SHA-256-ENDP</mechanism></fast>"
+	               "</inline></authentication><fast xmlns='" NS_FAST "'><mechanism>"
+	               "HT-SHA-256-EXPR</mechanism></fast></stream:features>");
+	run_end(&r, &x);
+	T_CHECK(!has(x.client, "urn:xmpp:fast") && !has(x.client, "tls-0rtt") &&
+	            !has(x.client, "HT-SHA-256"),
+	        "fast review: FAST copies outside <inline> or of other versions are dropped");
+	T_CHECK(has(x.log, "\"inline\":[\"fast_unsupported\"]"),
+	        "fast review: an unsupported FAST version is named as such");
+	result_free(&x);
+
+	/* the server ends its stream right after the SASL2 success, before any
+	 * first element: the close reaches the client */
+	run_begin(&r, CONF_PLAIN, SESSION_PORT_STARTTLS, false);
+	sc_preauth(&r, S_FEATURES_SASL2);
+	feed(&r, HARNESS_CLIENT, C_AUTHENTICATE);
+	feed(&r, HARNESS_UPSTREAM, S_SUCCESS2 "</stream:stream>");
+	T_CHECK(has(harness_peek(r.ls, HARNESS_CLIENT), S_SUCCESS2 "</stream:stream>"),
+	        "fast review: a stream end in the held bytes reaches the client");
+	/* the client does not answer it: the close wait ends the session */
+	T_CHECK(!harness_closed(r.ls), "fast review: open while the client may still close");
+	harness_timeout(r.ls, false);
+	T_CHECK(harness_closed(r.ls), "fast review: closed when the close wait is over");
+	run_end(&r, &x);
+	T_CHECK(has(x.log, "\"reason\":\"the server ended its stream, the client did not\""),
+	        "fast review: the close says who did not end its stream");
+	result_free(&x);
+
+	/* a client that ends its stream and goes on sending: counted, and past
+	 * MAX_TRAILING its leg stops being read */
+	run_begin(&r, CONF_PLAIN, SESSION_PORT_STARTTLS, false);
+	sc_preauth(&r, S_FEATURES_SASL2);
+	feed(&r, HARNESS_CLIENT, C_AUTHENTICATE);
+	feed(&r, HARNESS_UPSTREAM, S_SUCCESS2 S_FEATURES_BIND);
+	feed(&r, HARNESS_CLIENT, "</stream:stream>");
+	static char junk[4096];
+	memset(junk, 'x', sizeof(junk));
+	junk[sizeof(junk) - 1] = '\0';
+	for (int i = 0; i < 20; i++)
+		feed(&r, HARNESS_CLIENT, junk);
+	T_CHECK(!harness_reading(r.ls, HARNESS_CLIENT),
+	        "fast review: trailing bytes past the bound stop the reading");
+	T_CHECK(!has(harness_peek(r.ls, HARNESS_UPSTREAM), "xxxx"),
+	        "fast review: trailing bytes never reach the server");
+	run_end(&r, &x);
+	result_free(&x);
+}
+
 /* STARTTLS on both legs (the handshakes faked: see login_harness.h). The
  * upstream's post-TLS header waits for the client's, whose from it
  * carries; the client is told to STARTTLS meanwhile. */
@@ -1025,6 +1099,7 @@ int main(void)
 	test_sasl2_iq();
 	test_fast_token();
 	test_fast_login();
+	test_fast_review();
 	test_starttls();
 	test_direct_tls();
 	test_refusals();
