@@ -45,6 +45,11 @@ static const struct conf_word conf_words_plain[] = {
     {"log", CONF_PLAIN_LOG},
     {"reject", CONF_PLAIN_REJECT},
 };
+static const struct conf_word conf_words_proxy_protocol[] = {
+    {"off", CONF_PROXY_OFF},
+    {"v1", CONF_PROXY_V1},
+    {"v2", CONF_PROXY_V2},
+};
 static const struct conf_word conf_words_log_full[] = {
     {"continue", CONF_LOG_FULL_CONTINUE},
     {"refuse", CONF_LOG_FULL_REFUSE},
@@ -89,6 +94,8 @@ static const struct conf_key conf_keys[] = {
 		F(keylog), 0, 0, 0, NULL, 0},
 	{"require_tls",		false,	conf_parse_word,	"auto, yes or no",
 		F(require_tls), 0, 0, 0, WORDS(conf_words_require_tls)},
+	{"upstream_proxy_protocol", false, conf_parse_word,	"off, v1 or v2",
+		F(upstream_proxy_protocol), 0, 0, 0, WORDS(conf_words_proxy_protocol)},
 	{"event_log_queue",	false,	conf_parse_bytes,	"bytes, 16k to 1024M (suffix k or M)",
 		F(event_log_queue), 0, 16 * 1024, 1024 * MIB, NULL, 0},
 	{"event_log_full",	false,	conf_parse_word,	"continue or refuse",

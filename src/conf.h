@@ -36,6 +36,13 @@ enum conf_require_tls {
 	CONF_REQUIRE_NO,
 };
 
+/* upstream_proxy_protocol: a PROXY header first toward the upstream. */
+enum conf_proxy_protocol {
+	CONF_PROXY_OFF = 0,
+	CONF_PROXY_V1,
+	CONF_PROXY_V2,
+};
+
 /* event_log_full: what the proxy does while its event log cannot take
  * what happens (a full disk): go on, or refuse logins and connections
  * (as auditd's disk_full_action). */
@@ -82,6 +89,7 @@ struct conf {
 	char *event_log; /* "-" is stdout; NULL: no event log */
 	char *keylog;    /* NULL: none */
 	enum conf_log_full event_log_full;
+	enum conf_proxy_protocol upstream_proxy_protocol;
 	size_t event_log_queue; /* bytes of lines that may wait for the disk */
 
 	enum conf_require_tls require_tls;

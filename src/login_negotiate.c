@@ -5,12 +5,14 @@
  */
 
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "audit.h"
 #include "conf.h"
 #include "login_int.h"
+#include "proxyproto.h"
 #include "tls.h"
 
 static void login_clear_fast_offered(struct session *s)
@@ -165,11 +167,48 @@ static void login_keep_client_from(struct session *s, const char *from)
 		s->lg->client_from = strdup(from);
 }
 
+/*
+ * upstream_proxy_protocol: the PROXY header, the connection's first bytes,
+ * sent once the client's domain is known (the upstream leg is idle until
+ * then), so that it can name the domain and, for a Direct TLS client, its
+ * TLS version. A header that cannot be built leaves the session.
+ */
+static bool login_proxy_header(struct session *s)
+{
+	const struct conf *c = login_conf(s);
+	if (c->upstream_proxy_protocol == CONF_PROXY_OFF)
+		return true;
+	struct sockaddr_storage src, dst;
+	socklen_t slen = sizeof(src), dlen = sizeof(dst);
+	bool have = getpeername(s->client.fd, (struct sockaddr *)&src, &slen) == 0 &&
+	            getsockname(s->client.fd, (struct sockaddr *)&dst, &dlen) == 0;
+	struct proxyproto_info in = {
+	    .src = have ? (struct sockaddr *)&src : NULL,
+	    .dst = have ? (struct sockaddr *)&dst : NULL,
+	    .authority = s->lg->domain,
+	    .tls_version = s->lg->client_tls ? s->lg->client_tls_version : NULL,
+	    .sid = s->id,
+	};
+	struct buf b = {0};
+	int rc = c->upstream_proxy_protocol == CONF_PROXY_V1 ? proxyproto_v1(&b, &in)
+	                                                     : proxyproto_v2(&b, &in);
+	if (rc < 0) {
+		buf_free(&b);
+		session_close(s, "out of memory");
+		return false;
+	}
+	login_send_buf(&s->upstream, &b);
+	return !s->closing;
+}
+
 /* The upstream stream starts once both the connection and the client's
  * domain are there (with Direct TLS the domain is the SNI). */
 void login_start_upstream_stream(struct session *s)
 {
 	if (s->lg->domain[0] == '\0')
+		return;
+	if ((s->lg->ustate == US_TLS_WAIT_DOMAIN || s->lg->ustate == US_WAIT_DOMAIN) &&
+	    !login_proxy_header(s))
 		return;
 	if (s->lg->ustate == US_TLS_WAIT_DOMAIN)
 		login_upstream_enter(s, US_TLS);
