@@ -21,6 +21,7 @@
 #include "evlog.h"
 #include "listener.h"
 #include "log.h"
+#include "notify.h"
 #include "secmem.h"
 #include "session.h"
 #include "tls.h"
@@ -197,16 +198,19 @@ static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	(void)loop, (void)revents;
 	struct main_state *m = w->data;
 	char err[4096];
+	notify_reloading();
 	struct conf *c = main_load(m, err, sizeof(err));
 	if (c == NULL || main_apply(&m->px, c, err, sizeof(err)) < 0) {
 		if (c != NULL)
 			conf_free(c);
 		log_warnx("reload failed, keeping the running configuration:\n%s", err);
 		main_lifecycle_event("reload", "failed");
+		notify_send("READY=1\nSTATUS=reload failed, running configuration kept");
 		return;
 	}
 	log_info("configuration reloaded");
 	main_lifecycle_event("reload", "ok");
+	notify_send("READY=1\nSTATUS=configuration reloaded");
 }
 
 /* Fires when the graceful stop took too long. */
@@ -224,6 +228,7 @@ static void main_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	if (m->px.stopping)
 		return;
 	log_info("stopping");
+	notify_send("STOPPING=1");
 	for (size_t i = 0; i < m->nlisteners; i++)
 		listener_close(m->listeners[i]);
 	m->nlisteners = 0;
@@ -364,6 +369,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	notify_init();
 	m.px.loop = EV_DEFAULT;
 	if (main_apply(&m.px, c, err, sizeof(err)) < 0)
 		fatal("%s", err);
@@ -384,6 +390,7 @@ int main(int argc, char **argv)
 	ev_timer_start(m.px.loop, &m.gap_timer);
 	ev_unref(m.px.loop); /* it keeps no loop alive */
 	main_lifecycle_event("start", NULL);
+	notify_send("READY=1"); /* the ports are bound and accepting */
 
 	ev_run(m.px.loop, 0);
 
