@@ -191,6 +191,44 @@ static void main_lifecycle_event(const char *event, const char *detail)
 	evlog_end();
 }
 
+/* Descriptors besides the two of each session: stdio, the listeners (up
+ * to 2 * MAX_LISTENERS), both logs twice while a reload reopens them, the
+ * accept reserve, the notify socket, libev's own, and what a reload opens
+ * for a moment (the configuration, certificates, a resolver socket). */
+#define MAIN_NOFILE_FIXED 64
+
+/*
+ * Makes room for c->max_sessions sessions: the soft RLIMIT_NOFILE is
+ * raised toward the hard limit. Where the hard limit is too low,
+ * max_sessions is capped to what fits, so that the connections past it
+ * are refused at accept (rule max_sessions) instead of failing mid-login
+ * for want of a descriptor; said on stderr once per configured value.
+ */
+static void main_fit_nofile(struct conf *c)
+{
+	static unsigned warned_for;
+	const rlim_t need = 2 * (rlim_t)c->max_sessions + MAIN_NOFILE_FIXED;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur >= need)
+		return;
+	struct rlimit up = {rl.rlim_max < need ? rl.rlim_max : need, rl.rlim_max};
+	if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+		rl.rlim_cur = up.rlim_cur;
+	if (rl.rlim_cur >= need)
+		return;
+	unsigned fit = rl.rlim_cur >= MAIN_NOFILE_FIXED + 2
+	                   ? (unsigned)((rl.rlim_cur - MAIN_NOFILE_FIXED) / 2)
+	                   : 1;
+	if (warned_for != c->max_sessions)
+		log_warnx("max_sessions %u needs %llu file descriptors, the limit is %llu (hard "
+		          "%llu): max_sessions lowered to %u",
+		          c->max_sessions, (unsigned long long)need,
+		          (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, fit);
+	warned_for = c->max_sessions;
+	c->max_sessions = fit;
+}
+
 /* Fires on SIGHUP: a new configuration for new sessions and new steps;
  * established sessions go on. A bad one is reported and the old kept. */
 static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -200,6 +238,8 @@ static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	char err[4096];
 	notify_reloading();
 	struct conf *c = main_load(m, err, sizeof(err));
+	if (c != NULL)
+		main_fit_nofile(c);
 	if (c == NULL || main_apply(&m->px, c, err, sizeof(err)) < 0) {
 		if (c != NULL)
 			conf_free(c);
@@ -369,6 +409,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	main_fit_nofile(c);
 	notify_init();
 	m.px.loop = EV_DEFAULT;
 	if (main_apply(&m.px, c, err, sizeof(err)) < 0)
