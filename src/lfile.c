@@ -90,14 +90,28 @@ static void lfile_cut_tail(struct lfile *f, size_t cut)
 		log_warnx("%s: cannot cut a partial line off: %s", f->path, strerror(errno));
 }
 
-static void lfile_warn(struct lfile *f, time_t *last, const char *what)
+/* A warning about f into msg (under the lock), at most one per
+ * LFILE_WARN_EVERY for each kind (last); msg stays empty otherwise. It is
+ * printed once the lock is let go: stderr may block, the loop must not. */
+static void lfile_warn(struct lfile *f, time_t *last, const char *what, char *msg, size_t n)
 {
 	time_t now = time(NULL);
+	msg[0] = '\0';
 	if (now - *last < LFILE_WARN_EVERY)
 		return;
 	*last = now;
-	log_warnx("%s: %s: %s; %zu bytes queued, %llu lines dropped so far", f->path, what,
-	          strerror(f->err), f->queue.len + f->inflight, (unsigned long long)f->dropped);
+	snprintf(msg, n, "%s: %s: %s; %zu bytes queued, %llu lines dropped so far", f->path, what,
+	         strerror(f->err), f->queue.len + f->inflight, (unsigned long long)f->dropped);
+}
+
+/* Prints msg (if any) with the lock let go for it (the writer thread). */
+static void lfile_say(struct lfile *f, const char *msg)
+{
+	if (msg[0] == '\0')
+		return;
+	pthread_mutex_unlock(&f->lock);
+	log_warnx("%s", msg);
+	pthread_mutex_lock(&f->lock);
 }
 
 /* Puts the unwritten tail of a batch back in front of the queue (what
@@ -162,21 +176,25 @@ static void *lfile_writer(void *arg)
 		int err;
 		size_t done = lfile_write_some(fd, buf_head(&batch), batch.len, &err);
 		size_t whole = lfile_whole(buf_head(&batch), done);
+		if (err != 0)
+			lfile_cut_tail(f, done - whole);
 
 		pthread_mutex_lock(&f->lock);
 		f->busy = false;
 		f->inflight = 0;
 		pthread_cond_broadcast(&f->idle);
+		char msg[512] = "";
 		if (err == 0) {
 			if (f->failing)
-				log_warnx("%s: writing again (%llu lines dropped while it failed)",
-				          f->path, (unsigned long long)f->dropped);
+				snprintf(msg, sizeof(msg),
+				         "%s: writing again (%llu lines dropped while it failed)",
+				         f->path, (unsigned long long)f->dropped);
 			f->failing = false;
 			backoff = LFILE_RETRY_MIN_MS;
 			buf_reset(&batch);
+			lfile_say(f, msg);
 			continue;
 		}
-		lfile_cut_tail(f, done - whole);
 		lfile_requeue(f, buf_head(&batch) + whole, batch.len - whole);
 		buf_reset(&batch);
 		bool first = !f->failing;
@@ -184,7 +202,8 @@ static void *lfile_writer(void *arg)
 		f->err = err;
 		if (first)
 			f->warned = 0;
-		lfile_warn(f, &f->warned, "write failed");
+		lfile_warn(f, &f->warned, "write failed", msg, sizeof(msg));
+		lfile_say(f, msg);
 		lfile_sleep(f, backoff);
 		backoff = backoff * 2 > LFILE_RETRY_MAX_MS ? LFILE_RETRY_MAX_MS : backoff * 2;
 	}
@@ -243,17 +262,21 @@ struct lfile *lfile_open(const char *path, char *err, size_t errlen)
 int lfile_write(struct lfile *f, const char *line, size_t len)
 {
 	int rc = 0;
+	char msg[512] = "";
 	pthread_mutex_lock(&f->lock);
 	if (f->queue.len + f->inflight + len > f->bound || buf_add(&f->queue, line, len) < 0) {
 		f->dropped++;
 		f->dropped_bytes += len;
 		rc = -1;
 		lfile_warn(f, &f->warned_full,
-		           f->failing ? "queue full, lines dropped" : "queue full (disk too slow)");
+		           f->failing ? "queue full, lines dropped" : "queue full (disk too slow)",
+		           msg, sizeof(msg));
 	} else {
 		pthread_cond_signal(&f->cond);
 	}
 	pthread_mutex_unlock(&f->lock);
+	if (msg[0])
+		log_warnx("%s", msg);
 	return rc;
 }
 
