@@ -727,11 +727,104 @@ static void test_file(void)
 	unlink(path2);
 }
 
+/* Polls cond for up to 3 s (the writer thread works apart). */
+static bool eventually(bool (*cond)(void))
+{
+	for (int i = 0; i < 300; i++) {
+		if (cond())
+			return true;
+		usleep(10000);
+	}
+	return cond();
+}
+
+static bool trouble(void)
+{
+	return evlog_trouble();
+}
+
+/*
+ * A log that cannot be written (/dev/full: every write is ENOSPC): lines
+ * wait queued, past the queue bound they are counted lost, and a reopen on
+ * a writable file hands the queued ones over and reports the lost ones in
+ * one log_gap line, before anything later: nothing is lost silently.
+ */
+static void test_full_disk(void)
+{
+	char path[256], err[256] = "";
+	const char *dir = getenv("TMPDIR");
+	snprintf(path, sizeof(path), "%s/test_evlog_full.XXXXXX", dir ? dir : "/tmp");
+	int fd = mkstemp(path);
+	if (fd < 0) {
+		perror("mkstemp");
+		abort();
+	}
+	close(fd);
+	if (access("/dev/full", W_OK) != 0) {
+		printf("SKIP: full disk: no /dev/full\n");
+		return;
+	}
+	T_CHECK(evlog_open("/dev/full", err, sizeof(err)) == 0, "full disk: open /dev/full");
+	evlog_queue_bound(16 * 1024);
+	evlog_begin(1, "queued");
+	evlog_end();
+	T_CHECK(eventually(trouble), "full disk: the log reports trouble once a write fails");
+	/* ~200 bytes each: the 16 KiB queue takes some, the rest are lost */
+	char pad[160];
+	memset(pad, 'p', sizeof(pad) - 1);
+	pad[sizeof(pad) - 1] = '\0';
+	for (unsigned i = 0; i < 200; i++) {
+		evlog_begin(100 + i % 3, "filler");
+		evlog_str("pad", pad);
+		evlog_end();
+	}
+	uint64_t lost, gaps;
+	evlog_totals(&lost, &gaps);
+	T_CHECK(lost > 0 && gaps == 0, "full disk: lines past the bound are counted lost");
+	/* a reopen (SIGHUP) on a writable file: the queued lines go there */
+	T_CHECK(evlog_open(path, err, sizeof(err)) == 0, "full disk: reopen on a writable file");
+	evlog_flush_gap();
+	evlog_begin(2, "after");
+	evlog_end();
+	uint64_t lost2, gaps2;
+	evlog_totals(&lost2, &gaps2);
+	evlog_close();
+
+	size_t len = 0;
+	char *text = read_file(path, &len);
+	T_CHECK(text != NULL && len > 0 && text[len - 1] == '\n', "full disk: whole lines");
+	if (text == NULL)
+		return;
+	char *gap = strstr(text, "\"event\":\"log_gap\"");
+	char *queued = strstr(text, "\"event\":\"queued\"");
+	char *after = strstr(text, "\"event\":\"after\"");
+	T_CHECK(queued != NULL && gap != NULL && after != NULL && queued < gap && gap < after,
+	        "full disk: the queued line, then the gap, then what came after");
+	char want[64];
+	snprintf(want, sizeof(want), "\"events\":%llu,", (unsigned long long)lost);
+	T_CHECK(gap != NULL && strstr(gap, want) != NULL && gaps2 == 1 && lost2 == lost,
+	        "full disk: the gap counts every lost line");
+	char *sessions = gap != NULL ? strstr(gap, "\"sessions\":[") : NULL;
+	char *end = sessions != NULL ? strchr(sessions, ']') : NULL;
+	T_CHECK(end != NULL && end - sessions == (long)strlen("\"sessions\":[100,101,102") &&
+	            memmem(sessions, (size_t)(end - sessions), "100", 3) &&
+	            memmem(sessions, (size_t)(end - sessions), "101", 3) &&
+	            memmem(sessions, (size_t)(end - sessions), "102", 3),
+	        "full disk: the gap names the sessions that lost lines, each once");
+	size_t fillers = 0;
+	for (char *p = text; (p = strstr(p, "\"event\":\"filler\"")) != NULL; p++)
+		fillers++;
+	T_CHECK(fillers + lost == 200, "full disk: every filler is written or counted lost");
+	free(text);
+	unlink(path);
+}
+
 int main(void)
 {
 	test_checker();
 	test_escapes();
 	test_all_inputs();
 	test_file();
+	test_full_disk();
 	T_DONE();
 }
