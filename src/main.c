@@ -229,6 +229,20 @@ static void main_fit_nofile(struct conf *c)
 	c->max_sessions = fit;
 }
 
+/* A SIGHUP whose configuration is refused still reopens the running logs:
+ * logrotate sent it, and the rotated files must not go on taking lines
+ * (the next rotation compresses and deletes them). */
+static void main_reopen_logs(const struct conf *c)
+{
+	char err[512];
+	if (evlog_open(c->event_log, err, sizeof(err)) == 0)
+		evlog_queue_bound(c->event_log_queue);
+	else
+		log_warnx("%s", err);
+	if (tls_keylog_open(c->keylog, err, sizeof(err)) < 0)
+		log_warnx("%s", err);
+}
+
 /* Fires on SIGHUP: a new configuration for new sessions and new steps;
  * established sessions go on. A bad one is reported and the old kept. */
 static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -244,6 +258,7 @@ static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		if (c != NULL)
 			conf_free(c);
 		log_warnx("reload failed, keeping the running configuration:\n%s", err);
+		main_reopen_logs(m->px.conf);
 		main_lifecycle_event("reload", "failed");
 		notify_send("READY=1\nSTATUS=reload failed, running configuration kept");
 		return;
