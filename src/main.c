@@ -424,13 +424,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	main_fit_nofile(c);
 	notify_init();
 	m.px.loop = EV_DEFAULT;
 	if (main_apply(&m.px, c, err, sizeof(err)) < 0)
 		fatal("%s", err);
 	session_proxy_init(&m.px);
 	main_listen(&m);
+	main_fit_nofile(m.px.conf); /* once the start cannot fail on a port */
 	main_drop_privileges(m.px.conf);
 	for (size_t i = 0; i < m.nlisteners; i++)
 		listener_start(m.listeners[i]);
