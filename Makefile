@@ -27,7 +27,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
 
-.PHONY: all test demo clean sanitize unit certs fuzz fuzz-campaign deps
+.PHONY: all test demo clean sanitize unit certs fuzz fuzz-campaign deps install uninstall
 all: xmpp-inspect
 
 # cp then rename: a running ./xmpp-inspect (a test, the demo) is replaced,
@@ -82,6 +82,63 @@ test: deps
 demo: deps
 	$(MAKE) all certs
 	tools/demo
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the proxy in sbin, the
+# report as xmpp-inspect-report, the man pages, the systemd unit and the
+# logrotate snippet if conf/ has them (the unit's /usr/local/... paths are
+# rewritten to these directories), the fail2ban filter and jail (which
+# ships off; see it), and conf/production.conf as the configuration if
+# there is none yet. make uninstall removes all of it but the
+# configuration. Nothing installed reads a file of this tree.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+SYSTEMDDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+INSTALL ?= install
+CONF_DIR := $(SYSCONFDIR)/xmpp-inspect
+SERVICE := conf/systemd/xmpp-inspect.service
+LOGROTATE := conf/logrotate/xmpp-inspect
+# every file install writes but the configuration (uninstall's list)
+INSTALLED := $(SBINDIR)/xmpp-inspect $(BINDIR)/xmpp-inspect-report \
+	$(MANDIR)/man8/xmpp-inspect.8 $(MANDIR)/man5/xmpp-inspect.conf.5 \
+	$(MANDIR)/man1/xmpp-inspect-report.1 $(SYSTEMDDIR)/xmpp-inspect.service \
+	$(SYSCONFDIR)/logrotate.d/xmpp-inspect $(SYSCONFDIR)/fail2ban/filter.d/xmpp-inspect.conf \
+	$(SYSCONFDIR)/fail2ban/jail.d/xmpp-inspect.conf
+
+install: all
+	$(INSTALL) -d -m 755 "$(DESTDIR)$(SBINDIR)" "$(DESTDIR)$(BINDIR)" \
+		"$(DESTDIR)$(MANDIR)/man1" "$(DESTDIR)$(MANDIR)/man5" "$(DESTDIR)$(MANDIR)/man8" \
+		"$(DESTDIR)$(CONF_DIR)" "$(DESTDIR)$(SYSCONFDIR)/fail2ban/filter.d" \
+		"$(DESTDIR)$(SYSCONFDIR)/fail2ban/jail.d"
+	$(INSTALL) -m 755 xmpp-inspect "$(DESTDIR)$(SBINDIR)/xmpp-inspect"
+	$(INSTALL) -m 755 tools/report "$(DESTDIR)$(BINDIR)/xmpp-inspect-report"
+	$(INSTALL) -m 644 conf/man/xmpp-inspect.8 "$(DESTDIR)$(MANDIR)/man8/xmpp-inspect.8"
+	$(INSTALL) -m 644 conf/man/xmpp-inspect.conf.5 "$(DESTDIR)$(MANDIR)/man5/xmpp-inspect.conf.5"
+	$(INSTALL) -m 644 conf/man/xmpp-inspect-report.1 "$(DESTDIR)$(MANDIR)/man1/xmpp-inspect-report.1"
+	$(INSTALL) -m 644 conf/fail2ban/filter.d/xmpp-inspect.conf \
+		"$(DESTDIR)$(SYSCONFDIR)/fail2ban/filter.d/xmpp-inspect.conf"
+	$(INSTALL) -m 644 conf/fail2ban/jail.d/xmpp-inspect.conf \
+		"$(DESTDIR)$(SYSCONFDIR)/fail2ban/jail.d/xmpp-inspect.conf"
+	if [ -f $(SERVICE) ]; then \
+		$(INSTALL) -d -m 755 "$(DESTDIR)$(SYSTEMDDIR)" && \
+		sed -e 's|/usr/local/sbin/|$(SBINDIR)/|g' -e 's|/usr/local/bin/|$(BINDIR)/|g' \
+			-e 's|/usr/local/etc/|$(SYSCONFDIR)/|g' $(SERVICE) > "$(DESTDIR)$(SYSTEMDDIR)/xmpp-inspect.service" && \
+		chmod 644 "$(DESTDIR)$(SYSTEMDDIR)/xmpp-inspect.service"; \
+	else echo "no $(SERVICE): no systemd unit installed"; fi
+	if [ -f $(LOGROTATE) ]; then \
+		$(INSTALL) -d -m 755 "$(DESTDIR)$(SYSCONFDIR)/logrotate.d" && \
+		$(INSTALL) -m 644 $(LOGROTATE) "$(DESTDIR)$(SYSCONFDIR)/logrotate.d/xmpp-inspect"; \
+	else echo "no $(LOGROTATE): no logrotate snippet installed"; fi
+	if [ -e "$(DESTDIR)$(CONF_DIR)/xmpp-inspect.conf" ] || [ -L "$(DESTDIR)$(CONF_DIR)/xmpp-inspect.conf" ]; then \
+		echo "kept $(DESTDIR)$(CONF_DIR)/xmpp-inspect.conf (the new example is conf/production.conf)"; \
+	else $(INSTALL) -m 644 conf/production.conf "$(DESTDIR)$(CONF_DIR)/xmpp-inspect.conf"; fi
+
+uninstall:
+	rm -f $(addprefix "$(DESTDIR),$(addsuffix ",$(INSTALLED)))
+	@if [ -e "$(DESTDIR)$(CONF_DIR)/xmpp-inspect.conf" ]; then \
+		echo "kept $(DESTDIR)$(CONF_DIR)/xmpp-inspect.conf (remove it by hand if it is no longer wanted)"; fi
 
 FUZZ_SECONDS ?= 60
 fuzz:
