@@ -191,23 +191,25 @@ static void main_lifecycle_event(const char *event, const char *detail)
 	evlog_end();
 }
 
-/* Descriptors besides the two of each session: stdio, the listeners (up
- * to 2 * MAX_LISTENERS), both logs twice while a reload reopens them, the
- * accept reserve, the notify socket, libev's own, and what a reload opens
- * for a moment (the configuration, certificates, a resolver socket). */
-#define MAIN_NOFILE_FIXED 64
+/* Descriptors besides the two of each session and one per listener: stdio
+ * (3), both logs twice while a reload reopens them (4), the accept reserve
+ * and the notify socket (2), libev's own (3), and what a reload opens for
+ * a moment (the configuration, a certificate file, the resolver's socket
+ * and files: 5); twice that. */
+#define MAIN_NOFILE_FIXED 32
 
 /*
- * Makes room for c->max_sessions sessions: the soft RLIMIT_NOFILE is
+ * Makes room for c->max_sessions sessions beside nlisteners listeners: the soft RLIMIT_NOFILE is
  * raised toward the hard limit. Where the hard limit is too low,
  * max_sessions is capped to what fits, so that the connections past it
  * are refused at accept (rule max_sessions) instead of failing mid-login
  * for want of a descriptor; said on stderr once per configured value.
  */
-static void main_fit_nofile(struct conf *c)
+static void main_fit_nofile(struct conf *c, size_t nlisteners)
 {
 	static unsigned warned_for;
-	const rlim_t need = 2 * (rlim_t)c->max_sessions + MAIN_NOFILE_FIXED;
+	const rlim_t fixed = nlisteners + MAIN_NOFILE_FIXED;
+	const rlim_t need = 2 * (rlim_t)c->max_sessions + fixed;
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
 	    rl.rlim_cur >= need)
@@ -217,9 +219,7 @@ static void main_fit_nofile(struct conf *c)
 		rl.rlim_cur = up.rlim_cur;
 	if (rl.rlim_cur >= need)
 		return;
-	unsigned fit = rl.rlim_cur >= MAIN_NOFILE_FIXED + 2
-	                   ? (unsigned)((rl.rlim_cur - MAIN_NOFILE_FIXED) / 2)
-	                   : 1;
+	unsigned fit = rl.rlim_cur >= fixed + 2 ? (unsigned)((rl.rlim_cur - fixed) / 2) : 1;
 	if (warned_for != c->max_sessions)
 		log_warnx("max_sessions %u needs %llu file descriptors, the limit is %llu (hard "
 		          "%llu): max_sessions lowered to %u",
@@ -253,7 +253,7 @@ static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	notify_reloading();
 	struct conf *c = main_load(m, err, sizeof(err));
 	if (c != NULL)
-		main_fit_nofile(c);
+		main_fit_nofile(c, m->nlisteners);
 	if (c == NULL || main_apply(&m->px, c, err, sizeof(err)) < 0) {
 		if (c != NULL)
 			conf_free(c);
@@ -430,7 +430,7 @@ int main(int argc, char **argv)
 		fatal("%s", err);
 	session_proxy_init(&m.px);
 	main_listen(&m);
-	main_fit_nofile(m.px.conf); /* once the start cannot fail on a port */
+	main_fit_nofile(m.px.conf, m.nlisteners); /* once the start cannot fail on a port */
 	main_drop_privileges(m.px.conf);
 	for (size_t i = 0; i < m.nlisteners; i++)
 		listener_start(m.listeners[i]);
