@@ -40,6 +40,10 @@ from cases import case, CA, USERS, ALL_PASSWORDS
 REPO = harness.REPO
 UNIT = REPO / "conf" / "systemd" / "xmpp-inspect.service"
 LOGROTATE = REPO / "conf" / "logrotate" / "xmpp-inspect"
+# MAIN_NOFILE_FIXED in src/main.c: descriptors besides sessions and listeners
+FIXED = int(re.search(r"#define MAIN_NOFILE_FIXED (\d+)", (REPO / "src" / "main.c").read_text()).group(1))
+# the harness's proxies have two listeners
+NEED_DEFAULT = 2 * 20000 + 2 + FIXED
 
 
 def through(px, env=None, nofile=None):
@@ -255,11 +259,12 @@ def systemd_unit_verify(ctx):
                       ("LogsDirectory", "xmpp-inspect")):
         ctx.check(unit_value(text, key) == [want], f"{key}= is {unit_value(text, key)}, want {want}")
     bounds = (REPO / "src" / "bounds.h").read_text()
-    main_c = (REPO / "src" / "main.c").read_text()
     sessions = int(re.search(r"#define DEFAULT_MAX_SESSIONS (\d+)", bounds).group(1))
-    fixed = int(re.search(r"#define MAIN_NOFILE_FIXED (\d+)", main_c).group(1))
-    ctx.check(unit_value(text, "LimitNOFILE") == [str(2 * sessions + fixed)],
-              f"LimitNOFILE={unit_value(text, 'LimitNOFILE')}, want 2 * {sessions} + {fixed}")
+    listeners = 2 * int(re.search(r"#define MAX_LISTENERS (\d+)", bounds).group(1))
+    want = 2 * sessions + listeners + FIXED
+    ctx.check(unit_value(text, "LimitNOFILE") == [str(want)],
+              f"LimitNOFILE={unit_value(text, 'LimitNOFILE')}, want 2 * {sessions} sessions "
+              f"+ {listeners} listeners + {FIXED} = {want}")
 
     tmp = Path(tempfile.mkdtemp(prefix="xi-unit-"))
     try:
@@ -508,17 +513,18 @@ def logrotate_failed_reload(ctx):
 
 @case("nofile_hard_limit_low")
 def nofile_hard_limit_low(ctx):
-    """Soft limit 1024, hard 2048 (max_sessions 20000 needs 40064): the soft
-    limit goes up to 2048, stderr says once how many sessions fit (992) and
-    max_sessions is lowered to that; a reload with the same configuration
-    says nothing more; logins work."""
+    """Soft limit 1024, hard 2048 (max_sessions 20000 with two listeners
+    needs 40034): the soft limit goes up to 2048, stderr says once how many
+    sessions fit ((2048 - 34) / 2 = 1007) and max_sessions is lowered to
+    that; a reload with the same configuration says nothing more; logins
+    work."""
     px = ctx.proxy(start=False)
     through(px, nofile=(1024, 2048))
     start(ctx, px)
     ctx.check(nofile_limits(px.proc.pid) == (2048, 2048),
               f"limits {nofile_limits(px.proc.pid)}, want soft raised to the hard 2048")
-    want = "max_sessions 20000 needs 40064 file descriptors, the limit is 2048 (hard 2048): " \
-           "max_sessions lowered to 992"
+    want = f"max_sessions 20000 needs {NEED_DEFAULT} file descriptors, the limit is 2048 " \
+           f"(hard 2048): max_sessions lowered to {(2048 - 2 - FIXED) // 2}"
     ctx.check(harness.wait_until(lambda: want in px.stderr(), 5),
               f"stderr does not say {want!r}: {px.stderr()[-400:]!r}")
     px.reload()
@@ -531,12 +537,13 @@ def nofile_hard_limit_low(ctx):
 
 @case("nofile_cap_refuses")
 def nofile_cap_refuses(ctx):
-    """Soft and hard limit 80: (80 - 64) / 2 = 8 sessions fit; with eight
-    open the ninth connection is refused at accept with rule max_sessions
-    (not dropped for want of a descriptor), and once one ends a new one
-    is served."""
+    """A limit (soft and hard) that fits eight sessions beside two listeners
+    and the fixed descriptors: with eight open the ninth connection is
+    refused at accept with rule max_sessions (not dropped for want of a
+    descriptor), and once one ends a new one is served."""
     px = ctx.proxy(start=False)
-    through(px, nofile=(80, 80))
+    limit = 2 * 8 + 2 + FIXED
+    through(px, nofile=(limit, limit))
     start(ctx, px)
     ctx.check("max_sessions lowered to 8" in px.stderr(), f"stderr: {px.stderr()[-300:]!r}")
     held = [ctx.raw(px.port) for _ in range(8)]
@@ -556,16 +563,16 @@ def nofile_cap_refuses(ctx):
 @case("nofile_hard_limit_enough")
 def nofile_hard_limit_enough(ctx):
     """Soft limit 1024 and a hard one high enough: the soft limit is raised
-    to what max_sessions needs (2 * sessions + 64), no more, and nothing is
-    said; with max_sessions 100 (needs 264) the soft limit of 1024 is left
+    to what max_sessions needs (2 per session, 1 per listener, 32), no more,
+    and nothing is said; with max_sessions 100 the soft limit of 1024 is left
     as it is. The hard limit is the test's own (raising it needs
     CAP_SYS_RESOURCE), max_sessions the default 20000 if it allows that."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     hard = 50000 if hard == resource.RLIM_INFINITY else min(hard, 50000)
-    sessions = 20000 if hard >= 40064 else (hard - 64) // 2 - 100
+    sessions = 20000 if hard >= NEED_DEFAULT else (hard - 2 - FIXED) // 2 - 100
     if sessions < 1000:
         ctx.skip(f"the hard descriptor limit here is {hard}")
-    need = 2 * sessions + 64
+    need = 2 * sessions + 2 + FIXED
     px = ctx.proxy(start=False, max_sessions=str(sessions))
     through(px, nofile=(1024, hard))
     start(ctx, px)
