@@ -22,9 +22,13 @@ checks. The faults (issue 15):
           half must all log in.
   5 disk  the event log on a private tmpfs (mounted here, unmounted after,
           also on failure; SKIP if mount fails) filled by a filler file and
-          freed again, in turns, with one long full spell; checked against
-          the durability contract: every line whole JSON, and every session
-          and every login either in the log or counted by a `log_gap` event.
+          freed again, in turns: 4 s full, 3 s free, the second full spell
+          long (--disk-long-hold) to overflow the queue (event_log_queue
+          set to 1M); once with event_log_full unset (continue), once with
+          refuse (that run by time only, at most 60 s: refused clients
+          retry at once). Checked against the durability contract: every line
+          whole JSON, and every session and every login either in the log
+          or counted by a `log_gap` event.
 
 The load: `concurrency` asyncio raw clients in one thread, each logging in
 again and again (PLAIN over STARTTLS, a quarter over Direct TLS; connect,
@@ -120,6 +124,7 @@ class Conn:
         self.eof = False
         self.tail = b""  # the last bytes received since the last restart, for diagnostics
         self.pending = None  # bytes of the next stream, received before its restart
+        self.early_header = False
         self.reset_parser()
 
     def reset_parser(self):
@@ -147,6 +152,7 @@ class Conn:
         i = data.find(b"<?xml", 0 if self.fed else 1)
         if i >= 0:
             data, self.pending = data[:i], data[i:]
+            self.early_header = True  # the peer did not wait for our header
         self.fed += len(data)
         self.tail = (self.tail + data)[-1500:]
         try:
@@ -377,6 +383,8 @@ async def one_login(cfg, n, direct, reset_at):
         return r
     finally:
         r["elapsed"] = loop.time() - t0
+        if conn is not None and conn.early_header:
+            r["early_header"] = conn.tail[-600:].decode("utf-8", "replace")
         if conn is not None:
             w = conn.writer
             try:
@@ -772,24 +780,20 @@ def fill(path, mount):
     return n
 
 
-def fault_disk(mount, seconds, long_hold):
+def fault_disk(mount, long_hold):
     filler = Path(mount) / "filler"
 
     def loop(stop, st):
         st.update(fills=0, full_s=0.0, filled_mib=0.0, free_when_full=[])
-        t_start = time.monotonic()
-        long_done = False
         while not stop.wait(3.0):
             n = fill(filler, mount)
             st["fills"] += 1
             st["filled_mib"] = max(st["filled_mib"], n / 1048576)
             vfs = os.statvfs(mount)
             st["free_when_full"].append(vfs.f_bavail * vfs.f_frsize)
-            # one long full spell a third into the run: past any queue
-            # bound at this load; the others short, for the retry path
-            hold = 4.0
-            if not long_done and time.monotonic() - t_start > seconds / 3:
-                hold, long_done = long_hold, True
+            # the second full spell long, past the queue's bound at this
+            # load (a log_gap); the others short (the queue holds them)
+            hold = long_hold if st["fills"] == 2 else 4.0
             t = time.monotonic()
             stop.wait(hold)
             filler.unlink()
@@ -907,6 +911,7 @@ class Run:
         prosody = None
         px = None
         inj = None
+        warm = load = None
         try:
             extra = {"keylog": None, "max_per_addr": str(max(1000, 4 * a.concurrency)),
                      "connect_timeout": "5", "login_timeout": "10"}
@@ -964,12 +969,18 @@ class Run:
                 "kill": lambda: fault_kill(prosody),
                 "stop": lambda: fault_stop(prosody, stop_s, a.stop_run_s),
                 "rst": lambda: (lambda stop, st: stop.wait()),
-                "disk": lambda: fault_disk(tmpfs.dir, a.fault_seconds,
-                                           a.disk_long_hold or 0.4 * a.fault_seconds),
+                "disk": lambda: fault_disk(tmpfs.dir, a.disk_long_hold
+                                           or min(30.0, 0.4 * a.fault_seconds)),
             }[self.fault]()
             sampler = Sampler(pid)
             sampler.start()
-            load = Load(cfg, seconds=a.fault_seconds, target=a.logins, label=self.fault)
+            seconds, target = a.fault_seconds, a.logins
+            if self.log_full == "refuse":
+                # refused connections come back at once: by count the run
+                # would be over in seconds; by time it sees the disk full
+                # and free in turns
+                seconds, target = min(a.fault_seconds, 60.0), None
+            load = Load(cfg, seconds=seconds, target=target, label=self.fault)
             inj = Injector(fn)
             load.start()
             inj.start()
@@ -1006,7 +1017,7 @@ class Run:
             self.check(status == 0 and not px.killed, "proxy exits 0 on SIGTERM",
                        f"status {status}{' (killed)' if px.killed else ''}")
             tr.finish()
-            self.log_checks(tr, load.results)
+            self.log_checks(tr, load.results, warm.results)
             report = px.sanitizer_report()
             self.check(not report, "no sanitizer report",
                        report.strip().splitlines()[0] if report else "")
@@ -1025,7 +1036,12 @@ class Run:
                         pass
                     px.event_log = px.dir / "events.jsonl"
                 if a.keep:
-                    self.say(f"kept {px.dir} and {prosody.dir}")
+                    if load is not None:  # what each client got, for a later look
+                        with open(px.dir / "clients.jsonl", "w") as f:
+                            for x in list(warm.results if warm else []) + load.results:
+                                f.write(json.dumps(x) + "\n")
+                    self.say(f"kept {px.dir} (clients.jsonl: each client's record) and "
+                             f"{prosody.dir}")
                 px.cleanup()
             if tmpfs is not None:
                 tmpfs.close()
@@ -1044,8 +1060,9 @@ class Run:
                  f"{len(plain) - len(ok)} not ok, {len(resets)} reset on purpose; "
                  f"{len(rs) / elapsed:.1f} attempts/s; answer p50 {pct(ms, 50)} ms, "
                  f"p95 {pct(ms, 95)} ms, max {max(ms or [0])} ms"
-                 + (f" (target {a.logins}: {'reached' if len(rs) >= a.logins else 'NOT reached'})"
-                    if a.logins else ""))
+                 + (f" (target {load.target}: "
+                    f"{'reached' if len(rs) >= load.target else 'NOT reached'})"
+                    if load.target else ""))
         stats = {k: v for k, v in inj.stats.items() if k != "down_ms"}
         if "down_ms" in inj.stats and inj.stats["down_ms"]:
             stats["down_ms p50/max"] = f"{pct(inj.stats['down_ms'], 50)}/{max(inj.stats['down_ms'])}"
@@ -1084,6 +1101,13 @@ class Run:
                    f"{len(unanswered)} without: " + "; ".join(
                        f"{n} x {k}" for k, n in sorted(kinds(unanswered).items(),
                                                        key=lambda kv: -kv[1])[:4]))
+        early = [x for x in rs if x.get("early_header")]
+        if early:
+            self.say("a stream opened to a client before its restart header: "
+                     + json.dumps(early[0]))
+        self.check(not early, "no stream header to a client before its own (RFC 6120 4.2)",
+                   f"{len(early)} clients got the proxy's new stream header before they sent "
+                   "theirs: " + "; ".join(f"{n} x {k}" for k, n in kinds(early).items()))
         if self.fault in ("hup", "rst") or (self.fault == "disk" and self.log_full != "refuse"):
             # the upstream is fine: every login that was not reset must succeed
             failed = [x for x in plain if x["outcome"] != "ok"]
@@ -1117,7 +1141,7 @@ class Run:
         return (self.log_full == "refuse" and x["outcome"] in ("eof", "error")
                 and x["stage"] in ("features", "tls"))
 
-    def log_checks(self, tr, results):
+    def log_checks(self, tr, results, earlier=()):
         """The event log, after the proxy exited: against the contract."""
         bad = tr.bad
         self.check(not bad, "every event log line a whole JSON object",
@@ -1152,7 +1176,10 @@ class Run:
                    f"{len(nologin)} without: sids {sorted(nologin)[:8]}")
         # per client: the client's own session (by its port) and, if it
         # sent <auth> and did not reset, its login record
-        pairs = match_clients(results, tr)
+        # (the warm-up's clients are in the log too, on the same ports)
+        ours = {id(x) for x in results}
+        pairs = [(x, sid) for x, sid in match_clients(list(earlier) + list(results), tr)
+                 if id(x) in ours]
         lost = [x for x, sid in pairs if sid is None]
         # (a stream error or a reset may cross the <auth> in flight: the
         # proxy never read it; those are covered by the log-side check)
