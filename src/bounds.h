@@ -53,6 +53,13 @@
 #define STREAM_CLOSE_WAIT 10
 #define MAX_TRAILING (64 * 1024)
 
+/* Descriptors besides the two of each session and one per listener: stdio
+ * (3), both logs twice while a reload reopens them (4), the accept reserve
+ * and the notify socket (2), libev's own (3), and what a reload opens for
+ * a moment (the configuration, a certificate file, the resolver's socket
+ * and files: 5); twice that. */
+#define NOFILE_FIXED 32
+
 /* Concurrent sessions; each costs two fds and ~tens of KiB. */
 #define DEFAULT_MAX_SESSIONS 20000
 /* Concurrent sessions from one client address. */

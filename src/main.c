@@ -191,12 +191,6 @@ static void main_lifecycle_event(const char *event, const char *detail)
 	evlog_end();
 }
 
-/* Descriptors besides the two of each session and one per listener: stdio
- * (3), both logs twice while a reload reopens them (4), the accept reserve
- * and the notify socket (2), libev's own (3), and what a reload opens for
- * a moment (the configuration, a certificate file, the resolver's socket
- * and files: 5); twice that. */
-#define MAIN_NOFILE_FIXED 32
 
 /*
  * Makes room for c->max_sessions sessions beside nlisteners listeners: the soft RLIMIT_NOFILE is
@@ -208,7 +202,7 @@ static void main_lifecycle_event(const char *event, const char *detail)
 static void main_fit_nofile(struct conf *c, size_t nlisteners)
 {
 	static unsigned warned_for;
-	const rlim_t fixed = nlisteners + MAIN_NOFILE_FIXED;
+	const rlim_t fixed = nlisteners + NOFILE_FIXED;
 	const rlim_t need = 2 * (rlim_t)c->max_sessions + fixed;
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||

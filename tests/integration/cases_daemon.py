@@ -40,8 +40,8 @@ from cases import case, CA, USERS, ALL_PASSWORDS
 REPO = harness.REPO
 UNIT = REPO / "conf" / "systemd" / "xmpp-inspect.service"
 LOGROTATE = REPO / "conf" / "logrotate" / "xmpp-inspect"
-# MAIN_NOFILE_FIXED in src/main.c: descriptors besides sessions and listeners
-FIXED = int(re.search(r"#define MAIN_NOFILE_FIXED (\d+)", (REPO / "src" / "main.c").read_text()).group(1))
+# NOFILE_FIXED in src/bounds.h: descriptors besides sessions and listeners
+FIXED = int(re.search(r"#define NOFILE_FIXED (\d+)", (REPO / "src" / "bounds.h").read_text()).group(1))
 # the harness's proxies have two listeners
 NEED_DEFAULT = 2 * 20000 + 2 + FIXED
 
