@@ -191,7 +191,6 @@ static void main_lifecycle_event(const char *event, const char *detail)
 	evlog_end();
 }
 
-
 /*
  * Makes room for c->max_sessions sessions beside nlisteners listeners: the soft RLIMIT_NOFILE is
  * raised toward the hard limit. Where the hard limit is too low,

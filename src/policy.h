@@ -37,11 +37,11 @@ struct policy_input {
 	const char *mechanism; /* upper-cased */
 	bool client_tls;       /* the client leg is encrypted */
 	bool upstream_requires_tls;
-	bool offered;                  /* POLICY_AUTH: the mechanism was offered to the client */
-	bool starttls_stripped;        /* strip_starttls hid STARTTLS from this client */
-	unsigned failures;             /* POLICY_AUTH: recent failures from the client address */
-	unsigned in_flight;            /* POLICY_AUTH: attempts from the address not answered yet */
-	bool log_full;                 /* POLICY_AUTH: the event log cannot record (evlog_trouble) */
+	bool offered;           /* POLICY_AUTH: the mechanism was offered to the client */
+	bool starttls_stripped; /* strip_starttls hid STARTTLS from this client */
+	unsigned failures;      /* POLICY_AUTH: recent failures from the client address */
+	unsigned in_flight;     /* POLICY_AUTH: attempts from the address not answered yet */
+	bool log_full;          /* POLICY_AUTH: the event log cannot record (evlog_trouble) */
 	enum policy_identity identity; /* POLICY_IDENTITY */
 	const char *user;              /* POLICY_IDENTITY: authcid/username, or a JID's localpart */
 	const char *authzid;           /* POLICY_IDENTITY: the JID asked to act as, or NULL */
