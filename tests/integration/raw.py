@@ -51,9 +51,12 @@ class RawClient:
     """
 
     def __init__(self, port, host="127.0.0.1", direct_tls=False, ca=None,
-                 sni="lab.test", timeout=5.0):
+                 sni="lab.test", timeout=5.0, source=None):
+        """source: the local address to connect from (another loopback
+        address, 127.0.0.2, for a client the server must tell apart)."""
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.ca = ca
         self.sni = sni
@@ -253,7 +256,7 @@ def has_starttls(features):
     return "required" if st.find(q(NS_TLS, "required")) is not None else "offered"
 
 
-def login_plain(c, user, password, to="lab.test", bind=True):
+def login_plain(c, user, password, to="lab.test", bind=True, resource="raw"):
     """A complete PLAIN login on an open RawClient (STARTTLS first if
     offered), then optionally a resource bind. Returns the bound JID or
     True; raises AssertionError with what went wrong."""
@@ -268,7 +271,7 @@ def login_plain(c, user, password, to="lab.test", bind=True):
     c.open_stream(to)
     if not bind:
         return True
-    c.send(f"<iq type='set' id='b1'><bind xmlns='{NS_BIND}'><resource>raw</resource></bind></iq>")
+    c.send(f"<iq type='set' id='b1'><bind xmlns='{NS_BIND}'><resource>{resource}</resource></bind></iq>")
     el = c.expect("iq")
     jid = el.find(f"{q(NS_BIND, 'bind')}/{q(NS_BIND, 'jid')}")
     if jid is None:
