@@ -625,3 +625,421 @@ def run_client(jid, password, port, host="127.0.0.1", mech=None, direct_tls=Fals
     if not result.get("ok"):
         result["stderr"] = r.stderr[-3000:]
     return result
+
+
+# ---------------------------------------------------------------- ejabberd, HAProxy
+#
+# Two more real servers, for upstream_proxy_protocol (issue 12): ejabberd
+# reads a PROXY header on a listener with use_proxy_protocol (v1 and v2), so
+# its own log, its session table and mod_fail2ban show which address it
+# took from ours; HAProxy (`bind ... accept-proxy`) is an independent parser
+# of the same bytes.
+
+
+class ServerUnavailable(HarnessError):
+    """A server this machine cannot run (not installed, not root): cases
+    that need it SKIP rather than FAIL."""
+
+
+def package_version(name):
+    """Debian's version of an installed package, or ''."""
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", name],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _group_alive(pgid):
+    """True while any process is in process group pgid."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        # after "pid (comm)": state ppid pgrp ...; a zombie has exited
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+EJABBERDCTL = "/usr/sbin/ejabberdctl"
+EJABBERD_USER = "ejabberd"
+
+# Runs ejabberdctl foreground as the wrapper's child; the wrapper is the
+# process group leader and gets SIGTERM if the test runner dies
+# (PR_SET_PDEATHSIG), and then passes it to the whole group, beam.smp
+# included, which stops cleanly on SIGTERM (ejabberdctl's bash would die
+# alone and leave the Erlang VM running).
+_EJABBERD_WRAPPER = 'trap "trap - TERM INT; kill -TERM 0" TERM INT; "$@" & wait $!'
+
+
+class Ejabberd:
+    """A private ejabberd (Debian 23.01) on 127.0.0.1.
+
+    Everything is in one directory under /tmp owned by user ejabberd (the
+    server runs as that user and must be able to traverse its files):
+    ejabberd.yml, ejabberdctl.cfg (a node name of its own, Erlang
+    distribution on a free port of 127.0.0.1 without epmd), inetrc, the
+    Erlang cookie (HOME is this directory, so /var/lib/ejabberd is never
+    used), the certificates (copied from certs/lab: the key there is
+    readable by root only), the Mnesia spool and the logs.
+
+    Listeners, all ejabberd_c2s on 127.0.0.1:
+      port        STARTTLS required, use_proxy_protocol: true
+      tls_port    Direct TLS, use_proxy_protocol: true
+      plain_port  STARTTLS required, no PROXY header (the baseline)
+    Modules: mod_admin_extra (connected_users_info), mod_fail2ban
+    (c2s_max_auth_failures, c2s_auth_ban_lifetime seconds), roster, disco,
+    ping. Accounts: users {localpart: password} on lab.test, registered
+    with `ejabberdctl register` once it listens.
+
+    Start-up: ~2.5 s to listen, then ~1 s per ejabberdctl call (each starts
+    an Erlang VM); the accounts are registered in parallel. Share one.
+    """
+
+    def __init__(self, users, max_auth_failures=3, ban_lifetime=60, name="ejabberd",
+                 keep=False):
+        self.users = dict(users)
+        self.max_auth_failures = int(max_auth_failures)
+        self.ban_lifetime = int(ban_lifetime)
+        self.name = name
+        self.keep = keep
+        self.proc = None
+        self.start_seconds = None
+        self._out = None
+        why = ejabberd_unavailable()
+        if why:
+            raise ServerUnavailable(why)
+        import pwd
+        pw = pwd.getpwnam(EJABBERD_USER)
+        self.uid, self.gid = pw.pw_uid, pw.pw_gid
+        self.dir = Path(tempfile.mkdtemp(prefix=f"xi-{name}-", dir="/tmp"))
+        self.spool = self.dir / "spool"
+        self.logs = self.dir / "logs"
+        self.log = self.logs / "ejabberd.log"
+        self.error_log = self.logs / "error.log"
+        self.config = self.dir / "ejabberd.yml"
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.plain_port = free_port()
+        self.dist_port = free_port()
+        self.node = f"xi-{os.urandom(4).hex()}@localhost"
+
+    def _env(self):
+        # Nothing from the caller's environment: ejabberdctl prefers
+        # EJABBERD_CONFIG_PATH, SPOOL_DIR, ERL_* ... from there over its
+        # own defaults.
+        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.dir),
+                "LANG": "C.UTF-8", "USER": EJABBERD_USER, "LOGNAME": EJABBERD_USER}
+
+    def _ctl_args(self):
+        return [EJABBERDCTL, "--config-dir", str(self.dir), "--logs", str(self.logs),
+                "--spool", str(self.spool)]
+
+    def write_config(self):
+        for f in (CERTS / "server.pem", CERTS / "server.key", CA):
+            if not f.exists():
+                raise HarnessError(f"{f} missing: run `make -C certs`")
+        self.spool.mkdir()
+        self.logs.mkdir()
+        (self.dir / "contrib").mkdir()
+        cert = self.dir / "server.pem"
+        cert.write_bytes((CERTS / "server.pem").read_bytes() + (CERTS / "server.key").read_bytes())
+        cert.chmod(0o600)
+        shutil.copy(CA, self.dir / "ca.pem")
+        cookie = self.dir / ".erlang.cookie"
+        cookie.write_text(os.urandom(16).hex())
+        cookie.chmod(0o400)
+        (self.dir / "inetrc").write_text(
+            '{lookup,["file","native"]}.\n{host,{127,0,0,1}, ["localhost"]}.\n')
+        (self.dir / "ejabberdctl.cfg").write_text(
+            "# written by tests/integration/harness.py\n"
+            f"ERLANG_NODE={self.node}\n"
+            'ERL_OPTIONS="-kernel inet_dist_use_interface {127,0,0,1}"\n'
+            f"ERL_DIST_PORT={self.dist_port}\n"
+            "EJABBERD_BYPASS_WARNINGS=true\n"
+            f"CONTRIB_MODULES_PATH={self.dir / 'contrib'}\n"
+            f"CONTRIB_MODULES_CONF_DIR={self.dir / 'contrib'}\n")
+
+        def c2s(port, **opts):
+            lines = ["  -", f"    port: {port}", '    ip: "127.0.0.1"',
+                     "    module: ejabberd_c2s", "    access: c2s"]
+            lines += [f"    {k}: {str(v).lower()}" for k, v in opts.items()]
+            return lines
+
+        lines = [
+            "# written by tests/integration/harness.py",
+            "loglevel: info",
+            "log_rotate_count: 0",
+            "hide_sensitive_log_data: false",
+            "hosts:",
+            f'  - "{DOMAIN}"',
+            "certfiles:",
+            f'  - "{cert}"',
+            f'ca_file: "{self.dir / "ca.pem"}"',
+            "acme:",
+            "  auto: false",
+            "auth_method: internal",
+            "auth_password_format: scram",
+            "s2s_access: none",
+            "listen:",
+            *c2s(self.port, starttls_required=True, use_proxy_protocol=True),
+            *c2s(self.tls_port, tls=True, use_proxy_protocol=True),
+            *c2s(self.plain_port, starttls_required=True),
+            "acl:",
+            "  local:",
+            '    user_regexp: ""',
+            "access_rules:",
+            "  local:",
+            "    allow: local",
+            "  c2s:",
+            "    allow: all",
+            "api_permissions:",
+            '  "console commands":',
+            "    from:",
+            "      - ejabberd_ctl",
+            "    who: all",
+            '    what: "*"',
+            "modules:",
+            "  mod_admin_extra: {}",
+            "  mod_fail2ban:",
+            f"    c2s_max_auth_failures: {self.max_auth_failures}",
+            f"    c2s_auth_ban_lifetime: {self.ban_lifetime}",
+            "  mod_roster: {}",
+            "  mod_disco: {}",
+            "  mod_ping: {}",
+            "",
+        ]
+        self.config.write_text("\n".join(lines))
+        for root, dirs, files in os.walk(self.dir):
+            for n in dirs + files:
+                os.chown(os.path.join(root, n), self.uid, self.gid)
+        os.chown(self.dir, self.uid, self.gid)
+
+    def ctl(self, *args, timeout=30.0, check=True):
+        """Runs `ejabberdctl ARGS` against this node (as user ejabberd);
+        returns its stdout. Each call costs ~1 s (an Erlang VM)."""
+        p = self._ctl_popen(args)
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise HarnessError(f"ejabberdctl {' '.join(args)}: no answer in {timeout}s")
+        if check and p.returncode != 0:
+            raise HarnessError(f"ejabberdctl {' '.join(args)}: status {p.returncode}: {out.strip()}")
+        return out
+
+    def _ctl_popen(self, args):
+        return subprocess.Popen(self._ctl_args() + list(args), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=self._env(), cwd=self.spool, user=self.uid, group=self.gid,
+                                extra_groups=[], preexec_fn=_die_with_parent)
+
+    def register(self):
+        procs = [(u, self._ctl_popen(["register", u, DOMAIN, pw])) for u, pw in self.users.items()]
+        for user, p in procs:
+            out, _ = p.communicate(timeout=60)
+            if p.returncode != 0:
+                raise HarnessError(f"ejabberdctl register {user}: {out.strip()}")
+
+    def start(self, timeout=30.0):
+        t0 = time.monotonic()
+        self.write_config()
+        self._out = open(self.dir / "ejabberd.stdout", "wb")
+        self.proc = subprocess.Popen(
+            ["/bin/sh", "-c", _EJABBERD_WRAPPER, "xi-ejabberd"] + self._ctl_args() + ["foreground"],
+            stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
+            env=self._env(), cwd=self.spool, user=self.uid, group=self.gid, extra_groups=[],
+            start_new_session=True, preexec_fn=_die_with_parent)
+        try:
+            wait_listening([self.port, self.tls_port, self.plain_port], timeout, self.proc,
+                           "ejabberd")
+            self.register()
+        except (HarnessError, subprocess.SubprocessError) as e:
+            diag = self.diagnostics()
+            self.stop()
+            raise HarnessError(f"{e}\n{diag}")
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=10.0):
+        """SIGTERM to the whole process group (the Erlang VM stops cleanly
+        in ~0.1 s), SIGKILL after timeout."""
+        if self.proc is not None:
+            pgid = self.proc.pid
+            try:
+                os.killpg(pgid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            if not wait_until(lambda: not _group_alive(pgid), timeout):
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                wait_until(lambda: not _group_alive(pgid), 5)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            self.proc = None
+        if self._out:
+            self._out.close()
+            self._out = None
+        if not self.keep and getattr(self, "dir", None):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ------------------------------------------------------------ what it saw
+
+    def connected_users_info(self):
+        """`ejabberdctl connected_users_info` (mod_admin_extra): one dict per
+        session with jid, connection, ip, port, priority, node, uptime,
+        status, resource, statustext."""
+        keys = ("jid", "connection", "ip", "port", "priority", "node", "uptime", "status",
+                "resource", "statustext")
+        rows = []
+        for line in self.ctl("connected_users_info").splitlines():
+            if line.strip():
+                rows.append(dict(zip(keys, line.split("\t"))))
+        return rows
+
+    def unban(self, addr):
+        """mod_fail2ban's unban_ip; returns how many entries it removed."""
+        out = self.ctl("unban_ip", addr).strip()
+        try:
+            return int(out.splitlines()[-1])
+        except (ValueError, IndexError):
+            raise HarnessError(f"unban_ip {addr}: {out!r}")
+
+    def log_mark(self):
+        """The log's current size: log_since(mark) is what came after."""
+        try:
+            return self.log.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, mark=0):
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(mark)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, text, mark=0, timeout=5.0):
+        """The first log line after mark containing text, or None."""
+        def find():
+            for line in self.log_since(mark).splitlines():
+                if text in line:
+                    return line
+            return None
+        return wait_until(find, timeout)
+
+    def diagnostics(self):
+        return (f"--- ejabberd log ({self.log}):\n{tail(self.log, 3000)}\n"
+                f"--- ejabberd error log:\n{tail(self.error_log, 1500)}\n"
+                f"--- ejabberd stdout:\n{tail(self.dir / 'ejabberd.stdout', 1000)}")
+
+
+def ejabberd_unavailable():
+    """Why a private ejabberd cannot run here, or ''."""
+    if not os.access(EJABBERDCTL, os.X_OK):
+        return "ejabberd not installed (Debian package ejabberd; tools/deps installs it)"
+    try:
+        import pwd
+        pwd.getpwnam(EJABBERD_USER)
+    except KeyError:
+        return f"no user {EJABBERD_USER} (the ejabberd package creates it)"
+    if os.geteuid() != 0:
+        return "a private ejabberd runs as user ejabberd: the tests must run as root"
+    return ""
+
+
+class HAProxy:
+    """A private HAProxy in TCP mode on 127.0.0.1: `bind ... accept-proxy`
+    (v1 and v2, told apart by HAProxy itself) in front of backend_port,
+    logging one line per connection to stdout (a file here) with what it
+    read from the PROXY header: the client address (%ci:%cp), the
+    destination (%fi:%fp), and the v2 TLVs AUTHORITY and UNIQUE_ID."""
+
+    LOG_FORMAT = ("xi-haproxy ci=%ci cp=%cp fi=%fi fp=%fp authority=%[fc_pp_authority] "
+                  "unique_id=%[fc_pp_unique_id] bytes=%B term=%ts")
+
+    def __init__(self, backend_port, name="haproxy", keep=False):
+        self.binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        if not os.access(self.binary, os.X_OK):
+            raise ServerUnavailable("haproxy not installed (Debian package haproxy; tools/deps installs it)")
+        self.backend_port = backend_port
+        self.keep = keep
+        self.dir = Path(tempfile.mkdtemp(prefix=f"xi-{name}-"))
+        self.config = self.dir / "haproxy.cfg"
+        self.log = self.dir / "haproxy.log"
+        self.port = free_port()
+        self.proc = None
+        self._out = None
+
+    def start(self, timeout=10.0):
+        self.config.write_text("\n".join([
+            "# written by tests/integration/harness.py",
+            "global",
+            "    maxconn 200",
+            "defaults",
+            "    mode tcp",
+            "    log stdout format raw local0 info",
+            "    timeout connect 5s",
+            "    timeout client 30s",
+            "    timeout server 30s",
+            "frontend fe",
+            f"    bind 127.0.0.1:{self.port} accept-proxy",
+            f'    log-format "{self.LOG_FORMAT}"',
+            "    default_backend be",
+            "backend be",
+            f"    server upstream 127.0.0.1:{self.backend_port}",
+            "",
+        ]))
+        self._out = open(self.log, "wb")
+        self.proc = subprocess.Popen([self.binary, "-db", "-f", str(self.config)],
+                                     stdin=subprocess.DEVNULL, stdout=self._out,
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
+        try:
+            wait_listening([self.port], timeout, self.proc, "haproxy")
+        except HarnessError as e:
+            self.stop()
+            raise HarnessError(f"{e}\n{tail(self.log)}")
+        return self
+
+    def lines(self):
+        """The parsed log lines: dicts of the LOG_FORMAT fields."""
+        out = []
+        for line in tail(self.log, 200000).splitlines():
+            if "xi-haproxy " not in line:
+                continue
+            fields = {}
+            for part in line.split("xi-haproxy ", 1)[1].split():
+                k, _, v = part.partition("=")
+                fields[k] = v
+            out.append(fields)
+        return out
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc, timeout=5.0)
+            self.proc = None
+        if self._out:
+            self._out.close()
+            self._out = None
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def diagnostics(self):
+        return f"--- haproxy log:\n{tail(self.log, 2000)}"
