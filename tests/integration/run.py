@@ -36,6 +36,7 @@ import cases_review8  # noqa: E402,F401  (issue 8 review: the holes it found)
 import cases_fast  # noqa: E402,F401  (FAST, XEP-0484: scripted mod_sasl2_fast upstream, raw SASL2 client)
 import cases_fast_real  # noqa: E402,F401  (SASL2+Bind2+FAST with real parts: Prosody + prosody-modules, xmpp.js)
 import cases_durability  # noqa: E402,F401  (issue 15: the event log on a full disk)
+import cases_proxyproto  # noqa: E402,F401  (issue 12: PROXY header toward ejabberd and HAProxy)
 import cases_daemon  # noqa: E402,F401  (issue 12: systemd notify and unit, logrotate, descriptor limits)
 import cases_deploy  # noqa: E402,F401  (issue 12: the fail2ban filter over a real event log)
 
