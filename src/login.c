@@ -233,6 +233,8 @@ static void login_upstream_connected(struct session *s)
 	const struct conf *c = login_conf(s);
 
 	audit_upstream(s, true, NULL);
+	if (!login_proxy_header(s))
+		return;
 	/* until the client names its domain, the client is the slow one */
 	session_connect_timer(s, false);
 	login_upstream_enter(s, c->upstream_tls == CONF_UPSTREAM_DIRECT ? US_TLS_WAIT_DOMAIN
@@ -345,6 +347,11 @@ void login_start(struct session *s)
 	s->lg->ustate = US_CONNECTING;
 	/* over Direct TLS the server never says (see login_upstream_features) */
 	s->lg->upstream_requires_tls = c->upstream_tls == CONF_UPSTREAM_DIRECT;
+	/* A PROXY header must come at once on a connection (a receiver may
+	 * drop one that waits; ejabberd accepts nothing else meanwhile), and
+	 * it names the client's domain: with one, the upstream connection
+	 * waits for the domain (login_start_upstream_stream). */
+	s->lg->connect_deferred = c->upstream_proxy_protocol != CONF_PROXY_OFF;
 	if (s->port == SESSION_PORT_DIRECT_TLS) {
 		s->lg->cstate = CS_TLS_ACCEPT;
 		SSL *ssl = tls_server_new(s->px->server_ctx, s->client.fd);
@@ -357,6 +364,8 @@ void login_start(struct session *s)
 		s->lg->cstate = CS_HEADER;
 		leg_start(&s->client);
 	}
+	if (!s->lg->connect_deferred && !s->closing)
+		session_connect_upstream(s);
 }
 
 void login_close(struct session *s, struct login_summary *out)

@@ -66,6 +66,7 @@ struct login {
 	/* the login, as login.c follows it */
 	char domain[256];      /* the client's 'to' */
 	char *client_from;     /* the 'from' of its last stream header, NULL if none */
+	bool connect_deferred; /* the upstream connection waits for the domain */
 	bool client_login_hdr; /* the client's header on the stream it logs in on came */
 	char xml_lang[36];     /* the client's xml:lang */
 	bool client_tls;       /* client leg encrypted */
@@ -188,6 +189,7 @@ bool login_offers_sasl(const struct session *s);
 bool login_upstream_takes_login(const struct session *s);
 void login_client_features(struct session *s);
 bool login_client_login_header(struct session *s);
+bool login_proxy_header(struct session *s);
 void login_start_upstream_stream(struct session *s);
 void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t end);
 void login_client_preauth_iq(struct session *s, const struct xml_elem *e);

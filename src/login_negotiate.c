@@ -169,11 +169,12 @@ static void login_keep_client_from(struct session *s, const char *from)
 
 /*
  * upstream_proxy_protocol: the PROXY header, the connection's first bytes,
- * sent once the client's domain is known (the upstream leg is idle until
- * then), so that it can name the domain and, for a Direct TLS client, its
- * TLS version. A header that cannot be built leaves the session.
+ * sent as soon as it is up. The connection was made once the client's
+ * domain was known (login_start_upstream_stream), so the header can name
+ * the domain and, for a Direct TLS client, its TLS version. False if the
+ * session ended.
  */
-static bool login_proxy_header(struct session *s)
+bool login_proxy_header(struct session *s)
 {
 	const struct conf *c = login_conf(s);
 	if (c->upstream_proxy_protocol == CONF_PROXY_OFF)
@@ -207,9 +208,11 @@ void login_start_upstream_stream(struct session *s)
 {
 	if (s->lg->domain[0] == '\0')
 		return;
-	if ((s->lg->ustate == US_TLS_WAIT_DOMAIN || s->lg->ustate == US_WAIT_DOMAIN) &&
-	    !login_proxy_header(s))
+	if (s->lg->connect_deferred) {
+		s->lg->connect_deferred = false;
+		session_connect_upstream(s); /* login_upstream_connected() goes on */
 		return;
+	}
 	if (s->lg->ustate == US_TLS_WAIT_DOMAIN)
 		login_upstream_enter(s, US_TLS);
 	else if (s->lg->ustate == US_WAIT_DOMAIN)

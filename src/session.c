@@ -181,7 +181,6 @@ void session_new(struct proxy *px, int fd, enum session_port port, const struct 
 	ev_timer_init(&s->connect_timer, session_connect_timer_cb, px->conf->connect_timeout, 0.);
 	ev_timer_init(&s->delay_timer, session_delay_timer_cb, 0., 0.);
 	ev_timer_start(px->loop, &s->login_timer);
-	ev_timer_start(px->loop, &s->connect_timer);
 
 	s->next = px->sessions;
 	if (px->sessions)
@@ -195,15 +194,15 @@ void session_new(struct proxy *px, int fd, enum session_port port, const struct 
 	evlog_str("port_kind", port == SESSION_PORT_DIRECT_TLS ? "direct_tls" : "starttls");
 	evlog_end();
 
-	login_start(s);
-	if (s->closing)
-		return;
+	login_start(s); /* it connects upstream (session_connect_upstream) */
+}
+
+void session_connect_upstream(struct session *s)
+{
 	char why[256];
-	int ufd = upstream_connect(px, &s->upstream, fd, why, sizeof(why));
-	if (ufd < 0) {
+	session_connect_timer(s, true);
+	if (upstream_connect(s->px, &s->upstream, s->client.fd, why, sizeof(why)) < 0)
 		login_event(&s->upstream, LEG_EV_ERROR, why);
-		return;
-	}
 }
 
 void session_close(struct session *s, const char *reason)

@@ -77,6 +77,9 @@ void session_close(struct session *s, const char *reason);
 long long session_ms(const struct session *s);
 /* Starts or stops the connect timer. */
 void session_connect_timer(struct session *s, bool on);
+/* Starts the upstream connection (and its connect timer); its outcome
+ * comes as a leg event. */
+void session_connect_upstream(struct session *s);
 /* Re-arms the login timer to fire in seconds. */
 void session_login_deadline(struct session *s, double seconds);
 /* Holds the client's input for seconds, then calls login_resume(). */

@@ -186,6 +186,14 @@ void session_connect_timer(struct session *s, bool on)
 	harness_of(s)->connect_timer = on && !s->closing;
 }
 
+void session_connect_upstream(struct session *s)
+{
+	session_connect_timer(s, true);
+	/* upstream_connect(): a fresh socket, a non-blocking connect */
+	if (leg_connect(&s->upstream, -1, NULL, 0) < 0)
+		login_event(&s->upstream, LEG_EV_ERROR, "connect: refused by the harness");
+}
+
 void session_login_deadline(struct session *s, double seconds)
 {
 	harness_of(s)->deadlines++;
@@ -312,12 +320,7 @@ struct harness_session *harness_session_new(struct harness_proxy *hp, enum sessi
 	evlog_str("port_kind", port == SESSION_PORT_DIRECT_TLS ? "direct_tls" : "starttls");
 	evlog_end();
 
-	login_start(s);
-	if (s->closing)
-		return ls;
-	/* upstream_connect(): a fresh socket, a non-blocking connect */
-	if (leg_connect(&s->upstream, -1, NULL, 0) < 0)
-		login_event(&s->upstream, LEG_EV_ERROR, "connect: refused by the harness");
+	login_start(s); /* it connects upstream: session_connect_upstream() */
 	return ls;
 }
 
