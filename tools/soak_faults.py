@@ -959,7 +959,8 @@ class Run:
                      + f"; connect_timeout {extra['connect_timeout']}s, login_timeout "
                      f"{login_timeout}s, client answer deadline {answer_timeout}s")
 
-            cfg = LoadConfig(px.port, px.tls_port, a.concurrency, answer_timeout, post_timeout)
+            cfg = self.cfg = LoadConfig(px.port, px.tls_port, a.concurrency, answer_timeout,
+                                        post_timeout)
             start_fds = fd_count(pid)
             warm = Load(cfg, seconds=60, target=2 * a.concurrency, label="warm-up")
             warm.start()
@@ -1072,10 +1073,12 @@ class Run:
         resets = [x for x in rs if x["outcome"] == "reset"]
         plain = [x for x in rs if x["outcome"] != "reset"]
         ms = [x["ms"] for x in ok if "ms" in x]
+        any_ms = [x["ms"] for x in plain if x["answered"] and "ms" in x]
         self.say(f"{len(rs)} logins over {elapsed:.1f}s: {len(ok)} ok ({len(ok) / elapsed:.1f}/s), "
                  f"{len(plain) - len(ok)} not ok, {len(resets)} reset on purpose; "
-                 f"{len(rs) / elapsed:.1f} attempts/s; answer p50 {pct(ms, 50)} ms, "
-                 f"p95 {pct(ms, 95)} ms, max {max(ms or [0])} ms"
+                 f"{len(rs) / elapsed:.1f} attempts/s; success in p50 {pct(ms, 50)} ms, "
+                 f"p95 {pct(ms, 95)} ms, max {max(ms or [0])} ms; slowest answer of any kind "
+                 f"{max(any_ms or [0])} ms (deadline {int(self.cfg.answer_timeout * 1000)} ms)"
                  + (f" (target {load.target}: "
                     f"{'reached' if len(rs) >= load.target else 'NOT reached'})"
                     if load.target else ""))
