@@ -302,6 +302,11 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 
 void login_timeout(struct session *s, bool connect)
 {
+	if (s->lg->fail_deferred) {
+		/* the client never opened its new stream to hear why */
+		session_close(s, s->lg->fail_reason);
+		return;
+	}
 	if (login_relaying(s) && (s->lg->cl.ended || s->lg->ul.ended)) {
 		session_close(s, s->lg->cl.ended
 		                     ? "the client ended its stream, the server did not"

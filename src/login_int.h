@@ -60,7 +60,9 @@ struct login {
 	enum client_state cstate;
 	enum upstream_state ustate;
 
-	/* CS_FAILING: the failure the client's stream header will hear */
+	/* CS_FAILING (or fail_deferred, after <success/>): the failure the
+	 * client's next stream header will hear */
+	bool fail_deferred;
 	char fail_condition[40], fail_text[96], fail_reason[160];
 
 	/* the login, as login.c follows it */

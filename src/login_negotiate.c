@@ -230,6 +230,12 @@ void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t e
 
 	login_ll(l)->stream_n++;
 	audit_stream(l, login_is_client(l), hdr);
+	if (login_relaying(s) && s->lg->fail_deferred) {
+		/* the server went away before this header: it hears why now */
+		login_end(s, s->lg->fail_condition, s->lg->fail_text[0] ? s->lg->fail_text : NULL,
+		          s->lg->fail_reason);
+		return;
+	}
 	if (login_relaying(s)) {
 		/* forwarded as it is: remember its prefix for errors we add */
 		if (strlen(hdr->prefix) >= sizeof(s->lg->ul.out_prefix)) {

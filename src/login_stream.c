@@ -205,6 +205,22 @@ void login_fail(struct session *s, const char *condition, const char *text, cons
 		leg_close(&s->upstream);
 		return;
 	}
+	if (condition != NULL && login_relaying(s) && !s->lg->cl.hdr_sent && !s->lg->ul.hdr_sent &&
+	    s->client.io < LEG_IO_CLOSING) {
+		/* After <success/> the client opens the new stream (RFC 6120
+		 * 4.2, 6.4.6): the error waits for its header, as before login
+		 * (a header of ours first would be one the client never asked
+		 * for; slixmpp stops at it with a parse error). */
+		s->lg->fail_deferred = true;
+		login_copy_text(s->lg->fail_condition, sizeof(s->lg->fail_condition), condition);
+		login_copy_text(s->lg->fail_text, sizeof(s->lg->fail_text), text ? text : "");
+		snprintf(s->lg->fail_reason, sizeof(s->lg->fail_reason), "%s", reason);
+		s->upstream_gone = true;
+		session_login_deadline(s, CLOSE_LINGER);
+		login_stream_end(&s->upstream);
+		leg_close(&s->upstream);
+		return;
+	}
 	login_end(s, condition, text, reason);
 }
 

@@ -613,6 +613,41 @@ static void test_fast_review(void)
 	result_free(&x);
 }
 
+/* The server goes away right after <success/>, before the client's new
+ * stream header (found by tools/soak --faults): the client hears nothing
+ * until it opens its stream, then our header and the error. */
+static void test_gone_after_success(void)
+{
+	struct run r;
+	struct result x;
+	run_begin(&r, CONF_PLAIN, SESSION_PORT_STARTTLS, false);
+	sc_preauth(&r, S_FEATURES);
+	feed(&r, HARNESS_CLIENT, C_AUTH);
+	feed(&r, HARNESS_UPSTREAM, S_SUCCESS);
+	harness_take(r.ls, HARNESS_CLIENT);
+	harness_eof(r.ls, HARNESS_UPSTREAM);
+	T_CHECK(!harness_closed(r.ls) && strcmp(harness_peek(r.ls, HARNESS_CLIENT), "") == 0,
+	        "gone after success: nothing the client did not ask for");
+	feed(&r, HARNESS_CLIENT, C_HDR);
+	const char *c = harness_peek(r.ls, HARNESS_CLIENT);
+	T_CHECK(strncmp(c, "<?xml version='1.0'?><stream:stream ", 36) == 0 &&
+	            has(c, "<stream:error><remote-connection-failed") && harness_closed(r.ls),
+	        "gone after success: the client's new stream hears the failure");
+	run_end(&r, &x);
+	result_free(&x);
+
+	/* and a client that never opens it: the linger ends the session */
+	run_begin(&r, CONF_PLAIN, SESSION_PORT_STARTTLS, false);
+	sc_preauth(&r, S_FEATURES);
+	feed(&r, HARNESS_CLIENT, C_AUTH);
+	feed(&r, HARNESS_UPSTREAM, S_SUCCESS);
+	harness_eof(r.ls, HARNESS_UPSTREAM);
+	harness_timeout(r.ls, false);
+	T_CHECK(harness_closed(r.ls), "gone after success: a silent client is closed by the timer");
+	run_end(&r, &x);
+	result_free(&x);
+}
+
 /* STARTTLS on both legs (the handshakes faked: see login_harness.h). The
  * upstream's post-TLS header waits for the client's, whose from it
  * carries; the client is told to STARTTLS meanwhile. */
@@ -1100,6 +1135,7 @@ int main(void)
 	test_fast_token();
 	test_fast_login();
 	test_fast_review();
+	test_gone_after_success();
 	test_starttls();
 	test_direct_tls();
 	test_refusals();
