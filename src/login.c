@@ -303,7 +303,7 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 void login_timeout(struct session *s, bool connect)
 {
 	if (s->lg->fail_deferred) {
-		/* the client never opened its new stream to hear why */
+		/* the client never opened its stream to hear why */
 		session_close(s, s->lg->fail_reason);
 		return;
 	}
@@ -311,11 +311,6 @@ void login_timeout(struct session *s, bool connect)
 		session_close(s, s->lg->cl.ended
 		                     ? "the client ended its stream, the server did not"
 		                     : "the server ended its stream, the client did not");
-		return;
-	}
-	if (s->lg->cstate == CS_FAILING) {
-		/* the client never opened its stream to hear why */
-		session_close(s, s->lg->fail_reason);
 		return;
 	}
 	if (connect) {

@@ -60,8 +60,8 @@ struct login {
 	enum client_state cstate;
 	enum upstream_state ustate;
 
-	/* CS_FAILING (or fail_deferred, after <success/>): the failure the
-	 * client's next stream header will hear */
+	/* a failure the client's next stream header will hear (before login
+	 * with CS_FAILING, or after <success/>): login_fail() */
 	bool fail_deferred;
 	char fail_condition[40], fail_text[96], fail_reason[160];
 
@@ -180,6 +180,7 @@ void login_stream_end(struct leg *l);
 void login_end(struct session *s, const char *condition, const char *text, const char *reason);
 void login_copy_text(char *dst, size_t n, const char *src);
 void login_fail(struct session *s, const char *condition, const char *text, const char *reason);
+void login_end_deferred(struct session *s);
 void login_upstream_fault(struct session *s, const char *condition, const char *text);
 void login_forward(struct leg *to, const struct xml_elem *e);
 const char *login_stream_condition(const char *cond);

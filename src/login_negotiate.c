@@ -231,9 +231,7 @@ void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t e
 	login_ll(l)->stream_n++;
 	audit_stream(l, login_is_client(l), hdr);
 	if (login_relaying(s) && s->lg->fail_deferred) {
-		/* the server went away before this header: it hears why now */
-		login_end(s, s->lg->fail_condition, s->lg->fail_text[0] ? s->lg->fail_text : NULL,
-		          s->lg->fail_reason);
+		login_end_deferred(s); /* the server went away before this header */
 		return;
 	}
 	if (login_relaying(s)) {
@@ -271,9 +269,8 @@ void login_client_open(struct session *s, const struct xml_elem *hdr, uint64_t e
 		           bad_to ? "bad stream 'to'" : "no domain from client");
 		return;
 	}
-	if (s->lg->cstate == CS_FAILING) {
-		login_end(s, s->lg->fail_condition, s->lg->fail_text[0] ? s->lg->fail_text : NULL,
-		          s->lg->fail_reason);
+	if (s->lg->fail_deferred) {
+		login_end_deferred(s);
 		return;
 	}
 	if (version == NULL || strncmp(version, "1.", 2) != 0) {

@@ -181,45 +181,51 @@ void login_copy_text(char *dst, size_t n, const char *src)
 	dst[len] = '\0';
 }
 
+/* Keeps a failure for the stream header the client has yet to send: the
+ * upstream is let go, and CLOSE_LINGER bounds the wait for that header
+ * (login_end_deferred() tells it, login_timeout() gives up on it). */
+static void login_fail_deferred(struct session *s, const char *condition, const char *text,
+                                const char *reason)
+{
+	s->lg->fail_deferred = true;
+	login_copy_text(s->lg->fail_condition, sizeof(s->lg->fail_condition), condition);
+	login_copy_text(s->lg->fail_text, sizeof(s->lg->fail_text), text ? text : "");
+	snprintf(s->lg->fail_reason, sizeof(s->lg->fail_reason), "%s", reason);
+	s->upstream_gone = true;
+	session_connect_timer(s, false);
+	session_login_deadline(s, CLOSE_LINGER);
+	login_stream_end(&s->upstream);
+	leg_close(&s->upstream);
+}
+
+/* The client opened the stream a deferred failure waited for. */
+void login_end_deferred(struct session *s)
+{
+	login_end(s, s->lg->fail_condition, s->lg->fail_text[0] ? s->lg->fail_text : NULL,
+	          s->lg->fail_reason);
+}
+
 /* The session ends because of one leg: tell the client condition (NULL:
- * a clean close), end the upstream's stream cleanly, close. */
+ * a clean close), end the upstream's stream cleanly, close. Where the
+ * client has no stream open to hear it yet, the failure waits for its
+ * header: before login while it is still in a TLS handshake (first or
+ * after STARTTLS), and after <success/> before it restarts its stream
+ * (RFC 6120 4.2, 6.4.6: a header of ours first would be one the client
+ * never asked for; slixmpp stops at it with a parse error). */
 void login_fail(struct session *s, const char *condition, const char *text, const char *reason)
 {
 	if (s->closing)
 		return;
-	if (condition != NULL && !login_relaying(s) && !s->lg->cl.hdr_sent &&
-	    s->lg->cstate != CS_FAILING && s->client.io < LEG_IO_CLOSING) {
-		/* The client has not opened its stream yet (it may still be in
-		 * a TLS handshake, first or after STARTTLS): an error now could
-		 * not be well-formed XMPP. Let go of the upstream and answer the
-		 * client's header with the error; the login timer bounds the
-		 * wait. */
-		login_client_enter(s, CS_FAILING);
-		login_copy_text(s->lg->fail_condition, sizeof(s->lg->fail_condition), condition);
-		login_copy_text(s->lg->fail_text, sizeof(s->lg->fail_text), text ? text : "");
-		snprintf(s->lg->fail_reason, sizeof(s->lg->fail_reason), "%s", reason);
-		s->upstream_gone = true;
-		session_connect_timer(s, false);
-		session_login_deadline(s, CLOSE_LINGER);
-		login_stream_end(&s->upstream);
-		leg_close(&s->upstream);
-		return;
-	}
-	if (condition != NULL && login_relaying(s) && !s->lg->cl.hdr_sent && !s->lg->ul.hdr_sent &&
-	    s->client.io < LEG_IO_CLOSING) {
-		/* After <success/> the client opens the new stream (RFC 6120
-		 * 4.2, 6.4.6): the error waits for its header, as before login
-		 * (a header of ours first would be one the client never asked
-		 * for; slixmpp stops at it with a parse error). */
-		s->lg->fail_deferred = true;
-		login_copy_text(s->lg->fail_condition, sizeof(s->lg->fail_condition), condition);
-		login_copy_text(s->lg->fail_text, sizeof(s->lg->fail_text), text ? text : "");
-		snprintf(s->lg->fail_reason, sizeof(s->lg->fail_reason), "%s", reason);
-		s->upstream_gone = true;
-		session_login_deadline(s, CLOSE_LINGER);
-		login_stream_end(&s->upstream);
-		leg_close(&s->upstream);
-		return;
+	if (condition != NULL && !s->lg->fail_deferred && s->client.io < LEG_IO_CLOSING) {
+		if (!login_relaying(s) && !s->lg->cl.hdr_sent) {
+			login_client_enter(s, CS_FAILING);
+			login_fail_deferred(s, condition, text, reason);
+			return;
+		}
+		if (login_relaying(s) && !s->lg->cl.hdr_sent && !s->lg->ul.hdr_sent) {
+			login_fail_deferred(s, condition, text, reason);
+			return;
+		}
 	}
 	login_end(s, condition, text, reason);
 }
