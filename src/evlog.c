@@ -135,20 +135,25 @@ static void evlog_key(const char *key)
 	buf_add(&evlog_line, ":", 1);
 }
 
-void evlog_begin(uint64_t sid, const char *event)
+/* The time of the line being built, into evlog_ts (UTC, milliseconds). */
+static void evlog_stamp(void)
 {
 	struct timespec ts;
 	struct tm tm;
 	char when[40];
-
-	buf_reset(&evlog_line);
-	if (evlog_file == NULL)
-		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(evlog_ts, sizeof(evlog_ts), "%.24s.%03dZ", when,
 	         (int)(ts.tv_nsec / 1000000) % 1000);
+}
+
+void evlog_begin(uint64_t sid, const char *event)
+{
+	buf_reset(&evlog_line);
+	if (evlog_file == NULL)
+		return;
+	evlog_stamp();
 	evlog_sid = sid;
 	buf_addf(&evlog_line, "{\"ts\":\"%s\",\"sid\":%llu,\"event\":", evlog_ts,
 	         (unsigned long long)sid);
@@ -265,14 +270,7 @@ void evlog_flush_gap(void)
 {
 	if (evlog_file == NULL || evlog_gap.events == 0)
 		return;
-	struct timespec ts;
-	struct tm tm;
-	char when[40];
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(evlog_ts, sizeof(evlog_ts), "%.24s.%03dZ", when,
-	         (int)(ts.tv_nsec / 1000000) % 1000);
+	evlog_stamp();
 	(void)evlog_write_after_gap(false);
 }
 
