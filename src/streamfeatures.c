@@ -98,14 +98,9 @@ static void streamfeatures_mechs(const struct xml_elem *e, const char *ns, char 
 	}
 }
 
-/* FAST in a version the proxy does not rebuild (urn:xmpp:fast:N, N not
- * 0), or anywhere but SASL2's <inline>: never passed on, since its
- * mechanisms and tls-0rtt would reach the client unfiltered. */
-static bool streamfeatures_is_other_fast(const struct xml_elem *k)
-{
-	return strncmp(k->ns, "urn:xmpp:fast:", 14) == 0 && !xml_is(k, XML_NS_FAST, "fast");
-}
-
+/* FAST in any version (urn:xmpp:fast:N). Only version 0 inside SASL2's
+ * <inline> is carried, rebuilt; any other, or anywhere else, is not passed
+ * on: its mechanisms and tls-0rtt would reach the client unfiltered. */
 static bool streamfeatures_is_fast_ns(const struct xml_elem *k)
 {
 	return strncmp(k->ns, "urn:xmpp:fast:", 14) == 0;
@@ -119,7 +114,7 @@ static int streamfeatures_inline_name(struct streamfeatures *f, const struct xml
 	const char *name = xml_is(k, XML_NS_BIND2, "bind")           ? "bind2"
 	                   : strncmp(k->ns, "urn:xmpp:sm:", 12) == 0 ? "sm"
 	                   : xml_is(k, XML_NS_FAST, "fast")          ? "fast"
-	                   : streamfeatures_is_other_fast(k)         ? "fast_unsupported"
+	                   : streamfeatures_is_fast_ns(k)            ? "fast_unsupported"
 	                                                             : k->name;
 	size_t n = strnlen(name, MAX_INLINE_NAME);
 	char *copy = malloc(n + 1);
