@@ -19,7 +19,7 @@
 void audit_upstream(const struct session *s, bool ok, const char *error)
 {
 	evlog_begin(s->id, "upstream");
-	evlog_str("addr", s->px->upstream_name);
+	evlog_str("addr", s->upstream_addr[0] ? s->upstream_addr : s->px->upstream_name);
 	evlog_bool("ok", ok);
 	if (!ok)
 		evlog_str("error", error);
@@ -363,6 +363,8 @@ void audit_login(struct session *s)
 	evlog_str("authzid", s->lg->authzid[0] ? s->lg->authzid : NULL);
 	evlog_str("jid", s->lg->jid);
 	evlog_str("domain", s->lg->domain);
+	/* transparent mode: where this login went */
+	evlog_str("upstream", s->upstream_addr[0] ? s->upstream_addr : NULL);
 	evlog_str("mechanism", s->lg->mechanism);
 	evlog_strlist("offered", (const char *const *)s->lg->offered, s->lg->noffered);
 	if (s->lg->nfast_offered > 0)

@@ -34,6 +34,11 @@ static const struct conf_word conf_words_upstream_tls[] = {
     {"starttls", CONF_UPSTREAM_STARTTLS},
     {"direct", CONF_UPSTREAM_DIRECT},
     {"none", CONF_UPSTREAM_NONE},
+    {"auto", CONF_UPSTREAM_AUTO},
+};
+static const struct conf_word conf_words_upstream_source[] = {
+    {"proxy", CONF_SOURCE_PROXY},
+    {"client", CONF_SOURCE_CLIENT},
 };
 static const struct conf_word conf_words_require_tls[] = {
     {"auto", CONF_REQUIRE_AUTO},
@@ -78,8 +83,12 @@ static const struct conf_key conf_keys[] = {
 		F(listen_tls), F(nlisten_tls), 0, 0, NULL, 0},
 	{"upstream",		false,	conf_parse_upstream,	"HOST:PORT or original-dst",
 		0, 0, 0, 0, NULL, 0},
-	{"upstream_tls",	false,	conf_parse_word,	"starttls, direct or none",
+	{"upstream_tls",	false,	conf_parse_upstream_tls, "starttls, direct, none or auto",
 		F(upstream_tls), 0, 0, 0, WORDS(conf_words_upstream_tls)},
+	{"upstream_source",	false,	conf_parse_word,	"proxy or client",
+		F(upstream_source), 0, 0, 0, WORDS(conf_words_upstream_source)},
+	{"tproxy",		false,	conf_parse_bool,	"yes or no (or true or false)",
+		F(tproxy), 0, 0, 0, NULL, 0},
 	{"upstream_verify",	false,	conf_parse_bool,	"yes or no (or true or false)",
 		F(upstream_verify), 0, 0, 0, NULL, 0},
 	{"upstream_ca",		false,	conf_parse_path,	"a file name",

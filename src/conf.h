@@ -28,6 +28,14 @@ enum conf_upstream_tls {
 	CONF_UPSTREAM_STARTTLS = 0,
 	CONF_UPSTREAM_DIRECT,
 	CONF_UPSTREAM_NONE,
+	CONF_UPSTREAM_AUTO, /* as the client's listener: listen_tls direct, listen starttls */
+};
+
+/* upstream_source: the upstream connection leaves from the proxy's own
+ * address, or from the client's (IP_TRANSPARENT, needs CAP_NET_ADMIN). */
+enum conf_upstream_source {
+	CONF_SOURCE_PROXY = 0,
+	CONF_SOURCE_CLIENT,
 };
 
 enum conf_require_tls {
@@ -82,6 +90,9 @@ struct conf {
 	bool upstream_set;
 	bool upstream_original_dst;
 	enum conf_upstream_tls upstream_tls;
+	bool upstream_tls_set; /* given: else auto with original-dst, starttls otherwise */
+	bool tproxy;           /* listeners take TPROXY'd connections (IP_TRANSPARENT) */
+	enum conf_upstream_source upstream_source;
 	bool upstream_verify;
 	char *upstream_ca; /* NULL: system default store */
 

@@ -271,6 +271,17 @@ int conf_parse_word(struct conf *c, const struct conf_key *k, const char *value,
 	return 0;
 }
 
+/* upstream_tls: a word, and that it was given (its default depends on
+ * upstream: auto for original-dst, starttls otherwise). */
+int conf_parse_upstream_tls(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                            size_t msglen)
+{
+	if (conf_parse_word(c, k, value, msg, msglen) < 0)
+		return -1;
+	c->upstream_tls_set = true;
+	return 0;
+}
+
 int conf_parse_bool(struct conf *c, const struct conf_key *k, const char *value, char *msg,
                     size_t msglen)
 {

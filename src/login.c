@@ -230,15 +230,13 @@ static void login_tls_done(struct leg *l)
 
 static void login_upstream_connected(struct session *s)
 {
-	const struct conf *c = login_conf(s);
-
 	audit_upstream(s, true, NULL);
 	if (!login_proxy_header(s))
 		return;
 	/* until the client names its domain, the client is the slow one */
 	session_connect_timer(s, false);
-	login_upstream_enter(s, c->upstream_tls == CONF_UPSTREAM_DIRECT ? US_TLS_WAIT_DOMAIN
-	                                                                : US_WAIT_DOMAIN);
+	login_upstream_enter(s, s->lg->upstream_mode == CONF_UPSTREAM_DIRECT ? US_TLS_WAIT_DOMAIN
+	                                                                     : US_WAIT_DOMAIN);
 	login_start_upstream_stream(s);
 }
 
@@ -330,6 +328,20 @@ void login_shutdown(struct session *s)
 	login_end(s, "system-shutdown", NULL, "proxy shutting down");
 }
 
+/* How a session from a port reaches the upstream. Transparent mode
+ * (original-dst) defaults to auto: the client redirected from a server's
+ * Direct TLS port (5223) meant that port's protocol, and the server
+ * speaks it there; a fixed upstream keeps the configured one. */
+static enum conf_upstream_tls login_upstream_mode(const struct conf *c, enum session_port port)
+{
+	enum conf_upstream_tls m = c->upstream_tls;
+	if (!c->upstream_tls_set && c->upstream_original_dst)
+		m = CONF_UPSTREAM_AUTO;
+	if (m != CONF_UPSTREAM_AUTO)
+		return m;
+	return port == SESSION_PORT_DIRECT_TLS ? CONF_UPSTREAM_DIRECT : CONF_UPSTREAM_STARTTLS;
+}
+
 void login_start(struct session *s)
 {
 	const struct conf *c = login_conf(s);
@@ -345,8 +357,9 @@ void login_start(struct session *s)
 		return;
 	}
 	s->lg->ustate = US_CONNECTING;
+	s->lg->upstream_mode = login_upstream_mode(c, s->port);
 	/* over Direct TLS the server never says (see login_upstream_features) */
-	s->lg->upstream_requires_tls = c->upstream_tls == CONF_UPSTREAM_DIRECT;
+	s->lg->upstream_requires_tls = s->lg->upstream_mode == CONF_UPSTREAM_DIRECT;
 	/* A PROXY header must come at once on a connection (a receiver may
 	 * drop one that waits; ejabberd accepts nothing else meanwhile), and
 	 * it names the client's domain: with one, the upstream connection

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "conf.h"
 #include "leg.h"
 #include "login.h"
 #include "policy.h"
@@ -75,6 +76,9 @@ struct login {
 	bool upstream_tls;     /* upstream leg encrypted */
 	char client_tls_version[16], upstream_tls_version[16];
 	bool upstream_requires_tls;
+	/* how this session reaches the upstream (conf upstream_tls, auto
+	 * resolved by the client's listener at the start) */
+	enum conf_upstream_tls upstream_mode;
 	enum streamfeatures_starttls upstream_starttls; /* as first offered */
 	struct streamfeatures up;                       /* post-TLS features */
 	char *offered[MAX_MECHANISMS];                  /* what the client was last offered */

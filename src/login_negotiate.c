@@ -390,7 +390,6 @@ void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t
 void login_upstream_features(struct session *s, const struct xml_elem *e)
 {
 	struct leg *u = &s->upstream;
-	const struct conf *c = login_conf(s);
 
 	if (streamfeatures_parse(&s->lg->up, e) < 0) {
 		session_close(s, "out of memory");
@@ -403,9 +402,9 @@ void login_upstream_features(struct session *s, const struct xml_elem *e)
 		 * the clear to a server that would have refused it so. */
 		s->lg->upstream_starttls = s->lg->up.starttls;
 		s->lg->upstream_requires_tls = s->lg->up.starttls == SF_STARTTLS_REQUIRED ||
-		                               c->upstream_tls == CONF_UPSTREAM_DIRECT;
+		                               s->lg->upstream_mode == CONF_UPSTREAM_DIRECT;
 	}
-	if (c->upstream_tls == CONF_UPSTREAM_STARTTLS && !s->lg->upstream_tls) {
+	if (s->lg->upstream_mode == CONF_UPSTREAM_STARTTLS && !s->lg->upstream_tls) {
 		if (s->lg->up.starttls == SF_STARTTLS_NONE) {
 			audit_tls(u, false, false, "the server does not offer STARTTLS");
 			login_fail(s, "remote-connection-failed",

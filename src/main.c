@@ -13,8 +13,10 @@
 #include <stdlib.h>
 #include <pwd.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -303,8 +305,26 @@ static void main_no_core_dumps(void)
 		fatal("cannot make the process non-dumpable: %s", strerror(errno));
 }
 
+/* Keeps only CAP_NET_ADMIN, permitted and effective: what IP_TRANSPARENT
+ * needs for each upstream_source = client connection. The raw syscall, as
+ * libcap would only wrap it. */
+static void main_keep_net_admin(void)
+{
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = {{0}};
+	d[CAP_TO_INDEX(CAP_NET_ADMIN)].permitted = CAP_TO_MASK(CAP_NET_ADMIN);
+	d[CAP_TO_INDEX(CAP_NET_ADMIN)].effective = CAP_TO_MASK(CAP_NET_ADMIN);
+	if (syscall(SYS_capset, &h, d) < 0)
+		fatal("cannot keep CAP_NET_ADMIN (for upstream_source = client): %s",
+		      strerror(errno));
+}
+
 /* After the ports are bound and the keys read, root is no longer needed:
- * become c->user for good (groups, gid, uid, in that order). */
+ * become c->user for good (groups, gid, uid, in that order). With
+ * upstream_source = client, CAP_NET_ADMIN stays (and no other): every
+ * upstream connection from the client's address needs IP_TRANSPARENT.
+ * tproxy alone does not keep it: the listening sockets have theirs, and
+ * accepted sockets inherit it. */
 static void main_drop_privileges(const struct conf *c)
 {
 	if (c->user == NULL)
@@ -312,9 +332,16 @@ static void main_drop_privileges(const struct conf *c)
 	struct passwd *pw = getpwnam(c->user);
 	if (pw == NULL)
 		fatal("user %s: no such user", c->user);
+	bool keep = c->upstream_source == CONF_SOURCE_CLIENT;
+	if (keep && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+		fatal("cannot keep capabilities: %s", strerror(errno));
 	if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
 	    setuid(pw->pw_uid) < 0)
 		fatal("cannot become user %s: %s", c->user, strerror(errno));
+	if (keep) {
+		main_keep_net_admin();
+		prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+	}
 	if (pw->pw_uid != 0 && setuid(0) == 0)
 		fatal("could regain root after becoming %s", c->user);
 	/* a change of credentials resets dumpability to fs.suid_dumpable */

@@ -200,9 +200,19 @@ void session_new(struct proxy *px, int fd, enum session_port port, const struct 
 void session_connect_upstream(struct session *s)
 {
 	char why[256];
+	struct sockaddr_storage dst;
 	session_connect_timer(s, true);
-	if (upstream_connect(s->px, &s->upstream, s->client.fd, why, sizeof(why)) < 0)
+	int fd = upstream_connect(s->px, &s->upstream, s->client.fd, &dst, why, sizeof(why));
+	/* in transparent mode each session has its own upstream */
+	if (s->px->conf->upstream_original_dst && dst.ss_family != AF_UNSPEC)
+		session_addr((struct sockaddr *)&dst, NULL, 0, s->upstream_addr,
+		             sizeof(s->upstream_addr));
+	if (fd < 0) {
+		/* failing before any packet is this host's problem (a
+		 * capability, an address), not the server's: say it here too */
+		log_warnx("session %llu: upstream: %s", (unsigned long long)s->id, why);
 		login_event(&s->upstream, LEG_EV_ERROR, why);
+	}
 }
 
 void session_close(struct session *s, const char *reason)

@@ -58,7 +58,8 @@ struct session {
 	enum session_port port;
 	char peer[INET6_ADDRSTRLEN + 8], local[INET6_ADDRSTRLEN + 8];
 	char peer_ip[INET6_ADDRSTRLEN];
-	struct in6_addr peer_key; /* in px->peers */
+	char upstream_addr[INET6_ADDRSTRLEN + 8]; /* original-dst's, "" otherwise */
+	struct in6_addr peer_key;                 /* in px->peers */
 	bool closing, freed;
 	bool upstream_gone; /* closed on purpose, the client still served */
 

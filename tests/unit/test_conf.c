@@ -238,7 +238,7 @@ static void test_syntax(void)
 	         &n);
 	T_CHECK(n == 3, "three problems counted");
 	T_CHECK(count_lines(err) == 3, "three problem lines");
-	T_CHECK(strstr(err, "t.conf:2: upstream_tls: expected starttls, direct or none, got "
+	T_CHECK(strstr(err, "t.conf:2: upstream_tls: expected starttls, direct, none or auto, got "
 	                    "\"foo\"\nt.conf:4: unknown key \"bogus\"\nt.conf:5: connect_timeout: "
 	                    "expected seconds, 1 to 3600, got \"0\"\n") == err,
 	        "problems in line order with file:line");
@@ -431,6 +431,19 @@ static void test_words(void)
 	T_CHECK(c->require_tls == CONF_REQUIRE_NO, "  require_tls no");
 	T_CHECK(c->plain_without_tls == CONF_PLAIN_ALLOW, "  plain_without_tls allow");
 	conf_free(c);
+	/* the transparent keys (issue 11) */
+	c = good("upstream = original-dst\n", "transparent defaults");
+	T_CHECK(!c->upstream_tls_set && !c->tproxy && c->upstream_source == CONF_SOURCE_PROXY,
+	        "  upstream_tls not given, no tproxy, source proxy");
+	conf_free(c);
+	c = good("upstream_tls = auto\ntproxy = yes\nupstream_source = client\n",
+	         "transparent keys");
+	T_CHECK(c->upstream_tls == CONF_UPSTREAM_AUTO && c->upstream_tls_set, "  upstream_tls auto");
+	T_CHECK(c->tproxy && c->upstream_source == CONF_SOURCE_CLIENT, "  tproxy, source client");
+	conf_free(c);
+	bad("upstream_source = server\n", "upstream_source: expected proxy or client, got \"server\"",
+	    "bad upstream_source");
+	bad("tproxy = maybe\n", "tproxy: expected yes or no", "bad tproxy");
 	c = good("upstream_verify = false\nupstream_tls = starttls\nrequire_tls = auto\n"
 	         "plain_without_tls = log\n",
 	         "default word values");
@@ -440,10 +453,10 @@ static void test_words(void)
 	        "  defaults by name");
 	conf_free(c);
 
-	bad("upstream_tls = foo\n", "upstream_tls: expected starttls, direct or none, got \"foo\"",
+	bad("upstream_tls = foo\n", "upstream_tls: expected starttls, direct, none or auto, got \"foo\"",
 	    "bad upstream_tls");
 	bad("upstream_tls = STARTTLS\n", "upstream_tls: expected", "words are case-sensitive");
-	bad("upstream_tls =\n", "upstream_tls: expected starttls, direct or none, got \"\"",
+	bad("upstream_tls =\n", "upstream_tls: expected starttls, direct, none or auto, got \"\"",
 	    "empty upstream_tls");
 	bad("upstream_verify = on\n",
 	    "upstream_verify: expected yes or no (or true or false), got \"on\"",
@@ -643,7 +656,7 @@ static void test_options(void)
 	            strcmp(err, "-o: unknown key \"bogus\"") == 0,
 	        "-o unknown key");
 	T_CHECK(conf_set_option(c, "upstream_tls=foo", err, sizeof(err)) == -1 &&
-	            strcmp(err, "-o: upstream_tls: expected starttls, direct or none, got "
+	            strcmp(err, "-o: upstream_tls: expected starttls, direct, none or auto, got "
 	                        "\"foo\"") == 0,
 	        "-o bad value: message without newline");
 	T_CHECK(c->upstream_tls == CONF_UPSTREAM_STARTTLS, "-o bad value leaves the value");
@@ -694,7 +707,7 @@ static void test_files(void)
 		char expect[512];
 
 		snprintf(expect, sizeof(expect),
-		         "%s:2: upstream_tls: expected starttls, direct or none, got \"bad\"\n"
+		         "%s:2: upstream_tls: expected starttls, direct, none or auto, got \"bad\"\n"
 		         "%s:4: max_stanza: expected bytes, 1024 to 16M (suffix k or M), got "
 		         "\"1\"\n",
 		         path, path);
