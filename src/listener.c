@@ -161,7 +161,8 @@ struct listener *listener_open(struct proxy *px, const struct conf_addr *a, enum
 	         ? setsockopt(ls->fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one))
 	         : setsockopt(ls->fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))) < 0) {
 		snprintf(err, errlen, "listen %s: tproxy: IP_TRANSPARENT: %s%s", ls->name,
-		         strerror(errno), errno == EPERM ? " (needs CAP_NET_ADMIN)" : "");
+		         strerror(errno),
+		         errno == EPERM ? " (needs CAP_NET_ADMIN; CAP_NET_RAW also does)" : "");
 		goto fail;
 	}
 	if (ai->ai_family == AF_INET6 && host != NULL)

@@ -160,7 +160,8 @@ static int upstream_bind_client(int fd, int client_fd, sa_family_t family, char 
 	                           : setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one));
 	if (rc < 0) {
 		snprintf(err, errlen, "upstream_source = client: IP_TRANSPARENT: %s%s",
-		         strerror(errno), errno == EPERM ? " (needs CAP_NET_ADMIN)" : "");
+		         strerror(errno),
+		         errno == EPERM ? " (needs CAP_NET_ADMIN; CAP_NET_RAW also does)" : "");
 		return -1;
 	}
 	if (family == AF_INET)
