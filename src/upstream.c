@@ -84,6 +84,18 @@ static unsigned upstream_port(const struct sockaddr_storage *ss)
 	                                      : ((const struct sockaddr_in6 *)ss)->sin6_port);
 }
 
+/* Same family, address and port (the rest of a sockaddr may differ). */
+static bool upstream_same(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family || upstream_port(a) != upstream_port(b))
+		return false;
+	if (a->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+	              &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+}
+
 /*
  * Where the client meant to go: with tproxy the accepted socket's own
  * address (TPROXY keeps it), else what an iptables REDIRECT rewrote
@@ -111,8 +123,7 @@ static int upstream_original_dst(const struct conf *c, int client_fd, struct soc
 			if ((unsigned)atoi(a->port) == upstream_port(ss) &&
 			    upstream_is_local(ss, *len)) {
 				snprintf(err, errlen,
-				         "original destination is the proxy itself "
-				         "(not TPROXY'd)");
+				         "original destination is the proxy itself (not TPROXY'd)");
 				return -1;
 			}
 		}
@@ -128,7 +139,7 @@ static int upstream_original_dst(const struct conf *c, int client_fd, struct soc
 	}
 	upstream_unmap(ss, len);
 	upstream_unmap(&local, &llen);
-	if (llen == *len && memcmp(&local, ss, *len) == 0) {
+	if (upstream_same(&local, ss)) {
 		snprintf(err, errlen, "original destination is the proxy itself (not redirected)");
 		return -1;
 	}

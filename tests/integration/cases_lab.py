@@ -57,7 +57,7 @@ DOMAINS = {"a": "a.lab.test", "b": "b.lab.test"}
 PROXY_PORT, PROXY_TLS_PORT = 15222, 15223
 
 
-def sh(*argv, ns=None, check=True, timeout=20, **kw):
+def sh(*argv, ns=None, check=True, timeout=60, **kw):
     """Runs argv (in namespace ns); returns the CompletedProcess."""
     cmd = (["ip", "netns", "exec", ns] if ns else []) + [str(a) for a in argv]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
@@ -72,7 +72,15 @@ def netns_list():
 
 
 def netns_remove(name):
-    sh("ip", "netns", "del", name, check=False)
+    """Removes a namespace (its processes are stopped first). ip netns del
+    waits for the kernel's rtnl lock, which the cleanup of namespaces
+    (other tests' too) may hold for seconds on a loaded machine."""
+    for _ in range(3):
+        try:
+            sh("ip", "netns", "del", name, check=False, timeout=60)
+            break
+        except subprocess.TimeoutExpired:
+            continue
     shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
 
 
