@@ -19,9 +19,9 @@ namespace's /etc/netns/NAME/hosts) and trust only the lab CA, whose
 *.lab.test certificate both the servers and the proxy present.
 
   lab_redirect  iptables/ip6tables -t nat REDIRECT, upstream from the proxy:
-                STARTTLS logins to both servers over IPv4 and IPv6, Direct
-                TLS redirected from 5223 (upstream_tls auto: Direct TLS to
-                the server's 5223), go-sendxmpp; each upstream event and
+                STARTTLS and Direct TLS logins to both servers over IPv4
+                and IPv6, Direct TLS redirected from 5223 (upstream_tls
+                auto: Direct TLS to the server's 5223), go-sendxmpp; each upstream event and
                 login record names the real server address:port; the
                 server logs the router's address; without the rules (the
                 control) the same clients reach the servers directly and
@@ -382,14 +382,17 @@ def lab_redirect(ctx):
         ctx.check(r.get("ok"), f"slixmpp to b.lab.test over IPv6: {r.get('error')}")
         r = lab.slixmpp("b", direct_tls=True)
         ctx.check(r.get("ok"), f"slixmpp Direct TLS to b.lab.test:5223: {r.get('error')}")
+        r = lab.slixmpp("a", v6=True, direct_tls=True)
+        ctx.check(r.get("ok"), f"slixmpp Direct TLS to a.lab.test:5223 over IPv6: {r.get('error')}")
         ok, out = lab.sendxmpp("a")
         ctx.check(ok, f"go-sendxmpp to a.lab.test: {out[-300:]}")
         ok, out = lab.sendxmpp("b", direct_tls=True)
         ctx.check(ok, f"go-sendxmpp Direct TLS to b.lab.test: {out[-300:]}")
-        harness.wait_until(lambda: len([e for e in px.events.read() if e["event"] == "close"]) >= 5, 5)
+        harness.wait_until(lambda: len([e for e in px.events.read() if e["event"] == "close"]) >= 6, 5)
         check_sessions(ctx, px, [(f"{V4['a']}:5222", "starttls"),
                                  (f"[{V6['b']}]:5222", "starttls"),
-                                 (f"{V4['b']}:5223", "direct_tls")])
+                                 (f"{V4['b']}:5223", "direct_tls"),
+                                 (f"[{V6['a']}]:5223", "direct_tls")])
         ctx.check(not any(e.get("addr") == "original-dst" for e in upstream_events(px)),
                   "an upstream event says original-dst instead of the address")
         # the servers saw the router, not the client
@@ -459,12 +462,15 @@ def lab_tproxy(ctx):
         ctx.check(r.get("ok"), f"slixmpp to b.lab.test over IPv6: {r.get('error')}")
         r = lab.slixmpp("a", direct_tls=True)
         ctx.check(r.get("ok"), f"slixmpp Direct TLS to a.lab.test:5223: {r.get('error')}")
+        r = lab.slixmpp("b", v6=True, direct_tls=True)
+        ctx.check(r.get("ok"), f"slixmpp Direct TLS to b.lab.test:5223 over IPv6: {r.get('error')}")
         ok, out = lab.sendxmpp("b")
         ctx.check(ok, f"go-sendxmpp to b.lab.test: {out[-300:]}")
-        harness.wait_until(lambda: len([e for e in px.events.read() if e["event"] == "close"]) >= 4, 5)
+        harness.wait_until(lambda: len([e for e in px.events.read() if e["event"] == "close"]) >= 5, 5)
         check_sessions(ctx, px, [(f"{V4['a']}:5222", "starttls"),
                                  (f"[{V6['b']}]:5222", "starttls"),
                                  (f"{V4['a']}:5223", "direct_tls"),
+                                 (f"[{V6['b']}]:5223", "direct_tls"),
                                  (f"{V4['b']}:5222", "starttls")])
         peers = [p[0] for p in a.peers() + b.peers()]
         ctx.check(V4["cli"] in [p[0] for p in a.peers()],
