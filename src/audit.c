@@ -11,6 +11,7 @@
 #include "evlog.h"
 #include "policy.h"
 #include "sasl.h"
+#include "login_forge.h"
 #include "login_int.h" /* audit.c writes the login's records */
 #include "session.h"
 #include "tls.h"
@@ -132,6 +133,8 @@ void audit_tls(struct leg *l, bool client, bool ok, const char *error)
 			evlog_str("sni", s->lg->domain);
 		evlog_str("alpn", info.alpn[0] ? info.alpn : NULL);
 		evlog_bool("resumed", info.resumed);
+		if (client)
+			login_forge_audit(s);
 		if (!client) {
 			evlog_bool("verified", info.verified);
 			if (!info.verified)

@@ -11,6 +11,7 @@
 
 #include "audit.h"
 #include "conf.h"
+#include "login_forge.h"
 #include "login_int.h"
 #include "proxyproto.h"
 #include "tls.h"
@@ -445,6 +446,8 @@ void login_begin_tls(struct leg *l, const char *rest, size_t len)
 		login_fail(s, "internal-server-error", NULL, "cannot create TLS session");
 		return;
 	}
+	if (login_is_client(l))
+		login_forge_attach(s, ssl);
 	login_ll(l)->hdr_sent = false;
 	leg_start_tls(l, ssl, login_is_client(l));
 }

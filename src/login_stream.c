@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "login_forge.h"
 #include "login_int.h"
 
 void login_send(struct leg *l, const char *data, size_t len)
@@ -216,6 +217,9 @@ void login_fail(struct session *s, const char *condition, const char *text, cons
 {
 	if (s->closing)
 		return;
+	/* a client handshake waiting for the server's certificate finishes
+	 * without it, to hear the failure */
+	login_forge_resume(s, true);
 	if (condition != NULL && !s->lg->fail_deferred && s->client.io < LEG_IO_CLOSING) {
 		if (!login_relaying(s) && !s->lg->cl.hdr_sent) {
 			login_client_enter(s, CS_FAILING);

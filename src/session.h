@@ -20,6 +20,7 @@
 #include "leg.h"
 
 struct conf;
+struct forge;
 struct login;
 
 /* What the process shares with its sessions. Reload replaces conf and the
@@ -28,6 +29,7 @@ struct proxy {
 	struct ev_loop *loop;
 	struct conf *conf;
 	SSL_CTX *server_ctx, *client_ctx;
+	struct forge *forge; /* forge_ca: certificates per domain; NULL: none */
 	struct sockaddr_storage upstream_sa;
 	socklen_t upstream_salen;
 	char upstream_name[300]; /* for the log */
