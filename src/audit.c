@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "audit.h"
+#include "conf.h"
 #include "evlog.h"
 #include "policy.h"
 #include "sasl.h"
@@ -382,6 +383,11 @@ void audit_login(struct session *s)
 	evlog_str("cb", s->lg->cb[0] ? s->lg->cb : NULL);
 	if (s->lg->cb_downgrade)
 		evlog_bool("cb_downgrade", true);
+	if (s->px->conf->transcript_dir != NULL) {
+		evlog_str("transcript", s->transcript_name[0] ? s->transcript_name : NULL);
+		if (s->transcript_name[0] == '\0')
+			evlog_str("transcript_error", s->transcript_error);
+	}
 	evlog_str("outcome", s->lg->outcome == SESSION_OUTCOME_SUCCESS   ? "success"
 	                     : s->lg->outcome == SESSION_OUTCOME_FAILURE ? "failure"
 	                                                                 : "incomplete");

@@ -14,6 +14,7 @@
 #include "login_forge.h"
 #include "login_int.h"
 #include "proxyproto.h"
+#include "transcript.h"
 #include "tls.h"
 
 static void login_clear_fast_offered(struct session *s)
@@ -135,6 +136,8 @@ void login_client_features(struct session *s)
 	o.others = sasl_now;
 	struct buf b = {0};
 	streamfeatures_write(&b, s->lg->cl.out_prefix, &o, &s->lg->up);
+	transcript_note(s->transcript, "the proxy's own features follow, rewritten by policy from "
+	                               "the server's last ones");
 	login_send_buf(&s->client, &b);
 
 	audit_features(s, o.starttls, sasl2, nsasl2);

@@ -27,6 +27,7 @@
 #include "secmem.h"
 #include "session.h"
 #include "tls.h"
+#include "transcript.h"
 #include "upstream.h"
 
 #define XI_VERSION "0.1.0"
@@ -468,6 +469,7 @@ int main(int argc, char **argv)
 	tls_keylog_close();
 	SSL_CTX_free(m.px.server_ctx);
 	forge_free(m.px.forge);
+	transcript_shutdown();
 	SSL_CTX_free(m.px.client_ctx);
 	conf_free(m.px.conf);
 	free(m.overrides);

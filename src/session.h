@@ -21,6 +21,7 @@
 
 struct conf;
 struct forge;
+struct transcript;
 struct login;
 
 /* What the process shares with its sessions. Reload replaces conf and the
@@ -63,6 +64,11 @@ struct session {
 	struct in6_addr peer_key; /* in px->peers */
 	bool closing, freed;
 	bool upstream_gone; /* closed on purpose, the client still served */
+	/* transcript_dir: this session's file, its name for the login record,
+	 * or why there is none */
+	struct transcript *transcript;
+	char transcript_name[64];
+	char transcript_error[200];
 
 	/* the login's own state (login_int.h): allocated by login_start(),
 	 * freed by login_free() */
