@@ -8,9 +8,11 @@
 #include <string.h>
 
 #include "audit.h"
+#include "conf.h"
 #include "evlog.h"
 #include "policy.h"
 #include "sasl.h"
+#include "login_forge.h"
 #include "login_int.h" /* audit.c writes the login's records */
 #include "session.h"
 #include "tls.h"
@@ -132,6 +134,8 @@ void audit_tls(struct leg *l, bool client, bool ok, const char *error)
 			evlog_str("sni", s->lg->domain);
 		evlog_str("alpn", info.alpn[0] ? info.alpn : NULL);
 		evlog_bool("resumed", info.resumed);
+		if (client)
+			login_forge_audit(s);
 		if (!client) {
 			evlog_bool("verified", info.verified);
 			if (!info.verified)
@@ -381,6 +385,11 @@ void audit_login(struct session *s)
 	evlog_str("cb", s->lg->cb[0] ? s->lg->cb : NULL);
 	if (s->lg->cb_downgrade)
 		evlog_bool("cb_downgrade", true);
+	if (s->px->conf->transcript_dir != NULL) {
+		evlog_str("transcript", s->transcript_name[0] ? s->transcript_name : NULL);
+		if (s->transcript_name[0] == '\0')
+			evlog_str("transcript_error", s->transcript_error);
+	}
 	evlog_str("outcome", s->lg->outcome == SESSION_OUTCOME_SUCCESS   ? "success"
 	                     : s->lg->outcome == SESSION_OUTCOME_FAILURE ? "failure"
 	                                                                 : "incomplete");

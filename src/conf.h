@@ -9,7 +9,8 @@
  * '#' is literal). A non-repeatable key given twice in one file is an
  * error; conf_set (and so -o) replaces. Booleans are yes/no or true/false.
  * An empty value means "none" for the keys that may be unset: paths
- * (cert, key, upstream_ca, event_log, keylog), mechanism lists, and
+ * (cert, key, upstream_ca, event_log, keylog, forge_ca, forge_ca_key,
+ * transcript_dir, default_domain), mechanism lists, and
  * listen/listen_tls, where it removes every address given before (so
  * "-o listen= -o listen=ADDR:PORT" replaces the file's listeners, which a
  * lone "-o listen=ADDR:PORT" would extend). Relative paths are relative to
@@ -139,6 +140,14 @@ struct conf {
 	size_t max_stanza;
 	unsigned max_sessions;
 	unsigned max_per_addr;
+
+	/* transparent interception (forge.c, transcript.c) */
+	char *forge_ca, *forge_ca_key; /* NULL: the one cert/key for every name */
+	bool forge_mirror;             /* copy the server certificate's subject and names */
+	unsigned forge_cache;          /* forged certificates kept (LRU) */
+	char *default_domain;          /* folded; NULL: none */
+	char *transcript_dir;          /* NULL: no transcripts */
+	size_t transcript_max;         /* bytes per transcript file */
 };
 
 /* A new configuration with every default set. NULL on out of memory. */

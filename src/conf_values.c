@@ -15,6 +15,7 @@
 #include "bounds.h"
 #include "conf.h"
 #include "conf_int.h"
+#include "forge.h"
 #include "ident.h"
 
 /* "*:5222", "[::1]:5222" or "host:5222", for messages. */
@@ -555,5 +556,31 @@ int conf_parse_rate(struct conf *c, const struct conf_key *k, const char *value,
 		return conf_expected(k, value, msg, msglen);
 	c->auth_failures_max = (unsigned)n;
 	c->auth_failures_window = (unsigned)secs;
+	return 0;
+}
+
+/* default_domain: one domain a certificate can name (forge_name), kept
+ * folded; empty unsets it. */
+int conf_parse_domain(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                      size_t msglen)
+{
+	char **field = conf_field(c, k->off);
+	char folded[MAX_DOMAIN + 1];
+	const char *why;
+	char *copy = NULL;
+
+	if (value[0] != '\0') {
+		if (forge_name(value, folded, sizeof(folded), &why) < 0) {
+			char q[CONF_QUOTED];
+			conf_msg(msg, msglen, "%s: %s", conf_quote(q, sizeof(q), value), why);
+			return -1;
+		}
+		if ((copy = strdup(folded)) == NULL) {
+			conf_msg(msg, msglen, "out of memory");
+			return -1;
+		}
+	}
+	free(*field);
+	*field = copy;
 	return 0;
 }

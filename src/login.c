@@ -16,6 +16,7 @@
 #include "conf.h"
 #include "log.h"
 #include "login.h"
+#include "login_forge.h"
 #include "login_int.h"
 #include "tls.h"
 
@@ -226,6 +227,8 @@ static void login_tls_done(struct leg *l)
 	}
 	s->lg->upstream_tls = true;
 	login_upstream_enter(s, login_client_login_header(s) ? US_HEADER : US_WAIT_CLIENT);
+	if (!s->closing)
+		login_forge_resume(s, false); /* its certificate can be mirrored */
 }
 
 static void login_upstream_connected(struct session *s)
@@ -252,6 +255,9 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		break;
 	case LEG_EV_TLS_DONE:
 		login_tls_done(l);
+		break;
+	case LEG_EV_TLS_PAUSED:
+		login_forge_paused(s);
 		break;
 	case LEG_EV_TLS_ERROR:
 		audit_tls(l, login_is_client(l), false, why);
@@ -372,6 +378,7 @@ void login_start(struct session *s)
 			session_close(s, "cannot create TLS session");
 			return;
 		}
+		login_forge_attach(s, ssl);
 		leg_start_tls(&s->client, ssl, false);
 	} else {
 		s->lg->cstate = CS_HEADER;
@@ -411,6 +418,7 @@ void login_free(struct session *s)
 	buf_free(&s->lg->ul.hold);
 	sasl_free(s->lg->sasl);
 	s->lg->sasl = NULL;
+	login_forge_free(s);
 	streamfeatures_free(&s->lg->up);
 	login_clear_offered(s);
 	free(s->lg->jid);

@@ -21,6 +21,8 @@
 #include "streamfeatures.h"
 #include "xml.h"
 
+struct forge_leaf;
+
 /* The login's state of one session: what login*.c follow and audit.c
  * records (session.h keeps only a pointer to it). */
 enum session_outcome {
@@ -126,6 +128,11 @@ struct login {
 	char *bind_id, *session_iq_id, *bind_resource;
 	const char *policy_rules[SESSION_MAX_POLICY]; /* "rule:action", static strings */
 	size_t npolicy;
+	/* forge_ca (login_forge.c): the client leg's forged certificate; a
+	 * handshake paused for forge_mirror, and the name it waits with */
+	struct forge_leaf *forged;
+	bool forge_waiting, forge_no_mirror, forge_mirrored;
+	char forge_pending[MAX_DOMAIN + 1];
 };
 
 static inline struct session *login_session(const struct leg *l)

@@ -11,8 +11,10 @@
 
 #include "audit.h"
 #include "conf.h"
+#include "login_forge.h"
 #include "login_int.h"
 #include "proxyproto.h"
+#include "transcript.h"
 #include "tls.h"
 
 static void login_clear_fast_offered(struct session *s)
@@ -134,6 +136,8 @@ void login_client_features(struct session *s)
 	o.others = sasl_now;
 	struct buf b = {0};
 	streamfeatures_write(&b, s->lg->cl.out_prefix, &o, &s->lg->up);
+	transcript_note(s->transcript, "the proxy's own features follow, rewritten by policy from "
+	                               "the server's last ones");
 	login_send_buf(&s->client, &b);
 
 	audit_features(s, o.starttls, sasl2, nsasl2);
@@ -444,6 +448,8 @@ void login_begin_tls(struct leg *l, const char *rest, size_t len)
 		login_fail(s, "internal-server-error", NULL, "cannot create TLS session");
 		return;
 	}
+	if (login_is_client(l))
+		login_forge_attach(s, ssl);
 	login_ll(l)->hdr_sent = false;
 	leg_start_tls(l, ssl, login_is_client(l));
 }

@@ -21,12 +21,15 @@
 
 #include "conf.h"
 #include "evlog.h"
+#include "forge.h"
 #include "listener.h"
+#include "login_forge.h"
 #include "log.h"
 #include "notify.h"
 #include "secmem.h"
 #include "session.h"
 #include "tls.h"
+#include "transcript.h"
 #include "upstream.h"
 
 #define XI_VERSION "0.1.0"
@@ -118,6 +121,12 @@ static int main_check_tls(const struct conf *c, char *err, size_t errlen)
 	if (cctx == NULL)
 		return -1;
 	SSL_CTX_free(cctx);
+	if (c->forge_ca != NULL) {
+		struct forge *f = forge_new(c->forge_ca, c->forge_ca_key, 1, err, errlen);
+		if (f == NULL)
+			return -1;
+		forge_free(f);
+	}
 	return 0;
 }
 
@@ -148,6 +157,13 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 		SSL_CTX_free(sctx);
 		return -1;
 	}
+	/* a reload makes a new CA and an empty cache; sessions keep their
+	 * leaves */
+	struct forge *fg = NULL;
+	if (c->forge_ca != NULL &&
+	    (fg = forge_new(c->forge_ca, c->forge_ca_key, c->forge_cache, err, errlen)) == NULL)
+		goto fail;
+	login_forge_install(sctx, px);
 	if (evlog_open(c->event_log, err, errlen) < 0)
 		goto fail;
 	evlog_queue_bound(c->event_log_queue);
@@ -162,8 +178,10 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 	/* sessions keep their own references to the old contexts */
 	SSL_CTX_free(px->server_ctx);
 	SSL_CTX_free(px->client_ctx);
+	forge_free(px->forge);
 	px->server_ctx = sctx;
 	px->client_ctx = cctx;
+	px->forge = fg;
 	px->upstream_sa = ss;
 	px->upstream_salen = sslen;
 	snprintf(px->upstream_name, sizeof(px->upstream_name), "%s", name);
@@ -171,6 +189,7 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 	px->conf = c;
 	return 0;
 fail:
+	forge_free(fg);
 	SSL_CTX_free(sctx);
 	SSL_CTX_free(cctx);
 	return -1;
@@ -476,6 +495,8 @@ int main(int argc, char **argv)
 	evlog_close();
 	tls_keylog_close();
 	SSL_CTX_free(m.px.server_ctx);
+	forge_free(m.px.forge);
+	transcript_shutdown();
 	SSL_CTX_free(m.px.client_ctx);
 	conf_free(m.px.conf);
 	free(m.overrides);

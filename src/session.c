@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "addrtab.h"
@@ -12,11 +13,38 @@
 #include "log.h"
 #include "login.h"
 #include "session.h"
+#include "transcript.h"
 #include "upstream.h"
 
 static void session_leg_data(struct leg *l, const char *data, size_t len)
 {
+	struct session *s = l->owner;
+	transcript_chunk(s->transcript, l == &s->client ? TRANSCRIPT_CLIENT : TRANSCRIPT_UPSTREAM,
+	                 false, data, len);
 	login_data(l, data, len);
+}
+
+/* Seconds between two warnings that a transcript could not be made: one
+ * per session would flood the log when the directory goes away. */
+#define SESSION_TRANSCRIPT_WARN_EVERY 10
+
+/* transcript_dir: the session's transcript, or the reason it has none (in
+ * the login record, and on stderr at most every few seconds). */
+static void session_transcript(struct session *s)
+{
+	static time_t warned;
+	const struct conf *c = s->px->conf;
+	if (c->transcript_dir == NULL)
+		return;
+	s->transcript = transcript_open(
+	    c->transcript_dir, s->id, s->peer, s->local, c->transcript_max, s->transcript_name,
+	    sizeof(s->transcript_name), s->transcript_error, sizeof(s->transcript_error));
+	time_t now = time(NULL);
+	if (s->transcript == NULL && now - warned >= SESSION_TRANSCRIPT_WARN_EVERY) {
+		warned = now;
+		log_warnx("session %llu: no transcript: %s", (unsigned long long)s->id,
+		          s->transcript_error);
+	}
 }
 
 /* Fires for every I/O event of either leg. */
@@ -193,6 +221,7 @@ void session_new(struct proxy *px, int fd, enum session_port port, const struct 
 	evlog_str("local", s->local);
 	evlog_str("port_kind", port == SESSION_PORT_DIRECT_TLS ? "direct_tls" : "starttls");
 	evlog_end();
+	session_transcript(s);
 
 	login_start(s); /* it connects upstream (session_connect_upstream) */
 }
@@ -247,6 +276,8 @@ static void session_free(struct session *s)
 {
 	addrtab_del(s->px->peers, &s->peer_key, ev_now(s->px->loop));
 	login_free(s);
+	transcript_close(s->transcript);
+	s->transcript = NULL;
 	leg_free(&s->client);
 	leg_free(&s->upstream);
 	free(s);

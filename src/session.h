@@ -20,6 +20,8 @@
 #include "leg.h"
 
 struct conf;
+struct forge;
+struct transcript;
 struct login;
 
 /* What the process shares with its sessions. Reload replaces conf and the
@@ -28,6 +30,7 @@ struct proxy {
 	struct ev_loop *loop;
 	struct conf *conf;
 	SSL_CTX *server_ctx, *client_ctx;
+	struct forge *forge; /* forge_ca: certificates per domain; NULL: none */
 	struct sockaddr_storage upstream_sa;
 	socklen_t upstream_salen;
 	char upstream_name[300]; /* for the log */
@@ -62,6 +65,11 @@ struct session {
 	struct in6_addr peer_key;                 /* in px->peers */
 	bool closing, freed;
 	bool upstream_gone; /* closed on purpose, the client still served */
+	/* transcript_dir: this session's file, its name for the login record,
+	 * or why there is none */
+	struct transcript *transcript;
+	char transcript_name[64];
+	char transcript_error[200];
 
 	/* the login's own state (login_int.h): allocated by login_start(),
 	 * freed by login_free() */

@@ -39,6 +39,8 @@ import cases_durability  # noqa: E402,F401  (issue 15: the event log on a full d
 import cases_proxyproto  # noqa: E402,F401  (issue 12: PROXY header toward ejabberd and HAProxy)
 import cases_daemon  # noqa: E402,F401  (issue 12: systemd notify and unit, logrotate, descriptor limits)
 import cases_deploy  # noqa: E402,F401  (issue 12: the fail2ban filter over a real event log)
+import cases_forge  # noqa: E402,F401  (issue 11: a certificate per domain, forge_ca)
+import cases_transcript  # noqa: E402,F401  (issue 11: a redacted decrypted transcript per session)
 import cases_lab  # noqa: E402,F401  (issue 11: REDIRECT and TPROXY on a lab router, network namespaces)
 
 

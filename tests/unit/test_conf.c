@@ -908,9 +908,49 @@ static void test_user_patterns(void)
 	conf_free(c);
 }
 
+/* issue 11: forge_* and transcript_* keys */
+static void test_forge_keys(void)
+{
+		struct conf *c = conf_new();
+	T_CHECK(c->forge_cache == DEFAULT_FORGE_CACHE && !c->forge_mirror &&
+	            c->transcript_max == DEFAULT_TRANSCRIPT_MAX && c->default_domain == NULL,
+	        "forge/transcript defaults");
+	T_CHECK(conf_set(c, "default_domain", "Lab.TEST.", "-o", err, sizeof err) == 0 &&
+	            strcmp(c->default_domain, "lab.test") == 0,
+	        "default_domain folded");
+	T_CHECK(conf_set(c, "default_domain", "10.0.0.1", "-o", err, sizeof err) == -1 &&
+	            strstr(err, "IP address") != NULL && strcmp(c->default_domain, "lab.test") == 0,
+	        "default_domain IP refused, old kept");
+	T_CHECK(conf_set(c, "default_domain", "*.lab.test", "-o", err, sizeof err) == -1,
+	        "default_domain wildcard refused");
+	T_CHECK(conf_set(c, "default_domain", "", "-o", err, sizeof err) == 0 &&
+	            c->default_domain == NULL,
+	        "default_domain unset");
+	T_CHECK(conf_set(c, "forge_cache", "0", "-o", err, sizeof err) == -1 &&
+	            conf_set(c, "forge_cache", "16385", "-o", err, sizeof err) == -1 &&
+	            conf_set(c, "forge_cache", "2", "-o", err, sizeof err) == 0 && c->forge_cache == 2,
+	        "forge_cache range");
+	T_CHECK(conf_set(c, "transcript_max", "512", "-o", err, sizeof err) == -1 &&
+	            conf_set(c, "transcript_max", "64k", "-o", err, sizeof err) == 0 &&
+	            c->transcript_max == 64 * 1024,
+	        "transcript_max range");
+	conf_set(c, "listen", "127.0.0.1:5222", "-o", err, sizeof err);
+	conf_set(c, "upstream", "127.0.0.1:5223", "-o", err, sizeof err);
+	conf_set(c, "forge_ca", "/etc/passwd", "-o", err, sizeof err);
+	T_CHECK(conf_check(c, err, sizeof err) == -1 && strstr(err, "go together") != NULL &&
+	            strstr(err, "cert: not set") == NULL,
+	        "forge_ca without its key refused; no cert needed with forge_ca");
+	conf_set(c, "forge_ca", "", "-o", err, sizeof err);
+	conf_set(c, "forge_mirror", "yes", "-o", err, sizeof err);
+	T_CHECK(conf_check(c, err, sizeof err) == -1 && strstr(err, "forge_mirror: needs") != NULL,
+	        "forge_mirror without forge_ca refused");
+	conf_free(c);
+}
+
 int main(void)
 {
 	test_user_patterns();
+	test_forge_keys();
 	test_defaults();
 	test_syntax();
 	test_err_buffer();
