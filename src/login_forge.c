@@ -89,7 +89,7 @@ static int login_forge_hello(SSL *ssl, int *alert, void *arg)
 	if (c->forge_mirror && !s->lg->forge_no_mirror) {
 		if (s->lg->upstream_tls && s->upstream.ssl != NULL)
 			mirror = SSL_get0_peer_certificate(s->upstream.ssl);
-		else if (c->upstream_tls != CONF_UPSTREAM_NONE && strcmp(src, "SNI") == 0) {
+		else if (s->lg->upstream_mode != CONF_UPSTREAM_NONE && strcmp(src, "SNI") == 0) {
 			/* Direct TLS: the upstream learns the domain from this
 			 * SNI; the handshake goes on once it has the server's
 			 * certificate (login_forge_resume) */

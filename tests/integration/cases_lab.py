@@ -15,8 +15,11 @@ The servers listen on their own addresses, ports 5222 (STARTTLS) and 5223
 rules, hands every connection to those ports to xmpp-inspect (upstream =
 original-dst). The clients connect to the servers' own addresses (slixmpp
 is given the address; go-sendxmpp resolves the name through the client
-namespace's /etc/netns/NAME/hosts) and trust only the lab CA, whose
-*.lab.test certificate both the servers and the proxy present.
+namespace's /etc/netns/NAME/hosts) and trust only the forge CA
+(certs/lab/forge-ca.pem): the proxy has no certificate of its own, it
+forges one per domain a client asks for (forge_ca); the servers present
+the lab CA's *.lab.test certificate, which the proxy verifies. Every
+session's transcript (transcript_dir) has the whole login and no secret.
 
   lab_redirect  iptables/ip6tables -t nat REDIRECT, upstream from the proxy:
                 STARTTLS and Direct TLS logins to both servers over IPv4
@@ -46,7 +49,12 @@ import time
 from pathlib import Path
 
 import harness
-from cases import case, USERS
+from cases import case, USERS, ALL_PASSWORDS
+from cases_transcript import check_transcript
+
+FORGE_CA = harness.CERTS / "forge-ca.pem"
+FORGE_KEY = harness.CERTS / "forge-ca.key"
+THIRD = "c.lab.test"  # a domain no client or key was made for: a.lab.test's server hosts it
 
 PREFIX = "xit-"
 V4 = {"cli": "10.211.1.2", "rt_c": "10.211.1.1", "rt_s": "10.211.2.1",
@@ -124,9 +132,10 @@ class LabProsody(harness.Prosody):
     connection FD n (ADDR, PORT, ...)" lines are the witness of who
     connected)."""
 
-    def __init__(self, ns, domain, addrs):
+    def __init__(self, ns, domain, addrs, extra_hosts=()):
         super().__init__(USERS, debug=True, name=f"lab-{domain}")
         self.ns, self.domain, self.addrs = ns, domain, addrs
+        self.extra_hosts = tuple(extra_hosts)
         self.port, self.tls_port = 5222, 5223
 
     def write_config(self, plugins=None):
@@ -136,6 +145,8 @@ class LabProsody(harness.Prosody):
         text = text.replace('{ "127.0.0.1" }', ifaces)
         text = text.replace(f'VirtualHost "{harness.DOMAIN}"', f"VirtualHost {harness.lua_str(self.domain)}")
         text = text.replace(f'VirtualHost "{harness.ANON_DOMAIN}"', f'VirtualHost "anon.{self.domain}"')
+        for host in self.extra_hosts:
+            text += f'\nVirtualHost {harness.lua_str(host)}\n  authentication = "internal_hashed"\n'
         self.config.write_text(text)
 
     def register(self):
@@ -169,14 +180,27 @@ class LabProsody(harness.Prosody):
 
 
 class LabProxy(harness.Proxy):
-    """xmpp-inspect in the router namespace, in transparent mode."""
+    """xmpp-inspect in the router namespace, in transparent mode, with no
+    certificate of its own: every one a client sees is forged for the
+    domain it asked for, by the forge CA (the clients trust only that).
+    Each session's transcript goes to transcripts/."""
 
     def __init__(self, binary, ns, extra):
         keys = {"listen": f"0.0.0.0:{PROXY_PORT}", "listen_tls": f"0.0.0.0:{PROXY_TLS_PORT}",
-                "upstream": "original-dst", "upstream_tls": None}
+                "upstream": "original-dst", "upstream_tls": None, "cert": None, "key": None,
+                "forge_ca": str(FORGE_CA), "forge_ca_key": str(FORGE_KEY)}
         keys.update(extra)
         super().__init__(binary, 0, extra=keys, name="lab")
         self.ns = ns
+        self.transcripts = self.dir / "transcripts"
+        self.transcripts.mkdir(mode=0o700)
+        self.keys["transcript_dir"] = str(self.transcripts)
+        if "user" in keys:
+            # it writes each transcript after dropping root
+            import pwd
+            pw = pwd.getpwnam(keys["user"])
+            os.chmod(self.dir, 0o711)
+            os.chown(self.transcripts, pw.pw_uid, pw.pw_gid)
         # a second listener of each kind for IPv6 (the file's lines repeat)
         self.v6 = [("listen", f"[::]:{PROXY_PORT}"), ("listen_tls", f"[::]:{PROXY_TLS_PORT}")]
 
@@ -249,7 +273,7 @@ class Lab:
         (hosts / "hosts").write_text(
             f"127.0.0.1 localhost\n{V4['a']} {DOMAINS['a']}\n{V4['b']} {DOMAINS['b']}\n")
         for k in ("a", "b"):
-            p = LabProsody(self.srv, DOMAINS[k], [V4[k], V6[k]])
+            p = LabProsody(self.srv, DOMAINS[k], [V4[k], V6[k]], (THIRD,) if k == "a" else ())
             self.servers[k] = p
             p.start()
 
@@ -275,14 +299,14 @@ class Lab:
                 sh(tool, "-t", table, "-F", ns=self.rt, check=False)
                 sh(tool, "-t", table, "-X", ns=self.rt, check=False)
 
-    def slixmpp(self, server, v6=False, direct_tls=False, user="alice"):
+    def slixmpp(self, server, v6=False, direct_tls=False, user="alice", ca=FORGE_CA):
         """A slixmpp login (client.py) from the client namespace to a
         server's own address; its JSON outcome."""
         addr = (V6 if v6 else V4)[server]
         jid = f"{user}@{DOMAINS[server]}"
         cmd = [harness.PYTHON, str(harness.HERE / "client.py"), "--jid", jid,
                "--password", USERS[user], "--host", addr,
-               "--port", "5223" if direct_tls else "5222", "--ca", str(harness.CA),
+               "--port", "5223" if direct_tls else "5222", "--ca", str(ca),
                "--sni", DOMAINS[server], "--timeout", "10", "--mech", "SCRAM-SHA-1"]
         if direct_tls:
             cmd.append("--direct-tls")
@@ -297,15 +321,15 @@ class Lab:
             self.ctx.note(f"slixmpp {jid} at {addr} direct_tls={direct_tls}: {out}\n{r.stderr[-2000:]}")
         return out
 
-    def sendxmpp(self, server, direct_tls=False):
+    def sendxmpp(self, server, direct_tls=False, ca=FORGE_CA):
         """go-sendxmpp from the client namespace: it resolves the domain
-        through the namespace's hosts file, trusts only the lab CA
+        through the namespace's hosts file, trusts only the forge CA
         (SSL_CERT_FILE), logs in and sends a message to the user itself.
         Returns (ok, output)."""
         jid = f"alice@{DOMAINS[server]}"
         home = self.dir / "home"
         home.mkdir(exist_ok=True)
-        env = dict(os.environ, HOME=str(home), SSL_CERT_FILE=str(harness.CA),
+        env = dict(os.environ, HOME=str(home), SSL_CERT_FILE=str(ca),
                    SSL_CERT_DIR=str(self.dir / "no-certs"))
         cmd = ["go-sendxmpp", "-u", jid, "-p", USERS["alice"], "-j",
                f"{DOMAINS[server]}:{5223 if direct_tls else 5222}", "--timeout", "10"]
@@ -355,6 +379,38 @@ def check_sessions(ctx, px, want):
                   f"login.upstream (sessions: {found})")
 
 
+def check_forged(ctx, px):
+    """Every client leg's certificate was forged for the domain its
+    session asked for."""
+    events = px.events.read()
+    domains = {e["sid"]: e.get("domain") for e in events if e.get("event") == "login"}
+    tls = [e for e in events if e.get("event") == "tls" and e.get("leg") == "client" and e.get("ok")]
+    ctx.check(tls, "no client-leg tls event")
+    for e in tls:
+        want = domains.get(e["sid"])
+        ctx.check(e.get("forged") is True and want in (e.get("names") or []),
+                  f"session {e['sid']}: client certificate not forged for {want}: {e}")
+
+
+def check_transcripts(ctx, px):
+    """Each login's transcript: the whole login (slixmpp's, with its probe
+    message, in check_transcript's detail), no password in any."""
+    logins = [e for e in px.events.read() if e.get("event") == "login"]
+    for lg in logins:
+        name = lg.get("transcript")
+        if not ctx.check(name, f"session {lg['sid']}: login without transcript"):
+            continue
+        path = px.transcripts / name
+        if not ctx.check(path.exists(), f"{path} missing"):
+            continue
+        text = path.read_text(errors="replace")
+        if lg.get("mechanism") == "SCRAM-SHA-1":  # slixmpp's
+            check_transcript(ctx, f"session {lg['sid']}", path, text.splitlines(), "SCRAM-SHA-1")
+        for pw in ALL_PASSWORDS:
+            bad = harness.find_secrets([path], pw, list(USERS))
+            ctx.check(not bad, f"session {lg['sid']}: a secret in the transcript: {bad}")
+
+
 @case("lab_redirect", prosody=None)
 def lab_redirect(ctx):
     """iptables REDIRECT on a lab router: two servers, IPv4 and IPv6,
@@ -395,6 +451,15 @@ def lab_redirect(ctx):
                                  (f"[{V6['a']}]:5223", "direct_tls")])
         ctx.check(not any(e.get("addr") == "original-dst" for e in upstream_events(px)),
                   "an upstream event says original-dst instead of the address")
+        check_forged(ctx, px)
+        check_transcripts(ctx, px)
+        # a third domain, one no certificate was made for: a certificate
+        # for that name, verified by openssl against the forge CA alone
+        r = sh("openssl", "s_client", "-connect", f"{V4['a']}:5222", "-starttls", "xmpp",
+               "-xmpphost", THIRD, "-CAfile", FORGE_CA, "-verify_return_error",
+               "-verify_hostname", THIRD, ns=lab.cli, check=False, input="")
+        ctx.check(r.returncode == 0 and "Verify return code: 0 (ok)" in r.stdout,
+                  f"{THIRD}: no verified forged certificate: {(r.stdout + r.stderr)[-400:]}")
         # the servers saw the router, not the client
         peers = [p[0] for p in a.peers() + b.peers()]
         ctx.check(V4["rt_s"] in peers and V6["rt_s"] in peers,
@@ -403,12 +468,17 @@ def lab_redirect(ctx):
                   f"a server saw the client itself through the proxy: {peers}")
 
         # the control: without the rules the clients reach the servers
-        # directly, and the proxy sees no new session
+        # directly (the real certificates: a client trusting only the
+        # forge CA refuses them, one trusting the lab CA logs in), and the
+        # proxy sees no new session
         lab.flush()
         before = len(px.events.read())
         r = lab.slixmpp("a")
+        ctx.check(not r.get("ok") and r.get("stage") == "tls",
+                  f"control: a forge-CA client accepted a.lab.test's real certificate: {r}")
+        r = lab.slixmpp("a", ca=harness.CA)
         ctx.check(r.get("ok"), f"control: slixmpp straight to a.lab.test: {r.get('error')}")
-        ok, out = lab.sendxmpp("b")
+        ok, out = lab.sendxmpp("b", ca=harness.CA)
         ctx.check(ok, f"control: go-sendxmpp straight to b.lab.test: {out[-300:]}")
         ctx.check(len(px.events.read()) == before, "control: the proxy saw sessions without the rules")
         peers = [p[0] for p in a.peers() + b.peers()]
@@ -480,6 +550,8 @@ def lab_tproxy(ctx):
         ctx.check(V4["rt_s"] not in peers and V6["rt_s"] not in peers,
                   f"a server saw the router's address: {peers}")
         ctx.check("running as nobody" in px.stderr(), "the proxy did not drop to nobody")
+        check_forged(ctx, px)
+        check_transcripts(ctx, px)
     finally:
         for px in ctx.proxies:
             px.stop()
