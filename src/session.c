@@ -236,6 +236,10 @@ void session_connect_upstream(struct session *s)
 	if (s->px->conf->upstream_original_dst && dst.ss_family != AF_UNSPEC)
 		session_addr((struct sockaddr *)&dst, NULL, 0, s->upstream_addr,
 		             sizeof(s->upstream_addr));
+	char note[sizeof(s->px->upstream_name) + 16];
+	snprintf(note, sizeof(note), "upstream %s",
+	         s->upstream_addr[0] ? s->upstream_addr : s->px->upstream_name);
+	transcript_note(s->transcript, note);
 	if (fd < 0) {
 		/* failing before any packet is this host's problem (a
 		 * capability, an address), not the server's: say it here too */

@@ -404,6 +404,9 @@ def check_transcripts(ctx, px):
         if not ctx.check(path.exists(), f"{path} missing"):
             continue
         text = path.read_text(errors="replace")
+        ctx.check(f" note - - upstream {lg.get('upstream')}\n" in text,
+                  f"session {lg['sid']}: the transcript does not name the upstream "
+                  f"{lg.get('upstream')}: {text[:300]!r}")
         if lg.get("mechanism") == "SCRAM-SHA-1":  # slixmpp's
             check_transcript(ctx, f"session {lg['sid']}", path, text.splitlines(), "SCRAM-SHA-1")
         for pw in ALL_PASSWORDS:
