@@ -164,6 +164,11 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 	    (fg = forge_new(c->forge_ca, c->forge_ca_key, c->forge_cache, err, errlen)) == NULL)
 		goto fail;
 	login_forge_install(sctx, px);
+	/* sessions go on without one, each saying why in its login record */
+	char terr[300];
+	if (c->transcript_dir != NULL &&
+	    transcript_check_dir(c->transcript_dir, terr, sizeof(terr)) < 0)
+		log_warnx("%s: sessions will have no transcript", terr);
 	if (evlog_open(c->event_log, err, errlen) < 0)
 		goto fail;
 	evlog_queue_bound(c->event_log_queue);

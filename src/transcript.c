@@ -427,6 +427,15 @@ static int transcript_dir(const char *dir, char *err, size_t errlen)
 	return dfd;
 }
 
+int transcript_check_dir(const char *dir, char *err, size_t errlen)
+{
+	int dfd = transcript_dir(dir, err, errlen);
+	if (dfd < 0)
+		return -1;
+	close(dfd);
+	return 0;
+}
+
 struct transcript *transcript_open(const char *dir, uint64_t sid, const char *peer,
                                    const char *local, size_t max, char *name, size_t namelen,
                                    char *err, size_t errlen)

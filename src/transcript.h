@@ -77,6 +77,9 @@ enum transcript_leg {
 struct transcript *transcript_open(const char *dir, uint64_t sid, const char *peer,
                                    const char *local, size_t max, char *name, size_t namelen,
                                    char *err, size_t errlen);
+/* Whether dir can take transcripts now (as transcript_open checks it):
+ * 0, or -1 with the reason in err. */
+int transcript_check_dir(const char *dir, char *err, size_t errlen);
 /* Records one chunk the proxy read from (sent false) or wrote to (sent
  * true) a leg. t NULL is ignored. */
 void transcript_chunk(struct transcript *t, enum transcript_leg leg, bool sent, const char *data,
