@@ -20,8 +20,21 @@ struct forge {
 	EVP_PKEY *ca_key;
 	size_t max;
 	struct forge_leaf *head, *tail; /* most recently used first */
+	struct forge_leaf **buckets;    /* by cache key: nbuckets, a power of two */
+	size_t nbuckets;
 	struct forge_stats st;
 };
+
+/* FNV-1a: the keys are names a client chose, but a bucket holds what
+ * the LRU bound lets in, so a crafted collision costs a walk of at most
+ * forge_cache entries, as a plain list would. */
+static uint32_t forge_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
 
 static const char *forge_ssl_error(char *buf, size_t len)
 {
@@ -44,6 +57,14 @@ struct forge *forge_new(const char *ca_file, const char *key_file, size_t cache_
 		return NULL;
 	}
 	f->max = cache_max > 0 ? cache_max : 1;
+	for (f->nbuckets = 16; f->nbuckets < 2 * f->max; f->nbuckets *= 2)
+		;
+	f->buckets = calloc(f->nbuckets, sizeof(*f->buckets));
+	if (f->buckets == NULL) {
+		snprintf(err, errlen, "out of memory");
+		free(f);
+		return NULL;
+	}
 	FILE *fp = fopen(ca_file, "r");
 	if (fp == NULL || (f->ca = PEM_read_X509(fp, NULL, NULL, NULL)) == NULL) {
 		snprintf(err, errlen, "forge_ca %s: %s", ca_file,
@@ -94,8 +115,16 @@ void forge_leaf_unref(struct forge_leaf *leaf)
 		forge_leaf_free(leaf);
 }
 
-static void forge_unlink(struct forge *f, struct forge_leaf *leaf)
+/* Takes leaf out of the LRU list (and, with drop, out of the table). */
+static void forge_unlink(struct forge *f, struct forge_leaf *leaf, bool drop)
 {
+	if (drop) {
+		struct forge_leaf **pp = &f->buckets[leaf->hash & (f->nbuckets - 1)];
+		while (*pp != leaf)
+			pp = &(*pp)->hnext;
+		*pp = leaf->hnext;
+		leaf->hnext = NULL;
+	}
 	if (leaf->prev)
 		leaf->prev->next = leaf->next;
 	else
@@ -126,9 +155,10 @@ void forge_free(struct forge *f)
 		return;
 	while (f->head != NULL) {
 		struct forge_leaf *leaf = f->head;
-		forge_unlink(f, leaf);
+		forge_unlink(f, leaf, true);
 		forge_leaf_unref(leaf);
 	}
+	free(f->buckets);
 	X509_free(f->ca);
 	EVP_PKEY_free(f->ca_key);
 	free(f);
@@ -455,10 +485,12 @@ struct forge_leaf *forge_get(struct forge *f, const char *domain, X509 *mirror, 
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	for (struct forge_leaf *leaf = f->head; leaf != NULL; leaf = leaf->next) {
-		if (strcmp(leaf->cache_key, key) == 0) {
+	uint32_t h = forge_hash(key);
+	for (struct forge_leaf *leaf = f->buckets[h & (f->nbuckets - 1)]; leaf != NULL;
+	     leaf = leaf->hnext) {
+		if (leaf->hash == h && strcmp(leaf->cache_key, key) == 0) {
 			free(key);
-			forge_unlink(f, leaf);
+			forge_unlink(f, leaf, false);
 			forge_push(f, leaf);
 			f->st.hits++;
 			leaf->refs++;
@@ -475,11 +507,14 @@ struct forge_leaf *forge_get(struct forge *f, const char *domain, X509 *mirror, 
 	f->st.made++;
 	while (f->st.cached >= f->max && f->tail != NULL) {
 		struct forge_leaf *old = f->tail;
-		forge_unlink(f, old);
+		forge_unlink(f, old, true);
 		forge_leaf_unref(old);
 		f->st.evicted++;
 	}
 	forge_push(f, leaf);
+	leaf->hash = h;
+	leaf->hnext = f->buckets[h & (f->nbuckets - 1)];
+	f->buckets[h & (f->nbuckets - 1)] = leaf;
 	leaf->refs++; /* the cache's and the caller's */
 	return leaf;
 }

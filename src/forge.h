@@ -28,7 +28,9 @@ struct forge_leaf {
 	/* private to forge.c */
 	unsigned refs;
 	char *cache_key;
-	struct forge_leaf *prev, *next;
+	struct forge_leaf *prev, *next; /* LRU */
+	struct forge_leaf *hnext;       /* hash chain */
+	uint32_t hash;
 };
 
 struct forge_stats {

@@ -304,3 +304,26 @@ def forge_cache_bound(ctx):
     ok = harness.wait_until(lambda: px.events.find("reload", detail="ok") or None, 5)
     a3 = ser("a.example")
     ctx.check(a3 != a2, f"SIGHUP did not flush the forge cache ({ok})")
+
+    # a new CA on SIGHUP: leaves verify against it, not the old one; a
+    # reload whose key does not match is refused and the running CA kept
+    ca2, key2 = px.dir / "ca2.pem", px.dir / "ca2.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=second forging CA",
+                    "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+                    "keyUsage=critical,keyCertSign", "-keyout", str(key2), "-out", str(ca2)],
+                   capture_output=True, check=True, timeout=30)
+    px.reload(forge_ca=str(ca2), forge_ca_key=str(key2))
+    harness.wait_until(lambda: len(px.events.find("reload", detail="ok")) >= 2 or None, 5)
+    rc, out, pem = s_client(px.tls_port, "a.example", ca=ca2, verify_host="a.example")
+    ctx.check(rc == 0, f"leaf not signed by the reloaded CA: {out[-300:]}")
+    rc, out, pem = s_client(px.tls_port, "a.example", ca=FORGE_CA, verify_host="a.example")
+    ctx.check(rc != 0, "leaf still verifies against the old CA after the reload")
+    px.reload(forge_ca=str(FORGE_CA))   # key2 does not match it
+    harness.wait_until(lambda: px.events.find("reload", detail="failed") or None, 5)
+    rc, out, pem = s_client(px.tls_port, "b.example", ca=ca2, verify_host="b.example")
+    ctx.check(rc == 0, f"a refused reload changed the running CA: {out[-300:]}")
+    # the forged keys never reach a file
+    key2.unlink()
+    for f in px.written_files():
+        ctx.check(b"PRIVATE KEY" not in f.read_bytes(), f"a private key in {f.name}")

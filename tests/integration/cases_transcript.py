@@ -28,7 +28,7 @@ def transcript_proxy(ctx, upstream_tls="starttls", **extra):
     px = ctx.proxy(start=False, upstream_tls=upstream_tls, **extra)
     tdir = px.dir / "transcripts"
     tdir.mkdir(mode=0o700)
-    px.keys.setdefault("transcript_dir", str(tdir))
+    px.keys["transcript_dir"] = str(tdir)
     try:
         px.start()
     except harness.HarnessError as e:
