@@ -22,6 +22,7 @@
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
+#include "proxyin.h"
 #include "secmem.h"
 #include "session.h"
 #include "tls.h"
@@ -283,6 +284,7 @@ static void main_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_timer_init(&m->stop_timer, main_stop_timer_cb, CLOSE_LINGER + 1, 0.);
 	ev_timer_start(loop, &m->stop_timer);
 	ev_unref(loop);
+	proxyin_close_all(&m->px);
 	session_shutdown_all(&m->px);
 }
 
@@ -337,8 +339,9 @@ static void main_listen(struct main_state *m)
 			if (ls == NULL)
 				fatal("%s", err);
 			m->listeners[m->nlisteners++] = ls;
-			log_info("listening on %s (%s)", listener_name(ls),
-			         k == 0 ? "starttls" : "direct_tls");
+			log_info("listening on %s (%s%s)", listener_name(ls),
+			         k == 0 ? "starttls" : "direct_tls",
+			         addrs[i].proxy ? ", PROXY header from proxy_from" : "");
 		}
 	}
 }
@@ -444,6 +447,7 @@ int main(int argc, char **argv)
 	ev_run(m.px.loop, 0);
 
 	main_lifecycle_event("stop", NULL);
+	proxyin_close_all(&m.px);
 	for (size_t i = 0; i < m.nlisteners; i++)
 		listener_close(m.listeners[i]);
 	evlog_close();
