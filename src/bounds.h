@@ -125,4 +125,13 @@
 /* proxy_from networks. */
 #define MAX_PROXY_FROM 64
 
+/* metrics_listen: a scrape is one short GET; 4 KiB holds its request line
+ * and the headers Prometheus sends (about 300 bytes) many times over. At
+ * most 16 connections at once (a scraper or two, and curl), each given 5 s
+ * to send its request and take the answer: past that it is closed, so
+ * slowloris and a flood cost a few descriptors, never the XMPP sessions. */
+#define METRICS_REQUEST_MAX 4096
+#define METRICS_MAX_CLIENTS 16
+#define METRICS_TIMEOUT 5.0
+
 #endif

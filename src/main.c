@@ -21,6 +21,7 @@
 #include "evlog.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "proxyin.h"
 #include "secmem.h"
@@ -284,6 +285,7 @@ static void main_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_timer_init(&m->stop_timer, main_stop_timer_cb, CLOSE_LINGER + 1, 0.);
 	ev_timer_start(loop, &m->stop_timer);
 	ev_unref(loop);
+	metrics_close();
 	proxyin_close_all(&m->px);
 	session_shutdown_all(&m->px);
 }
@@ -425,7 +427,14 @@ int main(int argc, char **argv)
 	if (main_apply(&m.px, c, err, sizeof(err)) < 0)
 		fatal("%s", err);
 	session_proxy_init(&m.px);
+	metrics_init(&m.px);
 	main_listen(&m);
+	if (m.px.conf->metrics_set) {
+		if (metrics_listen(&m.px, &m.px.conf->metrics_listen, err, sizeof(err)) < 0)
+			fatal("%s", err);
+		log_info("metrics on %s:%s", m.px.conf->metrics_listen.host,
+		         m.px.conf->metrics_listen.port);
+	}
 	main_fit_nofile(m.px.conf, m.nlisteners); /* once the start cannot fail on a port */
 	main_drop_privileges(m.px.conf);
 	for (size_t i = 0; i < m.nlisteners; i++)
@@ -447,6 +456,7 @@ int main(int argc, char **argv)
 	ev_run(m.px.loop, 0);
 
 	main_lifecycle_event("stop", NULL);
+	metrics_close();
 	proxyin_close_all(&m.px);
 	for (size_t i = 0; i < m.nlisteners; i++)
 		listener_close(m.listeners[i]);
