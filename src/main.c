@@ -202,6 +202,8 @@ static void main_lifecycle_event(const char *event, const char *detail)
  */
 static void main_fit_nofile(struct conf *c, size_t nlisteners)
 {
+	if (c->metrics_set)
+		nlisteners += 1 + METRICS_MAX_CLIENTS; /* its socket and its scrapers */
 	static unsigned warned_for;
 	const rlim_t fixed = nlisteners + NOFILE_FIXED;
 	const rlim_t need = 2 * (rlim_t)c->max_sessions + fixed;
@@ -427,7 +429,7 @@ int main(int argc, char **argv)
 	if (main_apply(&m.px, c, err, sizeof(err)) < 0)
 		fatal("%s", err);
 	session_proxy_init(&m.px);
-	metrics_init(&m.px);
+	metrics_init(&m.px, XI_VERSION);
 	main_listen(&m);
 	if (m.px.conf->metrics_set) {
 		if (metrics_listen(&m.px, &m.px.conf->metrics_listen, err, sizeof(err)) < 0)

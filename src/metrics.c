@@ -20,10 +20,6 @@
 #include "metrics.h"
 #include "session.h"
 
-#ifndef XI_VERSION
-#define XI_VERSION "0.1.0"
-#endif
-
 /* ---------------------------------------------------------------- labels */
 
 /* The fixed label values; index 0 of each is the catch-all. */
@@ -91,6 +87,7 @@ static struct {
 } metrics;
 
 static metrics_probe_fn *metrics_shared_probe;
+static const char *metrics_version = "?";
 
 /* The index of v in a fixed set (case-sensitive), else 0. */
 static size_t metrics_index(const char *const *set, size_t n, const char *v)
@@ -108,7 +105,7 @@ static size_t metrics_kind(const char *error)
 		return 1;
 	if (strstr(error, "refused") != NULL)
 		return 2;
-	if (strstr(error, "unreachable") != NULL || strstr(error, "resolve") != NULL)
+	if (strstr(error, "unreachable") != NULL || strstr(error, "No route") != NULL)
 		return 3;
 	if (strstr(error, "TLS") != NULL || strstr(error, "certificate") != NULL ||
 	    strstr(error, "verify") != NULL)
@@ -139,7 +136,10 @@ static void metrics_tap(const struct evlog_tap *t)
 		              [metrics_index(metrics_actions, NACT, t->action)]++;
 	} else if (strcmp(t->event, "tls") == 0) {
 		size_t v = t->ok == 1 ? metrics_index(metrics_versions, NVER, t->version) : 1;
-		metrics.tls[metrics_index(metrics_legs, NLEG, t->leg)][v][t->ok == 1 ? 0 : 1]++;
+		size_t leg = metrics_index(metrics_legs, NLEG, t->leg);
+		metrics.tls[leg][v][t->ok == 1 ? 0 : 1]++;
+		if (leg == 2 && t->ok == 0)
+			metrics.upstream_errors[4]++; /* the server's TLS failed */
 	} else if (strcmp(t->event, "upstream") == 0 && t->ok == 0) {
 		metrics.upstream_errors[metrics_kind(t->error)]++;
 	}
@@ -249,7 +249,7 @@ int metrics_render(const struct proxy *px, struct buf *b)
 	n = "xmpp_inspect_build_info";
 	rc |= metrics_head(b, n, "gauge", "The build: 1, with versions as labels.");
 	rc |= buf_addf(b, "%s{version=\"%s\",openssl=\"%s\",libev=\"%d.%d\",expat=\"%s\"} 1\n", n,
-	               XI_VERSION, OpenSSL_version(OPENSSL_VERSION_STRING), ev_version_major(),
+	               metrics_version, OpenSSL_version(OPENSSL_VERSION_STRING), ev_version_major(),
 	               ev_version_minor(), XML_ExpatVersion());
 	return rc ? -1 : 0;
 }
@@ -260,7 +260,8 @@ struct metrics_conn {
 	ev_io io; /* first: recovered from the watcher */
 	ev_timer timer;
 	int fd;
-	bool writing;
+	bool writing;  /* the answer is queued */
+	bool draining; /* answered: input is read and dropped until EOF */
 	size_t have;
 	char req[METRICS_REQUEST_MAX];
 	struct buf out;
@@ -299,7 +300,16 @@ static void metrics_flush(struct metrics_conn *c)
 		}
 		buf_consume(&c->out, (size_t)n);
 	}
-	metrics_conn_free(c);
+	/* A close with unread input (a request body, the rest of a request
+	 * too large) would send a reset that can destroy the answer before
+	 * the client reads it: end our side, and read until the client ends
+	 * its own, within the connection's METRICS_TIMEOUT. */
+	shutdown(c->fd, SHUT_WR);
+	c->writing = false;
+	c->draining = true;
+	ev_io_stop(metrics_srv.px->loop, &c->io);
+	ev_io_set(&c->io, c->fd, EV_READ);
+	ev_io_start(metrics_srv.px->loop, &c->io);
 }
 
 static void metrics_reply(struct metrics_conn *c, const char *status, const char *type,
@@ -366,6 +376,13 @@ static void metrics_conn_cb(struct ev_loop *loop, ev_io *w, int revents)
 		metrics_flush(c);
 		return;
 	}
+	if (c->draining) {
+		char sink[4096];
+		ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+			metrics_conn_free(c);
+		return;
+	}
 	ssize_t n = recv(c->fd, c->req + c->have, sizeof(c->req) - c->have, 0);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return;
@@ -424,9 +441,10 @@ static void metrics_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
-void metrics_init(struct proxy *px)
+void metrics_init(struct proxy *px, const char *version)
 {
 	metrics_srv.px = px;
+	metrics_version = version;
 	evlog_set_tap(metrics_tap);
 }
 

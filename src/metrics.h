@@ -5,7 +5,9 @@
  * are counted from the event log's tap (evlog_set_tap), so they count what
  * the event log records, also lines a full disk lost. Every label takes
  * its value from a fixed set: a name from the wire that is not in it is
- * "other".
+ * "other". upstream_errors counts the upstream events that are not ok
+ * (kind timeout, refused, unreachable, other) and the upstream leg's
+ * failed TLS handshakes (kind tls).
  */
 #ifndef XI_METRICS_H
 #define XI_METRICS_H
@@ -15,8 +17,9 @@
 struct conf_addr;
 struct proxy;
 
-/* Counting starts (the tap); once, before the loop runs. */
-void metrics_init(struct proxy *px);
+/* Counting starts (the tap); once, before the loop runs. version is the
+ * proxy's, for build_info. */
+void metrics_init(struct proxy *px, const char *version);
 /* Binds and listens on a; -1 with a one-line reason in err. */
 int metrics_listen(struct proxy *px, const struct conf_addr *a, char *err, size_t errlen);
 /* Stops serving and closes every scrape connection. */

@@ -46,7 +46,7 @@ static int probe_down(const struct proxy *px)
 int main(void)
 {
 	struct proxy px = {0};
-	metrics_init(&px);
+	metrics_init(&px, "9.9.9");
 	struct buf b = {0};
 
 	T_CHECK(metrics_render(&px, &b) == 0, "render with nothing counted");
@@ -111,6 +111,9 @@ int main(void)
 	        "a failed upstream handshake");
 	T_CHECK(has(&b, "xmpp_inspect_upstream_errors_total{kind=\"refused\"} 1"),
 	        "an upstream refusal; a good upstream is no error");
+	T_CHECK(has(&b, "xmpp_inspect_upstream_errors_total{kind=\"tls\"} 1"),
+	        "the upstream's failed handshake is an upstream error of kind tls");
+	T_CHECK(strstr(buf_head(&b), "version=\"9.9.9\"") != NULL, "build_info names the version");
 	T_CHECK(has(&b, "xmpp_inspect_login_duration_seconds_bucket{le=\"0.05\"} 1") &&
 	            has(&b, "xmpp_inspect_login_duration_seconds_bucket{le=\"1\"} 2") &&
 	            has(&b, "xmpp_inspect_login_duration_seconds_bucket{le=\"60\"} 2") &&
