@@ -369,3 +369,21 @@ def proxyin_config_check(ctx):
     r = ctx.run_bin(["-t", "-c", str(px.config)])
     ctx.check(r.returncode == 1 and "unknown listener flag" in r.stderr and ":2:" in r.stderr,
               f"-t with a misspelt flag: {r.returncode} {r.stderr!r}")
+
+
+@case("proxyin_sigterm_pending")
+def proxyin_sigterm_pending(ctx):
+    """SIGTERM while two connections are still reading their header (half a v2 header, nothing): the proxy closes them at once (refused, rule stopping), exits 0 well before the header timeout would have fired, and leaks nothing (under ASan: no report)."""
+    px = proxied(ctx)
+    a = ctx.raw(px.port, source=BALANCER, preamble=PP2_SIG[:7], timeout=5)
+    b = ctx.raw(px.tls_port, source=BALANCER, timeout=5)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    status = px.stop()
+    dt = time.monotonic() - t0
+    ctx.check(status == 0, f"exit status {status}")
+    ctx.check(dt < 2.5, f"stopped after {dt:.1f}s: it waited for the headers")
+    for what, c in (("half a header", a), ("no header", b)):
+        closed_without_data(ctx, c, what, timeout=2)
+    got = px.events.find("refused", rule="stopping")
+    ctx.check(len(got) == 2, f"refused stopping events: {got}")
