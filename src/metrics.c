@@ -56,6 +56,9 @@ static const char *const metrics_rules[] = {"other",
                                             "strip_starttls",
                                             "users_allow",
                                             "users_deny"};
+static const char *const metrics_refusals[] = {"other",        "max_sessions",   "max_per_addr",
+                                               "stopping",     "event_log_full", "proxy_from",
+                                               "proxy_header", "proxy_timeout"};
 static const char *const metrics_actions[] = {"other", "log", "strip", "reject"};
 static const char *const metrics_legs[] = {"other", "client", "upstream"};
 static const char *const metrics_versions[] = {"other", "none", "TLSv1.2", "TLSv1.3"};
@@ -66,6 +69,7 @@ static const char *const metrics_kinds[] = {"other", "timeout", "refused", "unre
 #define NOUT N(metrics_outcomes)
 #define NMECH N(metrics_mechs)
 #define NRULE N(metrics_rules)
+#define NREFUSE N(metrics_refusals)
 #define NACT N(metrics_actions)
 #define NLEG N(metrics_legs)
 #define NVER N(metrics_versions)
@@ -77,6 +81,7 @@ static const double metrics_buckets[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
 
 static struct {
 	uint64_t connections;
+	uint64_t refused[NREFUSE];
 	uint64_t logins[NOUT][NMECH];
 	uint64_t policy[NRULE][NACT];
 	uint64_t tls[NLEG][NVER][2];
@@ -118,6 +123,8 @@ static void metrics_tap(const struct evlog_tap *t)
 {
 	if (strcmp(t->event, "connect") == 0) {
 		metrics.connections++;
+	} else if (strcmp(t->event, "refused") == 0) {
+		metrics.refused[metrics_index(metrics_refusals, NREFUSE, t->rule)]++;
 	} else if (strcmp(t->event, "login") == 0) {
 		size_t o = metrics_index(metrics_outcomes, NOUT, t->outcome);
 		size_t m = t->mechanism[0] ? metrics_index(metrics_mechs, NMECH, t->mechanism) : 1;
@@ -166,6 +173,14 @@ int metrics_render(const struct proxy *px, struct buf *b)
 	rc |= metrics_head(b, n, "counter",
 	                   "Client connections that became sessions (connect events).");
 	rc |= buf_addf(b, "%s %llu\n", n, (unsigned long long)metrics.connections);
+
+	n = "xmpp_inspect_refused_total";
+	rc |= metrics_head(
+	    b, n, "counter",
+	    "Connections closed before they became sessions, by rule (refused events).");
+	for (size_t r = 0; r < NREFUSE; r++)
+		rc |= buf_addf(b, "%s{rule=\"%s\"} %llu\n", n, metrics_refusals[r],
+		               (unsigned long long)metrics.refused[r]);
 
 	n = "xmpp_inspect_logins_total";
 	rc |=

@@ -282,7 +282,8 @@ def proxyin_untrusted(ctx):
 @case("proxyin_slow_header")
 def proxyin_slow_header(ctx):
     """Half a v1 header and then nothing, and a connection that sends nothing: both closed after PROXY_HEADER_TIMEOUT (3 s; between 2.5 and 6 s here), refused with rule proxy_timeout; a client that logs in meanwhile is not held up."""
-    px = proxied(ctx)
+    mport = harness.free_port()
+    px = proxied(ctx, metrics_listen=f"127.0.0.1:{mport}")
     t0 = time.monotonic()
     half = ctx.raw(px.port, source=BALANCER, preamble=b"PROXY TCP4 198.51.100.")
     silent = ctx.raw(px.port, source=BALANCER, timeout=8)
@@ -293,6 +294,10 @@ def proxyin_slow_header(ctx):
     except AssertionError as e:
         ctx.check(False, f"a login while two headers are slow: {e}")
     ctx.check(time.monotonic() - t0 < 2.5, "the login waited for the slow headers")
+    text = scrape_text(mport)
+    ctx.check(b'xmpp_inspect_sessions{state="proxy_header"} 2\n' in text,
+              "the sessions gauge does not show the two headers being read: "
+              f"{[l for l in text.decode().splitlines() if 'sessions{' in l]}")
     for what, s in (("half a header", half), ("no header", silent)):
         closed_without_data(ctx, s, what, timeout=8)
         dt = time.monotonic() - t0
@@ -301,6 +306,19 @@ def proxyin_slow_header(ctx):
     ctx.check(ok, f"refused proxy_timeout events: {px.events.find('refused')}")
     details = sorted(e.get("detail", "") for e in px.events.find("refused", rule="proxy_timeout"))
     ctx.check(details == ["header incomplete", "no header"], f"timeout details: {details}")
+    ok = harness.wait_until(lambda: b'xmpp_inspect_refused_total{rule="proxy_timeout"} 2\n' in
+                            scrape_text(mport), 3)
+    ctx.check(ok, "xmpp_inspect_refused_total does not count the two timeouts")
+
+
+def scrape_text(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=3)
+    s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+    text = b""
+    while chunk := s.recv(65536):
+        text += chunk
+    s.close()
+    return text
 
 
 def wrong_login(ctx, px, src, port):

@@ -60,6 +60,10 @@ int main(void)
 	evlog_begin(1, "connect");
 	evlog_str("peer", "192.0.2.1:1");
 	evlog_end();
+	evlog_begin(0, "refused");
+	evlog_str("peer", "192.0.2.9");
+	evlog_str("rule", "proxy_from");
+	evlog_end();
 	login("success", "PLAIN", 30);
 	login("success", "PLAIN", 700);
 	login("failure", "X-EVIL-<\"mech\">", 70000);
@@ -91,6 +95,9 @@ int main(void)
 
 	metrics_render(&px, &b);
 	T_CHECK(has(&b, "xmpp_inspect_connections_total 1"), "one connect");
+	T_CHECK(has(&b, "xmpp_inspect_refused_total{rule=\"proxy_from\"} 1") &&
+	            has(&b, "xmpp_inspect_refused_total{rule=\"max_sessions\"} 0"),
+	        "one refusal by its rule");
 	T_CHECK(has(&b, "xmpp_inspect_logins_total{outcome=\"success\",mechanism=\"PLAIN\"} 2"),
 	        "two PLAIN successes");
 	T_CHECK(has(&b, "xmpp_inspect_logins_total{outcome=\"failure\",mechanism=\"other\"} 1"),
