@@ -275,7 +275,8 @@ void session_connect_upstream(struct session *s)
 	char why[256];
 	struct sockaddr_storage dst;
 	session_connect_timer(s, true);
-	int fd = upstream_connect(s->px, &s->upstream, s->client.fd, &dst, why, sizeof(why));
+	int fd = upstream_connect(s->px, &s->upstream, s->client.fd, &s->peer_sa, &dst, why,
+	                          sizeof(why));
 	/* in transparent mode each session has its own upstream */
 	if (s->px->conf->upstream_original_dst && dst.ss_family != AF_UNSPEC)
 		session_addr((struct sockaddr *)&dst, NULL, 0, s->upstream_addr,

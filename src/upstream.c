@@ -146,20 +146,19 @@ static int upstream_original_dst(const struct conf *c, int client_fd, struct soc
 	return 0;
 }
 
-/* upstream_source = client: fd leaves from the client's own address (the
- * kernel picks the port), which the server then sees and logs. Binding to
- * an address not of this host takes IP_TRANSPARENT, so CAP_NET_ADMIN; the
- * server's answers come back only if the host routes them to the proxy
- * (README: the socket match and the policy route). */
-static int upstream_bind_client(int fd, int client_fd, sa_family_t family, char *err, size_t errlen)
+/* upstream_source = client: fd leaves from the client's own address
+ * (behind a proxy listener, the one its balancer's header gave), the
+ * kernel picking the port, so that the server sees and logs it. Binding
+ * to an address not of this host takes IP_TRANSPARENT, so CAP_NET_ADMIN;
+ * the server's answers come back only if the host routes them to the
+ * proxy (README: the socket match and the policy route). */
+static int upstream_bind_client(int fd, const struct sockaddr_storage *client, sa_family_t family,
+                                char *err, size_t errlen)
 {
-	struct sockaddr_storage src;
-	socklen_t slen = sizeof(src);
+	struct sockaddr_storage src = *client;
+	socklen_t slen =
+	    src.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 	const int one = 1;
-	if (getpeername(client_fd, (struct sockaddr *)&src, &slen) < 0) {
-		snprintf(err, errlen, "upstream_source = client: getpeername: %s", strerror(errno));
-		return -1;
-	}
 	upstream_unmap(&src, &slen);
 	if (src.ss_family != family) {
 		snprintf(err, errlen,
@@ -186,8 +185,9 @@ static int upstream_bind_client(int fd, int client_fd, sa_family_t family, char 
 	return 0;
 }
 
-int upstream_connect(struct proxy *px, struct leg *l, int client_fd, struct sockaddr_storage *dst,
-                     char *err, size_t errlen)
+int upstream_connect(struct proxy *px, struct leg *l, int client_fd,
+                     const struct sockaddr_storage *client, struct sockaddr_storage *dst, char *err,
+                     size_t errlen)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = px->upstream_salen;
@@ -208,7 +208,7 @@ int upstream_connect(struct proxy *px, struct leg *l, int client_fd, struct sock
 	 * delayed-ACK waits to each */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (px->conf->upstream_source == CONF_SOURCE_CLIENT &&
-	    upstream_bind_client(fd, client_fd, ss.ss_family, err, errlen) < 0) {
+	    upstream_bind_client(fd, client, ss.ss_family, err, errlen) < 0) {
 		close(fd);
 		return -1;
 	}

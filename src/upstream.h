@@ -21,10 +21,12 @@ int upstream_resolve(const struct conf_addr *a, struct sockaddr_storage *ss, soc
                      char *err, size_t errlen);
 
 /* Starts connecting leg l. client_fd is the accepted client socket (for
- * upstream = original-dst, upstream_source = client). dst gets the address
- * connected to (AF_UNSPEC when none was found). Returns the new fd, or -1
- * with a reason. */
-int upstream_connect(struct proxy *px, struct leg *l, int client_fd, struct sockaddr_storage *dst,
-                     char *err, size_t errlen);
+ * upstream = original-dst), client the client's address (for
+ * upstream_source = client). dst gets the address connected to
+ * (AF_UNSPEC when none was found). Returns the new fd, or -1 with a
+ * reason. */
+int upstream_connect(struct proxy *px, struct leg *l, int client_fd,
+                     const struct sockaddr_storage *client, struct sockaddr_storage *dst, char *err,
+                     size_t errlen);
 
 #endif
