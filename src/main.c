@@ -24,6 +24,7 @@
 #include "notify.h"
 #include "secmem.h"
 #include "session.h"
+#include "sharedstate.h"
 #include "tls.h"
 #include "upstream.h"
 
@@ -127,6 +128,8 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 	socklen_t sslen = 0;
 	char name[300];
 
+	if (sharedstate_resolve(c, err, errlen) < 0)
+		return -1;
 	if (!c->upstream_original_dst) {
 		if (upstream_resolve(&c->upstream, &ss, &sslen, err, errlen) < 0)
 			return -1;
@@ -256,6 +259,7 @@ static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		notify_send("READY=1\nSTATUS=reload failed, running configuration kept");
 		return;
 	}
+	sharedstate_apply(&m->px);
 	log_info("configuration reloaded");
 	main_lifecycle_event("reload", "ok");
 	notify_send("READY=1\nSTATUS=configuration reloaded");
@@ -422,6 +426,7 @@ int main(int argc, char **argv)
 	if (main_apply(&m.px, c, err, sizeof(err)) < 0)
 		fatal("%s", err);
 	session_proxy_init(&m.px);
+	sharedstate_apply(&m.px);
 	main_listen(&m);
 	main_fit_nofile(m.px.conf, m.nlisteners); /* once the start cannot fail on a port */
 	main_drop_privileges(m.px.conf);
@@ -444,6 +449,7 @@ int main(int argc, char **argv)
 	ev_run(m.px.loop, 0);
 
 	main_lifecycle_event("stop", NULL);
+	sharedstate_free(m.px.shared);
 	for (size_t i = 0; i < m.nlisteners; i++)
 		listener_close(m.listeners[i]);
 	evlog_close();

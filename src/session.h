@@ -33,11 +33,12 @@ struct proxy {
 	char upstream_name[300]; /* for the log */
 	uint64_t next_sid;
 	unsigned nsessions;
-	struct addrtab *peers;    /* sessions per client address */
-	struct session *sessions; /* live */
-	struct session *dead;     /* closed, freed by the reaper */
-	ev_prepare reaper;        /* frees px->dead */
-	ev_timer sweeper;         /* forgets expired per-address failure windows */
+	struct addrtab *peers;      /* sessions per client address */
+	struct sharedstate *shared; /* shared_state: the same across instances, NULL if unset */
+	struct session *sessions;   /* live */
+	struct session *dead;       /* closed, freed by the reaper */
+	ev_prepare reaper;          /* frees px->dead */
+	ev_timer sweeper;           /* forgets expired per-address failure windows */
 	bool stopping;
 };
 
@@ -59,6 +60,10 @@ struct session {
 	char peer[INET6_ADDRSTRLEN + 8], local[INET6_ADDRSTRLEN + 8];
 	char peer_ip[INET6_ADDRSTRLEN];
 	struct in6_addr peer_key; /* in px->peers */
+	/* shared_state: the lookup this session waits for (its admission or
+	 * an attempt), and the link epoch that counted it (sharedstate.h) */
+	struct sharedstate_req *shared_req;
+	unsigned shared_epoch;
 	bool closing, freed;
 	bool upstream_gone; /* closed on purpose, the client still served */
 
