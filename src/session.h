@@ -33,13 +33,15 @@ struct proxy {
 	char upstream_name[300]; /* for the log */
 	uint64_t next_sid;
 	unsigned nsessions;
-	struct addrtab *peers;      /* sessions per client address */
-	struct sharedstate *shared; /* shared_state: the same across instances, NULL if unset */
-	struct session *sessions;   /* live */
-	struct session *dead;       /* closed, freed by the reaper */
-	ev_prepare reaper;          /* frees px->dead */
-	ev_timer sweeper;           /* forgets expired per-address failure windows */
+	struct addrtab *peers;    /* sessions per client address */
+	struct session *sessions; /* live */
+	struct session *dead;     /* closed, freed by the reaper */
+	ev_prepare reaper;        /* frees px->dead */
+	ev_timer sweeper;         /* forgets expired per-address failure windows */
 	bool stopping;
+	/* shared_state (sharedstate.h): the limits kept across instances;
+	 * NULL when unset */
+	struct sharedstate *shared;
 };
 
 enum session_port {
