@@ -144,7 +144,7 @@ void login_data(struct leg *l, const char *data, size_t len)
 			return;
 		}
 		bool client = login_is_client(l);
-		if (client && s->lg->shared_wait) {
+		if (client && (s->lg->shared_wait || xml_paused(ll->xml))) {
 			/* read behind an attempt the shared state is judging:
 			 * parsed once it has answered (login_relay_attempt) */
 			if (buf_add(&s->lg->shared_in, data, len) < 0)
@@ -207,6 +207,24 @@ void login_data(struct leg *l, const char *data, size_t len)
 				return;
 			}
 		}
+	}
+}
+
+/* After a pause of the client's parser (login_relay_attempt): what it
+ * holds is parsed. Only STARTTLS restarts the client's parser before
+ * login; pipelined behind an attempt, its handshake went to the parser,
+ * which no honest client does. */
+void login_client_resume(struct session *s)
+{
+	enum xml_error err = xml_resume(s->lg->cl.xml);
+	if (err != XML_OK) {
+		login_bad_xml(&s->client, err);
+		return;
+	}
+	if (!s->closing && s->lg->cl.restart) {
+		s->lg->cl.restart = s->lg->cl.to_tls = false;
+		login_stream_end(&s->upstream);
+		session_close(s, "client sent STARTTLS behind an authentication attempt");
 	}
 }
 

@@ -218,6 +218,8 @@ void login_client_response(struct session *s, const struct xml_elem *e);
 void login_attempt_begin(struct session *s);
 void login_attempt_end(struct session *s);
 void login_relay_attempt(struct session *s, struct buf *b, bool proof, bool midway);
+/* login.c: the client's parser goes on after the attempt's pause */
+void login_client_resume(struct session *s);
 void login_count_failure(struct session *s);
 void login_refuse(struct session *s, const char *condition, const char *detail, bool counts);
 void login_refuse_verdict(struct session *s, const struct policy_verdict *v, bool counts);

@@ -108,13 +108,18 @@ static void login_relay_now(struct session *s, struct buf *b, bool proof, bool m
 	}
 }
 
-/* The client's bytes read behind the attempt, parsed now. */
+/* The client's bytes read behind the attempt, parsed now: those its
+ * parser holds, then any the leg delivered after (login_data). Another
+ * attempt among them pauses the client again. */
 static void login_shared_input(struct session *s)
 {
-	struct buf in = s->lg->shared_in;
-	memset(&s->lg->shared_in, 0, sizeof(in));
 	if (s->lg->delayed.len == 0)
 		leg_set_reading(&s->client, true); /* else login_resume() does */
+	login_client_resume(s);
+	if (s->closing || s->lg->shared_wait)
+		return;
+	struct buf in = s->lg->shared_in;
+	memset(&s->lg->shared_in, 0, sizeof(in));
 	if (in.len > 0)
 		login_data(&s->client, buf_head(&in), in.len);
 	buf_free(&in);
@@ -180,7 +185,7 @@ void login_relay_attempt(struct session *s, struct buf *b, bool proof, bool midw
 	}
 	s->lg->shared_wait = true;
 	leg_set_reading(&s->client, false);
-	xml_stop(s->lg->cl.xml);
+	xml_pause(s->lg->cl.xml);
 }
 
 /* A SASL failure invented by the proxy (policy refused the attempt);

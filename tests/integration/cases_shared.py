@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import sys
 import threading
 import time
 from pathlib import Path
@@ -508,3 +509,51 @@ def shared_conf_check(ctx):
                   f"shared_state_fail = maybe: {r.stderr.strip()!r}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@case("shared_scram_pipelined")
+def shared_scram_pipelined(ctx):
+    """The pause while Redis judges an attempt: a SCRAM-SHA-1 login
+    (slixmpp) waits twice (its client-first and its proof) and succeeds.
+    Raw clients that pipeline bytes behind a PLAIN <auth> in one write
+    (whitespace and a second <auth>; a keepalive and <abort/>) get from
+    the proxy with shared state exactly what they get from one without:
+    what came behind the attempt waited in the parser, neither lost nor
+    judged before it."""
+    r = redis(ctx)
+    px = ctx.proxy(shared_state=r.url(), auth_failures="5/60")
+    plain = ctx.proxy(auth_failures="5/60")
+    ctx.require(px.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
+    res = ctx.client(px.port, mech="SCRAM-SHA-1")
+    ctx.check(res.get("ok"), f"SCRAM-SHA-1 login: {res}")
+    ns = "urn:ietf:params:xml:ns:xmpp-sasl"
+    wrong = f"<auth xmlns='{ns}' mechanism='PLAIN'>{raw.plain_payload('alice', WRONG)}</auth>"
+    right = f"<auth xmlns='{ns}' mechanism='PLAIN'>{raw.plain_payload('alice', ALICE_PW)}</auth>"
+    for name, data in (("second auth", wrong + " \n " + right), ("abort", right + " <abort xmlns='" + ns + "'/>")):
+        seen = []
+        for p in (px, plain):
+            c = ctx.raw(p.port)
+            c.open_stream()
+            c.starttls()
+            c.open_stream()
+            c.send(data)
+            got = []
+            for _ in range(3):
+                el = c.next_element(timeout=2)
+                if el is None:
+                    got.append("end" if (c.eof or c.stream_closed) else "nothing")
+                    break
+                tag = raw.local(el.tag)
+                got.append(tag + (":" + raw.sasl_condition(el) if tag == "failure" else "")
+                           + (":" + str(raw.stream_error_condition(el)) if tag == "error" else ""))
+            seen.append(got)
+            c.close()
+        ctx.note(f"{name}: shared {seen[0]}, local {seen[1]}")
+        if ctx.runner.verbose:
+            print(f"    {name}: shared {seen[0]}, local {seen[1]}", file=sys.stderr)
+        ctx.check(seen[0] == seen[1], f"{name}: with shared state {seen[0]}, without {seen[1]}")
+        ctx.check(seen[0] and seen[0][0] != "nothing", f"{name}: the proxy said nothing")
+    for p in (px, plain):
+        ctx.check(harness.wait_until(lambda: all_events([p], "close") and
+                                     len(all_events([p], "close")) == len(sids(p.events.read())), 5),
+                  "every session ended")
