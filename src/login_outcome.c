@@ -125,25 +125,23 @@ static void login_shared_input(struct session *s)
 	buf_free(&in);
 }
 
-/* Fires with the shared state's verdict on the waiting attempt (or at
- * once, DOWN, when there is no link): YES relays it with a reservation in
- * Redis; DOWN with shared_state_fail = open relays it on the local counts
- * alone (the outage is logged once, by sharedstate.c); NO, or DOWN when
- * closed, refuses it with <temporary-auth-failure/>. */
-static void login_shared_answer(void *ctx, enum sharedstate_answer a, unsigned n)
+/* The shared state's verdict on the waiting attempt: YES relays it (with
+ * a reservation in Redis if reserved); DOWN with shared_state_fail = open
+ * relays it on the local counts alone (the outage is logged once, by
+ * sharedstate.c); NO, or DOWN when closed, refuses it with
+ * <temporary-auth-failure/>. */
+static void login_shared_verdict(struct session *s, enum sharedstate_answer a, bool reserved)
 {
-	struct session *s = ctx;
 	const struct conf *c = login_conf(s);
 	bool waited = s->lg->shared_wait;
 	struct buf out = s->lg->shared_out;
-	(void)n;
 	memset(&s->lg->shared_out, 0, sizeof(out));
 	s->shared_req = NULL;
 	s->lg->shared_wait = false;
 	if (a == SHAREDSTATE_YES ||
 	    (a == SHAREDSTATE_DOWN && c->shared_state_fail == CONF_SHARED_OPEN)) {
+		s->lg->shared_held = reserved; /* before: a close on the way gives it back */
 		login_relay_now(s, &out, true, s->lg->shared_midway);
-		s->lg->shared_held = a == SHAREDSTATE_YES && s->lg->attempt_inflight;
 	} else {
 		struct policy_verdict v;
 		buf_free(&out);
@@ -159,28 +157,43 @@ static void login_shared_answer(void *ctx, enum sharedstate_answer a, unsigned n
 		login_shared_input(s);
 }
 
+/* Fires with Redis' answer to the attempt (sharedstate_attempt). */
+static void login_shared_answer(void *ctx, enum sharedstate_answer a, unsigned n)
+{
+	(void)n;
+	login_shared_verdict(ctx, a, a == SHAREDSTATE_YES);
+}
+
 /*
  * Relays an attempt's payload b (taken over) once auth_failures allows
  * it. Without shared state, or for a payload that carries no credential,
- * at once. With it, the shared state is asked first; meanwhile the
+ * at once; without auth_failures, at once unless Redis is down and
+ * shared_state_fail is closed. Else the shared state is asked first; meanwhile the
  * client's parser stops after this element and its leg stops reading, so
  * nothing the client sends behind the attempt is judged before it.
  */
 void login_relay_attempt(struct session *s, struct buf *b, bool proof, bool midway)
 {
 	const struct conf *c = login_conf(s);
-	if (s->px->shared == NULL || !proof || c->auth_failures_max == 0) {
+	if (s->px->shared == NULL || !proof) {
 		login_relay_now(s, b, proof, midway);
 		return;
 	}
 	s->lg->shared_out = *b;
 	memset(b, 0, sizeof(*b));
 	s->lg->shared_midway = midway;
+	if (c->auth_failures_max == 0) {
+		/* nothing to count here; only whether max_per_addr could be
+		 * judged matters, for shared_state_fail = closed */
+		login_shared_verdict(
+		    s, sharedstate_up(s->px->shared) ? SHAREDSTATE_YES : SHAREDSTATE_DOWN, false);
+		return;
+	}
 	s->shared_req =
 	    sharedstate_attempt(s->px->shared, &s->peer_key, s->id, c->auth_failures_max,
 	                        (long long)c->login_timeout * 1000, login_shared_answer, s);
 	if (s->shared_req == NULL) {
-		login_shared_answer(s, SHAREDSTATE_DOWN, 0);
+		login_shared_verdict(s, SHAREDSTATE_DOWN, false);
 		return;
 	}
 	s->lg->shared_wait = true;

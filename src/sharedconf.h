@@ -17,7 +17,7 @@
  *                                 set: member INSTANCE:SID, score = expiry)
  *   xmpp-inspect:sessions:INST    open sessions of one instance per address
  *                                 (a hash; its TTL refreshed by a heartbeat)
- *   xmpp-inspect:instances        live instances (a sorted set, score = expiry)
+ *   xmpp-inspect:instances:all    live instances (a sorted set, score = expiry)
  * ADDR is the client address as text: IPv4 dotted (also for v4-mapped
  * IPv6), else IPv6 in its compressed form (RFC 5952).
  */

@@ -368,10 +368,19 @@ def shared_max_per_addr(ctx):
 def outage_case(ctx, mode):
     r = redis(ctx)
     px = ctx.proxy(shared_state=r.url(), shared_state_fail=mode, auth_failures="5/60")
-    ctx.require(px.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
+    # without auth_failures only max_per_addr is shared: closed still
+    # refuses logins while it cannot be judged
+    px2 = ctx.proxy(shared_state=r.url(), shared_state_fail=mode)
+    for p in (px, px2):
+        ctx.require(p.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
     ctx.check(attempt(ctx, px.port, ALICE_PW) == "success", "login with Redis up")
+    ctx.check(attempt(ctx, px2.port, ALICE_PW) == "success", "login with Redis up (no auth_failures)")
     port = r.port
     r.kill()
+    ctx.require(px2.events.wait("shared_state", 5, state="down"), "no down event (no auth_failures)")
+    got = attempt(ctx, px2.port, ALICE_PW)
+    ctx.check(got == ("success" if mode == "open" else "temporary-auth-failure"),
+              f"{mode}, no auth_failures, Redis down: {got}")
     during = [attempt(ctx, px.port, ALICE_PW) for _ in range(3)]
     ctx.note(f"during the outage: {during}")
     want = "success" if mode == "open" else "temporary-auth-failure"
