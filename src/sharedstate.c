@@ -542,6 +542,11 @@ bool sharedstate_up(const struct sharedstate *ss)
 	return ss != NULL && ss->up;
 }
 
+int sharedstate_probe(const struct proxy *px)
+{
+	return px->shared == NULL || px->shared->up;
+}
+
 void sharedstate_cancel(struct sharedstate_req *r)
 {
 	if (r != NULL) {

@@ -51,8 +51,11 @@ void sharedstate_apply(struct proxy *px);
  * owners of lookups still waiting hear nothing more. */
 void sharedstate_free(struct sharedstate *ss);
 
-/* For a gauge (xmpp_inspect_shared_state_up): configured and answering. */
+/* Configured and answering. */
 bool sharedstate_up(const struct sharedstate *ss);
+/* The gauge xmpp_inspect_shared_state_up (metrics_set_shared_state_probe):
+ * 1 when px's shared state answers or none is configured, else 0. */
+int sharedstate_probe(const struct proxy *px);
 
 /*
  * A new session from key (max_per_addr): are fewer than max open across
