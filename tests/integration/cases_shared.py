@@ -4,19 +4,24 @@ or a private UNIX socket, no persistence), shared by two proxy instances
 in front of one Prosody behind one real HAProxy (mode tcp, roundrobin), so
 that a client spread over both instances meets one limit, not one each.
 
-Behind the balancer every client arrives from HAProxy's own address
-(127.0.0.1): one address, which is what the limits count here.
+Without a PROXY header every client arrives from HAProxy's own address
+(127.0.0.1): one address, which is what the limits count in most cases
+here; shared_real_addresses has HAProxy send PROXY v2 headers.
 
   shared_brute_force_spread    auth_failures 3/60: wrong passwords through
                                HAProxy alternate between the instances;
                                3 reach Prosody in total, not 6
+  shared_real_addresses        HAProxy with send-proxy-v2 (listen ... proxy):
+                               the limit is per real client (127.0.0.2 is
+                               stopped, 127.0.0.3 logs in)
   shared_brute_force_parallel  ... 12 attempts at once over both: the
                                check-and-reserve script lets 3 through
   shared_max_per_addr          max_per_addr 3 across both instances; every
                                key in Redis has a TTL (a killed instance
                                leaves nothing forever)
   shared_redis_down_open       Redis killed mid-run and restarted: logins
-                               go on (local counts), one "down", one "up"
+                               go on (local counts), one "down", one "up";
+                               xmpp_inspect_shared_state_up 1, 0, 1
   shared_redis_down_closed     ... closed: temporary-auth-failure while it
                                is down (rule shared_state_fail), logins
                                again once it is back
@@ -26,6 +31,9 @@ Behind the balancer every client arrives from HAProxy's own address
                                (open) or are refused (closed)
   shared_unix_socket_reload    unix:///PATH?db=N; keys in that database;
                                SIGHUP to another Redis: "off", then "up"
+  shared_scram_pipelined       SCRAM waits twice and succeeds; what a client
+                               pipelines behind an attempt meets the same
+                               as without shared state
   shared_conf_check            -t: the URL forms and the bad ones
 """
 
@@ -117,7 +125,8 @@ class Balancer:
     """A private HAProxy in TCP mode, roundrobin over backend ports (no
     PROXY header: each instance sees HAProxy's address)."""
 
-    def __init__(self, backends):
+    def __init__(self, backends, send_proxy=False):
+        self.send_proxy = send_proxy
         self.binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
         if not os.access(self.binary, os.X_OK):
             raise harness.ServerUnavailable("haproxy not installed (tools/deps installs it)")
@@ -131,7 +140,8 @@ class Balancer:
                "    timeout connect 5s", "    timeout client 30s", "    timeout server 30s",
                "frontend fe", f"    bind 127.0.0.1:{self.port}", "    default_backend be",
                "backend be", "    balance roundrobin"]
-        cfg += [f"    server px{i} 127.0.0.1:{p}" for i, p in enumerate(self.backends)]
+        cfg += [f"    server px{i} 127.0.0.1:{p}" + (" send-proxy-v2" if self.send_proxy else "")
+                for i, p in enumerate(self.backends)]
         (self.dir / "haproxy.cfg").write_text("\n".join(cfg) + "\n")
         self._log = open(self.dir / "haproxy.log", "wb")
         self.proc = subprocess.Popen([self.binary, "-db", "-f", str(self.dir / "haproxy.cfg")],
@@ -195,14 +205,26 @@ def redis(ctx, **kw):
     return r
 
 
-def two_behind_haproxy(ctx, r, **conf):
-    """Two proxies sharing r, and one HAProxy over both."""
-    pxs = [ctx.proxy(shared_state=r.url(), **conf) for _ in range(2)]
+def two_behind_haproxy(ctx, r, send_proxy=False, **conf):
+    """Two proxies sharing r, and one HAProxy over both (with send_proxy,
+    a PROXY v2 header toward listeners marked proxy)."""
+    pxs = []
+    for _ in range(2):
+        if send_proxy:
+            conf["proxy_from"] = "127.0.0.1/32"
+        px = ctx.proxy(shared_state=r.url(), start=False, **conf)
+        if send_proxy:
+            px.keys["listen"] += " proxy"
+        try:
+            px.start()
+        except harness.HarnessError as e:
+            ctx.require(False, f"proxy did not start: {e}")
+        pxs.append(px)
     for px in pxs:
         ctx.require(px.events.wait("shared_state", 5, state="up"),
                     "no shared_state up event at start")
     try:
-        lb = Balancer([px.port for px in pxs])
+        lb = Balancer([px.port for px in pxs], send_proxy=send_proxy)
     except harness.ServerUnavailable as why:
         ctx.skip(str(why))
     ctx.servers.append(lb)
@@ -213,10 +235,10 @@ def two_behind_haproxy(ctx, r, **conf):
     return pxs, lb
 
 
-def attempt(ctx, port, password, timeout=5.0):
+def attempt(ctx, port, password, timeout=5.0, source=None):
     """One PLAIN login on a new connection after STARTTLS: the answer's
     local name ('success') or SASL condition, or what came instead."""
-    c = ctx.raw(port, timeout=timeout)
+    c = ctx.raw(port, timeout=timeout, source=source)
     try:
         c.open_stream()
         c.starttls()
@@ -232,6 +254,23 @@ def attempt(ctx, port, password, timeout=5.0):
         return f"error: {e}"
     finally:
         c.close()
+
+
+def gauge(port):
+    """xmpp_inspect_shared_state_up from a scrape of /metrics, or None."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=3)
+        s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        text = b""
+        while chunk := s.recv(65536):
+            text += chunk
+        s.close()
+    except OSError:
+        return None
+    for line in text.decode("utf-8", "replace").splitlines():
+        if line.startswith("xmpp_inspect_shared_state_up "):
+            return int(line.split()[1])
+    return None
 
 
 def all_events(pxs, event, **fields):
@@ -272,6 +311,28 @@ def shared_brute_force_spread(ctx):
     count = r.cli("GET", "xmpp-inspect:fail:127.0.0.1")
     ctx.check(count == "3", f"Redis failure counter {count!r}, want 3")
     ctx.check(ttl is not None and 0 < int(ttl) <= 60000, f"failure window TTL {ttl!r} ms")
+
+
+@case("shared_real_addresses")
+def shared_real_addresses(ctx):
+    """Behind HAProxy with send-proxy-v2 (listen ... proxy, proxy_from),
+    both instances see each client's own address, and the shared limit is
+    per client: 5 wrong passwords from 127.0.0.2 spread over both are
+    stopped after 3 in total, while 127.0.0.3 logs in; Redis counts
+    127.0.0.2, never the balancer's address."""
+    r = redis(ctx)
+    pxs, lb = two_behind_haproxy(ctx, r, send_proxy=True, auth_failures="3/60")
+    answers = [attempt(ctx, lb.port, WRONG, source="127.0.0.2") for _ in range(5)]
+    ctx.check(answers == ["not-authorized"] * 3 + ["temporary-auth-failure"] * 2,
+              f"127.0.0.2: {answers}")
+    ctx.check(attempt(ctx, lb.port, ALICE_PW, source="127.0.0.3") == "success",
+              "127.0.0.3 is not limited by 127.0.0.2's failures")
+    conns = all_events(pxs, "connect")
+    ctx.check(all(str(e.get("peer", "")).startswith(("127.0.0.2:", "127.0.0.3:")) and e.get("via")
+                  for e in conns), f"connect events: {conns}")
+    ctx.check(all(len(all_events([px], "connect")) >= 2 for px in pxs), "both instances served")
+    ctx.check(r.cli("GET", "xmpp-inspect:fail:127.0.0.2") == "3", f"Redis keys: {r.keys()}")
+    ctx.check(r.cli("EXISTS", "xmpp-inspect:fail:127.0.0.1") == "0", "the balancer's address counted")
 
 
 @case("shared_brute_force_parallel")
@@ -370,14 +431,18 @@ def outage_case(ctx, mode):
     px = ctx.proxy(shared_state=r.url(), shared_state_fail=mode, auth_failures="5/60")
     # without auth_failures only max_per_addr is shared: closed still
     # refuses logins while it cannot be judged
-    px2 = ctx.proxy(shared_state=r.url(), shared_state_fail=mode)
+    mport = harness.free_port()
+    px2 = ctx.proxy(shared_state=r.url(), shared_state_fail=mode,
+                    metrics_listen=f"127.0.0.1:{mport}")
     for p in (px, px2):
         ctx.require(p.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
     ctx.check(attempt(ctx, px.port, ALICE_PW) == "success", "login with Redis up")
     ctx.check(attempt(ctx, px2.port, ALICE_PW) == "success", "login with Redis up (no auth_failures)")
+    ctx.check(gauge(mport) == 1, f"xmpp_inspect_shared_state_up with Redis up: {gauge(mport)}")
     port = r.port
     r.kill()
     ctx.require(px2.events.wait("shared_state", 5, state="down"), "no down event (no auth_failures)")
+    ctx.check(gauge(mport) == 0, f"xmpp_inspect_shared_state_up while down: {gauge(mport)}")
     got = attempt(ctx, px2.port, ALICE_PW)
     ctx.check(got == ("success" if mode == "open" else "temporary-auth-failure"),
               f"{mode}, no auth_failures, Redis down: {got}")
@@ -404,6 +469,8 @@ def outage_case(ctx, mode):
     ctx.check(len(ups) == 2 and ups[1].get("outage_ms", 0) > 0 and ups[1].get("lookups_failed", 0) >= 3,
               f"the recovery event: {ups}")
     ctx.check(attempt(ctx, px.port, ALICE_PW) == "success", "login after Redis is back")
+    ctx.check(harness.wait_until(lambda: gauge(mport) == 1, 8),
+              f"xmpp_inspect_shared_state_up once back: {gauge(mport)}")
     ctx.check(attempt(ctx, px.port, WRONG) == "not-authorized", "a wrong password after")
     ctx.check(harness.wait_until(lambda: r2.cli("GET", "xmpp-inspect:fail:127.0.0.1") == "1", 3),
               "the failure after the outage is counted in the new Redis")
