@@ -80,6 +80,10 @@ static void session_login_timer_cb(struct ev_loop *loop, ev_timer *w, int revent
 		leg_abort(&s->upstream);
 		return;
 	}
+	if (s->lg == NULL) {
+		session_close(s, "login timeout"); /* its admission never answered */
+		return;
+	}
 	login_timeout(s, false);
 }
 
@@ -366,7 +370,9 @@ void session_shutdown_all(struct proxy *px)
 		next = s->next;
 		leg_hurry(&s->client);
 		leg_hurry(&s->upstream);
-		if (!s->closing)
+		if (!s->closing && s->lg == NULL)
+			session_close(s, "proxy shutting down"); /* its admission pending */
+		else if (!s->closing)
 			login_shutdown(s);
 	}
 	/* the reaper ends the loop once no session is left, maybe now */

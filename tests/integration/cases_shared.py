@@ -529,6 +529,19 @@ def shared_redis_stuck(ctx):
     ctx.check(len(down) == 1 and "no answer" in down[0].get("reason", ""), f"down event: {down}")
     ctx.check(not px2.events.find("shared_state", state="up"), "an up event from a silent server")
     ctx.check(px2.events.find("policy", rule="shared_state_fail"), "no policy shared_state_fail event")
+    # SIGTERM while a session waits for its admission (the silent server
+    # is connected to again after the back-off, at most 5 s)
+    n = len(silent.conns)
+    ok = harness.wait_until(lambda: len(silent.conns) > n, 8, interval=0.01)
+    c = ctx.raw(px2.port)
+    time.sleep(0.1)
+    status = px2.stop()
+    ctx.check(ok and status == 0, f"SIGTERM with an admission pending: exit {status} (reconnected: {ok})")
+    ctx.check(c.wait_closed(3), "the waiting client was not closed")
+    last = [e for e in px2.events.read() if e.get("sid") == sids(px2.events.read())[-1]]
+    ctx.check([e["event"] for e in last] == ["connect", "close"] and
+              last[-1].get("reason") == "proxy shutting down",
+              f"the session waiting for its admission: {last}")
 
 
 @case("shared_unix_socket_reload")
