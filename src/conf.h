@@ -25,6 +25,7 @@
 #include <stddef.h>
 
 #include "bounds.h"
+#include "sharedconf.h"
 
 enum conf_upstream_tls {
 	CONF_UPSTREAM_STARTTLS = 0,
@@ -59,6 +60,12 @@ enum conf_proxy_protocol {
 enum conf_log_full {
 	CONF_LOG_FULL_CONTINUE = 0,
 	CONF_LOG_FULL_REFUSE,
+};
+
+/* shared_state_fail: what a login meets while Redis does not answer. */
+enum conf_shared_fail {
+	CONF_SHARED_OPEN = 0, /* the local counts decide (addrtab.c), as without shared_state */
+	CONF_SHARED_CLOSED,   /* refused with <temporary-auth-failure/> */
 };
 
 enum conf_plain {
@@ -156,6 +163,11 @@ struct conf {
 	char *default_domain;          /* folded; NULL: none */
 	char *transcript_dir;          /* NULL: no transcripts */
 	size_t transcript_max;         /* bytes per transcript file */
+	/* shared_state: auth_failures and max_per_addr kept in Redis */
+	bool shared_state_set;
+	struct sharedconf_url shared_state;
+	char shared_state_ip[46]; /* the host resolved at (re)load (sharedstate_resolve) */
+	enum conf_shared_fail shared_state_fail;
 	/* the balancers whose PROXY headers proxy listeners believe */
 	struct conf_cidr proxy_from[MAX_PROXY_FROM];
 	size_t nproxy_from;

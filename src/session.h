@@ -45,6 +45,9 @@ struct proxy {
 	struct proxyin *pending;  /* proxy listeners' connections reading their header */
 	unsigned npending;
 	bool stopping;
+	/* shared_state (sharedstate.h): the limits kept across instances;
+	 * NULL when unset */
+	struct sharedstate *shared;
 };
 
 enum session_port {
@@ -66,6 +69,10 @@ struct session {
 	char peer_ip[INET6_ADDRSTRLEN];
 	char upstream_addr[INET6_ADDRSTRLEN + 8]; /* original-dst's, "" otherwise */
 	struct in6_addr peer_key;                 /* in px->peers */
+	/* shared_state: the lookup this session waits for (its admission or
+	 * an attempt), and the link epoch that counted it (sharedstate.h) */
+	struct sharedstate_req *shared_req;
+	unsigned shared_epoch;
 	/* the client and the address it connected to; behind a balancer
 	 * (listen ... proxy) both from its PROXY header, and via is the
 	 * balancer ("" when the client connected directly) */

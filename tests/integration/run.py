@@ -42,6 +42,7 @@ import cases_deploy  # noqa: E402,F401  (issue 12: the fail2ban filter over a re
 import cases_forge  # noqa: E402,F401  (issue 11: a certificate per domain, forge_ca)
 import cases_transcript  # noqa: E402,F401  (issue 11: a redacted decrypted transcript per session)
 import cases_lab  # noqa: E402,F401  (issue 11: REDIRECT and TPROXY on a lab router, network namespaces)
+import cases_shared  # noqa: E402,F401  (issue 13: shared_state in Redis, two instances behind HAProxy)
 import cases_proxyin  # noqa: E402,F401  (issue 13: PROXY headers from a balancer)
 import cases_metrics  # noqa: E402,F401  (issue 13: Prometheus metrics, promtool)
 
