@@ -41,6 +41,9 @@ import cases_daemon  # noqa: E402,F401  (issue 12: systemd notify and unit, logr
 import cases_deploy  # noqa: E402,F401  (issue 12: the fail2ban filter over a real event log)
 import cases_forge  # noqa: E402,F401  (issue 11: a certificate per domain, forge_ca)
 import cases_transcript  # noqa: E402,F401  (issue 11: a redacted decrypted transcript per session)
+import cases_shared  # noqa: E402,F401  (issue 13: shared_state in Redis, two instances behind HAProxy)
+import cases_proxyin  # noqa: E402,F401  (issue 13: PROXY headers from a balancer)
+import cases_metrics  # noqa: E402,F401  (issue 13: Prometheus metrics, promtool)
 
 
 class Runner:
