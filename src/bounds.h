@@ -134,6 +134,7 @@
 /* An element name the redactor keeps to decide whether its content is
  * secret: longer names are never secret ones. */
 #define TRANSCRIPT_NAME_MAX 32
+
 /* Shared state in Redis (shared_state). One lookup may wait this long for
  * Redis before it counts as a Redis failure: a Redis on the same network
  * answers in well under a millisecond, so half a second means it is down

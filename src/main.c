@@ -168,7 +168,8 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 	if (c->forge_ca != NULL &&
 	    (fg = forge_new(c->forge_ca, c->forge_ca_key, c->forge_cache, err, errlen)) == NULL)
 		goto fail;
-	login_forge_install(sctx, px);
+	if (fg != NULL)
+		login_forge_install(sctx, px);
 	/* sessions go on without one, each saying why in its login record */
 	char terr[300];
 	if (c->transcript_dir != NULL &&

@@ -13,8 +13,8 @@
 #include "log.h"
 #include "login.h"
 #include "session.h"
-#include "transcript.h"
 #include "sharedstate.h"
+#include "transcript.h"
 #include "upstream.h"
 
 static void session_leg_data(struct leg *l, const char *data, size_t len)

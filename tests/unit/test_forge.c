@@ -266,6 +266,29 @@ int main(void)
 	struct forge_leaf *m2 = forge_get(fg, "chat.a.test", NULL, err, sizeof(err));
 	T_CHECK(m2 != m, "mirror and plain leaves are cached apart");
 
+	/* a server certificate naming more than a leaf may carry: the first
+	 * MAX_FORGE_NAMES - 1 after the requested one; and one naming none */
+	char many[4096] = "";
+	for (int i = 0; i < MAX_FORGE_NAMES + 8; i++) {
+		char one[40];
+		snprintf(one, sizeof(one), "%sDNS:n%d.a.test", i ? "," : "", i);
+		strcat(many, one);
+	}
+	X509 *srv2 = make_cert(skey, ca, cakey, "many", many);
+	struct forge_leaf *m3 = forge_get(fg, "x.a.test", srv2, err, sizeof(err));
+	T_CHECK(m3 != NULL && m3->nnames == MAX_FORGE_NAMES &&
+	            strcmp(m3->names[0], "x.a.test") == 0 &&
+	            strcmp(m3->names[MAX_FORGE_NAMES - 1], "n30.a.test") == 0,
+	        "mirror names capped at MAX_FORGE_NAMES");
+	X509 *srv3 = make_cert(skey, ca, cakey, "nameless", NULL);
+	struct forge_leaf *m4 = forge_get(fg, "y.a.test", srv3, err, sizeof(err));
+	T_CHECK(m4 != NULL && m4->nnames == 1 && verifies(ca, m4->cert, "y.a.test"),
+	        "mirror of a certificate without SANs names the requested domain");
+	forge_leaf_unref(m3);
+	forge_leaf_unref(m4);
+	X509_free(srv2);
+	X509_free(srv3);
+
 	SSL_CTX *sctx = SSL_CTX_new(TLS_server_method());
 	SSL *ssl = SSL_new(sctx);
 	T_CHECK(forge_use(a, ssl) == 0 && SSL_get_certificate(ssl) != NULL &&
