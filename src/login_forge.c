@@ -77,12 +77,16 @@ static int login_forge_hello(SSL *ssl, int *alert, void *arg)
 		return SSL_CLIENT_HELLO_SUCCESS;
 	}
 	if (forge_name(req, name, sizeof(name), &why) < 0) {
+		const char *refused = have_sni < 0 && req[0] == '\0'
+		                          ? "malformed, or longer than a domain can be"
+		                          : why;
+		const char *ignored;
 		if (c->default_domain == NULL ||
-		    forge_name(c->default_domain, name, sizeof(name), &why) < 0) {
-			login_forge_refused(s, src, why, "using the static certificate");
+		    forge_name(c->default_domain, name, sizeof(name), &ignored) < 0) {
+			login_forge_refused(s, src, refused, "using the static certificate");
 			return SSL_CLIENT_HELLO_SUCCESS;
 		}
-		login_forge_refused(s, src, why, "using default_domain");
+		login_forge_refused(s, src, refused, "using default_domain");
 		src = "default_domain";
 	}
 	X509 *mirror = NULL;

@@ -188,7 +188,9 @@ def forge_hostile_names(ctx):
         t = cert_text(pem)
         ctx.check(rc == 0 and "DNS:lab.test" in t and "CN = lab.test" in t,
                   f"SNI {name[:40]!r}: not the default_domain leaf: rc={rc} {t} {out[-300:]}")
-    refused = px.events.find("policy", rule="forge_name")
+    # the event log is written by its own thread: wait for the lines
+    refused = harness.wait_until(lambda: (lambda r: r if len(r) >= len(hostile) else None)(
+        px.events.find("policy", rule="forge_name")), 5) or []
     ctx.check(len(refused) >= len(hostile) - 1,
               f"{len(refused)} forge_name policy events for {len(hostile)} hostile names")
     # past what any client library sends: a 2 KB name and bytes no name has
@@ -202,8 +204,14 @@ def forge_hostile_names(ctx):
         ctx.check("CN = lab.test" in t or (refused_by_openssl and not der),
                   f"raw SNI {name[:20]!r}...: leaf {t!r}")
     ctx.check(px.alive(), "proxy died on a hostile SNI")
-    n_refused = len(px.events.find("policy", rule="forge_name"))
-    ctx.check(n_refused >= len(refused) + 3, f"raw hostile SNIs not all logged ({n_refused})")
+    details = [e.get("detail", "") for e in px.events.find("policy", rule="forge_name")]
+    ctx.check(any("an IP address; using default_domain" in d for d in details)
+              and any("longer than a domain" in d for d in details)
+              and not any("(null)" in d for d in details), f"forge_name details: {details}")
+    want = len(refused) + 3
+    got = harness.wait_until(lambda: (lambda r: r if len(r) >= want else None)(
+        px.events.find("policy", rule="forge_name")), 5) or []
+    ctx.check(len(got) >= want, f"raw hostile SNIs not all logged ({len(got)} of {want})")
     rc, out, pem = s_client(px.tls_port, "LAB.Test", verify_host="lab.test")
     ctx.check(rc == 0 and "DNS:lab.test" in cert_text(pem), f"upper case not folded: {out[-300:]}")
     # no default_domain: the static certificate (the lab CA's)

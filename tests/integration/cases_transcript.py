@@ -45,6 +45,16 @@ def transcript_of(ctx, px, tdir, index):
     ctx.require(name, f"session {s.sid}: login event without transcript: {lg}")
     path = tdir / name
     ctx.require(path.exists(), f"{path} missing")
+    # the writer thread may still hold the session's last lines: wait
+    # until the file stops growing
+    last = [-1]
+
+    def settled():
+        size = path.stat().st_size
+        done = size == last[0]
+        last[0] = size
+        return done or None
+    harness.wait_until(settled, 3, interval=0.1)
     return lg, path, path.read_text(errors="replace").splitlines()
 
 
