@@ -1,0 +1,162 @@
+"""Regressions from the hostile review of issue 13 (PROXY headers in,
+shared state in Redis, metrics): each case failed before its fix.
+
+  review13_redis_unsolicited   a "Redis" that sends one reply more than it
+                               was asked for (hiredis 0.14 asserts on an
+                               unsolicited reply in a plain context): the
+                               link is dropped as a protocol error and the
+                               proxy lives on; logins go on (open)
+  review13_redis_array_bomb    a "Redis" answering a lookup with a huge
+                               multi-bulk length: refused at once as a
+                               protocol error (no allocation of its size),
+                               the proxy lives on
+"""
+
+import socket
+import threading
+import time
+
+import harness
+import raw
+from cases import USERS, case
+from cases_shared import _Stop, attempt
+
+ALICE_PW = USERS["alice"]
+
+
+class FakeRedis:
+    """A raw RESP server: answers every command as a good Redis would for
+    the proxy's scripts, except what hostile() returns for the n-th EVAL of
+    a lookup (a list of bytes to send instead)."""
+
+    def __init__(self, hostile=None):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.commands = []
+        self.hostile = hostile
+        self.stopped = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def _run(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    @staticmethod
+    def _commands(buf):
+        """Complete RESP commands at the front of buf, and the rest."""
+        out = []
+        while True:
+            if not buf.startswith(b"*"):
+                return out, buf
+            eol = buf.find(b"\r\n")
+            if eol < 0:
+                return out, buf
+            n = int(buf[1:eol])
+            pos, args = eol + 2, []
+            for _ in range(n):
+                e = buf.find(b"\r\n", pos)
+                if e < 0:
+                    return out, buf
+                ln = int(buf[pos + 1:e])
+                if len(buf) < e + 2 + ln + 2:
+                    return out, buf
+                args.append(buf[e + 2:e + 2 + ln])
+                pos = e + 2 + ln + 2
+            out.append(args)
+            buf = buf[pos:]
+
+    def _answer(self, args):
+        cmd = args[0].upper()
+        if cmd != b"EVAL":
+            return [b"+OK\r\n" if cmd == b"SELECT" else b":1\r\n"]
+        script = args[1]
+        if b"#ARGV - 2" in script or b"return 1" in script and b"HGET" not in script:
+            return [b":0\r\n"]  # resync, heartbeat
+        if b"ZCARD" in script or b"HGET" in script:  # attempt, admit
+            lookups = [a for a in self.commands if a[0].upper() == b"EVAL" and
+                       (b"ZCARD" in a[1] or b"HGET" in a[1])]
+            if self.hostile is not None:
+                got = self.hostile(len(lookups), args)
+                if got is not None:
+                    return got
+            return [b"*2\r\n:1\r\n:0\r\n"]
+        return [b":1\r\n"]
+
+    def _serve(self, c):
+        buf = b""
+        while not self.stopped:
+            try:
+                data = c.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data
+            cmds, buf = self._commands(buf)
+            for args in cmds:
+                self.commands.append(args)
+                try:
+                    for chunk in self._answer(args):
+                        c.sendall(chunk)
+                except OSError:
+                    return
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+def fake_redis(ctx, hostile):
+    f = FakeRedis(hostile)
+    ctx.servers.append(_Stop(f.stop))
+    return f
+
+
+@case("review13_redis_unsolicited")
+def review13_redis_unsolicited(ctx):
+    """One reply more than asked: the proxy must not abort (hiredis 0.14
+    asserts when a reply finds no callback in a plain context)."""
+    f = fake_redis(ctx, lambda n, args: [b"*2\r\n:1\r\n:0\r\n+OK\r\n"] if n == 1 else None)
+    px = ctx.proxy(shared_state=f.url(), auth_failures="5/60")
+    ctx.require(px.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
+    got = attempt(ctx, px.port, ALICE_PW)
+    ctx.check(got == "success", f"the login behind the extra reply: {got}")
+    time.sleep(0.3)
+    ctx.check(px.alive(), f"the proxy died: {harness.tail(px.stderr_path)}")
+    down = px.events.find("shared_state", state="down")
+    ctx.check(len(down) == 1 and "no command" in down[0].get("reason", ""),
+              f"the extra reply is a failure of the link: {down}")
+    ctx.check(attempt(ctx, px.port, ALICE_PW) == "success", "a login after it")
+    ctx.check(px.alive(), "the proxy died on the second login")
+
+
+@case("review13_redis_array_bomb")
+def review13_redis_array_bomb(ctx):
+    """A lookup answered with a multi-bulk of 2^31-1 elements (then
+    nothing): a protocol error at once, not 16 GiB asked of malloc nor a
+    wait for elements that never come."""
+    f = fake_redis(ctx, lambda n, args: [b"*2147483647\r\n:1\r\n"] if n == 1 else None)
+    px = ctx.proxy(shared_state=f.url(), auth_failures="5/60")
+    ctx.require(px.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
+    got = attempt(ctx, px.port, ALICE_PW)
+    ctx.check(got == "success", f"open: the login goes on: {got}")
+    ctx.check(px.alive(), f"the proxy died: {harness.tail(px.stderr_path)}")
+    down = px.events.find("shared_state", state="down")
+    ctx.check(len(down) == 1 and "longer" in down[0].get("reason", ""),
+              f"refused as a protocol error, not by the timeout: {down}")
