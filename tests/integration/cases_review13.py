@@ -160,3 +160,60 @@ def review13_redis_array_bomb(ctx):
     down = px.events.find("shared_state", state="down")
     ctx.check(len(down) == 1 and "longer" in down[0].get("reason", ""),
               f"refused as a protocol error, not by the timeout: {down}")
+
+
+def slow_attempts(delay):
+    """hostile(): attempts answered YES after delay seconds."""
+    def hostile(n, args):
+        if b"ZCARD" in args[1]:
+            time.sleep(delay)
+        return None
+    return hostile
+
+
+def auth_pending(ctx, port):
+    """A raw client whose PLAIN <auth> is sent (it waits for Redis)."""
+    c = ctx.raw(port)
+    c.open_stream()
+    c.starttls()
+    c.open_stream()
+    c.auth("PLAIN", raw.plain_payload("alice", ALICE_PW))
+    return c
+
+
+@case("review13_sigterm_attempt_pending")
+def review13_sigterm_attempt_pending(ctx):
+    """SIGTERM while an attempt waits for Redis, whose answer (YES, a
+    reservation) comes after the session is gone: a clean exit (the ASan
+    binary finds no use after free), the client told."""
+    f = fake_redis(ctx, slow_attempts(0.3))
+    px = ctx.proxy(shared_state=f.url(), auth_failures="5/60")
+    ctx.require(px.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
+    c = auth_pending(ctx, px.port)
+    ctx.require(harness.wait_until(lambda: any(b"ZCARD" in a[1] for a in f.commands
+                                               if a[0] == b"EVAL"), 3), "no attempt lookup")
+    status = px.stop()
+    ctx.check(status == 0, f"exit status {status}: {harness.tail(px.stderr_path)}")
+    ctx.check(c.wait_closed(3), "the waiting client was not closed")
+
+
+@case("review13_sighup_attempt_pending")
+def review13_sighup_attempt_pending(ctx):
+    """SIGHUP to another Redis while an attempt waits for the first: the
+    attempt is answered DOWN at once (open: it goes on, the login
+    succeeds), the late answer of the old Redis finds nothing."""
+    f = fake_redis(ctx, slow_attempts(0.4))
+    f2 = fake_redis(ctx, None)
+    px = ctx.proxy(shared_state=f.url(), auth_failures="5/60")
+    ctx.require(px.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
+    c = auth_pending(ctx, px.port)
+    ctx.require(harness.wait_until(lambda: any(b"ZCARD" in a[1] for a in f.commands
+                                               if a[0] == b"EVAL"), 3), "no attempt lookup")
+    px.reload(shared_state=f2.url())
+    el = c.next_element(timeout=3)
+    ctx.check(el is not None and raw.local(el.tag) == "success", f"the login: {c.describe(el)}")
+    c.close()
+    ctx.check(px.events.find("shared_state", state="off", reason="reload"), "no off event")
+    time.sleep(0.5)
+    ctx.check(px.alive(), f"the proxy died: {harness.tail(px.stderr_path)}")
+    ctx.check(px.stop() == 0, "exit status")
