@@ -532,6 +532,19 @@ int sharedstate_resolve(struct conf *c, char *err, size_t errlen)
 	return 0;
 }
 
+/* This instance counts for nothing any more in this Redis (best effort:
+ * one write attempt; its TTLs clean up otherwise). */
+static void ss_goodbye(struct sharedstate *ss)
+{
+	if (!ss->up)
+		return;
+	const char *del[] = {"DEL", ss->sessions_key};
+	const char *zrem[] = {"ZREM", ss->instances_key, ss->me};
+	ss_send_quiet(ss, 2, del);
+	ss_send_quiet(ss, 3, zrem);
+	redisAsyncHandleWrite(ss->ac);
+}
+
 /* Drops the link; with answer, waiting owners hear DOWN, else nothing. */
 static void ss_stop(struct sharedstate *ss, bool answer)
 {
@@ -555,9 +568,12 @@ void sharedstate_apply(struct proxy *px)
 		return; /* shared_state_fail is read where it applies */
 	if (ss != NULL) {
 		/* another Redis, or none: the lookups waiting here are answered
-		 * DOWN now, then judged by the new shared_state_fail */
+		 * DOWN now, then judged by the new shared_state_fail; its
+		 * sessions leave the old Redis (a reload back to it within
+		 * SHARED_INSTANCE_TTL_MS would count them twice) */
 		px->shared = NULL;
 		ss_event(ss, "off", "reload");
+		ss_goodbye(ss);
 		ss_stop(ss, true);
 		free(ss);
 	}
@@ -592,15 +608,7 @@ void sharedstate_free(struct sharedstate *ss)
 {
 	if (ss == NULL)
 		return;
-	if (ss->up) {
-		/* goodbye: this instance counts for nothing any more (best
-		 * effort: one write attempt; its TTLs clean up otherwise) */
-		const char *del[] = {"DEL", ss->sessions_key};
-		const char *zrem[] = {"ZREM", ss->instances_key, ss->me};
-		ss_send_quiet(ss, 2, del);
-		ss_send_quiet(ss, 3, zrem);
-		redisAsyncHandleWrite(ss->ac);
-	}
+	ss_goodbye(ss);
 	ss->px->shared = NULL;
 	ss_stop(ss, false);
 	free(ss);

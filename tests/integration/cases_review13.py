@@ -217,3 +217,38 @@ def review13_sighup_attempt_pending(ctx):
     time.sleep(0.5)
     ctx.check(px.alive(), f"the proxy died: {harness.tail(px.stderr_path)}")
     ctx.check(px.stop() == 0, "exit status")
+
+
+@case("review13_reload_back")
+def review13_reload_back(ctx):
+    """SIGHUP from Redis A to B and back to A: the instance's first
+    registration and session counts in A are removed when it leaves A (they
+    lingered SHARED_INSTANCE_TTL_MS, 15 s, so every session open was
+    counted twice against max_per_addr after the reload back)."""
+    from cases_shared import redis
+    a, b = redis(ctx), redis(ctx)
+    px = ctx.proxy(shared_state=a.url(), max_per_addr="2")
+    ctx.require(px.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
+    held = ctx.raw(px.port)  # one session open from 127.0.0.1, counted in A
+    held.open_stream()
+    key = "xmpp-inspect:instances:all"
+    ctx.require(harness.wait_until(lambda: a.cli("ZCARD", key) == "1", 3), "not registered in A")
+    px.reload(shared_state=b.url())
+    ctx.require(px.events.wait("shared_state", 5, state="up", server=b.url()), "no up on B")
+    ctx.check(harness.wait_until(lambda: a.cli("ZCARD", key) == "0", 3),
+              f"the registration left behind in A: {a.keys()}")
+    px.reload(shared_state=a.url())
+    ctx.require(harness.wait_until(lambda: len(px.events.find("shared_state", state="up",
+                                                              server=a.url())) >= 2, 5),
+                "no up on A again")
+    ctx.check(harness.wait_until(lambda: a.cli("ZCARD", key) == "1", 3),
+              f"instances registered in A after coming back: {a.cli('ZRANGE', key, '0', '-1')}")
+    c = ctx.raw(px.port)  # the second from 127.0.0.1: within max_per_addr 2
+    try:
+        c.open_stream()
+        ok = True
+    except AssertionError:
+        ok = False
+    ctx.check(ok, f"a second session refused: {px.events.find('policy', rule='max_per_addr')}")
+    c.close()
+    held.close()
