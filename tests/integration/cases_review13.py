@@ -18,7 +18,7 @@ import time
 
 import harness
 import raw
-from cases import USERS, case
+from cases import USERS, WRONG, case
 from cases_shared import _Stop, attempt
 
 ALICE_PW = USERS["alice"]
@@ -252,3 +252,37 @@ def review13_reload_back(ctx):
     ctx.check(ok, f"a second session refused: {px.events.find('policy', rule='max_per_addr')}")
     c.close()
     held.close()
+
+
+@case("review13_down_after_wait_local_limit")
+def review13_down_after_wait_local_limit(ctx):
+    """auth_failures 3/60, shared_state_fail open, a Redis that stops
+    answering attempts: six wrong passwords sent at once all wait for it,
+    and are all answered "down" when the bounded wait ends. Open goes on
+    with the local counts, which must be checked then (the six were checked
+    before, when none was in flight): at most 3 reach the server, the
+    others are refused with temporary-auth-failure."""
+    f = fake_redis(ctx, slow_attempts(0.8))
+    px = ctx.proxy(shared_state=f.url(), auth_failures="3/60")
+    ctx.require(px.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
+    cs = []
+    for _ in range(6):
+        c = ctx.raw(px.port)
+        c.open_stream()
+        c.starttls()
+        c.open_stream()
+        cs.append(c)
+    auth = (f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+            f"{raw.plain_payload('alice', WRONG)}</auth>")
+    for c in cs:
+        c.send(auth)
+    answers = []
+    for c in cs:
+        el = c.next_element(timeout=5)
+        answers.append(raw.sasl_condition(el) if el is not None and raw.local(el.tag) == "failure"
+                       else c.describe(el))
+        c.close()
+    ctx.note(f"answers: {answers}")
+    ctx.check(answers.count("not-authorized") <= 3 and
+              answers.count("not-authorized") + answers.count("temporary-auth-failure") == 6,
+              f"six attempts answered down after the wait: {answers}")
