@@ -155,10 +155,31 @@ static void *ss_reply_string(const redisReadTask *t, char *str, size_t len)
 	return ss_reply_ok(t, false, 0) ? ss_hiredis_fns.createString(t, str, len) : NULL;
 }
 
+#if HIREDIS_MAJOR >= 1 /* its counts are size_t, and RESP3 has doubles and booleans */
+static void *ss_reply_array(const redisReadTask *t, size_t n)
+{
+	return ss_reply_ok(t, true,
+	                   n > SHARED_REPLY_MAX_ELEMENTS ? SHARED_REPLY_MAX_ELEMENTS + 1
+	                                                 : (long long)n)
+	           ? ss_hiredis_fns.createArray(t, n)
+	           : NULL;
+}
+
+static void *ss_reply_double(const redisReadTask *t, double d, char *str, size_t len)
+{
+	return ss_reply_ok(t, false, 0) ? ss_hiredis_fns.createDouble(t, d, str, len) : NULL;
+}
+
+static void *ss_reply_bool(const redisReadTask *t, int b)
+{
+	return ss_reply_ok(t, false, 0) ? ss_hiredis_fns.createBool(t, b) : NULL;
+}
+#else
 static void *ss_reply_array(const redisReadTask *t, int n)
 {
 	return ss_reply_ok(t, true, n) ? ss_hiredis_fns.createArray(t, n) : NULL;
 }
+#endif
 
 static void *ss_reply_integer(const redisReadTask *t, long long v)
 {
@@ -180,6 +201,10 @@ static void ss_guard_reader(redisAsyncContext *ac)
 		checked.createArray = ss_reply_array;
 		checked.createInteger = ss_reply_integer;
 		checked.createNil = ss_reply_nil;
+#if HIREDIS_MAJOR >= 1
+		checked.createDouble = ss_reply_double;
+		checked.createBool = ss_reply_bool;
+#endif
 	}
 	ac->c.reader->fn = &checked;
 	ac->c.reader->privdata = ac;
