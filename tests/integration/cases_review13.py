@@ -1,15 +1,32 @@
 """Regressions from the hostile review of issue 13 (PROXY headers in,
-shared state in Redis, metrics): each case failed before its fix.
+shared state in Redis, metrics). The Redis here is mostly FakeRedis, a raw
+RESP server that answers the proxy's scripts as Redis would, except where
+a case makes it hostile; review13_reload_back uses real redis-servers.
 
-  review13_redis_unsolicited   a "Redis" that sends one reply more than it
-                               was asked for (hiredis 0.14 asserts on an
-                               unsolicited reply in a plain context): the
-                               link is dropped as a protocol error and the
-                               proxy lives on; logins go on (open)
-  review13_redis_array_bomb    a "Redis" answering a lookup with a huge
-                               multi-bulk length: refused at once as a
-                               protocol error (no allocation of its size),
-                               the proxy lives on
+  review13_redis_unsolicited        one reply more than asked for (hiredis
+                                    0.14 asserted: the proxy aborted); now
+                                    a failure of the link, logins go on
+  review13_redis_array_bomb         a lookup answered with a multi-bulk of
+                                    2^31-1 elements (allocated whole, freed
+                                    one by one: the loop stalled for
+                                    seconds); now refused as it is read
+  review13_sigterm_attempt_pending  SIGTERM while an attempt waits for a
+                                    Redis that answers after the session is
+                                    gone: a clean exit (ASan: no use after
+                                    free)
+  review13_sighup_attempt_pending   SIGHUP to another Redis while an attempt
+                                    waits: answered down at once, the login
+                                    goes on (open)
+  review13_reload_back              SIGHUP from Redis A to B and back: A no
+                                    longer holds the first registration (an
+                                    open session was counted twice and
+                                    max_per_addr refused a client)
+  review13_down_after_wait_local_limit
+                                    six wrong passwords waiting together for
+                                    a Redis that stops answering, all
+                                    answered down: the local auth_failures
+                                    (3) is checked again, at most 3 reach
+                                    the server (all 6 did)
 """
 
 import socket
