@@ -53,8 +53,10 @@
 #include <openssl/ssl.h>
 
 /* The server's features after TLS (Prosody's are ~600 bytes) and any one
- * reply must fit; more without the awaited text is a protocol failure. */
-#define IN_MAX (16 * 1024)
+ * reply must fit, plus an echoed message (--msg-size and its markup); more
+ * without the awaited text is a protocol failure. */
+#define IN_BASE (16 * 1024)
+#define IN_MAX(o) (IN_BASE + 2 * (size_t)(o)->msg_size)
 /* Our own requests are short; a message adds its body size. */
 #define OUT_BASE 2048
 #define MAX_PROCS 64
@@ -718,7 +720,7 @@ static int advance(struct conn *c)
 		}
 	}
 incomplete:
-	if (c->inlen >= IN_MAX) {
+	if (c->inlen >= IN_MAX(c->w->o)) {
 		conn_fail(c, F_PROTO);
 		return -1;
 	}
@@ -773,10 +775,10 @@ static void conn_watch(struct conn *c, int want_write)
 static int conn_read(struct conn *c)
 {
 	int got = 0;
-	while (c->inlen < IN_MAX) {
+	while (c->inlen < IN_MAX(c->w->o)) {
 		if (c->ssl) {
 			ERR_clear_error();
-			int r = SSL_read(c->ssl, c->in + c->inlen, (int)(IN_MAX - c->inlen));
+			int r = SSL_read(c->ssl, c->in + c->inlen, (int)(IN_MAX(c->w->o) - c->inlen));
 			if (r <= 0) {
 				int e = SSL_get_error(c->ssl, r);
 				if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
@@ -786,7 +788,7 @@ static int conn_read(struct conn *c)
 			}
 			c->inlen += (size_t)r;
 		} else {
-			ssize_t r = recv(c->fd, c->in + c->inlen, IN_MAX - c->inlen, 0);
+			ssize_t r = recv(c->fd, c->in + c->inlen, IN_MAX(c->w->o) - c->inlen, 0);
 			if (r == 0) {
 				conn_fail(c, F_CLOSED);
 				return -1;
@@ -890,7 +892,7 @@ static void start_conn(struct worker *w, int hold)
 	c->idx = hold ? w->hstarted++ : w->started++;
 	c->msgs_left = hold ? 0 : w->o->msgs;
 	c->outcap = OUT_BASE + (size_t)w->o->msg_size;
-	c->in = malloc(IN_MAX);
+	c->in = malloc(IN_MAX(w->o));
 	c->out = malloc(c->outcap);
 	if (!c->in || !c->out) {
 		fprintf(stderr, "loadgen: out of memory\n");
@@ -1383,10 +1385,12 @@ int main(int argc, char **argv)
 		}
 	printf("},\"stalls\":%ld,\"wall_s\":%.4f,\"logins_per_s\":%.2f,\"p50_ms\":%.3f,"
 	       "\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"msg_rtt_p50_ms\":%.3f,"
-	       "\"msg_rtt_p99_ms\":%.3f,\"loadgen_cpu_us_per_login\":%.1f,\"hold\":%ld,\"held\":%ld,"
-	       "\"held_failed\":%ld,\"procs_died\":%d,\"pids\":[",
+	       "\"msg_rtt_p99_ms\":%.3f,\"msgs_done\":%ld,\"msg_size\":%ld,"
+	       "\"msg_mib_per_s\":%.2f,\"loadgen_cpu_us_per_login\":%.1f,\"hold\":%ld,"
+	       "\"held\":%ld,\"held_failed\":%ld,\"procs_died\":%d,\"pids\":[",
 	       tot.fail[F_STALL], wall, rate, p50, p90, p99, mx, pct(rtts, nr, .5) * 1e3,
-	       pct(rtts, nr, .99) * 1e3, tot.ok ? tot.cpu_s * 1e6 / (double)tot.ok : 0, o.hold,
+	       pct(rtts, nr, .99) * 1e3, nr, o.msg_size,
+	       wall > 0 ? (double)nr * (double)o.msg_size / wall / (1024.0 * 1024.0) : 0, tot.ok ? tot.cpu_s * 1e6 / (double)tot.ok : 0, o.hold,
 	       tot.held, tot.held_failed, dead);
 	for (int k = 0; k < o.npids; k++)
 		printf("%s{\"pid\":%d,\"cpu_us\":%.0f,\"cpu_us_per_login\":%.1f,\"rss_before_kib\":%ld,"
