@@ -170,6 +170,7 @@ struct conn {
 	SSL *ssl;
 	enum step step;
 	int hold;
+	int eof; /* the peer closed: what came before it is handled first */
 	long idx;
 	double t0, mt0;
 	long msgs_left;
@@ -783,15 +784,15 @@ static int conn_read(struct conn *c)
 				int e = SSL_get_error(c->ssl, r);
 				if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
 					break;
-				conn_fail(c, F_CLOSED);
-				return -1;
+				c->eof = 1;
+				break;
 			}
 			c->inlen += (size_t)r;
 		} else {
 			ssize_t r = recv(c->fd, c->in + c->inlen, IN_MAX(c->w->o) - c->inlen, 0);
 			if (r == 0) {
-				conn_fail(c, F_CLOSED);
-				return -1;
+				c->eof = 1;
+				break;
 			}
 			if (r < 0) {
 				if (errno == EAGAIN || errno == EINTR)
@@ -866,6 +867,11 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 		if (r > 0 || c->inlen > 0) {
 			if (advance(c) < 0)
 				return;
+		}
+		if (c->eof) {
+			int err = memmem(c->in, c->inlen, "<stream:error", 13) != NULL;
+			conn_fail(c, err ? F_STREAM_ERROR : F_CLOSED);
+			return;
 		}
 		if (c->step == S_TLS)
 			continue; /* <proceed/> came: handshake now */

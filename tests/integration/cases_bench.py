@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 
 import harness
 from cases import USERS, case
@@ -69,7 +70,8 @@ def bench_fastupstream(ctx):
     """The fast upstream behind the proxy: 20 PLAIN and 20 SCRAM-SHA-1 logins
     (the proxy follows both to success), messages echoed; straight to it, a
     stall is a stall: a port that accepts and never answers ends every login
-    as `stall` within the timeout."""
+    as `stall` within the timeout; one that closes at once as `closed`, one
+    that sends a stream error as `stream_error`."""
     need_tools(ctx)
     pw = "Bench-fast-pw-1"
     port, tls_port = harness.free_port(), harness.free_port()
@@ -101,6 +103,40 @@ def bench_fastupstream(ctx):
         res = json.loads(r.stdout.strip().splitlines()[-1])
         ctx.check(r.returncode == 1 and res["stalls"] == 2 and res["stalled_at"] == {"features": 2},
                   f"silent server: rc {r.returncode}, {res['fail']}, {res['stalled_at']}")
+        # a server that closes at once, and one that answers with a stream
+        # error: each login fails, counted by kind, and nothing hangs
+        for reply, kind in ((None, "closed"),
+                            (b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+                             b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+                             b"<stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:"
+                             b"xmpp-streams'/></stream:error></stream:stream>", "stream_error")):
+            srv = socket.socket()
+            srv.bind(("127.0.0.1", 0))
+            srv.listen(16)
+            done = threading.Event()
+
+            def serve(srv=srv, reply=reply, done=done):
+                while not done.is_set():
+                    try:
+                        c, _ = srv.accept()
+                    except OSError:
+                        return
+                    if reply:
+                        c.recv(4096)
+                        c.sendall(reply)
+                    c.close()
+            t = threading.Thread(target=serve, daemon=True)
+            t.start()
+            argv = [str(LOADGEN), "--port", str(srv.getsockname()[1]), "--password", pw,
+                    "--ca", str(harness.CA), "--logins", "4", "--concurrency", "2",
+                    "--timeout", "5"]
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            done.set()
+            srv.close()
+            t.join(5)
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+            ctx.check(r.returncode == 1 and res["fail"][kind] == 4 and res["stalls"] == 0,
+                      f"server that gives {kind}: rc {r.returncode}, {res['fail']}")
     finally:
         if silent is not None:
             silent.close()
