@@ -107,4 +107,57 @@
 /* Listening sockets per kind. */
 #define MAX_LISTENERS 16
 
+/* Shared state in Redis (shared_state). One lookup may wait this long for
+ * Redis before it counts as a Redis failure: a Redis on the same network
+ * answers in well under a millisecond, so half a second means it is down
+ * or stuck, and a login waits that long at most once per outage (the link
+ * is then down, and lookups fail at once until it is back). */
+#define SHARED_LOOKUP_TIMEOUT 0.5
+/* Reconnecting: the first retry after MIN seconds, doubling up to MAX, so
+ * a Redis that is back is used again within MAX seconds, and a dead one
+ * costs one connect attempt every MAX seconds. */
+#define SHARED_RECONNECT_MIN 0.2
+#define SHARED_RECONNECT_MAX 5.0
+/* Every HEARTBEAT seconds an instance renews its registration and its
+ * session counts, which otherwise expire INSTANCE_TTL seconds after the
+ * last renewal: an instance killed with sessions open stops counting
+ * against max_per_addr within that time (three missed heartbeats). */
+#define SHARED_HEARTBEAT 5.0
+#define SHARED_INSTANCE_TTL_MS 15000
+/* A Redis database index: Redis has 16 unless configured otherwise; a
+ * larger number than this is a typing error, not a set-up. */
+#define SHARED_DB_MAX 65535
+/* The most elements in one reply from Redis: the scripts answer an
+ * integer or a flat pair, so anything longer (or nested) is not Redis
+ * answering them, and is refused before hiredis allocates it (hiredis
+ * 0.14 would take up to 2^31-1 elements, 16 GiB, and free them one by
+ * one on the loop). */
+#define SHARED_REPLY_MAX_ELEMENTS 8
+/* PROXY protocol from a balancer (listen ... proxy). A version 1 line is
+ * at most 107 bytes with its CRLF (proxy-protocol.txt 2.1). A version 2
+ * header is 16 bytes and a body whose length it states: the addresses (36
+ * for IPv6, 216 for UNIX) and TLVs; what HAProxy sends (authority <= 255,
+ * unique id <= 128, the SSL TLV with version, cipher, CN and algorithms,
+ * CRC32C, netns) stays below 1 KiB, so 1536 in all is room for it and any
+ * one more reasonable TLV; a longer header is refused, not buffered. */
+#define PROXY_V1_MAX 107
+#define PROXY_V2_MAX 1536
+/* Seconds a trusted balancer has to deliver the whole header: it sends it
+ * at once with the connection's first segment (2.2: "the sender must
+ * always ensure that the header is sent at once"); 3 s covers two
+ * retransmissions of a lost segment (RTO 1 s, then 2 s), and a sender
+ * slower than that holds a descriptor for nothing. */
+#define PROXY_HEADER_TIMEOUT 3.0
+/* proxy_from networks. */
+#define MAX_PROXY_FROM 64
+
+/* metrics_listen: a scrape is one short GET; 4 KiB holds its request line
+ * and the headers Prometheus sends (about 300 bytes) many times over. At
+ * most 16 connections at once (a scraper or two, and curl), each given 5 s
+ * to send its request and take the answer: past that it is closed, so
+ * slowloris and a flood cost a few descriptors, never the XMPP sessions. */
+#define METRICS_REQUEST_MAX 4096
+#define METRICS_MAX_CLIENTS 16
+#define METRICS_TIMEOUT 5.0
+
 #endif

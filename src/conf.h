@@ -20,9 +20,11 @@
 #define XI_CONF_H
 
 #include <stdbool.h>
+#include <netinet/in.h>
 #include <stddef.h>
 
 #include "bounds.h"
+#include "sharedconf.h"
 
 enum conf_upstream_tls {
 	CONF_UPSTREAM_STARTTLS = 0,
@@ -51,6 +53,12 @@ enum conf_log_full {
 	CONF_LOG_FULL_REFUSE,
 };
 
+/* shared_state_fail: what a login meets while Redis does not answer. */
+enum conf_shared_fail {
+	CONF_SHARED_OPEN = 0, /* the local counts decide (addrtab.c), as without shared_state */
+	CONF_SHARED_CLOSED,   /* refused with <temporary-auth-failure/> */
+};
+
 enum conf_plain {
 	CONF_PLAIN_LOG = 0,
 	CONF_PLAIN_ALLOW,
@@ -70,6 +78,13 @@ enum conf_tls_version {
 struct conf_addr {
 	char host[256];
 	char port[8];
+	bool proxy; /* listen ... proxy: a PROXY header from a balancer first */
+};
+
+/* proxy_from: one network, IPv4 as IPv4-mapped IPv6 (as addrtab keys). */
+struct conf_cidr {
+	struct in6_addr net; /* host bits zero */
+	unsigned bits;       /* 0..128 */
 };
 
 struct conf {
@@ -128,6 +143,17 @@ struct conf {
 	size_t max_stanza;
 	unsigned max_sessions;
 	unsigned max_per_addr;
+
+	/* shared_state: auth_failures and max_per_addr kept in Redis */
+	bool shared_state_set;
+	struct sharedconf_url shared_state;
+	char shared_state_ip[46]; /* the host resolved at (re)load (sharedstate_resolve) */
+	enum conf_shared_fail shared_state_fail;
+	/* the balancers whose PROXY headers proxy listeners believe */
+	struct conf_cidr proxy_from[MAX_PROXY_FROM];
+	size_t nproxy_from;
+	struct conf_addr metrics_listen; /* Prometheus /metrics */
+	bool metrics_set;
 };
 
 /* A new configuration with every default set. NULL on out of memory. */
@@ -168,5 +194,8 @@ int conf_set_option(struct conf *c, const char *kv, char *err, size_t errlen);
  * in err, one per line.
  */
 int conf_check(const struct conf *c, char *err, size_t errlen);
+
+/* True if a (an addrtab key: IPv4 as IPv4-mapped) is in proxy_from. */
+bool conf_proxy_trusted(const struct conf *c, const struct in6_addr *a);
 
 #endif

@@ -21,9 +21,12 @@
 #include "evlog.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
+#include "proxyin.h"
 #include "secmem.h"
 #include "session.h"
+#include "sharedstate.h"
 #include "tls.h"
 #include "upstream.h"
 
@@ -127,6 +130,8 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 	socklen_t sslen = 0;
 	char name[300];
 
+	if (sharedstate_resolve(c, err, errlen) < 0)
+		return -1;
 	if (!c->upstream_original_dst) {
 		if (upstream_resolve(&c->upstream, &ss, &sslen, err, errlen) < 0)
 			return -1;
@@ -200,6 +205,8 @@ static void main_lifecycle_event(const char *event, const char *detail)
  */
 static void main_fit_nofile(struct conf *c, size_t nlisteners)
 {
+	if (c->metrics_set)
+		nlisteners += 1 + METRICS_MAX_CLIENTS; /* its socket and its scrapers */
 	static unsigned warned_for;
 	const rlim_t fixed = nlisteners + NOFILE_FIXED;
 	const rlim_t need = 2 * (rlim_t)c->max_sessions + fixed;
@@ -256,6 +263,7 @@ static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		notify_send("READY=1\nSTATUS=reload failed, running configuration kept");
 		return;
 	}
+	sharedstate_apply(&m->px);
 	log_info("configuration reloaded");
 	main_lifecycle_event("reload", "ok");
 	notify_send("READY=1\nSTATUS=configuration reloaded");
@@ -283,6 +291,8 @@ static void main_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_timer_init(&m->stop_timer, main_stop_timer_cb, CLOSE_LINGER + 1, 0.);
 	ev_timer_start(loop, &m->stop_timer);
 	ev_unref(loop);
+	metrics_close();
+	proxyin_close_all(&m->px);
 	session_shutdown_all(&m->px);
 }
 
@@ -337,8 +347,9 @@ static void main_listen(struct main_state *m)
 			if (ls == NULL)
 				fatal("%s", err);
 			m->listeners[m->nlisteners++] = ls;
-			log_info("listening on %s (%s)", listener_name(ls),
-			         k == 0 ? "starttls" : "direct_tls");
+			log_info("listening on %s (%s%s)", listener_name(ls),
+			         k == 0 ? "starttls" : "direct_tls",
+			         addrs[i].proxy ? ", PROXY header from proxy_from" : "");
 		}
 	}
 }
@@ -422,7 +433,16 @@ int main(int argc, char **argv)
 	if (main_apply(&m.px, c, err, sizeof(err)) < 0)
 		fatal("%s", err);
 	session_proxy_init(&m.px);
+	sharedstate_apply(&m.px);
+	metrics_init(&m.px, XI_VERSION);
+	metrics_set_shared_state_probe(sharedstate_probe);
 	main_listen(&m);
+	if (m.px.conf->metrics_set) {
+		if (metrics_listen(&m.px, &m.px.conf->metrics_listen, err, sizeof(err)) < 0)
+			fatal("%s", err);
+		log_info("metrics on %s:%s", m.px.conf->metrics_listen.host,
+		         m.px.conf->metrics_listen.port);
+	}
 	main_fit_nofile(m.px.conf, m.nlisteners); /* once the start cannot fail on a port */
 	main_drop_privileges(m.px.conf);
 	for (size_t i = 0; i < m.nlisteners; i++)
@@ -444,6 +464,9 @@ int main(int argc, char **argv)
 	ev_run(m.px.loop, 0);
 
 	main_lifecycle_event("stop", NULL);
+	sharedstate_free(m.px.shared);
+	metrics_close();
+	proxyin_close_all(&m.px);
 	for (size_t i = 0; i < m.nlisteners; i++)
 		listener_close(m.listeners[i]);
 	evlog_close();

@@ -21,6 +21,7 @@
 
 struct conf;
 struct login;
+struct proxyin;
 
 /* What the process shares with its sessions. Reload replaces conf and the
  * contexts; a session reads them afresh at each step. */
@@ -38,7 +39,12 @@ struct proxy {
 	struct session *dead;     /* closed, freed by the reaper */
 	ev_prepare reaper;        /* frees px->dead */
 	ev_timer sweeper;         /* forgets expired per-address failure windows */
+	struct proxyin *pending;  /* proxy listeners' connections reading their header */
+	unsigned npending;
 	bool stopping;
+	/* shared_state (sharedstate.h): the limits kept across instances;
+	 * NULL when unset */
+	struct sharedstate *shared;
 };
 
 enum session_port {
@@ -59,6 +65,15 @@ struct session {
 	char peer[INET6_ADDRSTRLEN + 8], local[INET6_ADDRSTRLEN + 8];
 	char peer_ip[INET6_ADDRSTRLEN];
 	struct in6_addr peer_key; /* in px->peers */
+	/* shared_state: the lookup this session waits for (its admission or
+	 * an attempt), and the link epoch that counted it (sharedstate.h) */
+	struct sharedstate_req *shared_req;
+	unsigned shared_epoch;
+	/* the client and the address it connected to; behind a balancer
+	 * (listen ... proxy) both from its PROXY header, and via is the
+	 * balancer ("" when the client connected directly) */
+	struct sockaddr_storage peer_sa, dst_sa;
+	char via[INET6_ADDRSTRLEN + 8];
 	bool closing, freed;
 	bool upstream_gone; /* closed on purpose, the client still served */
 
@@ -70,6 +85,22 @@ struct session {
 /* Takes over an accepted, non-blocking client socket. */
 void session_new(struct proxy *px, int fd, enum session_port port, const struct sockaddr *peer,
                  const struct sockaddr *local);
+/* Where a connection through a balancer came from: the client (peer) and
+ * the address it asked for (dst), as its PROXY header says (or the
+ * connection's own for a LOCAL or UNKNOWN header), and the balancer. */
+struct session_origin {
+	const struct sockaddr *peer, *dst, *via;
+	const char *proxy; /* "v1" or "v2" */
+	const char *cmd;   /* NULL, or "local"/"unknown": peer is the balancer */
+};
+/* session_new for a connection of a proxy listener, its header read. */
+void session_new_origin(struct proxy *px, int fd, enum session_port port,
+                        const struct sockaddr *local, const struct session_origin *o);
+/* A connection closed before it became a session: the process event
+ * refused (sid 0) with the peer's address, the rule that refused it, and
+ * for one through a balancer the balancer's address and what was wrong. */
+void session_refused(const struct sockaddr *peer, const struct sockaddr *via, const char *rule,
+                     const char *detail);
 /* Ends the session: logs close (and the login record if due), closes both
  * legs after their queued output. Idempotent. */
 void session_close(struct session *s, const char *reason);
