@@ -108,6 +108,8 @@ SSL_CTX *tls_server_ctx(const char *cert, const char *key, int min_version, cons
 		snprintf(err, errlen, "tls_ciphers: %s", tls_queue_error(why, sizeof(why)));
 		goto fail;
 	}
+	if (cert == NULL || key == NULL)
+		goto done; /* forge_ca: certificates come per session */
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
 		snprintf(err, errlen, "cert %s: %s", cert, tls_queue_error(why, sizeof(why)));
 		goto fail;
@@ -120,6 +122,7 @@ SSL_CTX *tls_server_ctx(const char *cert, const char *key, int min_version, cons
 		snprintf(err, errlen, "key %s does not match cert %s", key, cert);
 		goto fail;
 	}
+done:
 	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
 	SSL_CTX_set_tlsext_servername_callback(ctx, tls_servername_cb);
 	SSL_CTX_set_keylog_callback(ctx, tls_keylog_cb);
