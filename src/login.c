@@ -397,6 +397,9 @@ void login_start(struct session *s)
 	 * it names the client's domain: with one, the upstream connection
 	 * waits for the domain (login_start_upstream_stream). */
 	s->lg->connect_deferred = c->upstream_proxy_protocol != CONF_PROXY_OFF;
+	/* decided here: a ClientHello already queued at accept is read at
+	 * once below, and its SNI may make the deferred connection then */
+	bool connect_now = !s->lg->connect_deferred;
 	if (s->port == SESSION_PORT_DIRECT_TLS) {
 		s->lg->cstate = CS_TLS_ACCEPT;
 		SSL *ssl = tls_server_new(s->px->server_ctx, s->client.fd);
@@ -410,7 +413,7 @@ void login_start(struct session *s)
 		s->lg->cstate = CS_HEADER;
 		leg_start(&s->client);
 	}
-	if (!s->lg->connect_deferred && !s->closing)
+	if (connect_now && !s->closing)
 		session_connect_upstream(s);
 }
 

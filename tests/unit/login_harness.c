@@ -80,6 +80,11 @@ void leg_start_tls(struct leg *l, SSL *ssl, bool skip_ws)
 	l->io = LEG_IO_HANDSHAKE;
 	r->tls_starts++;
 	r->tls_skip_ws = skip_ws;
+	struct harness_session *ls = harness_of(l->owner);
+	if (ls->hp->sni_at_start != NULL && l == &ls->s.client && r->tls_starts == 1) {
+		SSL_set_tlsext_host_name(ssl, ls->hp->sni_at_start);
+		harness_tls_done(ls, HARNESS_CLIENT);
+	}
 }
 
 int leg_send(struct leg *l, const char *data, size_t len)
@@ -194,6 +199,7 @@ void session_connect_timer(struct session *s, bool on)
 
 void session_connect_upstream(struct session *s)
 {
+	harness_of(s)->connects++;
 	session_connect_timer(s, true);
 	/* upstream_connect(): a fresh socket, a non-blocking connect */
 	if (leg_connect(&s->upstream, -1, NULL, 0) < 0)

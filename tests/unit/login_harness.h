@@ -48,6 +48,10 @@ struct harness_leg_rec {
 
 struct harness_proxy {
 	struct proxy px; /* first: the login sees only this */
+	/* when set, a client's first handshake ends inside leg_start_tls()
+	 * with this SNI, as a real one may when the whole ClientHello and the
+	 * client's Finished were there to read at once */
+	const char *sni_at_start;
 };
 
 struct harness_session {
@@ -63,6 +67,7 @@ struct harness_session {
 	unsigned close_calls;
 	char close_reason[200]; /* the first session_close() reason */
 	bool fail_connect;      /* the next leg_connect() fails */
+	unsigned connects;      /* session_connect_upstream() calls */
 };
 
 /* A proxy with a real conf (conf_new() then each "key=value" of kv, a

@@ -1158,10 +1158,32 @@ static void test_gate(void)
 	result_free(&x);
 }
 
+/* With upstream_proxy_protocol the upstream connection waits for the
+ * client's domain. A Direct TLS handshake that ends inside login_start()
+ * (the ClientHello and the client's Finished already queued at accept)
+ * names it there, and the connection made then is the only one: once,
+ * login_start() connected a second time, leaking a socket that sent
+ * nothing (ejabberd's accept loop waited 10 s on it). */
+static void test_deferred_connect_once(void)
+{
+	static const char *const kv[] = {"upstream_tls=direct", "upstream_proxy_protocol=v2", NULL};
+	struct harness_proxy *hp = harness_proxy_new(kv);
+	hp->sni_at_start = "example.test";
+	struct harness_session *ls = harness_session_new(hp, SESSION_PORT_DIRECT_TLS);
+	T_CHECK(ls->connects == 1, "deferred connect: one upstream connection");
+	harness_session_free(ls);
+	hp->sni_at_start = NULL;
+	ls = harness_session_new(hp, SESSION_PORT_DIRECT_TLS);
+	T_CHECK(ls->connects == 0, "deferred connect: none before the domain is known");
+	harness_session_free(ls);
+	harness_proxy_free(hp);
+}
+
 int main(void)
 {
 	test_plain();
 	test_upstream_mode();
+	test_deferred_connect_once();
 	test_sasl2_bind2();
 	test_sasl2_iq();
 	test_fast_token();
