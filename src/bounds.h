@@ -107,4 +107,17 @@
 /* Listening sockets per kind. */
 #define MAX_LISTENERS 16
 
+/* Upstream TLS resumption (tickets.c): upstreams (address, name, ALPN)
+ * whose sessions are kept, the least recently filled one making way; one
+ * proxy has one upstream, or a handful through upstream_original_dst on a
+ * gateway. Sessions kept per upstream: each is used once, a resumed
+ * handshake brings one new ticket (a full one two, in OpenSSL and
+ * Prosody), so a few cover the logins that start at once. And the
+ * seconds a session is kept at most, whatever the server's ticket
+ * lifetime (RFC 8446 allows 7 days): a replaced upstream certificate is
+ * met again within the hour. */
+#define TICKETS_UPSTREAMS 16
+#define TICKETS_PER_UPSTREAM 8
+#define TICKETS_MAX_AGE 3600
+
 #endif

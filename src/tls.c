@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "lfile.h"
+#include "tickets.h"
 #include "tls.h"
 
 static struct lfile *tls_keylog;
@@ -150,6 +151,11 @@ SSL_CTX *tls_client_ctx(const char *ca, char *err, size_t errlen)
 		return NULL;
 	}
 	SSL_CTX_set_keylog_callback(ctx, tls_keylog_cb);
+	if (tickets_attach(ctx) < 0) {
+		snprintf(err, errlen, "TLS: out of memory");
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
 	return ctx;
 }
 
@@ -187,6 +193,8 @@ SSL *tls_client_new(SSL_CTX *ctx, int fd, const char *domain, bool verify, bool 
 	if (alpn && SSL_set_alpn_protos(ssl, protos, sizeof(protos) - 1) != 0)
 		goto fail;
 	SSL_set_connect_state(ssl);
+	if (tickets_offer(ssl, fd, domain, alpn) < 0)
+		goto fail;
 	return ssl;
 fail:
 	SSL_free(ssl);

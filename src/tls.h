@@ -44,7 +44,8 @@ void tls_keylog_close(void);
 SSL *tls_server_new(SSL_CTX *ctx, int fd);
 /* A client-side SSL on fd toward domain: SNI, and with verify the chain
  * and the host name (RFC 6125 DNS-ID) are checked during the handshake;
- * alpn adds xmpp-client (Direct TLS, XEP-0368). */
+ * alpn adds xmpp-client (Direct TLS, XEP-0368). It resumes a session the
+ * same upstream gave for the same name earlier, if one is kept (tickets.h). */
 SSL *tls_client_new(SSL_CTX *ctx, int fd, const char *domain, bool verify, bool alpn);
 
 /* Fills info from a finished handshake. */
