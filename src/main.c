@@ -146,6 +146,10 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 		SSL_CTX_free(sctx);
 		return -1;
 	}
+	if (c->keylog != NULL) {
+		tls_keylog_use(sctx);
+		tls_keylog_use(cctx);
+	}
 	if (evlog_open(c->event_log, err, errlen) < 0)
 		goto fail;
 	evlog_queue_bound(c->event_log_queue);

@@ -36,6 +36,14 @@ int tls_keylog_open(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
+/* Only a context with the callback has OpenSSL format its secrets (in hex,
+ * a sprintf per byte, each secret of each handshake: 2 % of the CPU per
+ * login for a key log nobody asked for). */
+void tls_keylog_use(SSL_CTX *ctx)
+{
+	SSL_CTX_set_keylog_callback(ctx, tls_keylog_cb);
+}
+
 uint64_t tls_keylog_dropped(void)
 {
 	struct lfile_status st = {0};
@@ -123,7 +131,6 @@ SSL_CTX *tls_server_ctx(const char *cert, const char *key, int min_version, cons
 	}
 	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
 	SSL_CTX_set_tlsext_servername_callback(ctx, tls_servername_cb);
-	SSL_CTX_set_keylog_callback(ctx, tls_keylog_cb);
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);
@@ -150,7 +157,6 @@ SSL_CTX *tls_client_ctx(const char *ca, char *err, size_t errlen)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
-	SSL_CTX_set_keylog_callback(ctx, tls_keylog_cb);
 	if (tickets_attach(ctx) < 0) {
 		snprintf(err, errlen, "TLS: out of memory");
 		SSL_CTX_free(ctx);

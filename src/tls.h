@@ -36,6 +36,9 @@ SSL_CTX *tls_client_ctx(const char *ca, char *err, size_t errlen);
 
 /* Opens (or on reload reopens, or with NULL closes) the key log. */
 int tls_keylog_open(const char *path, char *err, size_t errlen);
+/* Has ctx hand its handshakes' secrets to the key log (only when one is
+ * configured: the contexts are rebuilt whenever the configuration is). */
+void tls_keylog_use(SSL_CTX *ctx);
 /* Key log lines lost because its queue was full. */
 uint64_t tls_keylog_dropped(void);
 void tls_keylog_close(void);
