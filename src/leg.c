@@ -1,4 +1,6 @@
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -220,6 +222,22 @@ static bool leg_flush(struct leg *l)
 	return true;
 }
 
+/*
+ * A peer that writes with Nagle (Prosody does) holds its next small
+ * segment until the last is ACKed, and Linux delays that ACK up to 40 ms
+ * when it has nothing to send back: a login, all small messages in
+ * lock-step, met that wait on most steps. TCP_QUICKACK sends the pending
+ * ACK now; it is not permanent, so it is set again on each wake-up to
+ * read, whatever the bytes turn out to be (a TLS post-handshake message
+ * gives the login no data but must be ACKed as soon).
+ */
+static void leg_quickack(struct leg *l)
+{
+	static const int one = 1;
+	if (l->quickack)
+		setsockopt(l->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
 static void leg_read(struct leg *l)
 {
 	char why[256];
@@ -359,6 +377,8 @@ static void leg_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop;
 	struct leg *l = w->data;
 
+	if (revents & EV_READ)
+		leg_quickack(l);
 	switch (l->io) {
 	case LEG_IO_CONNECTING:
 		leg_connected(l);

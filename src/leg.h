@@ -65,6 +65,7 @@ struct leg {
 	bool tls_after_flush; /* TLS starts once the output is flushed */
 	bool no_drain;        /* close right after the flush (process stopping) */
 	bool tls_skip_ws;
+	bool quickack; /* ACK what arrives at once (see leg_read) */
 	struct buf out;
 	uint64_t bytes_in, bytes_out;
 };

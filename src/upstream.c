@@ -77,6 +77,7 @@ int upstream_connect(struct proxy *px, struct leg *l, int client_fd, char *err, 
 	/* a login is many small messages in lock-step: Nagle would add
 	 * delayed-ACK waits to each */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	l->quickack = true; /* and so would the server's, see leg_quickack */
 	if (leg_connect(l, fd, (struct sockaddr *)&ss, len) < 0) {
 		snprintf(err, errlen, "connect: %s", strerror(errno));
 		close(fd);
