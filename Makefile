@@ -27,8 +27,8 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 	-fno-sanitize-recover=undefined
 
-.PHONY: all test demo clean sanitize unit certs fuzz fuzz-campaign deps install uninstall
-all: xmpp-inspect
+.PHONY: all test demo clean sanitize unit certs fuzz fuzz-campaign deps install uninstall tools
+all: xmpp-inspect tools
 
 # cp then rename: a running ./xmpp-inspect (a test, the demo) is replaced,
 # not written into (which fails with "text file busy")
@@ -60,6 +60,16 @@ $(BUILD)/tests/test_login: tests/unit/test_login.c $(LOGIN_HARNESS) $(BUILD)/lib
 
 $(BUILD):
 	mkdir -p $@
+
+# The benchmark's load generator and fast upstream (tools/bench): each one
+# C file on OpenSSL and libev, not linked with the proxy's code.
+TOOLS := $(BUILD)/tools/loadgen $(BUILD)/tools/fastupstream
+TOOL_LIBS := $(shell pkg-config --libs libssl libcrypto 2>/dev/null) -lev
+tools: $(TOOLS)
+
+$(BUILD)/tools/%: tools/%.c | $(BUILD)
+	@mkdir -p $(BUILD)/tools
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(TOOL_LIBS)
 
 unit: $(UNIT_BINS)
 
