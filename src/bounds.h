@@ -110,6 +110,33 @@
 /* Listening sockets per kind. */
 #define MAX_LISTENERS 16
 
+/* PROXY protocol from a balancer (listen ... proxy). A version 1 line is
+ * at most 107 bytes with its CRLF (proxy-protocol.txt 2.1). A version 2
+ * header is 16 bytes and a body whose length it states: the addresses (36
+ * for IPv6, 216 for UNIX) and TLVs; what HAProxy sends (authority <= 255,
+ * unique id <= 128, the SSL TLV with version, cipher, CN and algorithms,
+ * CRC32C, netns) stays below 1 KiB, so 1536 in all is room for it and any
+ * one more reasonable TLV; a longer header is refused, not buffered. */
+#define PROXY_V1_MAX 107
+#define PROXY_V2_MAX 1536
+/* Seconds a trusted balancer has to deliver the whole header: it sends it
+ * at once with the connection's first segment (2.2: "the sender must
+ * always ensure that the header is sent at once"); 3 s covers two
+ * retransmissions of a lost segment (RTO 1 s, then 2 s), and a sender
+ * slower than that holds a descriptor for nothing. */
+#define PROXY_HEADER_TIMEOUT 3.0
+/* proxy_from networks. */
+#define MAX_PROXY_FROM 64
+
+/* metrics_listen: a scrape is one short GET; 4 KiB holds its request line
+ * and the headers Prometheus sends (about 300 bytes) many times over. At
+ * most 16 connections at once (a scraper or two, and curl), each given 5 s
+ * to send its request and take the answer: past that it is closed, so
+ * slowloris and a flood cost a few descriptors, never the XMPP sessions. */
+#define METRICS_REQUEST_MAX 4096
+#define METRICS_MAX_CLIENTS 16
+#define METRICS_TIMEOUT 5.0
+
 /* Upstream TLS resumption (tickets.c): upstreams (address, name, ALPN)
  * whose sessions are kept, the least recently filled one making way; one
  * proxy has one upstream, or a handful through upstream_original_dst on a

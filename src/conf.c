@@ -72,9 +72,9 @@ static const struct conf_word conf_words_tls_version[] = {
  * the shared parsers. The layout is a table, so clang-format keeps off. */
 /* clang-format off */
 static const struct conf_key conf_keys[] = {
-	{"listen",		true,	conf_parse_listen,	"ADDR:PORT",
+	{"listen",		true,	conf_parse_listen,	"ADDR:PORT [proxy]",
 		F(listen), F(nlisten), 0, 0, NULL, 0},
-	{"listen_tls",		true,	conf_parse_listen,	"ADDR:PORT",
+	{"listen_tls",		true,	conf_parse_listen,	"ADDR:PORT [proxy]",
 		F(listen_tls), F(nlisten_tls), 0, 0, NULL, 0},
 	{"upstream",		false,	conf_parse_upstream,	"HOST:PORT or original-dst",
 		0, 0, 0, 0, NULL, 0},
@@ -134,6 +134,10 @@ static const struct conf_key conf_keys[] = {
 		F(offer_mechanisms), F(noffer_mechanisms), 0, 0, NULL, 0},
 	{"user",		false,	conf_parse_path,	"a user name",
 		F(user), 0, 0, 0, NULL, 0},
+	{"proxy_from",		false,	conf_parse_cidrs,	"networks (ADDR or ADDR/BITS, IPv4 or IPv6) separated by commas or spaces",
+		0, 0, 0, 0, NULL, 0},
+	{"metrics_listen",	false,	conf_parse_addr,	"ADDR:PORT, or empty for none",
+		F(metrics_listen), F(metrics_set), 0, 0, NULL, 0},
 };
 /* clang-format on */
 
@@ -684,6 +688,29 @@ static int conf_check_file(const char *key, const char *path, char *err, size_t 
 	return 0;
 }
 
+/* A proxy listener believes headers from proxy_from only: with none, it
+ * would refuse everyone, which is a mistake better said at -t than found
+ * in the log. metrics_listen cannot share a client port. */
+static int conf_check_proxy(const struct conf *c, char *err, size_t errlen)
+{
+	int problems = 0;
+	for (size_t i = 0; i < c->nlisten + c->nlisten_tls; i++) {
+		const struct conf_addr *a =
+		    i < c->nlisten ? &c->listen[i] : &c->listen_tls[i - c->nlisten];
+		if (a->proxy && c->nproxy_from == 0 && problems++ == 0)
+			conf_append(err, errlen,
+			            "proxy_from: not set: a listener marked proxy needs the "
+			            "balancers it may trust\n");
+		if (c->metrics_set && strcmp(a->host, c->metrics_listen.host) == 0 &&
+		    strcmp(a->port, c->metrics_listen.port) == 0) {
+			conf_append(err, errlen,
+			            "metrics_listen: the address of a client listener\n");
+			problems++;
+		}
+	}
+	return problems;
+}
+
 int conf_check(const struct conf *c, char *err, size_t errlen)
 {
 	int problems = 0;
@@ -718,6 +745,7 @@ int conf_check(const struct conf *c, char *err, size_t errlen)
 		problems += conf_check_file("key", c->key, err, errlen);
 	if (c->upstream_ca != NULL)
 		problems += conf_check_file("upstream_ca", c->upstream_ca, err, errlen);
+	problems += conf_check_proxy(c, err, errlen);
 	if (c->user != NULL && getpwnam(c->user) == NULL) {
 		conf_append(err, errlen, "user: no such user\n");
 		problems++;

@@ -20,6 +20,7 @@
 #define XI_CONF_H
 
 #include <stdbool.h>
+#include <netinet/in.h>
 #include <stddef.h>
 
 #include "bounds.h"
@@ -70,6 +71,13 @@ enum conf_tls_version {
 struct conf_addr {
 	char host[256];
 	char port[8];
+	bool proxy; /* listen ... proxy: a PROXY header from a balancer first */
+};
+
+/* proxy_from: one network, IPv4 as IPv4-mapped IPv6 (as addrtab keys). */
+struct conf_cidr {
+	struct in6_addr net; /* host bits zero */
+	unsigned bits;       /* 0..128 */
 };
 
 struct conf {
@@ -128,6 +136,12 @@ struct conf {
 	size_t max_stanza;
 	unsigned max_sessions;
 	unsigned max_per_addr;
+
+	/* the balancers whose PROXY headers proxy listeners believe */
+	struct conf_cidr proxy_from[MAX_PROXY_FROM];
+	size_t nproxy_from;
+	struct conf_addr metrics_listen; /* Prometheus /metrics */
+	bool metrics_set;
 };
 
 /* A new configuration with every default set. NULL on out of memory. */
@@ -168,5 +182,8 @@ int conf_set_option(struct conf *c, const char *kv, char *err, size_t errlen);
  * in err, one per line.
  */
 int conf_check(const struct conf *c, char *err, size_t errlen);
+
+/* True if a (an addrtab key: IPv4 as IPv4-mapped) is in proxy_from. */
+bool conf_proxy_trusted(const struct conf *c, const struct in6_addr *a);
 
 #endif

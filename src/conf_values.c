@@ -180,6 +180,7 @@ static int conf_addr_parse(const char *v, bool any_ok, struct conf_addr *a, char
 		goto bad_port;
 	snprintf(a->host, sizeof(a->host), "%s", host);
 	snprintf(a->port, sizeof(a->port), "%lu", port);
+	a->proxy = false;
 	return 0;
 bad_port:
 	conf_msg(msg, msglen, "port must be a number from 1 to 65535, got %s",
@@ -201,8 +202,34 @@ int conf_parse_listen(struct conf *c, const struct conf_key *k, const char *valu
 		*n = 0;
 		return 0;
 	}
-	if (conf_addr_parse(value, true, &a, msg, msglen) < 0)
+	/* "ADDR:PORT proxy": the one flag a listener takes, its last word (a
+	 * last word of anything but letters belongs to the address, however
+	 * bad, and is reported as such) */
+	const char *sp = strrchr(value, ' '), *tab = strrchr(value, '\t');
+	if (tab != NULL && (sp == NULL || tab > sp))
+		sp = tab;
+	const char *addr = value;
+	char cut[sizeof(a.host) + sizeof(a.port) + 4];
+	if (sp != NULL && sp[1] != '\0' &&
+	    strspn(sp + 1, "abcdefghijklmnopqrstuvwxyz") == strlen(sp + 1)) {
+		char q[CONF_QUOTED];
+		if (strcmp(sp + 1, "proxy") != 0) {
+			conf_msg(msg, msglen, "unknown listener flag %s (expected proxy)",
+			         conf_quote(q, sizeof(q), sp + 1));
+			return -1;
+		}
+		size_t alen = (size_t)(sp - value);
+		while (alen > 0 && (value[alen - 1] == ' ' || value[alen - 1] == '\t'))
+			alen--;
+		if (alen >= sizeof(cut))
+			return conf_expected(k, value, msg, msglen);
+		memcpy(cut, value, alen);
+		cut[alen] = '\0';
+		addr = cut;
+	}
+	if (conf_addr_parse(addr, true, &a, msg, msglen) < 0)
 		return -1;
+	a.proxy = addr == cut;
 	if (*n >= MAX_LISTENERS) {
 		conf_msg(msg, msglen, "too many addresses, at most %d", MAX_LISTENERS);
 		return -1;
@@ -545,4 +572,110 @@ int conf_parse_rate(struct conf *c, const struct conf_key *k, const char *value,
 	c->auth_failures_max = (unsigned)n;
 	c->auth_failures_window = (unsigned)secs;
 	return 0;
+}
+
+/* metrics_listen: one address, or "" for none. */
+int conf_parse_addr(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                    size_t msglen)
+{
+	struct conf_addr *a = conf_field(c, k->off);
+	bool *set = conf_field(c, k->count_off);
+	struct conf_addr tmp;
+
+	if (value[0] == '\0') {
+		*set = false;
+		return 0;
+	}
+	if (conf_addr_parse(value, true, &tmp, msg, msglen) < 0)
+		return -1;
+	*a = tmp;
+	*set = true;
+	return 0;
+}
+
+/* One network: ADDR or ADDR/BITS, host bits zeroed (so 10.1.2.3/8 is
+ * 10.0.0.0/8, as HAProxy reads it), IPv4 kept IPv4-mapped. */
+static int conf_cidr_parse(const char *s, size_t len, struct conf_cidr *out, char *msg,
+                           size_t msglen)
+{
+	char tok[INET6_ADDRSTRLEN + 8], q[CONF_QUOTED];
+	if (len >= sizeof(tok))
+		goto bad;
+	memcpy(tok, s, len);
+	tok[len] = '\0';
+	char *slash = strchr(tok, '/');
+	if (slash != NULL)
+		*slash = '\0';
+	unsigned max;
+	struct in6_addr a6 = {0};
+	struct in_addr a4;
+	if (inet_pton(AF_INET, tok, &a4) == 1) {
+		a6.s6_addr[10] = a6.s6_addr[11] = 0xff;
+		memcpy(a6.s6_addr + 12, &a4, 4);
+		max = 32;
+	} else if (inet_pton(AF_INET6, tok, &a6) == 1) {
+		max = 128;
+	} else {
+		goto bad;
+	}
+	unsigned long long bits = max;
+	const char *p = slash != NULL ? slash + 1 : tok;
+	if (slash != NULL && (!conf_digits(&p, max, &bits) || *p != '\0' ||
+	                      (p - (slash + 1) > 1 && slash[1] == '0')))
+		goto bad;
+	out->bits = (unsigned)bits + (max == 32 ? 96 : 0);
+	for (unsigned i = out->bits; i < 128; i++)
+		a6.s6_addr[i / 8] &= (unsigned char)~(0x80u >> (i % 8));
+	out->net = a6;
+	return 0;
+bad:
+	memcpy(tok, s, len < sizeof(tok) ? len : sizeof(tok) - 1);
+	tok[len < sizeof(tok) ? len : sizeof(tok) - 1] = '\0';
+	conf_msg(msg, msglen, "%s is not ADDR or ADDR/BITS (IPv4 or IPv6)",
+	         conf_quote(q, sizeof(q), tok));
+	return -1;
+}
+
+/* proxy_from: networks separated by commas and/or spaces, replacing the
+ * list only when all are good; "" empties it. */
+int conf_parse_cidrs(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                     size_t msglen)
+{
+	(void)k;
+	struct conf_cidr list[MAX_PROXY_FROM];
+	size_t n = 0;
+	const char *p = value;
+	for (;;) {
+		while (conf_is_sep(*p))
+			p++;
+		if (*p == '\0')
+			break;
+		const char *start = p;
+		while (*p != '\0' && !conf_is_sep(*p))
+			p++;
+		if (n >= MAX_PROXY_FROM) {
+			conf_msg(msg, msglen, "too many networks, at most %d", MAX_PROXY_FROM);
+			return -1;
+		}
+		if (conf_cidr_parse(start, (size_t)(p - start), &list[n], msg, msglen) < 0)
+			return -1;
+		n++;
+	}
+	memcpy(c->proxy_from, list, n * sizeof(list[0]));
+	c->nproxy_from = n;
+	return 0;
+}
+
+bool conf_proxy_trusted(const struct conf *c, const struct in6_addr *a)
+{
+	for (size_t i = 0; i < c->nproxy_from; i++) {
+		const struct conf_cidr *r = &c->proxy_from[i];
+		unsigned full = r->bits / 8, rest = r->bits % 8;
+		if (memcmp(a->s6_addr, r->net.s6_addr, full) != 0)
+			continue;
+		if (rest == 0 || ((a->s6_addr[full] ^ r->net.s6_addr[full]) &
+		                  (unsigned char)(0xff00u >> rest)) == 0)
+			return true;
+	}
+	return false;
 }

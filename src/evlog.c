@@ -1,3 +1,4 @@
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -148,8 +149,46 @@ static void evlog_stamp(void)
 	         (int)(ts.tv_nsec / 1000000) % 1000);
 }
 
+static evlog_tap_fn *evlog_tap_cb;
+static struct evlog_tap evlog_cur;
+
+void evlog_set_tap(evlog_tap_fn *fn)
+{
+	evlog_tap_cb = fn;
+}
+
+/* Keeps the fields the tap wants of the event being made. */
+static void evlog_tap_str(const char *key, const char *val, size_t len)
+{
+	static const struct {
+		const char *key;
+		size_t off;
+	} want[] = {
+	    {"outcome", offsetof(struct evlog_tap, outcome)},
+	    {"mechanism", offsetof(struct evlog_tap, mechanism)},
+	    {"rule", offsetof(struct evlog_tap, rule)},
+	    {"action", offsetof(struct evlog_tap, action)},
+	    {"leg", offsetof(struct evlog_tap, leg)},
+	    {"version", offsetof(struct evlog_tap, version)},
+	    {"error", offsetof(struct evlog_tap, error)},
+	};
+	if (evlog_tap_cb == NULL)
+		return;
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		if (strcmp(key, want[i].key) == 0) {
+			char *f = (char *)&evlog_cur + want[i].off;
+			size_t n = len < EVLOG_TAP_VALUE - 1 ? len : EVLOG_TAP_VALUE - 1;
+			memcpy(f, val, n);
+			f[n] = '\0';
+		}
+	}
+}
+
 void evlog_begin(uint64_t sid, const char *event)
 {
+	memset(&evlog_cur, 0, sizeof(evlog_cur));
+	evlog_cur.event = event;
+	evlog_cur.ok = -1;
 	buf_reset(&evlog_line);
 	if (evlog_file == NULL)
 		return;
@@ -162,6 +201,7 @@ void evlog_begin(uint64_t sid, const char *event)
 
 void evlog_strn(const char *key, const char *val, size_t len)
 {
+	evlog_tap_str(key, val, len);
 	if (evlog_file == NULL)
 		return;
 	evlog_key(key);
@@ -178,6 +218,8 @@ void evlog_str(const char *key, const char *val)
 
 void evlog_int(const char *key, long long val)
 {
+	if (strcmp(key, "ms") == 0)
+		evlog_cur.ms = val;
 	if (evlog_file == NULL)
 		return;
 	evlog_key(key);
@@ -186,6 +228,8 @@ void evlog_int(const char *key, long long val)
 
 void evlog_bool(const char *key, bool val)
 {
+	if (strcmp(key, "ok") == 0)
+		evlog_cur.ok = val;
 	if (evlog_file == NULL)
 		return;
 	evlog_key(key);
@@ -255,6 +299,9 @@ static int evlog_write_after_gap(bool with_line)
 
 void evlog_end(void)
 {
+	if (evlog_tap_cb != NULL && evlog_cur.event != NULL)
+		evlog_tap_cb(&evlog_cur);
+	evlog_cur.event = NULL;
 	if (evlog_file == NULL)
 		return;
 	buf_add(&evlog_line, "}\n", 2);

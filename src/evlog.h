@@ -43,6 +43,24 @@ void evlog_queue_bound(size_t bytes);
 /* Event lines lost since start, and log_gap lines written about them. */
 void evlog_totals(uint64_t *lost, uint64_t *gaps);
 
+/*
+ * The tap: one place that sees every event as it is made, written to the
+ * file or not (metrics.c counts from it, so its counters are the event
+ * log's). It gets the event's name and the few fields below, each cut at
+ * EVLOG_TAP_VALUE bytes, "" when absent; "ok" is -1 when absent.
+ */
+#define EVLOG_TAP_VALUE 48
+struct evlog_tap {
+	const char *event;
+	char outcome[EVLOG_TAP_VALUE], mechanism[EVLOG_TAP_VALUE], rule[EVLOG_TAP_VALUE],
+	    action[EVLOG_TAP_VALUE], leg[EVLOG_TAP_VALUE], version[EVLOG_TAP_VALUE],
+	    error[EVLOG_TAP_VALUE];
+	int ok;
+	long long ms;
+};
+typedef void evlog_tap_fn(const struct evlog_tap *t);
+void evlog_set_tap(evlog_tap_fn *fn);
+
 /* Appends s (len bytes, any content) to out as a JSON string with quotes.
  * Exposed for the unit tests and for the key log's neighbours. */
 int evlog_json_string(struct buf *out, const char *s, size_t len);

@@ -15,6 +15,7 @@
 #include "evlog.h"
 #include "listener.h"
 #include "log.h"
+#include "proxyin.h"
 
 /* Connections accepted per wakeup: enough to drain a burst, few enough
  * to let established sessions run in between. */
@@ -24,6 +25,7 @@ struct listener {
 	ev_io io;
 	int fd;
 	enum session_port port;
+	bool proxy; /* a PROXY header first, from proxy_from only */
 	struct proxy *px;
 	char name[300];
 };
@@ -51,34 +53,24 @@ static void listener_shed(int lfd)
 	listener_take_reserve();
 }
 
-/* Why a new connection from peer must be refused at once, or NULL. */
-static const char *listener_refusal(const struct proxy *px, const struct sockaddr *peer)
+/* Why a new connection from peer must be refused at once, or NULL. On a
+ * proxy listener peer is the balancer: it must be trusted, and the
+ * client's max_per_addr waits for its header (proxyin.c). */
+static const char *listener_refusal(const struct listener *ls, const struct sockaddr *peer)
 {
+	const struct proxy *px = ls->px;
 	if (px->stopping)
 		return "stopping";
-	if (px->nsessions >= px->conf->max_sessions)
+	if (px->nsessions + px->npending >= px->conf->max_sessions)
 		return "max_sessions";
 	if (px->conf->event_log_full == CONF_LOG_FULL_REFUSE && evlog_trouble())
 		return "event_log_full"; /* no session the audit cannot record */
 	struct in6_addr key = addrtab_key(peer);
+	if (ls->proxy)
+		return conf_proxy_trusted(px->conf, &key) ? NULL : "proxy_from";
 	if (addrtab_count(px->peers, &key) >= px->conf->max_per_addr)
 		return "max_per_addr";
 	return NULL;
-}
-
-/* A refusal is a process event: there is no session to carry it. */
-static void listener_refused(const struct sockaddr_storage *peer, const char *why)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-	if (peer->ss_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, ip, sizeof(ip));
-	else if (peer->ss_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, ip,
-		          sizeof(ip));
-	evlog_begin(0, "refused");
-	evlog_str("peer", ip);
-	evlog_str("rule", why);
-	evlog_end();
 }
 
 /* Fires when connections are waiting. */
@@ -100,17 +92,21 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			}
 			return; /* EAGAIN, or a transient error: come back later */
 		}
-		const char *refused = listener_refusal(ls->px, (struct sockaddr *)&peer);
+		const char *refused = listener_refusal(ls, (struct sockaddr *)&peer);
 		if (refused != NULL) {
-			listener_refused(&peer, refused);
+			session_refused((struct sockaddr *)&peer, NULL, refused, NULL);
 			close(fd);
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0)
 			memset(&local, 0, sizeof(local));
-		session_new(ls->px, fd, ls->port, (struct sockaddr *)&peer,
-		            (struct sockaddr *)&local);
+		if (ls->proxy)
+			proxyin_start(ls->px, fd, ls->port, (struct sockaddr *)&peer,
+			              (struct sockaddr *)&local);
+		else
+			session_new(ls->px, fd, ls->port, (struct sockaddr *)&peer,
+			            (struct sockaddr *)&local);
 	}
 }
 
@@ -156,6 +152,7 @@ struct listener *listener_open(struct proxy *px, const struct conf_addr *a, enum
 	freeaddrinfo(res);
 	ls->px = px;
 	ls->port = port;
+	ls->proxy = a->proxy;
 	ev_io_init(&ls->io, listener_accept_cb, ls->fd, EV_READ);
 	listener_take_reserve();
 	return ls;

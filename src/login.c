@@ -410,3 +410,8 @@ void login_free(struct session *s)
 	free(s->lg);
 	s->lg = NULL;
 }
+
+bool login_authenticated(const struct session *s)
+{
+	return s->lg != NULL && s->lg->outcome == SESSION_OUTCOME_SUCCESS;
+}

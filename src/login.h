@@ -66,6 +66,8 @@ void login_timeout(struct session *s, bool connect);
 void login_resume(struct session *s);
 /* The proxy is stopping: end both streams politely. */
 void login_shutdown(struct session *s);
+/* True once the login succeeded (for the sessions gauge). */
+bool login_authenticated(const struct session *s);
 /* What the close event says of the login. */
 struct login_summary {
 	bool abandoned;          /* a credential payload was in flight: counted as a failure */

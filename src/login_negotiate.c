@@ -179,13 +179,10 @@ bool login_proxy_header(struct session *s)
 	const struct conf *c = login_conf(s);
 	if (c->upstream_proxy_protocol == CONF_PROXY_OFF)
 		return true;
-	struct sockaddr_storage src, dst;
-	socklen_t slen = sizeof(src), dlen = sizeof(dst);
-	bool have = getpeername(s->client.fd, (struct sockaddr *)&src, &slen) == 0 &&
-	            getsockname(s->client.fd, (struct sockaddr *)&dst, &dlen) == 0;
+	/* the client's own addresses, also behind a balancer (its header) */
 	struct proxyproto_info in = {
-	    .src = have ? (struct sockaddr *)&src : NULL,
-	    .dst = have ? (struct sockaddr *)&dst : NULL,
+	    .src = (const struct sockaddr *)&s->peer_sa,
+	    .dst = (const struct sockaddr *)&s->dst_sa,
 	    .authority = s->lg->domain,
 	    .tls_version = s->lg->client_tls ? s->lg->client_tls_version : NULL,
 	    .sid = s->id,

@@ -21,7 +21,9 @@
 #include "evlog.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
+#include "proxyin.h"
 #include "secmem.h"
 #include "session.h"
 #include "tls.h"
@@ -204,6 +206,8 @@ static void main_lifecycle_event(const char *event, const char *detail)
  */
 static void main_fit_nofile(struct conf *c, size_t nlisteners)
 {
+	if (c->metrics_set)
+		nlisteners += 1 + METRICS_MAX_CLIENTS; /* its socket and its scrapers */
 	static unsigned warned_for;
 	const rlim_t fixed = nlisteners + NOFILE_FIXED;
 	const rlim_t need = 2 * (rlim_t)c->max_sessions + fixed;
@@ -287,6 +291,8 @@ static void main_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	ev_timer_init(&m->stop_timer, main_stop_timer_cb, CLOSE_LINGER + 1, 0.);
 	ev_timer_start(loop, &m->stop_timer);
 	ev_unref(loop);
+	metrics_close();
+	proxyin_close_all(&m->px);
 	session_shutdown_all(&m->px);
 }
 
@@ -341,8 +347,9 @@ static void main_listen(struct main_state *m)
 			if (ls == NULL)
 				fatal("%s", err);
 			m->listeners[m->nlisteners++] = ls;
-			log_info("listening on %s (%s)", listener_name(ls),
-			         k == 0 ? "starttls" : "direct_tls");
+			log_info("listening on %s (%s%s)", listener_name(ls),
+			         k == 0 ? "starttls" : "direct_tls",
+			         addrs[i].proxy ? ", PROXY header from proxy_from" : "");
 		}
 	}
 }
@@ -426,7 +433,14 @@ int main(int argc, char **argv)
 	if (main_apply(&m.px, c, err, sizeof(err)) < 0)
 		fatal("%s", err);
 	session_proxy_init(&m.px);
+	metrics_init(&m.px, XI_VERSION);
 	main_listen(&m);
+	if (m.px.conf->metrics_set) {
+		if (metrics_listen(&m.px, &m.px.conf->metrics_listen, err, sizeof(err)) < 0)
+			fatal("%s", err);
+		log_info("metrics on %s:%s", m.px.conf->metrics_listen.host,
+		         m.px.conf->metrics_listen.port);
+	}
 	main_fit_nofile(m.px.conf, m.nlisteners); /* once the start cannot fail on a port */
 	main_drop_privileges(m.px.conf);
 	for (size_t i = 0; i < m.nlisteners; i++)
@@ -448,6 +462,8 @@ int main(int argc, char **argv)
 	ev_run(m.px.loop, 0);
 
 	main_lifecycle_event("stop", NULL);
+	metrics_close();
+	proxyin_close_all(&m.px);
 	for (size_t i = 0; i < m.nlisteners; i++)
 		listener_close(m.listeners[i]);
 	evlog_close();

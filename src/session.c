@@ -156,6 +156,23 @@ static void session_addr(const struct sockaddr *sa, char *ip, size_t iplen, char
 void session_new(struct proxy *px, int fd, enum session_port port, const struct sockaddr *peer,
                  const struct sockaddr *local)
 {
+	struct session_origin o = {.peer = peer, .dst = local};
+	session_new_origin(px, fd, port, local, &o);
+}
+
+static void session_copy_sa(struct sockaddr_storage *to, const struct sockaddr *sa)
+{
+	memset(to, 0, sizeof(*to));
+	if (sa != NULL && sa->sa_family == AF_INET)
+		memcpy(to, sa, sizeof(struct sockaddr_in));
+	else if (sa != NULL && sa->sa_family == AF_INET6)
+		memcpy(to, sa, sizeof(struct sockaddr_in6));
+}
+
+void session_new_origin(struct proxy *px, int fd, enum session_port port,
+                        const struct sockaddr *local, const struct session_origin *o)
+{
+	const struct sockaddr *peer = o->peer;
 	struct session *s = calloc(1, sizeof(*s));
 	if (s == NULL) {
 		log_warnx("out of memory: connection refused");
@@ -175,6 +192,10 @@ void session_new(struct proxy *px, int fd, enum session_port port, const struct 
 	s->t0 = ev_now(px->loop);
 	session_addr(peer, s->peer_ip, sizeof(s->peer_ip), s->peer, sizeof(s->peer));
 	session_addr(local, NULL, 0, s->local, sizeof(s->local));
+	session_copy_sa(&s->peer_sa, peer);
+	session_copy_sa(&s->dst_sa, o->dst);
+	if (o->via != NULL)
+		session_addr(o->via, NULL, 0, s->via, sizeof(s->via));
 	leg_init(&s->client, px->loop, &session_leg_ops, s, &s->upstream, fd);
 	leg_init(&s->upstream, px->loop, &session_leg_ops, s, &s->client, -1);
 	ev_timer_init(&s->login_timer, session_login_timer_cb, px->conf->login_timeout, 0.);
@@ -192,9 +213,32 @@ void session_new(struct proxy *px, int fd, enum session_port port, const struct 
 	evlog_str("peer", s->peer);
 	evlog_str("local", s->local);
 	evlog_str("port_kind", port == SESSION_PORT_DIRECT_TLS ? "direct_tls" : "starttls");
+	if (o->via != NULL) {
+		evlog_str("via", s->via);
+		evlog_str("proxy", o->proxy);
+		if (o->cmd != NULL)
+			evlog_str("proxy_cmd", o->cmd);
+	}
 	evlog_end();
 
 	login_start(s); /* it connects upstream (session_connect_upstream) */
+}
+
+void session_refused(const struct sockaddr *peer, const struct sockaddr *via, const char *rule,
+                     const char *detail)
+{
+	char ip[INET6_ADDRSTRLEN] = "?", vbuf[INET6_ADDRSTRLEN + 8];
+	session_addr(peer, ip, sizeof(ip), vbuf, sizeof(vbuf));
+	evlog_begin(0, "refused");
+	evlog_str("peer", ip);
+	evlog_str("rule", rule);
+	if (via != NULL) {
+		session_addr(via, NULL, 0, vbuf, sizeof(vbuf));
+		evlog_str("via", vbuf);
+	}
+	if (detail != NULL)
+		evlog_str("detail", detail);
+	evlog_end();
 }
 
 void session_connect_upstream(struct session *s)

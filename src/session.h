@@ -21,6 +21,7 @@
 
 struct conf;
 struct login;
+struct proxyin;
 
 /* What the process shares with its sessions. Reload replaces conf and the
  * contexts; a session reads them afresh at each step. */
@@ -38,6 +39,8 @@ struct proxy {
 	struct session *dead;     /* closed, freed by the reaper */
 	ev_prepare reaper;        /* frees px->dead */
 	ev_timer sweeper;         /* forgets expired per-address failure windows */
+	struct proxyin *pending;  /* proxy listeners' connections reading their header */
+	unsigned npending;
 	bool stopping;
 };
 
@@ -59,6 +62,11 @@ struct session {
 	char peer[INET6_ADDRSTRLEN + 8], local[INET6_ADDRSTRLEN + 8];
 	char peer_ip[INET6_ADDRSTRLEN];
 	struct in6_addr peer_key; /* in px->peers */
+	/* the client and the address it connected to; behind a balancer
+	 * (listen ... proxy) both from its PROXY header, and via is the
+	 * balancer ("" when the client connected directly) */
+	struct sockaddr_storage peer_sa, dst_sa;
+	char via[INET6_ADDRSTRLEN + 8];
 	bool closing, freed;
 	bool upstream_gone; /* closed on purpose, the client still served */
 
@@ -70,6 +78,22 @@ struct session {
 /* Takes over an accepted, non-blocking client socket. */
 void session_new(struct proxy *px, int fd, enum session_port port, const struct sockaddr *peer,
                  const struct sockaddr *local);
+/* Where a connection through a balancer came from: the client (peer) and
+ * the address it asked for (dst), as its PROXY header says (or the
+ * connection's own for a LOCAL or UNKNOWN header), and the balancer. */
+struct session_origin {
+	const struct sockaddr *peer, *dst, *via;
+	const char *proxy; /* "v1" or "v2" */
+	const char *cmd;   /* NULL, or "local"/"unknown": peer is the balancer */
+};
+/* session_new for a connection of a proxy listener, its header read. */
+void session_new_origin(struct proxy *px, int fd, enum session_port port,
+                        const struct sockaddr *local, const struct session_origin *o);
+/* A connection closed before it became a session: the process event
+ * refused (sid 0) with the peer's address, the rule that refused it, and
+ * for one through a balancer the balancer's address and what was wrong. */
+void session_refused(const struct sockaddr *peer, const struct sockaddr *via, const char *rule,
+                     const char *detail);
 /* Ends the session: logs close (and the login record if due), closes both
  * legs after their queued output. Idempotent. */
 void session_close(struct session *s, const char *reason);

@@ -981,7 +981,19 @@ class HAProxy:
     LOG_FORMAT = ("xi-haproxy ci=%ci cp=%cp fi=%fi fp=%fp authority=%[fc_pp_authority] "
                   "unique_id=%[fc_pp_unique_id] bytes=%B term=%ts")
 
-    def __init__(self, backend_port, name="haproxy", keep=False):
+    def __init__(self, backend_port, name="haproxy", keep=False, send_proxy=None, source=None,
+                 backend_tls_port=None, check=False):
+        """send_proxy ("send-proxy" or "send-proxy-v2"): the other way round,
+        a balancer in front of the proxy: the frontend takes plain clients
+        and the server line sends them on with a PROXY header, from source
+        (an address of 127/8); backend_tls_port adds a second frontend
+        (tls_port) to that port; check adds health checks that send their
+        own header (v2: LOCAL)."""
+        self.send_proxy = send_proxy
+        self.source = source
+        self.backend_tls_port = backend_tls_port
+        self.check = check
+        self.tls_port = free_port() if backend_tls_port else None
         self.binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
         if not os.access(self.binary, os.X_OK):
             raise ServerUnavailable("haproxy not installed (Debian package haproxy; tools/deps installs it)")
@@ -994,32 +1006,54 @@ class HAProxy:
         self.proc = None
         self._out = None
 
+    def _balancer(self):
+        """The lines of a balancer in front of the proxy (send_proxy)."""
+        opts = f" {self.send_proxy}"
+        if self.source:
+            opts += f" source {self.source}"
+        if self.check:
+            opts += " check check-send-proxy inter 300ms"
+        out = []
+        for name, port, backend in (("plain", self.port, self.backend_port),
+                                    ("tls", self.tls_port, self.backend_tls_port)):
+            if port is None:
+                continue
+            out += [f"frontend fe_{name}",
+                    f"    bind 127.0.0.1:{port}",
+                    '    log-format "xi-haproxy ci=%ci cp=%cp bi=%bi bp=%bp bytes=%B term=%ts"',
+                    f"    default_backend be_{name}",
+                    f"backend be_{name}",
+                    f"    server xi 127.0.0.1:{backend}{opts}"]
+        return out
+
     def start(self, timeout=10.0):
-        self.config.write_text("\n".join([
-            "# written by tests/integration/harness.py",
-            "global",
-            "    maxconn 200",
-            "defaults",
-            "    mode tcp",
-            "    log stdout format raw local0 info",
-            "    timeout connect 5s",
-            "    timeout client 30s",
-            "    timeout server 30s",
-            "frontend fe",
-            f"    bind 127.0.0.1:{self.port} accept-proxy",
-            f'    log-format "{self.LOG_FORMAT}"',
-            "    default_backend be",
-            "backend be",
-            f"    server upstream 127.0.0.1:{self.backend_port}",
-            "",
-        ]))
+        head = ["# written by tests/integration/harness.py",
+                "global",
+                "    maxconn 200",
+                "defaults",
+                "    mode tcp",
+                "    log stdout format raw local0 info",
+                "    timeout connect 5s",
+                "    timeout client 30s",
+                "    timeout server 30s"]
+        if self.send_proxy:
+            body = self._balancer()
+        else:
+            body = ["frontend fe",
+                    f"    bind 127.0.0.1:{self.port} accept-proxy",
+                    f'    log-format "{self.LOG_FORMAT}"',
+                    "    default_backend be",
+                    "backend be",
+                    f"    server upstream 127.0.0.1:{self.backend_port}"]
+        self.config.write_text("\n".join(head + body + [""]))
         self._out = open(self.log, "wb")
         self.proc = subprocess.Popen([self.binary, "-db", "-f", str(self.config)],
                                      stdin=subprocess.DEVNULL, stdout=self._out,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      preexec_fn=_die_with_parent)
         try:
-            wait_listening([self.port], timeout, self.proc, "haproxy")
+            wait_listening([p for p in (self.port, self.tls_port) if p], timeout, self.proc,
+                           "haproxy")
         except HarnessError as e:
             self.stop()
             raise HarnessError(f"{e}\n{tail(self.log)}")

@@ -51,13 +51,17 @@ class RawClient:
     """
 
     def __init__(self, port, host="127.0.0.1", direct_tls=False, ca=None,
-                 sni="lab.test", timeout=5.0, source=None):
+                 sni="lab.test", timeout=5.0, source=None, preamble=None):
         """source: the local address to connect from (another loopback
-        address, 127.0.0.2, for a client the server must tell apart)."""
+        address, 127.0.0.2, for a client the server must tell apart).
+        preamble: bytes sent first, before any TLS (a PROXY header, as a
+        balancer would send it)."""
         self.timeout = timeout
         self.sock = socket.create_connection((host, port), timeout=timeout,
                                              source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if preamble:
+            self.sock.sendall(preamble)
         self.ca = ca
         self.sni = sni
         self.received = b""  # everything, for diagnostics

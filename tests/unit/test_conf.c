@@ -3,6 +3,7 @@
  * conf_check and the mechanism lists. Run from the repository root (the
  * example configuration conf/xmpp-inspect.conf is parsed as it is).
  */
+#include <arpa/inet.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -895,6 +896,86 @@ static void test_user_patterns(void)
 	conf_free(c);
 }
 
+static bool trusted(const struct conf *c, const char *ip)
+{
+	struct in6_addr a = {0};
+	struct in_addr a4;
+	if (inet_pton(AF_INET, ip, &a4) == 1) {
+		a.s6_addr[10] = a.s6_addr[11] = 0xff;
+		memcpy(a.s6_addr + 12, &a4, 4);
+	} else if (inet_pton(AF_INET6, ip, &a) != 1) {
+		abort();
+	}
+	return conf_proxy_trusted(c, &a);
+}
+
+/* listen ... proxy, proxy_from and metrics_listen (issue 13). */
+static void test_scale(void)
+{
+	struct conf *c = good("listen = 127.0.0.1:5222 proxy\nlisten = 127.0.0.1:5224\n"
+	                      "listen_tls = [::1]:5223\tproxy\n",
+	                      "scale: listen ... proxy");
+	T_CHECK(c->nlisten == 2 && c->listen[0].proxy && !c->listen[1].proxy &&
+	            c->nlisten_tls == 1 && c->listen_tls[0].proxy &&
+	            strcmp(c->listen_tls[0].host, "::1") == 0,
+	        "scale: the flag is per listener");
+	conf_free(c);
+	bad("listen = 127.0.0.1:5222 proxi\n", "listen: unknown listener flag \"proxi\"",
+	    "scale: a misspelt flag");
+	bad("listen = 127.0.0.1:5222 proxy proxy\n", "listen: ", "scale: the flag twice");
+
+	c = good("proxy_from = 10.0.0.0/8, 192.0.2.7 2001:db8::/32 10.1.2.3/8\n",
+	         "scale: proxy_from");
+	T_CHECK(c->nproxy_from == 4, "scale: proxy_from: four networks");
+	T_CHECK(trusted(c, "10.255.0.1") && trusted(c, "192.0.2.7") && !trusted(c, "192.0.2.8") &&
+	            trusted(c, "2001:db8:ffff::1") && !trusted(c, "2001:db9::1") &&
+	            !trusted(c, "11.0.0.1") && !trusted(c, "::ffff:0:0") && !trusted(c, "127.0.0.1"),
+	        "scale: proxy_from matches by prefix, IPv4 and IPv6");
+	conf_free(c);
+	c = good("proxy_from = 172.16.0.0/12\n", "scale: proxy_from /12");
+	T_CHECK(trusted(c, "172.31.255.255") && !trusted(c, "172.32.0.0") &&
+	            trusted(c, "::ffff:172.16.0.1"),
+	        "scale: /12 cuts inside a byte; an IPv4-mapped address is its IPv4");
+	conf_free(c);
+	c = good("proxy_from = 0.0.0.0/0\n", "scale: proxy_from 0.0.0.0/0");
+	T_CHECK(trusted(c, "1.2.3.4") && !trusted(c, "2001:db8::1"),
+	        "scale: 0.0.0.0/0 is every IPv4 address and no IPv6 one");
+	conf_free(c);
+	bad("proxy_from = 10.0.0.0/33\n", "proxy_from: \"10.0.0.0/33\" is not ADDR or ADDR/BITS",
+	    "scale: /33 on IPv4");
+	bad("proxy_from = ::/129\n", "proxy_from: \"::/129\"", "scale: /129");
+	bad("proxy_from = 10.0.0.0/08\n", "proxy_from: ", "scale: a leading zero in the bits");
+	bad("proxy_from = 10.0.0.0/\n", "proxy_from: ", "scale: no bits after /");
+	bad("proxy_from = balancer.lan\n", "proxy_from: ", "scale: a name is not a network");
+	bad("proxy_from = 10.0.0/8\n", "proxy_from: ", "scale: a short IPv4 literal");
+
+	c = good("metrics_listen = 127.0.0.1:9464\n", "scale: metrics_listen");
+	T_CHECK(c->metrics_set && strcmp(c->metrics_listen.port, "9464") == 0,
+	        "scale: metrics_listen set");
+	conf_set(c, "metrics_listen", "", "-o", err, sizeof(err));
+	T_CHECK(!c->metrics_set, "scale: metrics_listen= unsets it");
+	conf_free(c);
+	bad("metrics_listen = 9464\n", "metrics_listen: expected ADDR:PORT",
+	    "scale: metrics_listen needs ADDR:PORT");
+
+	/* a proxy listener with no proxy_from: a configuration error */
+	const char *file = temp_file("x");
+	c = conf_new();
+	conf_set(c, "listen", "127.0.0.1:5222 proxy", "-o", err, sizeof(err));
+	conf_set(c, "upstream", "original-dst", "-o", err, sizeof(err));
+	conf_set(c, "cert", file, "-o", err, sizeof(err));
+	conf_set(c, "key", file, "-o", err, sizeof(err));
+	T_CHECK(conf_check(c, err, sizeof(err)) == -1 && strstr(err, "proxy_from: not set") == err &&
+	            count_lines(err) == 1,
+	        "scale: check: proxy listener without proxy_from");
+	conf_set(c, "proxy_from", "127.0.0.1", "-o", err, sizeof(err));
+	T_CHECK(conf_check(c, err, sizeof(err)) == 0, "scale: check: with proxy_from it passes");
+	conf_set(c, "metrics_listen", "127.0.0.1:5222", "-o", err, sizeof(err));
+	T_CHECK(conf_check(c, err, sizeof(err)) == -1 && strstr(err, "metrics_listen:") == err,
+	        "scale: check: metrics_listen on a client port");
+	conf_free(c);
+}
+
 int main(void)
 {
 	test_user_patterns();
@@ -911,6 +992,7 @@ int main(void)
 	test_example();
 	test_check();
 	test_permitted();
+	test_scale();
 	temp_cleanup();
 	T_DONE();
 }
