@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -758,8 +759,10 @@ int main(int argc, char **argv)
 	pid_t kids[MAX_PROCS];
 	for (int k = 0; k < cfg.procs; k++) {
 		kids[k] = fork();
-		if (kids[k] == 0)
+		if (kids[k] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGTERM);
 			_exit(serve(fd, tfd));
+		}
 	}
 	signal(SIGTERM, on_term);
 	signal(SIGINT, on_term);

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -73,6 +74,9 @@ enum fail_kind {
 	F_STALL,
 	F_NKINDS
 };
+static const char *const step_names[] = {"connect", "direct_tls", "features", "proceed",
+					 "starttls_tls", "mechanisms", "challenge", "sasl_result",
+					 "bind_features", "bind", "message", "held"};
 static const char *const fail_names[F_NKINDS] = {"connect", "tls",    "stream_error", "auth",
 						 "bind",    "closed", "proto",        "stall"};
 
@@ -120,6 +124,7 @@ struct wstats {
 	long fail[F_NKINDS];
 	double cpu_s; /* this process's own CPU over the login phase */
 	long nlat, nrtt;
+	long stall_step[S_HELD + 1]; /* where the stalls stopped */
 };
 
 struct shared {
@@ -290,6 +295,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	(void)loop;
 	(void)revents;
 	struct conn *c = (struct conn *)((char *)t - offsetof(struct conn, timer));
+	c->w->st->stall_step[c->step]++;
 	conn_fail(c, F_STALL);
 }
 
@@ -1261,6 +1267,8 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		if (pid == 0) {
+			/* no worker outlives a killed parent */
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
 			close(rp[0]);
 			close(release[1]);
 			_exit(worker_run(&o, id, sh, lat + lat_off, quota + hquota, rtt + rtt_off,
@@ -1331,6 +1339,8 @@ int main(int argc, char **argv)
 		tot.cpu_s += s->cpu_s;
 		for (int k = 0; k < F_NKINDS; k++)
 			tot.fail[k] += s->fail[k];
+		for (int k = 0; k <= S_HELD; k++)
+			tot.stall_step[k] += s->stall_step[k];
 	}
 	qsort(all, (size_t)nl, sizeof(double), cmp_double);
 	qsort(rtts, (size_t)nr, sizeof(double), cmp_double);
@@ -1365,6 +1375,12 @@ int main(int argc, char **argv)
 	       o.direct_tls ? "direct" : "starttls", o.msgs, tot.ok, tot.failed);
 	for (int k = 0; k < F_NKINDS; k++)
 		printf("%s\"%s\":%ld", k ? "," : "", fail_names[k], tot.fail[k]);
+	printf("},\"stalled_at\":{");
+	for (int k = 0, first = 1; k <= S_HELD; k++)
+		if (tot.stall_step[k]) {
+			printf("%s\"%s\":%ld", first ? "" : ",", step_names[k], tot.stall_step[k]);
+			first = 0;
+		}
 	printf("},\"stalls\":%ld,\"wall_s\":%.4f,\"logins_per_s\":%.2f,\"p50_ms\":%.3f,"
 	       "\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"msg_rtt_p50_ms\":%.3f,"
 	       "\"msg_rtt_p99_ms\":%.3f,\"loadgen_cpu_us_per_login\":%.1f,\"hold\":%ld,\"held\":%ld,"
