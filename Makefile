@@ -2,7 +2,7 @@
 # `make test` and `make demo` install what is missing first (tools/deps).
 
 CC ?= cc
-PKGS := libssl libcrypto expat libutf8proc libidn2
+PKGS := libssl libcrypto expat libutf8proc libidn2 hiredis
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev
 

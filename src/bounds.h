@@ -110,6 +110,26 @@
 /* Listening sockets per kind. */
 #define MAX_LISTENERS 16
 
+/* Shared state in Redis (shared_state). One lookup may wait this long for
+ * Redis before it counts as a Redis failure: a Redis on the same network
+ * answers in well under a millisecond, so half a second means it is down
+ * or stuck, and a login waits that long at most once per outage (the link
+ * is then down, and lookups fail at once until it is back). */
+#define SHARED_LOOKUP_TIMEOUT 0.5
+/* Reconnecting: the first retry after MIN seconds, doubling up to MAX, so
+ * a Redis that is back is used again within MAX seconds, and a dead one
+ * costs one connect attempt every MAX seconds. */
+#define SHARED_RECONNECT_MIN 0.2
+#define SHARED_RECONNECT_MAX 5.0
+/* Every HEARTBEAT seconds an instance renews its registration and its
+ * session counts, which otherwise expire INSTANCE_TTL seconds after the
+ * last renewal: an instance killed with sessions open stops counting
+ * against max_per_addr within that time (three missed heartbeats). */
+#define SHARED_HEARTBEAT 5.0
+#define SHARED_INSTANCE_TTL_MS 15000
+/* A Redis database index: Redis has 16 unless configured otherwise; a
+ * larger number than this is a typing error, not a set-up. */
+#define SHARED_DB_MAX 65535
 /* PROXY protocol from a balancer (listen ... proxy). A version 1 line is
  * at most 107 bytes with its CRLF (proxy-protocol.txt 2.1). A version 2
  * header is 16 bytes and a body whose length it states: the addresses (36

@@ -54,6 +54,10 @@ static const struct conf_word conf_words_log_full[] = {
     {"continue", CONF_LOG_FULL_CONTINUE},
     {"refuse", CONF_LOG_FULL_REFUSE},
 };
+static const struct conf_word conf_words_shared_fail[] = {
+    {"open", CONF_SHARED_OPEN},
+    {"closed", CONF_SHARED_CLOSED},
+};
 static const struct conf_word conf_words_tls_version[] = {
     {"TLSv1.2", CONF_TLS_1_2},
     {"TLSv1.3", CONF_TLS_1_3},
@@ -134,6 +138,10 @@ static const struct conf_key conf_keys[] = {
 		F(offer_mechanisms), F(noffer_mechanisms), 0, 0, NULL, 0},
 	{"user",		false,	conf_parse_path,	"a user name",
 		F(user), 0, 0, 0, NULL, 0},
+	{"shared_state",	false,	conf_parse_shared_state, "redis://HOST[:PORT][/DB] or unix:///PATH[?db=N]",
+		0, 0, 0, 0, NULL, 0},
+	{"shared_state_fail",	false,	conf_parse_word,	"open or closed",
+		F(shared_state_fail), 0, 0, 0, WORDS(conf_words_shared_fail)},
 	{"proxy_from",		false,	conf_parse_cidrs,	"networks (ADDR or ADDR/BITS, IPv4 or IPv6) separated by commas or spaces",
 		0, 0, 0, 0, NULL, 0},
 	{"metrics_listen",	false,	conf_parse_addr,	"ADDR:PORT, or empty for none",

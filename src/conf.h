@@ -24,6 +24,7 @@
 #include <stddef.h>
 
 #include "bounds.h"
+#include "sharedconf.h"
 
 enum conf_upstream_tls {
 	CONF_UPSTREAM_STARTTLS = 0,
@@ -50,6 +51,12 @@ enum conf_proxy_protocol {
 enum conf_log_full {
 	CONF_LOG_FULL_CONTINUE = 0,
 	CONF_LOG_FULL_REFUSE,
+};
+
+/* shared_state_fail: what a login meets while Redis does not answer. */
+enum conf_shared_fail {
+	CONF_SHARED_OPEN = 0, /* the local counts decide (addrtab.c), as without shared_state */
+	CONF_SHARED_CLOSED,   /* refused with <temporary-auth-failure/> */
 };
 
 enum conf_plain {
@@ -137,6 +144,11 @@ struct conf {
 	unsigned max_sessions;
 	unsigned max_per_addr;
 
+	/* shared_state: auth_failures and max_per_addr kept in Redis */
+	bool shared_state_set;
+	struct sharedconf_url shared_state;
+	char shared_state_ip[46]; /* the host resolved at (re)load (sharedstate_resolve) */
+	enum conf_shared_fail shared_state_fail;
 	/* the balancers whose PROXY headers proxy listeners believe */
 	struct conf_cidr proxy_from[MAX_PROXY_FROM];
 	size_t nproxy_from;

@@ -574,6 +574,27 @@ int conf_parse_rate(struct conf *c, const struct conf_key *k, const char *value,
 	return 0;
 }
 
+/* shared_state: a Redis URL (sharedconf.h), or empty for none. */
+int conf_parse_shared_state(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                            size_t msglen)
+{
+	struct sharedconf_url u;
+	char why[160], q[CONF_QUOTED];
+
+	(void)k;
+	if (value[0] == '\0') {
+		c->shared_state_set = false;
+		memset(&c->shared_state, 0, sizeof(c->shared_state));
+		return 0;
+	}
+	if (sharedconf_parse_url(value, &u, why, sizeof(why)) < 0) {
+		conf_msg(msg, msglen, "%s: %s", conf_quote(q, sizeof(q), value), why);
+		return -1;
+	}
+	c->shared_state = u;
+	c->shared_state_set = true;
+	return 0;
+}
 /* metrics_listen: one address, or "" for none. */
 int conf_parse_addr(struct conf *c, const struct conf_key *k, const char *value, char *msg,
                     size_t msglen)

@@ -144,6 +144,14 @@ void login_data(struct leg *l, const char *data, size_t len)
 			return;
 		}
 		bool client = login_is_client(l);
+		if (client && (s->lg->shared_wait || xml_paused(ll->xml))) {
+			/* read behind an attempt the shared state is judging:
+			 * parsed once it has answered (login_relay_attempt) */
+			if (buf_add(&s->lg->shared_in, data, len) < 0)
+				session_close(s, "out of memory");
+			leg_set_reading(l, false);
+			return;
+		}
 		bool relay = client ? s->lg->cstate == CS_RELAY : s->lg->ustate == US_RELAY;
 		bool hold = !client && s->lg->ustate == US_RELAY_HOLD;
 		bool gated = relay && client && s->lg->gate != SESSION_GATE_OPEN;
@@ -199,6 +207,24 @@ void login_data(struct leg *l, const char *data, size_t len)
 				return;
 			}
 		}
+	}
+}
+
+/* After a pause of the client's parser (login_relay_attempt): what it
+ * holds is parsed. Only STARTTLS restarts the client's parser before
+ * login; pipelined behind an attempt, its handshake went to the parser,
+ * which no honest client does. */
+void login_client_resume(struct session *s)
+{
+	enum xml_error err = xml_resume(s->lg->cl.xml);
+	if (err != XML_OK) {
+		login_bad_xml(&s->client, err);
+		return;
+	}
+	if (!s->closing && s->lg->cl.restart) {
+		s->lg->cl.restart = s->lg->cl.to_tls = false;
+		login_stream_end(&s->upstream);
+		session_close(s, "client sent STARTTLS behind an authentication attempt");
 	}
 }
 
@@ -379,10 +405,9 @@ void login_close(struct session *s, struct login_summary *out)
 		/* abandoned before its answer: the server may have judged it,
 		 * so it counts as a failure (a guesser cannot send and hang up) */
 		const struct conf *c = login_conf(s);
-		login_attempt_end(s);
 		if (c->auth_failures_max > 0)
-			(void)addrtab_fail(s->px->peers, &s->peer_key, ev_now(s->px->loop),
-			                   c->auth_failures_window);
+			login_count_failure(s);
+		login_attempt_end(s);
 		out->abandoned = c->auth_failures_max > 0;
 	}
 	audit_login(s);
@@ -406,6 +431,8 @@ void login_free(struct session *s)
 	free(s->lg->session_iq_id);
 	free(s->lg->bind_resource);
 	buf_free(&s->lg->delayed);
+	buf_free(&s->lg->shared_out); /* buf scrubs what it frees */
+	buf_free(&s->lg->shared_in);
 	buf_free(&s->lg->hold_repl);
 	free(s->lg);
 	s->lg = NULL;

@@ -106,6 +106,11 @@ struct login {
 	enum session_gate gate;
 	bool gate_held;        /* a whole element is among the held bytes */
 	bool attempt_inflight; /* an attempt reached the server, unanswered (addrtab) */
+	/* shared_state: an attempt waits for Redis' verdict (shared_out is what
+	 * goes to the server if allowed, secret; shared_in the client's bytes
+	 * read behind it, parsed after), or holds a reservation there */
+	struct buf shared_out, shared_in;
+	bool shared_wait, shared_midway, shared_held;
 	bool identity_checked; /* users_allow/deny applied to this attempt */
 	bool starttls_stripped, downgrade_accepted;
 	bool cb_downgrade;  /* GS2 "y" to a server that offered -PLUS */
@@ -212,6 +217,10 @@ void login_client_response(struct session *s, const struct xml_elem *e);
 
 void login_attempt_begin(struct session *s);
 void login_attempt_end(struct session *s);
+void login_relay_attempt(struct session *s, struct buf *b, bool proof, bool midway);
+/* login.c: the client's parser goes on after the attempt's pause */
+void login_client_resume(struct session *s);
+void login_count_failure(struct session *s);
 void login_refuse(struct session *s, const char *condition, const char *detail, bool counts);
 void login_refuse_verdict(struct session *s, const struct policy_verdict *v, bool counts);
 void login_refuse_midway(struct session *s, const struct policy_verdict *v);

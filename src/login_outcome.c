@@ -15,6 +15,7 @@
 #include "conf.h"
 #include "login.h"
 #include "login_int.h"
+#include "sharedstate.h"
 
 /* Sends the client the outcome of a failed attempt. With auth_failures
  * set it goes out after a short random pause (as OpenSMTPD does), during
@@ -26,10 +27,10 @@ static void login_send_failure(struct session *s, struct buf *b, bool counts)
 		login_send_buf(&s->client, b);
 		return;
 	}
-	if (counts && addrtab_fail(s->px->peers, &s->peer_key, ev_now(s->px->loop),
-	                           c->auth_failures_window) < 0) {
+	if (counts)
+		login_count_failure(s);
+	if (s->closing) {
 		buf_free(b);
-		session_close(s, "out of memory");
 		return;
 	}
 	unsigned char r;
@@ -52,7 +53,21 @@ static void login_send_failure(struct session *s, struct buf *b, bool counts)
 void login_resume(struct session *s)
 {
 	login_send_buf(&s->client, &s->lg->delayed);
-	leg_set_reading(&s->client, true);
+	leg_set_reading(&s->client, !s->lg->shared_wait);
+}
+
+/* A failed login for auth_failures: here, and in the shared state, where
+ * an attempt this session still holds ends in the same script (other
+ * instances never see it neither failed nor in flight). */
+void login_count_failure(struct session *s)
+{
+	const struct conf *c = login_conf(s);
+	sharedstate_fail(s->px->shared, &s->peer_key, c->auth_failures_window, s->id,
+	                 s->lg->shared_held);
+	s->lg->shared_held = false;
+	if (addrtab_fail(s->px->peers, &s->peer_key, ev_now(s->px->loop), c->auth_failures_window) <
+	    0)
+		session_close(s, "out of memory");
 }
 
 /* A credential-bearing payload reached the server: until the server
@@ -75,6 +90,115 @@ void login_attempt_end(struct session *s)
 		return;
 	s->lg->attempt_inflight = false;
 	addrtab_attempt_end(s->px->peers, &s->peer_key);
+	if (s->lg->shared_held)
+		sharedstate_attempt_end(s->px->shared, &s->peer_key, s->id);
+	s->lg->shared_held = false;
+}
+
+/* The credential payload b (login_forward_sasl) goes to the server, and
+ * the exchange's moves follow (midway: a <response>, else an <auth>). */
+static void login_relay_now(struct session *s, struct buf *b, bool proof, bool midway)
+{
+	login_send_buf(&s->upstream, b);
+	if (proof)
+		login_attempt_begin(s);
+	if (!midway) {
+		login_client_enter(s, CS_SASL);
+		login_upstream_enter(s, s->lg->ustate == US_ABORTING ? US_ABORTING_SASL : US_SASL);
+	}
+}
+
+/* The client's bytes read behind the attempt, parsed now: those its
+ * parser holds, then any the leg delivered after (login_data). Another
+ * attempt among them pauses the client again. */
+static void login_shared_input(struct session *s)
+{
+	if (s->lg->delayed.len == 0)
+		leg_set_reading(&s->client, true); /* else login_resume() does */
+	login_client_resume(s);
+	if (s->closing || s->lg->shared_wait)
+		return;
+	struct buf in = s->lg->shared_in;
+	memset(&s->lg->shared_in, 0, sizeof(in));
+	if (in.len > 0)
+		login_data(&s->client, buf_head(&in), in.len);
+	buf_free(&in);
+}
+
+/* The shared state's verdict on the waiting attempt: YES relays it (with
+ * a reservation in Redis if reserved); DOWN with shared_state_fail = open
+ * relays it on the local counts alone (the outage is logged once, by
+ * sharedstate.c); NO, or DOWN when closed, refuses it with
+ * <temporary-auth-failure/>. */
+static void login_shared_verdict(struct session *s, enum sharedstate_answer a, bool reserved)
+{
+	const struct conf *c = login_conf(s);
+	bool waited = s->lg->shared_wait;
+	struct buf out = s->lg->shared_out;
+	memset(&s->lg->shared_out, 0, sizeof(out));
+	s->shared_req = NULL;
+	s->lg->shared_wait = false;
+	if (a == SHAREDSTATE_YES ||
+	    (a == SHAREDSTATE_DOWN && c->shared_state_fail == CONF_SHARED_OPEN)) {
+		s->lg->shared_held = reserved; /* before: a close on the way gives it back */
+		login_relay_now(s, &out, true, s->lg->shared_midway);
+	} else {
+		struct policy_verdict v;
+		buf_free(&out);
+		policy_rule(
+		    c, a == SHAREDSTATE_NO ? POLICY_RULE_SHARED_FAILURES : POLICY_RULE_SHARED_DOWN,
+		    s->lg->mechanism, &v);
+		if (s->lg->shared_midway)
+			login_refuse_midway(s, &v);
+		else
+			login_refuse_verdict(s, &v, false);
+	}
+	if (waited && !s->closing)
+		login_shared_input(s);
+}
+
+/* Fires with Redis' answer to the attempt (sharedstate_attempt). */
+static void login_shared_answer(void *ctx, enum sharedstate_answer a, unsigned n)
+{
+	(void)n;
+	login_shared_verdict(ctx, a, a == SHAREDSTATE_YES);
+}
+
+/*
+ * Relays an attempt's payload b (taken over) once auth_failures allows
+ * it. Without shared state, or for a payload that carries no credential,
+ * at once; without auth_failures, at once unless Redis is down and
+ * shared_state_fail is closed. Else the shared state is asked first; meanwhile the
+ * client's parser stops after this element and its leg stops reading, so
+ * nothing the client sends behind the attempt is judged before it.
+ */
+void login_relay_attempt(struct session *s, struct buf *b, bool proof, bool midway)
+{
+	const struct conf *c = login_conf(s);
+	if (s->px->shared == NULL || !proof) {
+		login_relay_now(s, b, proof, midway);
+		return;
+	}
+	s->lg->shared_out = *b;
+	memset(b, 0, sizeof(*b));
+	s->lg->shared_midway = midway;
+	if (c->auth_failures_max == 0) {
+		/* nothing to count here; only whether max_per_addr could be
+		 * judged matters, for shared_state_fail = closed */
+		login_shared_verdict(
+		    s, sharedstate_up(s->px->shared) ? SHAREDSTATE_YES : SHAREDSTATE_DOWN, false);
+		return;
+	}
+	s->shared_req =
+	    sharedstate_attempt(s->px->shared, &s->peer_key, s->id, c->auth_failures_max,
+	                        (long long)c->login_timeout * 1000, login_shared_answer, s);
+	if (s->shared_req == NULL) {
+		login_shared_verdict(s, SHAREDSTATE_DOWN, false);
+		return;
+	}
+	s->lg->shared_wait = true;
+	leg_set_reading(&s->client, false);
+	xml_pause(s->lg->cl.xml);
 }
 
 /* A SASL failure invented by the proxy (policy refused the attempt);
@@ -87,9 +211,10 @@ void login_refuse(struct session *s, const char *condition, const char *detail, 
 	         condition);
 	xml_escape(&b, detail, strlen(detail));
 	buf_adds(&b, "</text></failure>");
-	login_attempt_end(s);
 	audit_result(s, false, "proxy", condition, detail);
+	/* counted before its attempt in flight ends (login_count_failure) */
 	login_send_failure(s, &b, counts);
+	login_attempt_end(s);
 }
 
 /* A policy verdict that refuses the attempt: logged, then refused. */
@@ -273,18 +398,20 @@ void login_upstream_sasl(struct session *s, const struct xml_elem *e, uint64_t e
 			return;
 		}
 		login_upstream_enter(s, US_READY);
-		login_attempt_end(s);
 		audit_result(s, false, "upstream", cond, text);
 		login_client_enter(s, CS_PREAUTH);
 		struct buf b = {0};
 		if (xml_write(&b, e, XML_NS_CLIENT) < 0) {
 			buf_free(&b);
+			login_attempt_end(s);
 			session_close(s, "out of memory");
 			return;
 		}
+		/* counted before its attempt in flight ends (login_count_failure) */
 		login_send_failure(s, &b,
 		                   cond == NULL || (strcmp(cond, "aborted") != 0 &&
 		                                    strcmp(cond, "temporary-auth-failure") != 0));
+		login_attempt_end(s);
 		return;
 	}
 	login_fail(s, "remote-connection-failed", "unexpected element from the server",

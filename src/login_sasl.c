@@ -158,7 +158,7 @@ static int login_canonical_payload(struct buf *out, const struct xml_elem *paylo
  * base64 (nothing is sent then).
  */
 static int login_forward_sasl(struct session *s, const struct xml_elem *e,
-                              const struct xml_elem *payload)
+                              const struct xml_elem *payload, struct buf *out)
 {
 	struct buf b = {0};
 	bool authenticate = xml_is(e, XML_NS_SASL2, "authenticate");
@@ -187,7 +187,7 @@ static int login_forward_sasl(struct session *s, const struct xml_elem *e,
 		buf_free(&b);
 		return -1;
 	}
-	login_send_buf(&s->upstream, &b);
+	*out = b;
 	return 0;
 }
 
@@ -297,14 +297,12 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 		login_refuse_verdict(s, &v, true);
 		return;
 	}
-	if (login_forward_sasl(s, e, payload) < 0) {
+	struct buf b;
+	if (login_forward_sasl(s, e, payload, &b) < 0) {
 		login_refuse_rule(s, POLICY_RULE_SASL_ENCODING);
 		return;
 	}
-	if (payload != NULL && payload->text != NULL)
-		login_attempt_begin(s);
-	login_client_enter(s, CS_SASL);
-	login_upstream_enter(s, s->lg->ustate == US_ABORTING ? US_ABORTING_SASL : US_SASL);
+	login_relay_attempt(s, &b, payload != NULL && payload->text != NULL, false);
 }
 
 /* A client <response> during an exchange: decoded, checked (the identity
@@ -334,11 +332,11 @@ void login_client_response(struct session *s, const struct xml_elem *e)
 		login_refuse_midway(s, &v);
 		return;
 	}
-	if (login_forward_sasl(s, e, e) < 0) {
+	struct buf b;
+	if (login_forward_sasl(s, e, e, &b) < 0) {
 		policy_rule(login_conf(s), POLICY_RULE_SASL_ENCODING, NULL, &v);
 		login_refuse_midway(s, &v);
 		return;
 	}
-	if (proof)
-		login_attempt_begin(s);
+	login_relay_attempt(s, &b, proof, true);
 }

@@ -26,6 +26,7 @@
 #include "proxyin.h"
 #include "secmem.h"
 #include "session.h"
+#include "sharedstate.h"
 #include "tls.h"
 #include "upstream.h"
 
@@ -129,6 +130,8 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 	socklen_t sslen = 0;
 	char name[300];
 
+	if (sharedstate_resolve(c, err, errlen) < 0)
+		return -1;
 	if (!c->upstream_original_dst) {
 		if (upstream_resolve(&c->upstream, &ss, &sslen, err, errlen) < 0)
 			return -1;
@@ -264,6 +267,7 @@ static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		notify_send("READY=1\nSTATUS=reload failed, running configuration kept");
 		return;
 	}
+	sharedstate_apply(&m->px);
 	log_info("configuration reloaded");
 	main_lifecycle_event("reload", "ok");
 	notify_send("READY=1\nSTATUS=configuration reloaded");
@@ -433,7 +437,9 @@ int main(int argc, char **argv)
 	if (main_apply(&m.px, c, err, sizeof(err)) < 0)
 		fatal("%s", err);
 	session_proxy_init(&m.px);
+	sharedstate_apply(&m.px);
 	metrics_init(&m.px, XI_VERSION);
+	metrics_set_shared_state_probe(sharedstate_probe);
 	main_listen(&m);
 	if (m.px.conf->metrics_set) {
 		if (metrics_listen(&m.px, &m.px.conf->metrics_listen, err, sizeof(err)) < 0)
@@ -462,6 +468,7 @@ int main(int argc, char **argv)
 	ev_run(m.px.loop, 0);
 
 	main_lifecycle_event("stop", NULL);
+	sharedstate_free(m.px.shared);
 	metrics_close();
 	proxyin_close_all(&m.px);
 	for (size_t i = 0; i < m.nlisteners; i++)

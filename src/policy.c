@@ -353,6 +353,12 @@ static const struct {
     [POLICY_RULE_AFTER_LOGIN] = {POLICY_REJECT, "after_login", "policy-violation",
                                  "<%.40s> after login: a second login or TLS no rule could "
                                  "see"},
+    [POLICY_RULE_SHARED_FAILURES] = {POLICY_REJECT, "auth_failures", "temporary-auth-failure",
+                                     "%s refused: too many recent failures and attempts in "
+                                     "flight from this address, across the instances"},
+    [POLICY_RULE_SHARED_DOWN] = {POLICY_REJECT, "shared_state_fail", "temporary-auth-failure",
+                                 "%s refused: the shared state (Redis) is unavailable and "
+                                 "shared_state_fail is closed"},
 };
 
 void policy_rule(const struct conf *c, enum policy_rule r, const char *arg,

@@ -78,6 +78,8 @@ enum policy_rule {
 	POLICY_RULE_RESUME,              /* an XEP-0198 resume while the JID is unknown */
 	POLICY_RULE_RESUME_MIDSTANZA,    /* ... that cannot even be answered */
 	POLICY_RULE_AFTER_LOGIN,         /* a login element after login (arg: its name) */
+	POLICY_RULE_SHARED_FAILURES,     /* auth_failures reached across instances (shared_state) */
+	POLICY_RULE_SHARED_DOWN,         /* shared_state_fail = closed, and Redis did not answer */
 	POLICY_RULE_COUNT,
 };
 

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "login.h"
 #include "session.h"
+#include "sharedstate.h"
 #include "upstream.h"
 
 static void session_leg_data(struct leg *l, const char *data, size_t len)
@@ -77,6 +78,10 @@ static void session_login_timer_cb(struct ev_loop *loop, ev_timer *w, int revent
 	if (s->closing) {
 		leg_abort(&s->client);
 		leg_abort(&s->upstream);
+		return;
+	}
+	if (s->lg == NULL) {
+		session_close(s, "login timeout"); /* its admission never answered */
 		return;
 	}
 	login_timeout(s, false);
@@ -153,6 +158,29 @@ static void session_addr(const struct sockaddr *sa, char *ip, size_t iplen, char
 		snprintf(ip, iplen, "%s", tmp);
 }
 
+/* Fires with the shared state's answer to a new session: max_per_addr
+ * across the instances (the local count was checked at accept). DOWN goes
+ * on either way: with shared_state_fail = closed the login is refused at
+ * its attempt, where the client can be told why. */
+static void session_admitted(void *ctx, enum sharedstate_answer a, unsigned open)
+{
+	struct session *s = ctx;
+	s->shared_req = NULL;
+	if (a == SHAREDSTATE_NO) {
+		char detail[96];
+		snprintf(detail, sizeof(detail),
+		         "%u sessions open from this address across the instances", open);
+		evlog_begin(s->id, "policy");
+		evlog_str("rule", "max_per_addr");
+		evlog_str("action", "reject");
+		evlog_str("detail", detail);
+		evlog_end();
+		session_close(s, "max_per_addr");
+		return;
+	}
+	login_start(s);
+}
+
 void session_new(struct proxy *px, int fd, enum session_port port, const struct sockaddr *peer,
                  const struct sockaddr *local)
 {
@@ -221,7 +249,10 @@ void session_new_origin(struct proxy *px, int fd, enum session_port port,
 	}
 	evlog_end();
 
-	login_start(s); /* it connects upstream (session_connect_upstream) */
+	s->shared_req = sharedstate_admit(px->shared, &s->peer_key, px->conf->max_per_addr,
+	                                  &s->shared_epoch, session_admitted, s);
+	if (s->shared_req == NULL)
+		login_start(s); /* it connects upstream (session_connect_upstream) */
 }
 
 void session_refused(const struct sockaddr *peer, const struct sockaddr *via, const char *rule,
@@ -254,6 +285,8 @@ void session_close(struct session *s, const char *reason)
 	if (s->closing)
 		return;
 	s->closing = true;
+	sharedstate_cancel(s->shared_req); /* a late answer must not find it */
+	s->shared_req = NULL;
 	struct login_summary sum;
 	login_close(s, &sum);
 	evlog_begin(s->id, "close");
@@ -280,6 +313,7 @@ void session_close(struct session *s, const char *reason)
 static void session_free(struct session *s)
 {
 	addrtab_del(s->px->peers, &s->peer_key, ev_now(s->px->loop));
+	sharedstate_leave(s->px->shared, &s->peer_key, s->shared_epoch);
 	login_free(s);
 	leg_free(&s->client);
 	leg_free(&s->upstream);
@@ -336,7 +370,9 @@ void session_shutdown_all(struct proxy *px)
 		next = s->next;
 		leg_hurry(&s->client);
 		leg_hurry(&s->upstream);
-		if (!s->closing)
+		if (!s->closing && s->lg == NULL)
+			session_close(s, "proxy shutting down"); /* its admission pending */
+		else if (!s->closing)
 			login_shutdown(s);
 	}
 	/* the reaper ends the loop once no session is left, maybe now */

@@ -42,6 +42,9 @@ struct proxy {
 	struct proxyin *pending;  /* proxy listeners' connections reading their header */
 	unsigned npending;
 	bool stopping;
+	/* shared_state (sharedstate.h): the limits kept across instances;
+	 * NULL when unset */
+	struct sharedstate *shared;
 };
 
 enum session_port {
@@ -62,6 +65,10 @@ struct session {
 	char peer[INET6_ADDRSTRLEN + 8], local[INET6_ADDRSTRLEN + 8];
 	char peer_ip[INET6_ADDRSTRLEN];
 	struct in6_addr peer_key; /* in px->peers */
+	/* shared_state: the lookup this session waits for (its admission or
+	 * an attempt), and the link epoch that counted it (sharedstate.h) */
+	struct sharedstate_req *shared_req;
+	unsigned shared_epoch;
 	/* the client and the address it connected to; behind a balancer
 	 * (listen ... proxy) both from its PROXY header, and via is the
 	 * balancer ("" when the client connected directly) */

@@ -44,6 +44,7 @@ struct xml_parser {
 
 	char default_ns[64]; /* declared on the stream header; "" if none */
 	bool stopped;        /* xml_stop() called in a callback */
+	bool paused;         /* xml_pause(): Expat suspended, holding the rest */
 	uint64_t stop_at;    /* offset where the stop took effect */
 	enum xml_error err;
 	char errtext[128];
@@ -391,6 +392,7 @@ static int xml_expat_new(struct xml_parser *p)
 	p->stanza_start = 0;
 	p->cur_depth = 0;
 	p->stopped = false;
+	p->paused = false;
 	return 0;
 }
 
@@ -493,9 +495,31 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
 		snprintf(p->errtext, sizeof(p->errtext), "the stream is not UTF-8");
 		return p->err;
 	}
+	if (p->paused) {
+		/* a caller bug: the bytes would go ahead of those the pause holds */
+		p->err = XML_E_POLICY;
+		snprintf(p->errtext, sizeof(p->errtext), "input while the parser is paused");
+		return p->err;
+	}
 	uint64_t base = p->fed;
 	p->fed += len;
-	if (XML_Parse(p->expat, data, (int)len, XML_FALSE) == XML_STATUS_ERROR) {
+	/* Into Expat's own buffer (what XML_Parse does when Expat keeps
+	 * context bytes), so that a pause (xml_pause) can leave the rest of
+	 * data there for xml_resume() after data is gone. */
+	void *buf = len > 0 ? XML_GetBuffer(p->expat, (int)len) : NULL;
+	if (len > 0 && buf == NULL) {
+		p->err = XML_E_NOMEM;
+		snprintf(p->errtext, sizeof(p->errtext), "out of memory");
+		return p->err;
+	}
+	if (len > 0)
+		memcpy(buf, data, len);
+	enum XML_Status st = XML_ParseBuffer(p->expat, (int)len, XML_FALSE);
+	if (st == XML_STATUS_SUSPENDED) {
+		*used = len; /* all of it is Expat's now */
+		return XML_OK;
+	}
+	if (st == XML_STATUS_ERROR) {
 		if (p->err != XML_OK)
 			return p->err;
 		if (p->stopped) {
@@ -516,6 +540,30 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
 		snprintf(p->errtext, sizeof(p->errtext), "%s too large",
 		         p->depth == 0 ? "stream header" : "stanza");
 	}
+	return p->err;
+}
+
+void xml_pause(struct xml_parser *p)
+{
+	if (p->stopped || p->paused)
+		return;
+	p->paused = true;
+	XML_StopParser(p->expat, XML_TRUE);
+}
+
+bool xml_paused(const struct xml_parser *p)
+{
+	return p->paused;
+}
+
+enum xml_error xml_resume(struct xml_parser *p)
+{
+	if (p->err != XML_OK || !p->paused)
+		return p->err;
+	p->paused = false;
+	enum XML_Status st = XML_ResumeParser(p->expat);
+	if (st == XML_STATUS_ERROR && p->err == XML_OK && !p->stopped)
+		p->err = xml_map_expat(p);
 	return p->err;
 }
 

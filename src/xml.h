@@ -90,6 +90,14 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
  * success, or the session is closing). */
 void xml_stop(struct xml_parser *p);
 
+/* From a callback: pause right after the current event. xml_feed() then
+ * takes all its bytes (those behind the event wait in the parser), and
+ * nothing may be fed until xml_resume(), which parses them (its callbacks
+ * may pause again). Returns as xml_feed(). */
+void xml_pause(struct xml_parser *p);
+bool xml_paused(const struct xml_parser *p);
+enum xml_error xml_resume(struct xml_parser *p);
+
 /* Starts a new stream: a fresh Expat parser, offsets from 0. Only outside
  * xml_feed(). Returns 0 or -1 on out of memory. */
 int xml_reset(struct xml_parser *p);

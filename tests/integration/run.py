@@ -39,6 +39,7 @@ import cases_durability  # noqa: E402,F401  (issue 15: the event log on a full d
 import cases_proxyproto  # noqa: E402,F401  (issue 12: PROXY header toward ejabberd and HAProxy)
 import cases_daemon  # noqa: E402,F401  (issue 12: systemd notify and unit, logrotate, descriptor limits)
 import cases_deploy  # noqa: E402,F401  (issue 12: the fail2ban filter over a real event log)
+import cases_shared  # noqa: E402,F401  (issue 13: shared_state in Redis, two instances behind HAProxy)
 import cases_proxyin  # noqa: E402,F401  (issue 13: PROXY headers from a balancer)
 import cases_metrics  # noqa: E402,F401  (issue 13: Prometheus metrics, promtool)
 import cases_perf  # noqa: E402,F401  (issue 14: what the cheaper proxy must keep: upstream resumption)

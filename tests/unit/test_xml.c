@@ -1023,8 +1023,97 @@ static void test_default_ns(void)
 	rec_free(&r);
 }
 
+
+/* xml_pause(): a handler that pauses at every <a/> (as the login does for
+ * the shared state's verdict on an attempt) and records names and offsets. */
+struct pauser {
+	struct xml_parser *p;
+	char trace[512];
+};
+
+static void pauser_open(void *ctx, const struct xml_elem *h, uint64_t end)
+{
+	(void)ctx, (void)h, (void)end;
+}
+
+static void pauser_element(void *ctx, const struct xml_elem *e, uint64_t start, uint64_t end)
+{
+	struct pauser *r = ctx;
+	size_t n = strlen(r->trace);
+	snprintf(r->trace + n, sizeof(r->trace) - n, "%s[%llu,%llu) ", e->name,
+		 (unsigned long long)start, (unsigned long long)end);
+	if (strcmp(e->name, "a") == 0)
+		xml_pause(r->p);
+}
+
+static void pauser_close(void *ctx)
+{
+	struct pauser *r = ctx;
+	strncat(r->trace, "close", sizeof(r->trace) - strlen(r->trace) - 1);
+}
+
+static const struct xml_handler pauser_handler = {pauser_open, pauser_element, pauser_close};
+
+/* Feeds data in chunks of chunk bytes; each pause is resumed before the
+ * next chunk, as the login resumes once Redis answered. */
+static bool pauser_run(const char *data, size_t chunk, char *trace, size_t tracelen,
+		       unsigned *pauses)
+{
+	struct pauser r;
+	bool ok = true;
+	memset(&r, 0, sizeof(r));
+	r.p = xml_new(&pauser_handler, &r, 4096);
+	*pauses = 0;
+	for (size_t off = 0, len = strlen(data); off < len && ok;) {
+		size_t n = len - off < chunk ? len - off : chunk, used = 0;
+		ok = xml_feed(r.p, data + off, n, &used) == XML_OK && used == n;
+		off += used;
+		while (ok && xml_paused(r.p)) {
+			(*pauses)++;
+			ok = xml_resume(r.p) == XML_OK;
+		}
+	}
+	snprintf(trace, tracelen, "%s", r.trace);
+	xml_free(r.p);
+	return ok;
+}
+
+static void test_pause(void)
+{
+	static const char doc[] = CLIENT_HDR "<a/><b>x</b><a/><c/></stream:stream>";
+	struct pauser r;
+	size_t used = 0;
+	const size_t hdr = strlen(CLIENT_HDR);
+	char want[256];
+
+	memset(&r, 0, sizeof(r));
+	r.p = xml_new(&pauser_handler, &r, 4096);
+	T_CHECK(xml_feed(r.p, doc, strlen(doc), &used) == XML_OK && used == strlen(doc),
+		"pause: the feed takes every byte");
+	snprintf(want, sizeof(want), "a[%zu,%zu) ", hdr, hdr + 4);
+	T_STREQ(r.trace, want, "pause: nothing after <a/> is parsed yet");
+	T_CHECK(xml_paused(r.p), "pause: paused");
+	T_CHECK(xml_resume(r.p) == XML_OK && xml_paused(r.p), "pause: resumed, paused again at <a/>");
+	snprintf(want, sizeof(want), "a[%zu,%zu) b[%zu,%zu) a[%zu,%zu) ", hdr, hdr + 4, hdr + 4,
+		 hdr + 12, hdr + 12, hdr + 16);
+	T_STREQ(r.trace, want, "pause: the held bytes in order, offsets as if never paused");
+	size_t u2 = 7;
+	T_CHECK(xml_feed(r.p, "<d/>", 4, &u2) != XML_OK, "pause: input while paused is an error");
+	xml_free(r.p);
+
+	char t1[512], t2[512], t3[512];
+	unsigned p1, p2, p3;
+	T_CHECK(pauser_run(doc, strlen(doc), t1, sizeof(t1), &p1) &&
+		    pauser_run(doc, 1, t2, sizeof(t2), &p2) && pauser_run(doc, 5, t3, sizeof(t3), &p3),
+		"pause: fed at once, byte by byte, in fives");
+	T_CHECK(strcmp(t1, t2) == 0 && strcmp(t1, t3) == 0, "pause: the same trace however fed");
+	T_CHECK(p1 == 2 && p2 == 2 && p3 == 2, "pause: one pause per <a/>");
+	T_CHECK(strstr(t1, "close") != NULL, "pause: the stream's end after the pauses");
+}
+
 int main(void)
 {
+	test_pause();
 	test_boundary();
 	test_default_ns();
 	test_starttls();
