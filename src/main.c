@@ -19,6 +19,7 @@
 
 #include "conf.h"
 #include "evlog.h"
+#include "lfile.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -42,7 +43,8 @@ struct main_state {
 	size_t nlisteners;
 	ev_signal sigterm, sigint, sighup;
 	ev_timer stop_timer;
-	ev_timer gap_timer; /* writes a pending log_gap once the log takes it */
+	ev_timer gap_timer;  /* writes a pending log_gap once the log takes it */
+	ev_prepare log_kick; /* wakes the log writers once per loop round */
 };
 
 /* Once a second: lines lost to a full event log are reported (log_gap) as
@@ -51,6 +53,13 @@ static void main_gap_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop, (void)w, (void)revents;
 	evlog_flush_gap();
+}
+
+/* Fires before each poll: the lines this round queued go to their files. */
+static void main_log_kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	(void)loop, (void)w, (void)revents;
+	lfile_kick_all();
 }
 
 static void main_usage(FILE *f)
@@ -462,6 +471,9 @@ int main(int argc, char **argv)
 	ev_timer_init(&m.gap_timer, main_gap_cb, 1., 1.);
 	ev_timer_start(m.px.loop, &m.gap_timer);
 	ev_unref(m.px.loop); /* it keeps no loop alive */
+	ev_prepare_init(&m.log_kick, main_log_kick_cb);
+	ev_prepare_start(m.px.loop, &m.log_kick);
+	ev_unref(m.px.loop);
 	main_lifecycle_event("start", NULL);
 	notify_send("READY=1"); /* the ports are bound and accepting */
 
