@@ -130,6 +130,12 @@
 /* A Redis database index: Redis has 16 unless configured otherwise; a
  * larger number than this is a typing error, not a set-up. */
 #define SHARED_DB_MAX 65535
+/* The most elements in one reply from Redis: the scripts answer an
+ * integer or a flat pair, so anything longer (or nested) is not Redis
+ * answering them, and is refused before hiredis allocates it (hiredis
+ * 0.14 would take up to 2^31-1 elements, 16 GiB, and free them one by
+ * one on the loop). */
+#define SHARED_REPLY_MAX_ELEMENTS 8
 /* PROXY protocol from a balancer (listen ... proxy). A version 1 line is
  * at most 107 bytes with its CRLF (proxy-protocol.txt 2.1). A version 2
  * header is 16 bytes and a body whose length it states: the addresses (36

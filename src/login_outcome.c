@@ -129,7 +129,10 @@ static void login_shared_input(struct session *s)
  * a reservation in Redis if reserved); DOWN with shared_state_fail = open
  * relays it on the local counts alone (the outage is logged once, by
  * sharedstate.c); NO, or DOWN when closed, refuses it with
- * <temporary-auth-failure/>. */
+ * <temporary-auth-failure/>. After a wait the local counts are checked
+ * again: the attempts from the address that reached the server meanwhile
+ * were not in flight when this one was checked (answered DOWN together at
+ * the end of a bounded wait, all would go). */
 static void login_shared_verdict(struct session *s, enum sharedstate_answer a, bool reserved)
 {
 	const struct conf *c = login_conf(s);
@@ -138,16 +141,26 @@ static void login_shared_verdict(struct session *s, enum sharedstate_answer a, b
 	memset(&s->lg->shared_out, 0, sizeof(out));
 	s->shared_req = NULL;
 	s->lg->shared_wait = false;
-	if (a == SHAREDSTATE_YES ||
-	    (a == SHAREDSTATE_DOWN && c->shared_state_fail == CONF_SHARED_OPEN)) {
+	bool go = a == SHAREDSTATE_YES ||
+	          (a == SHAREDSTATE_DOWN && c->shared_state_fail == CONF_SHARED_OPEN);
+	enum policy_rule rule =
+	    a == SHAREDSTATE_NO ? POLICY_RULE_SHARED_FAILURES : POLICY_RULE_SHARED_DOWN;
+	if (go && waited &&
+	    policy_auth_failures_reached(
+	        c, addrtab_failures(s->px->peers, &s->peer_key, ev_now(s->px->loop)),
+	        addrtab_inflight(s->px->peers, &s->peer_key))) {
+		if (reserved)
+			sharedstate_attempt_end(s->px->shared, &s->peer_key, s->id);
+		go = false;
+		rule = POLICY_RULE_FAILURES_IN_FLIGHT;
+	}
+	if (go) {
 		s->lg->shared_held = reserved; /* before: a close on the way gives it back */
 		login_relay_now(s, &out, true, s->lg->shared_midway);
 	} else {
 		struct policy_verdict v;
 		buf_free(&out);
-		policy_rule(
-		    c, a == SHAREDSTATE_NO ? POLICY_RULE_SHARED_FAILURES : POLICY_RULE_SHARED_DOWN,
-		    s->lg->mechanism, &v);
+		policy_rule(c, rule, s->lg->mechanism, &v);
 		if (s->lg->shared_midway)
 			login_refuse_midway(s, &v);
 		else

@@ -34,28 +34,15 @@ static const char *const metrics_mechs[] = {"other",           "none",
                                             "GSSAPI",          "OAUTHBEARER",
                                             "X-OAUTH2",        "HT-SHA-256-NONE",
                                             "HT-SHA-256-ENDP", "HT-SHA-256-UNIQ"};
-static const char *const metrics_rules[] = {"other",
-                                            "after_login",
-                                            "auth_failures",
-                                            "authzid",
-                                            "bind_first",
-                                            "channel_binding",
-                                            "event_log_full",
-                                            "identity",
-                                            "iq_auth",
-                                            "mechanisms_allow",
-                                            "mechanisms_deny",
-                                            "not_offered",
-                                            "offer_mechanisms",
-                                            "plain_without_tls",
-                                            "preauth_stanza",
-                                            "require_tls",
-                                            "sasl_encoding",
-                                            "sasl_order",
-                                            "sasl_syntax",
-                                            "strip_starttls",
-                                            "users_allow",
-                                            "users_deny"};
+static const char *const metrics_rules[] = {
+    "other",          "after_login",      "auth_failures",
+    "authzid",        "bind_first",       "channel_binding",
+    "event_log_full", "identity",         "iq_auth",
+    "max_per_addr",   "mechanisms_allow", "mechanisms_deny",
+    "not_offered",    "offer_mechanisms", "plain_without_tls",
+    "preauth_stanza", "require_tls",      "sasl_encoding",
+    "sasl_order",     "sasl_syntax",      "shared_state_fail",
+    "strip_starttls", "users_allow",      "users_deny"};
 static const char *const metrics_refusals[] = {"other",        "max_sessions",   "max_per_addr",
                                                "stopping",     "event_log_full", "proxy_from",
                                                "proxy_header", "proxy_timeout"};
@@ -158,6 +145,20 @@ void metrics_set_shared_state_probe(metrics_probe_fn *fn)
 }
 
 /* ---------------------------------------------------------------- render */
+
+/* A label value from outside the fixed sets (build_info's versions), in
+ * the exposition format's escapes: a backslash, a quote or a newline in a
+ * version string must not end the label early. */
+static int metrics_label(struct buf *b, const char *v)
+{
+	int rc = 0;
+	for (; *v != '\0'; v++)
+		rc |= *v == '\\'   ? buf_adds(b, "\\\\")
+		      : *v == '"'  ? buf_adds(b, "\\\"")
+		      : *v == '\n' ? buf_adds(b, "\\n")
+		                   : buf_add(b, v, 1);
+	return rc;
+}
 
 static int metrics_head(struct buf *b, const char *name, const char *type, const char *help)
 {
@@ -263,9 +264,13 @@ int metrics_render(const struct proxy *px, struct buf *b)
 
 	n = "xmpp_inspect_build_info";
 	rc |= metrics_head(b, n, "gauge", "The build: 1, with versions as labels.");
-	rc |= buf_addf(b, "%s{version=\"%s\",openssl=\"%s\",libev=\"%d.%d\",expat=\"%s\"} 1\n", n,
-	               metrics_version, OpenSSL_version(OPENSSL_VERSION_STRING), ev_version_major(),
-	               ev_version_minor(), XML_ExpatVersion());
+	rc |= buf_addf(b, "%s{version=\"", n);
+	rc |= metrics_label(b, metrics_version);
+	rc |= buf_adds(b, "\",openssl=\"");
+	rc |= metrics_label(b, OpenSSL_version(OPENSSL_VERSION_STRING));
+	rc |= buf_addf(b, "\",libev=\"%d.%d\",expat=\"", ev_version_major(), ev_version_minor());
+	rc |= metrics_label(b, XML_ExpatVersion());
+	rc |= buf_adds(b, "\"} 1\n");
 	return rc ? -1 : 0;
 }
 

@@ -91,6 +91,7 @@ struct sharedstate {
 	bool outage;           /* a "down" was logged, and no "up" since */
 	ev_tstamp outage_t0;
 	unsigned long long outage_failed; /* lookups answered DOWN in the outage */
+	const char *refused;              /* why ac's reader refused what Redis sent, or NULL */
 	double backoff;
 	ev_timer retry, heartbeat;
 	struct sharedstate_req *reqs; /* sent, waiting for their reply */
@@ -124,6 +125,97 @@ struct sharedstate_req {
 static unsigned ss_epochs;
 
 static void ss_connect(struct sharedstate *ss);
+
+/*
+ * What hiredis' reader makes of Redis' bytes is checked as it is made: a
+ * reply no command waits for (hiredis asserts on one, so a hostile or
+ * wrong server would abort the process), and a multi-bulk that is nested
+ * or longer than SHARED_REPLY_MAX_ELEMENTS (allocated whole before its
+ * elements came), are refused. The reader then fails, and the link with
+ * it, for the reason in ss->refused.
+ */
+static redisReplyObjectFunctions ss_hiredis_fns; /* hiredis' own, for the rest */
+
+static bool ss_reply_ok(const redisReadTask *t, bool array, long long n)
+{
+	redisAsyncContext *ac = t->privdata;
+	struct sharedstate *ss = ac->data;
+	const char *why = NULL;
+	if (t->parent == NULL && ac->replies.head == NULL)
+		why = "Redis sent a reply to no command";
+	else if (array && (t->parent != NULL || n > SHARED_REPLY_MAX_ELEMENTS))
+		why = "Redis sent a reply longer than any script's";
+	if (why != NULL && ss != NULL)
+		ss->refused = why;
+	return why == NULL;
+}
+
+static void *ss_reply_string(const redisReadTask *t, char *str, size_t len)
+{
+	return ss_reply_ok(t, false, 0) ? ss_hiredis_fns.createString(t, str, len) : NULL;
+}
+
+#if HIREDIS_MAJOR >= 1 /* its counts are size_t, and RESP3 has doubles and booleans */
+static void *ss_reply_array(const redisReadTask *t, size_t n)
+{
+	return ss_reply_ok(t, true,
+	                   n > SHARED_REPLY_MAX_ELEMENTS ? SHARED_REPLY_MAX_ELEMENTS + 1
+	                                                 : (long long)n)
+	           ? ss_hiredis_fns.createArray(t, n)
+	           : NULL;
+}
+
+static void *ss_reply_double(const redisReadTask *t, double d, char *str, size_t len)
+{
+	return ss_reply_ok(t, false, 0) ? ss_hiredis_fns.createDouble(t, d, str, len) : NULL;
+}
+
+static void *ss_reply_bool(const redisReadTask *t, int b)
+{
+	return ss_reply_ok(t, false, 0) ? ss_hiredis_fns.createBool(t, b) : NULL;
+}
+#else
+static void *ss_reply_array(const redisReadTask *t, int n)
+{
+	return ss_reply_ok(t, true, n) ? ss_hiredis_fns.createArray(t, n) : NULL;
+}
+#endif
+
+static void *ss_reply_integer(const redisReadTask *t, long long v)
+{
+	return ss_reply_ok(t, false, 0) ? ss_hiredis_fns.createInteger(t, v) : NULL;
+}
+
+static void *ss_reply_nil(const redisReadTask *t)
+{
+	return ss_reply_ok(t, false, 0) ? ss_hiredis_fns.createNil(t) : NULL;
+}
+
+static void ss_guard_reader(redisAsyncContext *ac)
+{
+	static redisReplyObjectFunctions checked;
+	if (checked.freeObject == NULL) {
+		ss_hiredis_fns = *ac->c.reader->fn;
+		checked = ss_hiredis_fns;
+		checked.createString = ss_reply_string;
+		checked.createArray = ss_reply_array;
+		checked.createInteger = ss_reply_integer;
+		checked.createNil = ss_reply_nil;
+#if HIREDIS_MAJOR >= 1
+		checked.createDouble = ss_reply_double;
+		checked.createBool = ss_reply_bool;
+#endif
+	}
+	ac->c.reader->fn = &checked;
+	ac->c.reader->privdata = ac;
+}
+
+/* Why ac went, for the log. */
+static const char *ss_lost(const struct sharedstate *ss, const redisAsyncContext *ac,
+                           const char *otherwise)
+{
+	return ss->refused ? ss->refused : ac->errstr[0] ? ac->errstr : otherwise;
+}
 
 static void ss_event(struct sharedstate *ss, const char *state, const char *reason)
 {
@@ -231,7 +323,7 @@ static void ss_reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 		/* hiredis is freeing ac (it failed, or we dropped it) */
 		if (ac == ss->ac) {
 			ss->ac = NULL;
-			ss_down(ss, ac->errstr[0] ? ac->errstr : "connection lost");
+			ss_down(ss, ss_lost(ss, ac, "connection lost"));
 		}
 		ss_answer(r, SHAREDSTATE_DOWN, 0);
 	} else if (rep->type == REDIS_REPLY_ERROR) {
@@ -369,7 +461,7 @@ static void ss_connect_cb(const redisAsyncContext *ac, int status)
 		return;
 	/* hiredis frees ac after this callback */
 	ss->ac = NULL;
-	ss_down(ss, ac->errstr[0] ? ac->errstr : "cannot connect");
+	ss_down(ss, ss_lost(ss, ac, "cannot connect"));
 }
 
 /* Fires when an established connection ends (hiredis frees ac). */
@@ -380,7 +472,7 @@ static void ss_disconnect_cb(const redisAsyncContext *ac, int status)
 	if (ac != ss->ac)
 		return; /* dropped on purpose */
 	ss->ac = NULL;
-	ss_down(ss, ac->errstr[0] ? ac->errstr : "Redis closed the connection");
+	ss_down(ss, ss_lost(ss, ac, "Redis closed the connection"));
 }
 
 static void ss_connect(struct sharedstate *ss)
@@ -396,6 +488,8 @@ static void ss_connect(struct sharedstate *ss)
 		return;
 	}
 	ac->data = ss;
+	ss->refused = NULL;
+	ss_guard_reader(ac);
 	if (redisLibevAttach(ss->px->loop, ac) != REDIS_OK) {
 		redisAsyncFree(ac);
 		ss_down(ss, "cannot attach to the event loop");
@@ -463,6 +557,19 @@ int sharedstate_resolve(struct conf *c, char *err, size_t errlen)
 	return 0;
 }
 
+/* This instance counts for nothing any more in this Redis (best effort:
+ * one write attempt; its TTLs clean up otherwise). */
+static void ss_goodbye(struct sharedstate *ss)
+{
+	if (!ss->up)
+		return;
+	const char *del[] = {"DEL", ss->sessions_key};
+	const char *zrem[] = {"ZREM", ss->instances_key, ss->me};
+	ss_send_quiet(ss, 2, del);
+	ss_send_quiet(ss, 3, zrem);
+	redisAsyncHandleWrite(ss->ac);
+}
+
 /* Drops the link; with answer, waiting owners hear DOWN, else nothing. */
 static void ss_stop(struct sharedstate *ss, bool answer)
 {
@@ -486,9 +593,12 @@ void sharedstate_apply(struct proxy *px)
 		return; /* shared_state_fail is read where it applies */
 	if (ss != NULL) {
 		/* another Redis, or none: the lookups waiting here are answered
-		 * DOWN now, then judged by the new shared_state_fail */
+		 * DOWN now, then judged by the new shared_state_fail; its
+		 * sessions leave the old Redis (a reload back to it within
+		 * SHARED_INSTANCE_TTL_MS would count them twice) */
 		px->shared = NULL;
 		ss_event(ss, "off", "reload");
+		ss_goodbye(ss);
 		ss_stop(ss, true);
 		free(ss);
 	}
@@ -523,15 +633,7 @@ void sharedstate_free(struct sharedstate *ss)
 {
 	if (ss == NULL)
 		return;
-	if (ss->up) {
-		/* goodbye: this instance counts for nothing any more (best
-		 * effort: one write attempt; its TTLs clean up otherwise) */
-		const char *del[] = {"DEL", ss->sessions_key};
-		const char *zrem[] = {"ZREM", ss->instances_key, ss->me};
-		ss_send_quiet(ss, 2, del);
-		ss_send_quiet(ss, 3, zrem);
-		redisAsyncHandleWrite(ss->ac);
-	}
+	ss_goodbye(ss);
 	ss->px->shared = NULL;
 	ss_stop(ss, false);
 	free(ss);

@@ -38,6 +38,7 @@ import cases_fast_real  # noqa: E402,F401  (SASL2+Bind2+FAST with real parts: Pr
 import cases_durability  # noqa: E402,F401  (issue 15: the event log on a full disk)
 import cases_proxyproto  # noqa: E402,F401  (issue 12: PROXY header toward ejabberd and HAProxy)
 import cases_daemon  # noqa: E402,F401  (issue 12: systemd notify and unit, logrotate, descriptor limits)
+import cases_review13  # noqa: E402,F401  (issue 13 review: PROXY in, shared state, metrics)
 import cases_deploy  # noqa: E402,F401  (issue 12: the fail2ban filter over a real event log)
 import cases_shared  # noqa: E402,F401  (issue 13: shared_state in Redis, two instances behind HAProxy)
 import cases_proxyin  # noqa: E402,F401  (issue 13: PROXY headers from a balancer)

@@ -130,6 +130,36 @@ int main(void)
 	T_CHECK(has(&b, "xmpp_inspect_login_duration_seconds_sum 70.730"), "histogram sum");
 	buf_free(&b);
 
+	/* the rules of the policy events the shared state and the admission
+	 * make have their own label, as the event log names them */
+	evlog_begin(1, "policy");
+	evlog_str("rule", "max_per_addr");
+	evlog_str("action", "reject");
+	evlog_end();
+	evlog_begin(1, "policy");
+	evlog_str("rule", "shared_state_fail");
+	evlog_str("action", "reject");
+	evlog_end();
+	metrics_render(&px, &b);
+	T_CHECK(has(&b, "xmpp_inspect_policy_actions_total{rule=\"max_per_addr\",action=\"reject\"} 1"),
+	        "a policy event of rule max_per_addr (the shared admission) is not other");
+	T_CHECK(has(&b, "xmpp_inspect_policy_actions_total{rule=\"shared_state_fail\",action=\"reject\"} 1"),
+	        "a policy event of rule shared_state_fail is not other");
+	T_CHECK(has(&b, "xmpp_inspect_policy_actions_total{rule=\"other\",action=\"log\"} 1") &&
+	            memmem(buf_head(&b), b.len, "rule=\"other\",action=\"reject\"", 28) == NULL,
+	        "other still counts the unknown rule only");
+	buf_free(&b);
+
+	/* a version string with a quote, a backslash and a newline stays in
+	 * its label (the exposition format's escapes) */
+	metrics_init(&px, "1.0\"} 9\nevil 1\\");
+	metrics_render(&px, &b);
+	const char *esc = "version=\"1.0\\\"} 9\\nevil 1\\\\\",";
+	T_CHECK(memmem(buf_head(&b), b.len, esc, strlen(esc)) != NULL,
+	        "build_info escapes its version label");
+	T_CHECK(memmem(buf_head(&b), b.len, "\nevil 1", 7) == NULL, "no line of the version's making");
+	buf_free(&b);
+
 	metrics_set_shared_state_probe(probe_down);
 	metrics_render(&px, &b);
 	T_CHECK(has(&b, "xmpp_inspect_shared_state_up 0"), "the shared-state probe sets the gauge");
