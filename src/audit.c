@@ -8,9 +8,11 @@
 #include <string.h>
 
 #include "audit.h"
+#include "conf.h"
 #include "evlog.h"
 #include "policy.h"
 #include "sasl.h"
+#include "login_forge.h"
 #include "login_int.h" /* audit.c writes the login's records */
 #include "session.h"
 #include "tls.h"
@@ -19,7 +21,7 @@
 void audit_upstream(const struct session *s, bool ok, const char *error)
 {
 	evlog_begin(s->id, "upstream");
-	evlog_str("addr", s->px->upstream_name);
+	evlog_str("addr", s->upstream_addr[0] ? s->upstream_addr : s->px->upstream_name);
 	evlog_bool("ok", ok);
 	if (!ok)
 		evlog_str("error", error);
@@ -132,6 +134,8 @@ void audit_tls(struct leg *l, bool client, bool ok, const char *error)
 			evlog_str("sni", s->lg->domain);
 		evlog_str("alpn", info.alpn[0] ? info.alpn : NULL);
 		evlog_bool("resumed", info.resumed);
+		if (client)
+			login_forge_audit(s);
 		if (!client) {
 			evlog_bool("verified", info.verified);
 			if (!info.verified)
@@ -363,6 +367,8 @@ void audit_login(struct session *s)
 	evlog_str("authzid", s->lg->authzid[0] ? s->lg->authzid : NULL);
 	evlog_str("jid", s->lg->jid);
 	evlog_str("domain", s->lg->domain);
+	/* transparent mode: where this login went */
+	evlog_str("upstream", s->upstream_addr[0] ? s->upstream_addr : NULL);
 	evlog_str("mechanism", s->lg->mechanism);
 	evlog_strlist("offered", (const char *const *)s->lg->offered, s->lg->noffered);
 	if (s->lg->nfast_offered > 0)
@@ -379,6 +385,11 @@ void audit_login(struct session *s)
 	evlog_str("cb", s->lg->cb[0] ? s->lg->cb : NULL);
 	if (s->lg->cb_downgrade)
 		evlog_bool("cb_downgrade", true);
+	if (s->px->conf->transcript_dir != NULL) {
+		evlog_str("transcript", s->transcript_name[0] ? s->transcript_name : NULL);
+		if (s->transcript_name[0] == '\0')
+			evlog_str("transcript_error", s->transcript_error);
+	}
 	evlog_str("outcome", s->lg->outcome == SESSION_OUTCOME_SUCCESS   ? "success"
 	                     : s->lg->outcome == SESSION_OUTCOME_FAILURE ? "failure"
 	                                                                 : "incomplete");

@@ -110,6 +110,34 @@
 /* Listening sockets per kind. */
 #define MAX_LISTENERS 16
 
+/* Forged certificates (forge.c): a lab sees a few hundred domains; each
+ * cached leaf is ~2 KiB (certificate, P-256 key, names), so the cap is
+ * ~32 MiB; making one costs ~0.4 ms, a cache hit a hash lookup. */
+#define DEFAULT_FORGE_CACHE 1024
+#define MAX_FORGE_CACHE 16384
+/* Validity of a forged leaf: long enough for any session, short enough
+ * that a leaked one is soon useless. It starts this long before now for
+ * clients whose clocks are behind. */
+#define FORGE_VALIDITY (7 * 24 * 3600)
+#define FORGE_BACKDATE (3600)
+/* Names a forged leaf carries (dNSName and xmppAddr each): a mirrored
+ * server certificate may name more; the rest are not copied. */
+#define MAX_FORGE_NAMES 32
+/* One domain: RFC 1035 (253 characters without the root dot, labels of
+ * 63). A longer request is refused, not cut. */
+#define MAX_DOMAIN 253
+#define MAX_DOMAIN_LABEL 63
+
+/* Transcripts (transcript.c): bytes per session file by default (a login
+ * is a few KiB; 1 MiB keeps the first minutes of a chatty session), and
+ * memory queued for the writer thread across all sessions before chunks
+ * are dropped (and the gap marked in the file). */
+#define DEFAULT_TRANSCRIPT_MAX (1024 * 1024)
+#define TRANSCRIPT_QUEUE (32 * 1024 * 1024)
+/* An element name the redactor keeps to decide whether its content is
+ * secret: longer names are never secret ones. */
+#define TRANSCRIPT_NAME_MAX 32
+
 /* Shared state in Redis (shared_state). One lookup may wait this long for
  * Redis before it counts as a Redis failure: a Redis on the same network
  * answers in well under a millisecond, so half a second means it is down

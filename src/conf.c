@@ -34,6 +34,11 @@ static const struct conf_word conf_words_upstream_tls[] = {
     {"starttls", CONF_UPSTREAM_STARTTLS},
     {"direct", CONF_UPSTREAM_DIRECT},
     {"none", CONF_UPSTREAM_NONE},
+    {"auto", CONF_UPSTREAM_AUTO},
+};
+static const struct conf_word conf_words_upstream_source[] = {
+    {"proxy", CONF_SOURCE_PROXY},
+    {"client", CONF_SOURCE_CLIENT},
 };
 static const struct conf_word conf_words_require_tls[] = {
     {"auto", CONF_REQUIRE_AUTO},
@@ -82,8 +87,12 @@ static const struct conf_key conf_keys[] = {
 		F(listen_tls), F(nlisten_tls), 0, 0, NULL, 0},
 	{"upstream",		false,	conf_parse_upstream,	"HOST:PORT or original-dst",
 		0, 0, 0, 0, NULL, 0},
-	{"upstream_tls",	false,	conf_parse_word,	"starttls, direct or none",
+	{"upstream_tls",	false,	conf_parse_upstream_tls, "starttls, direct, none or auto",
 		F(upstream_tls), 0, 0, 0, WORDS(conf_words_upstream_tls)},
+	{"upstream_source",	false,	conf_parse_word,	"proxy or client",
+		F(upstream_source), 0, 0, 0, WORDS(conf_words_upstream_source)},
+	{"tproxy",		false,	conf_parse_bool,	"yes or no (or true or false)",
+		F(tproxy), 0, 0, 0, NULL, 0},
 	{"upstream_verify",	false,	conf_parse_bool,	"yes or no (or true or false)",
 		F(upstream_verify), 0, 0, 0, NULL, 0},
 	{"upstream_ca",		false,	conf_parse_path,	"a file name",
@@ -138,6 +147,20 @@ static const struct conf_key conf_keys[] = {
 		F(offer_mechanisms), F(noffer_mechanisms), 0, 0, NULL, 0},
 	{"user",		false,	conf_parse_path,	"a user name",
 		F(user), 0, 0, 0, NULL, 0},
+	{"forge_ca",		false,	conf_parse_path,	"a file name",
+		F(forge_ca), 0, 0, 0, NULL, 0},
+	{"forge_ca_key",	false,	conf_parse_path,	"a file name",
+		F(forge_ca_key), 0, 0, 0, NULL, 0},
+	{"forge_mirror",	false,	conf_parse_bool,	"yes or no (or true or false)",
+		F(forge_mirror), 0, 0, 0, NULL, 0},
+	{"forge_cache",		false,	conf_parse_number,	"a number, 1 to 16384",
+		F(forge_cache), 0, 1, MAX_FORGE_CACHE, NULL, 0},
+	{"default_domain",	false,	conf_parse_domain,	"a domain name (letters, digits, '-', '.')",
+		F(default_domain), 0, 0, 0, NULL, 0},
+	{"transcript_dir",	false,	conf_parse_path,	"a directory name",
+		F(transcript_dir), 0, 0, 0, NULL, 0},
+	{"transcript_max",	false,	conf_parse_bytes,	"bytes, 1k to 1024M (suffix k or M)",
+		F(transcript_max), 0, 1024, 1024 * MIB, NULL, 0},
 	{"shared_state",	false,	conf_parse_shared_state, "redis://HOST[:PORT][/DB] or unix:///PATH[?db=N]",
 		0, 0, 0, 0, NULL, 0},
 	{"shared_state_fail",	false,	conf_parse_word,	"open or closed",
@@ -335,6 +358,8 @@ struct conf *conf_new(void)
 	c->event_log_queue = DEFAULT_EVENT_LOG_QUEUE;
 	c->max_sessions = DEFAULT_MAX_SESSIONS;
 	c->max_per_addr = DEFAULT_MAX_PER_ADDR;
+	c->forge_cache = DEFAULT_FORGE_CACHE;
+	c->transcript_max = DEFAULT_TRANSCRIPT_MAX;
 	return c;
 }
 
@@ -354,6 +379,10 @@ void conf_free(struct conf *c)
 	conf_free_list(c->users_allow, c->nusers_allow);
 	free(c->tls_ciphers);
 	free(c->user);
+	free(c->forge_ca);
+	free(c->forge_ca_key);
+	free(c->default_domain);
+	free(c->transcript_dir);
 	free(c);
 }
 
@@ -735,7 +764,7 @@ int conf_check(const struct conf *c, char *err, size_t errlen)
 	}
 	/* Both kinds of listener need them: listen offers STARTTLS, listen_tls
 	 * is TLS from the first byte. */
-	if (c->nlisten + c->nlisten_tls > 0) {
+	if (c->nlisten + c->nlisten_tls > 0 && c->forge_ca == NULL) {
 		if (c->cert == NULL) {
 			conf_append(err, errlen,
 			            "cert: not set: clients are offered TLS on every listener\n");
@@ -753,6 +782,19 @@ int conf_check(const struct conf *c, char *err, size_t errlen)
 		problems += conf_check_file("key", c->key, err, errlen);
 	if (c->upstream_ca != NULL)
 		problems += conf_check_file("upstream_ca", c->upstream_ca, err, errlen);
+	if ((c->forge_ca == NULL) != (c->forge_ca_key == NULL)) {
+		conf_append(err, errlen, "%s: not set: forge_ca and forge_ca_key go together\n",
+		            c->forge_ca == NULL ? "forge_ca" : "forge_ca_key");
+		problems++;
+	}
+	if (c->forge_ca != NULL)
+		problems += conf_check_file("forge_ca", c->forge_ca, err, errlen);
+	if (c->forge_ca_key != NULL)
+		problems += conf_check_file("forge_ca_key", c->forge_ca_key, err, errlen);
+	if (c->forge_mirror && c->forge_ca == NULL) {
+		conf_append(err, errlen, "forge_mirror: needs forge_ca and forge_ca_key\n");
+		problems++;
+	}
 	problems += conf_check_proxy(c, err, errlen);
 	if (c->user != NULL && getpwnam(c->user) == NULL) {
 		conf_append(err, errlen, "user: no such user\n");

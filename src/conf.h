@@ -9,7 +9,8 @@
  * '#' is literal). A non-repeatable key given twice in one file is an
  * error; conf_set (and so -o) replaces. Booleans are yes/no or true/false.
  * An empty value means "none" for the keys that may be unset: paths
- * (cert, key, upstream_ca, event_log, keylog), mechanism lists, and
+ * (cert, key, upstream_ca, event_log, keylog, forge_ca, forge_ca_key,
+ * transcript_dir, default_domain), mechanism lists, and
  * listen/listen_tls, where it removes every address given before (so
  * "-o listen= -o listen=ADDR:PORT" replaces the file's listeners, which a
  * lone "-o listen=ADDR:PORT" would extend). Relative paths are relative to
@@ -30,6 +31,14 @@ enum conf_upstream_tls {
 	CONF_UPSTREAM_STARTTLS = 0,
 	CONF_UPSTREAM_DIRECT,
 	CONF_UPSTREAM_NONE,
+	CONF_UPSTREAM_AUTO, /* as the client's listener: listen_tls direct, listen starttls */
+};
+
+/* upstream_source: the upstream connection leaves from the proxy's own
+ * address, or from the client's (IP_TRANSPARENT, needs CAP_NET_ADMIN). */
+enum conf_upstream_source {
+	CONF_SOURCE_PROXY = 0,
+	CONF_SOURCE_CLIENT,
 };
 
 enum conf_require_tls {
@@ -97,6 +106,9 @@ struct conf {
 	bool upstream_set;
 	bool upstream_original_dst;
 	enum conf_upstream_tls upstream_tls;
+	bool upstream_tls_set; /* given: else auto with original-dst, starttls otherwise */
+	bool tproxy;           /* listeners take TPROXY'd connections (IP_TRANSPARENT) */
+	enum conf_upstream_source upstream_source;
 	bool upstream_verify;
 	char *upstream_ca; /* NULL: system default store */
 
@@ -144,6 +156,13 @@ struct conf {
 	unsigned max_sessions;
 	unsigned max_per_addr;
 
+	/* transparent interception (forge.c, transcript.c) */
+	char *forge_ca, *forge_ca_key; /* NULL: the one cert/key for every name */
+	bool forge_mirror;             /* copy the server certificate's subject and names */
+	unsigned forge_cache;          /* forged certificates kept (LRU) */
+	char *default_domain;          /* folded; NULL: none */
+	char *transcript_dir;          /* NULL: no transcripts */
+	size_t transcript_max;         /* bytes per transcript file */
 	/* shared_state: auth_failures and max_per_addr kept in Redis */
 	bool shared_state_set;
 	struct sharedconf_url shared_state;

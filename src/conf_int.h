@@ -51,10 +51,10 @@ struct conf_key {
 };
 
 /* The value parsers (conf_values.c), one per kind of key. */
-conf_parse_fn conf_parse_listen, conf_parse_upstream, conf_parse_word, conf_parse_bool,
-    conf_parse_path, conf_parse_mechanisms, conf_parse_number, conf_parse_bytes,
-    conf_parse_patterns, conf_parse_rate, conf_parse_shared_state, conf_parse_cidrs,
-    conf_parse_addr;
+conf_parse_fn conf_parse_listen, conf_parse_upstream, conf_parse_upstream_tls, conf_parse_word,
+    conf_parse_bool, conf_parse_path, conf_parse_mechanisms, conf_parse_number, conf_parse_bytes,
+    conf_parse_patterns, conf_parse_rate, conf_parse_domain, conf_parse_shared_state,
+    conf_parse_cidrs, conf_parse_addr;
 
 /* Shared with the parsers (conf.c): */
 int conf_expected(const struct conf_key *k, const char *value, char *msg, size_t msglen);

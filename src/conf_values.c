@@ -15,6 +15,7 @@
 #include "bounds.h"
 #include "conf.h"
 #include "conf_int.h"
+#include "forge.h"
 #include "ident.h"
 
 /* "*:5222", "[::1]:5222" or "host:5222", for messages. */
@@ -298,6 +299,17 @@ int conf_parse_word(struct conf *c, const struct conf_key *k, const char *value,
 	return 0;
 }
 
+/* upstream_tls: a word, and that it was given (its default depends on
+ * upstream: auto for original-dst, starttls otherwise). */
+int conf_parse_upstream_tls(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                            size_t msglen)
+{
+	if (conf_parse_word(c, k, value, msg, msglen) < 0)
+		return -1;
+	c->upstream_tls_set = true;
+	return 0;
+}
+
 int conf_parse_bool(struct conf *c, const struct conf_key *k, const char *value, char *msg,
                     size_t msglen)
 {
@@ -571,6 +583,32 @@ int conf_parse_rate(struct conf *c, const struct conf_key *k, const char *value,
 		return conf_expected(k, value, msg, msglen);
 	c->auth_failures_max = (unsigned)n;
 	c->auth_failures_window = (unsigned)secs;
+	return 0;
+}
+
+/* default_domain: one domain a certificate can name (forge_name), kept
+ * folded; empty unsets it. */
+int conf_parse_domain(struct conf *c, const struct conf_key *k, const char *value, char *msg,
+                      size_t msglen)
+{
+	char **field = conf_field(c, k->off);
+	char folded[MAX_DOMAIN + 1];
+	const char *why;
+	char *copy = NULL;
+
+	if (value[0] != '\0') {
+		if (forge_name(value, folded, sizeof(folded), &why) < 0) {
+			char q[CONF_QUOTED];
+			conf_msg(msg, msglen, "%s: %s", conf_quote(q, sizeof(q), value), why);
+			return -1;
+		}
+		if ((copy = strdup(folded)) == NULL) {
+			conf_msg(msg, msglen, "out of memory");
+			return -1;
+		}
+	}
+	free(*field);
+	*field = copy;
 	return 0;
 }
 

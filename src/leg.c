@@ -183,8 +183,8 @@ static void leg_update(struct leg *l)
 		r = true;
 		break;
 	case LEG_IO_HANDSHAKE:
-		r = !l->hs_want_write;
-		w = l->hs_want_write;
+		r = !l->hs_paused && !l->hs_want_write;
+		w = !l->hs_paused && l->hs_want_write;
 		break;
 	case LEG_IO_OPEN:
 	case LEG_IO_CLOSING:
@@ -357,6 +357,10 @@ static void leg_handshake(struct leg *l)
 	case SSL_ERROR_WANT_WRITE:
 		l->hs_want_write = true;
 		return;
+	case SSL_ERROR_WANT_CLIENT_HELLO_CB:
+		l->hs_paused = true;
+		l->ops->event(l, LEG_EV_TLS_PAUSED, NULL);
+		return;
 	case SSL_ERROR_ZERO_RETURN:
 		snprintf(why, sizeof(why), "connection closed during the TLS handshake");
 		break;
@@ -515,6 +519,15 @@ static void leg_tls_begin(struct leg *l)
 		leg_handshake(l);
 	if (l->io != LEG_IO_CLOSED)
 		leg_update(l);
+}
+
+void leg_resume_tls(struct leg *l)
+{
+	if (!l->hs_paused || l->io != LEG_IO_HANDSHAKE)
+		return;
+	l->hs_paused = false;
+	leg_update(l);
+	ev_feed_event(l->loop, &l->rio, EV_READ);
 }
 
 void leg_start_tls(struct leg *l, SSL *ssl, bool skip_ws)

@@ -25,6 +25,7 @@ enum leg_event {
 	LEG_EV_EOF,           /* the peer closed its side */
 	LEG_EV_ERROR,         /* a socket error; why says which */
 	LEG_EV_CLOSED,        /* leg_close() or leg_abort() finished: fd closed */
+	LEG_EV_TLS_PAUSED,    /* the ClientHello callback paused the handshake */
 };
 
 enum leg_io {
@@ -62,6 +63,7 @@ struct leg {
 	bool reading; /* the login wants input */
 	bool paused;  /* the peer's output is above the high mark */
 	bool want_read_for_write, want_write_for_read, hs_want_write;
+	bool hs_paused;       /* until leg_resume_tls() */
 	bool tls_after_flush; /* TLS starts once the output is flushed */
 	bool no_drain;        /* close right after the flush (process stopping) */
 	bool tls_skip_ws;
@@ -83,6 +85,9 @@ int leg_connect(struct leg *l, int fd, const struct sockaddr *sa, socklen_t sale
 /* Runs a TLS handshake with ssl (which now belongs to the leg). With
  * skip_ws, leading whitespace before the ClientHello is dropped. */
 void leg_start_tls(struct leg *l, SSL *ssl, bool skip_ws);
+/* Goes on with a handshake paused by LEG_EV_TLS_PAUSED, from the loop
+ * (never inside the caller's call). */
+void leg_resume_tls(struct leg *l);
 /* Queues bytes for the peer of this leg's socket. Returns 0 or -1. */
 int leg_send(struct leg *l, const char *data, size_t len);
 /* Reading wanted or not (the login stops it while it waits). */

@@ -17,6 +17,13 @@
 #include "log.h"
 #include "proxyin.h"
 
+#ifndef IP_TRANSPARENT
+#define IP_TRANSPARENT 19 /* <linux/in.h> */
+#endif
+#ifndef IPV6_TRANSPARENT
+#define IPV6_TRANSPARENT 75 /* <linux/in6.h> */
+#endif
+
 /* Connections accepted per wakeup: enough to drain a burst, few enough
  * to let established sessions run in between. */
 #define LISTENER_ACCEPTS_PER_WAKEUP 64
@@ -143,6 +150,17 @@ struct listener *listener_open(struct proxy *px, const struct conf_addr *a, enum
 		goto fail;
 	}
 	setsockopt(ls->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* tproxy: accept connections TPROXY'd to any address (without it the
+	 * kernel drops their SYNs silently) */
+	if (px->conf->tproxy &&
+	    (ai->ai_family == AF_INET
+	         ? setsockopt(ls->fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one))
+	         : setsockopt(ls->fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))) < 0) {
+		snprintf(err, errlen, "listen %s: tproxy: IP_TRANSPARENT: %s%s", ls->name,
+		         strerror(errno),
+		         errno == EPERM ? " (needs CAP_NET_ADMIN; CAP_NET_RAW also does)" : "");
+		goto fail;
+	}
 	if (ai->ai_family == AF_INET6 && host != NULL)
 		setsockopt(ls->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(ls->fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(ls->fd, 1024) < 0) {

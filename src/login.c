@@ -16,6 +16,7 @@
 #include "conf.h"
 #include "log.h"
 #include "login.h"
+#include "login_forge.h"
 #include "login_int.h"
 #include "tls.h"
 
@@ -252,19 +253,19 @@ static void login_tls_done(struct leg *l)
 	}
 	s->lg->upstream_tls = true;
 	login_upstream_enter(s, login_client_login_header(s) ? US_HEADER : US_WAIT_CLIENT);
+	if (!s->closing)
+		login_forge_resume(s, false); /* its certificate can be mirrored */
 }
 
 static void login_upstream_connected(struct session *s)
 {
-	const struct conf *c = login_conf(s);
-
 	audit_upstream(s, true, NULL);
 	if (!login_proxy_header(s))
 		return;
 	/* until the client names its domain, the client is the slow one */
 	session_connect_timer(s, false);
-	login_upstream_enter(s, c->upstream_tls == CONF_UPSTREAM_DIRECT ? US_TLS_WAIT_DOMAIN
-	                                                                : US_WAIT_DOMAIN);
+	login_upstream_enter(s, s->lg->upstream_mode == CONF_UPSTREAM_DIRECT ? US_TLS_WAIT_DOMAIN
+	                                                                     : US_WAIT_DOMAIN);
 	login_start_upstream_stream(s);
 }
 
@@ -280,6 +281,9 @@ void login_event(struct leg *l, enum leg_event ev, const char *why)
 		break;
 	case LEG_EV_TLS_DONE:
 		login_tls_done(l);
+		break;
+	case LEG_EV_TLS_PAUSED:
+		login_forge_paused(s);
 		break;
 	case LEG_EV_TLS_ERROR:
 		audit_tls(l, login_is_client(l), false, why);
@@ -356,6 +360,20 @@ void login_shutdown(struct session *s)
 	login_end(s, "system-shutdown", NULL, "proxy shutting down");
 }
 
+/* How a session from a port reaches the upstream. Transparent mode
+ * (original-dst) defaults to auto: the client redirected from a server's
+ * Direct TLS port (5223) meant that port's protocol, and the server
+ * speaks it there; a fixed upstream keeps the configured one. */
+static enum conf_upstream_tls login_upstream_mode(const struct conf *c, enum session_port port)
+{
+	enum conf_upstream_tls m = c->upstream_tls;
+	if (!c->upstream_tls_set && c->upstream_original_dst)
+		m = CONF_UPSTREAM_AUTO;
+	if (m != CONF_UPSTREAM_AUTO)
+		return m;
+	return port == SESSION_PORT_DIRECT_TLS ? CONF_UPSTREAM_DIRECT : CONF_UPSTREAM_STARTTLS;
+}
+
 void login_start(struct session *s)
 {
 	const struct conf *c = login_conf(s);
@@ -371,8 +389,9 @@ void login_start(struct session *s)
 		return;
 	}
 	s->lg->ustate = US_CONNECTING;
+	s->lg->upstream_mode = login_upstream_mode(c, s->port);
 	/* over Direct TLS the server never says (see login_upstream_features) */
-	s->lg->upstream_requires_tls = c->upstream_tls == CONF_UPSTREAM_DIRECT;
+	s->lg->upstream_requires_tls = s->lg->upstream_mode == CONF_UPSTREAM_DIRECT;
 	/* A PROXY header must come at once on a connection (a receiver may
 	 * drop one that waits; ejabberd accepts nothing else meanwhile), and
 	 * it names the client's domain: with one, the upstream connection
@@ -385,6 +404,7 @@ void login_start(struct session *s)
 			session_close(s, "cannot create TLS session");
 			return;
 		}
+		login_forge_attach(s, ssl);
 		leg_start_tls(&s->client, ssl, false);
 	} else {
 		s->lg->cstate = CS_HEADER;
@@ -423,6 +443,7 @@ void login_free(struct session *s)
 	buf_free(&s->lg->ul.hold);
 	sasl_free(s->lg->sasl);
 	s->lg->sasl = NULL;
+	login_forge_free(s);
 	streamfeatures_free(&s->lg->up);
 	login_clear_offered(s);
 	free(s->lg->jid);

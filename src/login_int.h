@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "conf.h"
 #include "leg.h"
 #include "login.h"
 #include "policy.h"
@@ -19,6 +20,8 @@
 #include "session.h"
 #include "streamfeatures.h"
 #include "xml.h"
+
+struct forge_leaf;
 
 /* The login's state of one session: what login*.c follow and audit.c
  * records (session.h keeps only a pointer to it). */
@@ -75,6 +78,9 @@ struct login {
 	bool upstream_tls;     /* upstream leg encrypted */
 	char client_tls_version[16], upstream_tls_version[16];
 	bool upstream_requires_tls;
+	/* how this session reaches the upstream (conf upstream_tls, auto
+	 * resolved by the client's listener at the start) */
+	enum conf_upstream_tls upstream_mode;
 	enum streamfeatures_starttls upstream_starttls; /* as first offered */
 	struct streamfeatures up;                       /* post-TLS features */
 	char *offered[MAX_MECHANISMS];                  /* what the client was last offered */
@@ -127,6 +133,11 @@ struct login {
 	char *bind_id, *session_iq_id, *bind_resource;
 	const char *policy_rules[SESSION_MAX_POLICY]; /* "rule:action", static strings */
 	size_t npolicy;
+	/* forge_ca (login_forge.c): the client leg's forged certificate; a
+	 * handshake paused for forge_mirror, and the name it waits with */
+	struct forge_leaf *forged;
+	bool forge_waiting, forge_no_mirror, forge_mirrored;
+	char forge_pending[MAX_DOMAIN + 1];
 };
 
 static inline struct session *login_session(const struct leg *l)

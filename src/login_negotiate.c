@@ -11,8 +11,10 @@
 
 #include "audit.h"
 #include "conf.h"
+#include "login_forge.h"
 #include "login_int.h"
 #include "proxyproto.h"
+#include "transcript.h"
 #include "tls.h"
 
 static void login_clear_fast_offered(struct session *s)
@@ -134,6 +136,8 @@ void login_client_features(struct session *s)
 	o.others = sasl_now;
 	struct buf b = {0};
 	streamfeatures_write(&b, s->lg->cl.out_prefix, &o, &s->lg->up);
+	transcript_note(s->transcript, "the proxy's own features follow, rewritten by policy from "
+	                               "the server's last ones");
 	login_send_buf(&s->client, &b);
 
 	audit_features(s, o.starttls, sasl2, nsasl2);
@@ -387,7 +391,6 @@ void login_upstream_open(struct session *s, const struct xml_elem *hdr, uint64_t
 void login_upstream_features(struct session *s, const struct xml_elem *e)
 {
 	struct leg *u = &s->upstream;
-	const struct conf *c = login_conf(s);
 
 	if (streamfeatures_parse(&s->lg->up, e) < 0) {
 		session_close(s, "out of memory");
@@ -400,9 +403,9 @@ void login_upstream_features(struct session *s, const struct xml_elem *e)
 		 * the clear to a server that would have refused it so. */
 		s->lg->upstream_starttls = s->lg->up.starttls;
 		s->lg->upstream_requires_tls = s->lg->up.starttls == SF_STARTTLS_REQUIRED ||
-		                               c->upstream_tls == CONF_UPSTREAM_DIRECT;
+		                               s->lg->upstream_mode == CONF_UPSTREAM_DIRECT;
 	}
-	if (c->upstream_tls == CONF_UPSTREAM_STARTTLS && !s->lg->upstream_tls) {
+	if (s->lg->upstream_mode == CONF_UPSTREAM_STARTTLS && !s->lg->upstream_tls) {
 		if (s->lg->up.starttls == SF_STARTTLS_NONE) {
 			audit_tls(u, false, false, "the server does not offer STARTTLS");
 			login_fail(s, "remote-connection-failed",
@@ -442,6 +445,8 @@ void login_begin_tls(struct leg *l, const char *rest, size_t len)
 		login_fail(s, "internal-server-error", NULL, "cannot create TLS session");
 		return;
 	}
+	if (login_is_client(l))
+		login_forge_attach(s, ssl);
 	login_ll(l)->hdr_sent = false;
 	leg_start_tls(l, ssl, login_is_client(l));
 }

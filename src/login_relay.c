@@ -12,6 +12,7 @@
 #include "audit.h"
 #include "conf.h"
 #include "login_int.h"
+#include "transcript.h"
 
 /* After <success>: both legs relay from here on, still parsed. */
 void login_enter_relay(struct session *s)
@@ -357,6 +358,8 @@ static void login_hold_release(struct session *s)
 	       b = s->lg->hold_to_end ? ul->hold.len : (size_t)(s->lg->hold_end - ul->relay_from);
 	if (s->lg->hold_rewrite) {
 		login_send(&s->client, buf_head(&ul->hold) + skip, a - skip);
+		transcript_note(s->transcript, "the server's features after login (above, upstream "
+		                               "recv) go to the client rewritten by policy:");
 		login_send_buf(&s->client, &s->lg->hold_repl);
 	} else {
 		login_send(&s->client, buf_head(&ul->hold) + skip, b - skip);

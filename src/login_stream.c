@@ -10,12 +10,19 @@
 #include <string.h>
 
 #include "audit.h"
+#include "login_forge.h"
 #include "login_int.h"
+#include "transcript.h"
 
 void login_send(struct leg *l, const char *data, size_t len)
 {
+	struct session *s = login_session(l);
+	if (l->io != LEG_IO_CLOSED && l->io != LEG_IO_DRAINING)
+		transcript_chunk(s->transcript,
+		                 login_is_client(l) ? TRANSCRIPT_CLIENT : TRANSCRIPT_UPSTREAM, true,
+		                 data, len);
 	if (leg_send(l, data, len) < 0)
-		session_close(login_session(l), "out of memory");
+		session_close(s, "out of memory");
 }
 
 void login_send_buf(struct leg *l, struct buf *b)
@@ -216,6 +223,9 @@ void login_fail(struct session *s, const char *condition, const char *text, cons
 {
 	if (s->closing)
 		return;
+	/* a client handshake waiting for the server's certificate finishes
+	 * without it, to hear the failure */
+	login_forge_resume(s, true);
 	if (condition != NULL && !s->lg->fail_deferred && s->client.io < LEG_IO_CLOSING) {
 		if (!login_relaying(s) && !s->lg->cl.hdr_sent) {
 			login_client_enter(s, CS_FAILING);

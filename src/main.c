@@ -13,14 +13,18 @@
 #include <stdlib.h>
 #include <pwd.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "conf.h"
 #include "evlog.h"
 #include "lfile.h"
+#include "forge.h"
 #include "listener.h"
+#include "login_forge.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -29,6 +33,7 @@
 #include "session.h"
 #include "sharedstate.h"
 #include "tls.h"
+#include "transcript.h"
 #include "upstream.h"
 
 #define XI_VERSION "0.1.0"
@@ -128,6 +133,12 @@ static int main_check_tls(const struct conf *c, char *err, size_t errlen)
 	if (cctx == NULL)
 		return -1;
 	SSL_CTX_free(cctx);
+	if (c->forge_ca != NULL) {
+		struct forge *f = forge_new(c->forge_ca, c->forge_ca_key, 1, err, errlen);
+		if (f == NULL)
+			return -1;
+		forge_free(f);
+	}
 	return 0;
 }
 
@@ -164,6 +175,19 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 		tls_keylog_use(sctx);
 		tls_keylog_use(cctx);
 	}
+	/* a reload makes a new CA and an empty cache; sessions keep their
+	 * leaves */
+	struct forge *fg = NULL;
+	if (c->forge_ca != NULL &&
+	    (fg = forge_new(c->forge_ca, c->forge_ca_key, c->forge_cache, err, errlen)) == NULL)
+		goto fail;
+	if (fg != NULL)
+		login_forge_install(sctx, px);
+	/* sessions go on without one, each saying why in its login record */
+	char terr[300];
+	if (c->transcript_dir != NULL &&
+	    transcript_check_dir(c->transcript_dir, terr, sizeof(terr)) < 0)
+		log_warnx("%s: sessions will have no transcript", terr);
 	if (evlog_open(c->event_log, err, errlen) < 0)
 		goto fail;
 	evlog_queue_bound(c->event_log_queue);
@@ -178,8 +202,10 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 	/* sessions keep their own references to the old contexts */
 	SSL_CTX_free(px->server_ctx);
 	SSL_CTX_free(px->client_ctx);
+	forge_free(px->forge);
 	px->server_ctx = sctx;
 	px->client_ctx = cctx;
+	px->forge = fg;
 	px->upstream_sa = ss;
 	px->upstream_salen = sslen;
 	snprintf(px->upstream_name, sizeof(px->upstream_name), "%s", name);
@@ -187,6 +213,7 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 	px->conf = c;
 	return 0;
 fail:
+	forge_free(fg);
 	SSL_CTX_free(sctx);
 	SSL_CTX_free(cctx);
 	return -1;
@@ -326,8 +353,26 @@ static void main_no_core_dumps(void)
 		fatal("cannot make the process non-dumpable: %s", strerror(errno));
 }
 
+/* Keeps only CAP_NET_ADMIN, permitted and effective: what IP_TRANSPARENT
+ * needs for each upstream_source = client connection. The raw syscall, as
+ * libcap would only wrap it. */
+static void main_keep_net_admin(void)
+{
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = {{0}};
+	d[CAP_TO_INDEX(CAP_NET_ADMIN)].permitted = CAP_TO_MASK(CAP_NET_ADMIN);
+	d[CAP_TO_INDEX(CAP_NET_ADMIN)].effective = CAP_TO_MASK(CAP_NET_ADMIN);
+	if (syscall(SYS_capset, &h, d) < 0)
+		fatal("cannot keep CAP_NET_ADMIN (for upstream_source = client): %s",
+		      strerror(errno));
+}
+
 /* After the ports are bound and the keys read, root is no longer needed:
- * become c->user for good (groups, gid, uid, in that order). */
+ * become c->user for good (groups, gid, uid, in that order). With
+ * upstream_source = client, CAP_NET_ADMIN stays (and no other): every
+ * upstream connection from the client's address needs IP_TRANSPARENT.
+ * tproxy alone does not keep it: the listening sockets have theirs, and
+ * accepted sockets inherit it. */
 static void main_drop_privileges(const struct conf *c)
 {
 	if (c->user == NULL)
@@ -335,9 +380,16 @@ static void main_drop_privileges(const struct conf *c)
 	struct passwd *pw = getpwnam(c->user);
 	if (pw == NULL)
 		fatal("user %s: no such user", c->user);
+	bool keep = c->upstream_source == CONF_SOURCE_CLIENT;
+	if (keep && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+		fatal("cannot keep capabilities: %s", strerror(errno));
 	if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
 	    setuid(pw->pw_uid) < 0)
 		fatal("cannot become user %s: %s", c->user, strerror(errno));
+	if (keep) {
+		main_keep_net_admin();
+		prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+	}
 	if (pw->pw_uid != 0 && setuid(0) == 0)
 		fatal("could regain root after becoming %s", c->user);
 	/* a change of credentials resets dumpability to fs.suid_dumpable */
@@ -488,6 +540,8 @@ int main(int argc, char **argv)
 	evlog_close();
 	tls_keylog_close();
 	SSL_CTX_free(m.px.server_ctx);
+	forge_free(m.px.forge);
+	transcript_shutdown();
 	SSL_CTX_free(m.px.client_ctx);
 	conf_free(m.px.conf);
 	free(m.overrides);

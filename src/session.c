@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "addrtab.h"
@@ -13,11 +14,38 @@
 #include "login.h"
 #include "session.h"
 #include "sharedstate.h"
+#include "transcript.h"
 #include "upstream.h"
 
 static void session_leg_data(struct leg *l, const char *data, size_t len)
 {
+	struct session *s = l->owner;
+	transcript_chunk(s->transcript, l == &s->client ? TRANSCRIPT_CLIENT : TRANSCRIPT_UPSTREAM,
+	                 false, data, len);
 	login_data(l, data, len);
+}
+
+/* Seconds between two warnings that a transcript could not be made: one
+ * per session would flood the log when the directory goes away. */
+#define SESSION_TRANSCRIPT_WARN_EVERY 10
+
+/* transcript_dir: the session's transcript, or the reason it has none (in
+ * the login record, and on stderr at most every few seconds). */
+static void session_transcript(struct session *s)
+{
+	static time_t warned;
+	const struct conf *c = s->px->conf;
+	if (c->transcript_dir == NULL)
+		return;
+	s->transcript = transcript_open(
+	    c->transcript_dir, s->id, s->peer, s->local, c->transcript_max, s->transcript_name,
+	    sizeof(s->transcript_name), s->transcript_error, sizeof(s->transcript_error));
+	time_t now = time(NULL);
+	if (s->transcript == NULL && now - warned >= SESSION_TRANSCRIPT_WARN_EVERY) {
+		warned = now;
+		log_warnx("session %llu: no transcript: %s", (unsigned long long)s->id,
+		          s->transcript_error);
+	}
 }
 
 /* Fires for every I/O event of either leg. */
@@ -248,6 +276,7 @@ void session_new_origin(struct proxy *px, int fd, enum session_port port,
 			evlog_str("proxy_cmd", o->cmd);
 	}
 	evlog_end();
+	session_transcript(s);
 
 	s->shared_req = sharedstate_admit(px->shared, &s->peer_key, px->conf->max_per_addr,
 	                                  &s->shared_epoch, session_admitted, s);
@@ -275,9 +304,24 @@ void session_refused(const struct sockaddr *peer, const struct sockaddr *via, co
 void session_connect_upstream(struct session *s)
 {
 	char why[256];
+	struct sockaddr_storage dst;
 	session_connect_timer(s, true);
-	if (upstream_connect(s->px, &s->upstream, s->client.fd, why, sizeof(why)) < 0)
+	int fd = upstream_connect(s->px, &s->upstream, s->client.fd, &s->peer_sa, &dst, why,
+	                          sizeof(why));
+	/* in transparent mode each session has its own upstream */
+	if (s->px->conf->upstream_original_dst && dst.ss_family != AF_UNSPEC)
+		session_addr((struct sockaddr *)&dst, NULL, 0, s->upstream_addr,
+		             sizeof(s->upstream_addr));
+	char note[sizeof(s->px->upstream_name) + 16];
+	snprintf(note, sizeof(note), "upstream %s",
+	         s->upstream_addr[0] ? s->upstream_addr : s->px->upstream_name);
+	transcript_note(s->transcript, note);
+	if (fd < 0) {
+		/* failing before any packet is this host's problem (a
+		 * capability, an address), not the server's: say it here too */
+		log_warnx("session %llu: upstream: %s", (unsigned long long)s->id, why);
 		login_event(&s->upstream, LEG_EV_ERROR, why);
+	}
 }
 
 void session_close(struct session *s, const char *reason)
@@ -315,6 +359,8 @@ static void session_free(struct session *s)
 	addrtab_del(s->px->peers, &s->peer_key, ev_now(s->px->loop));
 	sharedstate_leave(s->px->shared, &s->peer_key, s->shared_epoch);
 	login_free(s);
+	transcript_close(s->transcript);
+	s->transcript = NULL;
 	leg_free(&s->client);
 	leg_free(&s->upstream);
 	free(s);

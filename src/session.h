@@ -20,6 +20,8 @@
 #include "leg.h"
 
 struct conf;
+struct forge;
+struct transcript;
 struct login;
 struct proxyin;
 
@@ -29,6 +31,7 @@ struct proxy {
 	struct ev_loop *loop;
 	struct conf *conf;
 	SSL_CTX *server_ctx, *client_ctx;
+	struct forge *forge; /* forge_ca: certificates per domain; NULL: none */
 	struct sockaddr_storage upstream_sa;
 	socklen_t upstream_salen;
 	char upstream_name[300]; /* for the log */
@@ -64,7 +67,8 @@ struct session {
 	enum session_port port;
 	char peer[INET6_ADDRSTRLEN + 8], local[INET6_ADDRSTRLEN + 8];
 	char peer_ip[INET6_ADDRSTRLEN];
-	struct in6_addr peer_key; /* in px->peers */
+	char upstream_addr[INET6_ADDRSTRLEN + 8]; /* original-dst's, "" otherwise */
+	struct in6_addr peer_key;                 /* in px->peers */
 	/* shared_state: the lookup this session waits for (its admission or
 	 * an attempt), and the link epoch that counted it (sharedstate.h) */
 	struct sharedstate_req *shared_req;
@@ -76,6 +80,11 @@ struct session {
 	char via[INET6_ADDRSTRLEN + 8];
 	bool closing, freed;
 	bool upstream_gone; /* closed on purpose, the client still served */
+	/* transcript_dir: this session's file, its name for the login record,
+	 * or why there is none */
+	struct transcript *transcript;
+	char transcript_name[64];
+	char transcript_error[200];
 
 	/* the login's own state (login_int.h): allocated by login_start(),
 	 * freed by login_free() */

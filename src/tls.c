@@ -117,6 +117,8 @@ SSL_CTX *tls_server_ctx(const char *cert, const char *key, int min_version, cons
 		snprintf(err, errlen, "tls_ciphers: %s", tls_queue_error(why, sizeof(why)));
 		goto fail;
 	}
+	if (cert == NULL || key == NULL)
+		goto done; /* forge_ca: certificates come per session */
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
 		snprintf(err, errlen, "cert %s: %s", cert, tls_queue_error(why, sizeof(why)));
 		goto fail;
@@ -129,10 +131,12 @@ SSL_CTX *tls_server_ctx(const char *cert, const char *key, int min_version, cons
 		snprintf(err, errlen, "key %s does not match cert %s", key, cert);
 		goto fail;
 	}
-	/* The chain sent to clients is the file's, as it is. Without this,
-	 * a file with the leaf alone had OpenSSL build a chain for every
-	 * handshake (an X509_STORE_CTX and a verify against this context's
-	 * store, which is empty: it only ever found the leaf). */
+done:
+	/* The chain sent to clients is the one given (the file's, or a forged
+	 * leaf's), as it is. Without this, a file with the leaf alone had
+	 * OpenSSL build a chain for every handshake (an X509_STORE_CTX and a
+	 * verify against this context's store, which is empty: it only ever
+	 * found the leaf). */
 	SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
 	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
 	SSL_CTX_set_tlsext_servername_callback(ctx, tls_servername_cb);

@@ -27,7 +27,8 @@ struct tls_info {
 void tls_init(void);
 
 /* The context presented to clients. min_version is a TLS version constant
- * (TLS1_2_VERSION); ciphers NULL keeps OpenSSL's defaults. NULL with a
+ * (TLS1_2_VERSION); ciphers NULL keeps OpenSSL's defaults; cert and key
+ * NULL leave the certificate to each session (forge_ca). NULL with a
  * reason in err. */
 SSL_CTX *tls_server_ctx(const char *cert, const char *key, int min_version, const char *ciphers,
                         char *err, size_t errlen);

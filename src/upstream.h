@@ -1,7 +1,9 @@
 /*
  * Reaching the upstream: resolving its address once (at start-up and on
  * reload, never on the event loop), the transparent mode's original
- * destination, and the non-blocking connect of a session's upstream leg.
+ * destination (REDIRECT or TPROXY), the client's own source address
+ * (upstream_source = client), and the non-blocking connect of a session's
+ * upstream leg.
  */
 #ifndef XI_UPSTREAM_H
 #define XI_UPSTREAM_H
@@ -19,7 +21,12 @@ int upstream_resolve(const struct conf_addr *a, struct sockaddr_storage *ss, soc
                      char *err, size_t errlen);
 
 /* Starts connecting leg l. client_fd is the accepted client socket (for
- * upstream = original-dst). Returns the new fd, or -1 with a reason. */
-int upstream_connect(struct proxy *px, struct leg *l, int client_fd, char *err, size_t errlen);
+ * upstream = original-dst), client the client's address (for
+ * upstream_source = client). dst gets the address connected to
+ * (AF_UNSPEC when none was found). Returns the new fd, or -1 with a
+ * reason. */
+int upstream_connect(struct proxy *px, struct leg *l, int client_fd,
+                     const struct sockaddr_storage *client, struct sockaddr_storage *dst, char *err,
+                     size_t errlen);
 
 #endif

@@ -178,6 +178,9 @@ async def login(args):
     client.connect((args.host, args.port), use_ssl=args.direct_tls,
                    force_starttls=not args.no_tls and not args.direct_tls,
                    disable_starttls=args.no_tls or args.direct_tls)
+    # connect() takes an IPv6 literal (which inet_aton refuses) for the TLS
+    # server name; the connection starts later, so name the domain again
+    client.default_domain = args.sni or client.boundjid.domain
     try:
         await asyncio.wait_for(asyncio.shield(client.done), args.timeout)
     except asyncio.TimeoutError:

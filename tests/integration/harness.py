@@ -417,6 +417,12 @@ class Proxy:
             "event_log": str(self.event_log),
             "keylog": str(self.keylog),
         }
+        if os.environ.get("XI_TRANSCRIPT_ALL"):
+            # every case with transcripts on: the runner's secret check then
+            # reads every transcript the suite's hostile clients produced
+            tdir = self.dir / "all-transcripts"
+            tdir.mkdir(mode=0o700)
+            self.keys["transcript_dir"] = str(tdir)
         for k, v in (extra or {}).items():
             if v is None:
                 self.keys.pop(k, None)
@@ -505,9 +511,9 @@ class Proxy:
         return ""
 
     def written_files(self):
-        """Every file the proxy may have written (everything in its dir but
-        the config we wrote)."""
-        return [p for p in self.dir.iterdir() if p.is_file() and p != self.config]
+        """Every file the proxy may have written (everything under its dir,
+        transcripts included, but the config we wrote)."""
+        return [p for p in self.dir.rglob("*") if p.is_file() and p != self.config]
 
     def diagnostics(self):
         return (f"--- proxy config:\n{self.config.read_text() if self.config.exists() else ''}"

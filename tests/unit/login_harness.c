@@ -65,6 +65,12 @@ int leg_connect(struct leg *l, int fd, const struct sockaddr *sa, socklen_t sale
 	return 0;
 }
 
+/* the harness never pauses a handshake (no forge_mirror) */
+void leg_resume_tls(struct leg *l)
+{
+	l->hs_paused = false;
+}
+
 void leg_start_tls(struct leg *l, SSL *ssl, bool skip_ws)
 {
 	struct harness_leg_rec *r = harness_rec(l);

@@ -239,7 +239,7 @@ static void test_syntax(void)
 	         &n);
 	T_CHECK(n == 3, "three problems counted");
 	T_CHECK(count_lines(err) == 3, "three problem lines");
-	T_CHECK(strstr(err, "t.conf:2: upstream_tls: expected starttls, direct or none, got "
+	T_CHECK(strstr(err, "t.conf:2: upstream_tls: expected starttls, direct, none or auto, got "
 	                    "\"foo\"\nt.conf:4: unknown key \"bogus\"\nt.conf:5: connect_timeout: "
 	                    "expected seconds, 1 to 3600, got \"0\"\n") == err,
 	        "problems in line order with file:line");
@@ -432,6 +432,19 @@ static void test_words(void)
 	T_CHECK(c->require_tls == CONF_REQUIRE_NO, "  require_tls no");
 	T_CHECK(c->plain_without_tls == CONF_PLAIN_ALLOW, "  plain_without_tls allow");
 	conf_free(c);
+	/* the transparent keys (issue 11) */
+	c = good("upstream = original-dst\n", "transparent defaults");
+	T_CHECK(!c->upstream_tls_set && !c->tproxy && c->upstream_source == CONF_SOURCE_PROXY,
+	        "  upstream_tls not given, no tproxy, source proxy");
+	conf_free(c);
+	c = good("upstream_tls = auto\ntproxy = yes\nupstream_source = client\n",
+	         "transparent keys");
+	T_CHECK(c->upstream_tls == CONF_UPSTREAM_AUTO && c->upstream_tls_set, "  upstream_tls auto");
+	T_CHECK(c->tproxy && c->upstream_source == CONF_SOURCE_CLIENT, "  tproxy, source client");
+	conf_free(c);
+	bad("upstream_source = server\n", "upstream_source: expected proxy or client, got \"server\"",
+	    "bad upstream_source");
+	bad("tproxy = maybe\n", "tproxy: expected yes or no", "bad tproxy");
 	c = good("upstream_verify = false\nupstream_tls = starttls\nrequire_tls = auto\n"
 	         "plain_without_tls = log\n",
 	         "default word values");
@@ -441,10 +454,10 @@ static void test_words(void)
 	        "  defaults by name");
 	conf_free(c);
 
-	bad("upstream_tls = foo\n", "upstream_tls: expected starttls, direct or none, got \"foo\"",
+	bad("upstream_tls = foo\n", "upstream_tls: expected starttls, direct, none or auto, got \"foo\"",
 	    "bad upstream_tls");
 	bad("upstream_tls = STARTTLS\n", "upstream_tls: expected", "words are case-sensitive");
-	bad("upstream_tls =\n", "upstream_tls: expected starttls, direct or none, got \"\"",
+	bad("upstream_tls =\n", "upstream_tls: expected starttls, direct, none or auto, got \"\"",
 	    "empty upstream_tls");
 	bad("upstream_verify = on\n",
 	    "upstream_verify: expected yes or no (or true or false), got \"on\"",
@@ -644,7 +657,7 @@ static void test_options(void)
 	            strcmp(err, "-o: unknown key \"bogus\"") == 0,
 	        "-o unknown key");
 	T_CHECK(conf_set_option(c, "upstream_tls=foo", err, sizeof(err)) == -1 &&
-	            strcmp(err, "-o: upstream_tls: expected starttls, direct or none, got "
+	            strcmp(err, "-o: upstream_tls: expected starttls, direct, none or auto, got "
 	                        "\"foo\"") == 0,
 	        "-o bad value: message without newline");
 	T_CHECK(c->upstream_tls == CONF_UPSTREAM_STARTTLS, "-o bad value leaves the value");
@@ -695,7 +708,7 @@ static void test_files(void)
 		char expect[512];
 
 		snprintf(expect, sizeof(expect),
-		         "%s:2: upstream_tls: expected starttls, direct or none, got \"bad\"\n"
+		         "%s:2: upstream_tls: expected starttls, direct, none or auto, got \"bad\"\n"
 		         "%s:4: max_stanza: expected bytes, 1024 to 16M (suffix k or M), got "
 		         "\"1\"\n",
 		         path, path);
@@ -896,6 +909,45 @@ static void test_user_patterns(void)
 	conf_free(c);
 }
 
+/* issue 11: forge_* and transcript_* keys */
+static void test_forge_keys(void)
+{
+		struct conf *c = conf_new();
+	T_CHECK(c->forge_cache == DEFAULT_FORGE_CACHE && !c->forge_mirror &&
+	            c->transcript_max == DEFAULT_TRANSCRIPT_MAX && c->default_domain == NULL,
+	        "forge/transcript defaults");
+	T_CHECK(conf_set(c, "default_domain", "Lab.TEST.", "-o", err, sizeof err) == 0 &&
+	            strcmp(c->default_domain, "lab.test") == 0,
+	        "default_domain folded");
+	T_CHECK(conf_set(c, "default_domain", "10.0.0.1", "-o", err, sizeof err) == -1 &&
+	            strstr(err, "IP address") != NULL && strcmp(c->default_domain, "lab.test") == 0,
+	        "default_domain IP refused, old kept");
+	T_CHECK(conf_set(c, "default_domain", "*.lab.test", "-o", err, sizeof err) == -1,
+	        "default_domain wildcard refused");
+	T_CHECK(conf_set(c, "default_domain", "", "-o", err, sizeof err) == 0 &&
+	            c->default_domain == NULL,
+	        "default_domain unset");
+	T_CHECK(conf_set(c, "forge_cache", "0", "-o", err, sizeof err) == -1 &&
+	            conf_set(c, "forge_cache", "16385", "-o", err, sizeof err) == -1 &&
+	            conf_set(c, "forge_cache", "2", "-o", err, sizeof err) == 0 && c->forge_cache == 2,
+	        "forge_cache range");
+	T_CHECK(conf_set(c, "transcript_max", "512", "-o", err, sizeof err) == -1 &&
+	            conf_set(c, "transcript_max", "64k", "-o", err, sizeof err) == 0 &&
+	            c->transcript_max == 64 * 1024,
+	        "transcript_max range");
+	conf_set(c, "listen", "127.0.0.1:5222", "-o", err, sizeof err);
+	conf_set(c, "upstream", "127.0.0.1:5223", "-o", err, sizeof err);
+	conf_set(c, "forge_ca", "/etc/passwd", "-o", err, sizeof err);
+	T_CHECK(conf_check(c, err, sizeof err) == -1 && strstr(err, "go together") != NULL &&
+	            strstr(err, "cert: not set") == NULL,
+	        "forge_ca without its key refused; no cert needed with forge_ca");
+	conf_set(c, "forge_ca", "", "-o", err, sizeof err);
+	conf_set(c, "forge_mirror", "yes", "-o", err, sizeof err);
+	T_CHECK(conf_check(c, err, sizeof err) == -1 && strstr(err, "forge_mirror: needs") != NULL,
+	        "forge_mirror without forge_ca refused");
+	conf_free(c);
+}
+
 static bool trusted(const struct conf *c, const char *ip)
 {
 	struct in6_addr a = {0};
@@ -979,6 +1031,7 @@ static void test_scale(void)
 int main(void)
 {
 	test_user_patterns();
+	test_forge_keys();
 	test_defaults();
 	test_syntax();
 	test_err_buffer();

@@ -743,6 +743,37 @@ static void test_direct_tls(void)
 	result_free(&x);
 }
 
+/* Transparent mode (upstream = original-dst) without upstream_tls: the
+ * upstream mode follows the listener, so a client redirected from a
+ * server's 5223 reaches that port as Direct TLS and one from 5222 as
+ * STARTTLS; a value given still applies to every connection. */
+static const char *const CONF_TRANSPARENT[] = {"upstream=original-dst", NULL};
+static const char *const CONF_TRANSPARENT_STARTTLS[] = {"upstream=original-dst",
+                                                        "upstream_tls=starttls", NULL};
+
+static void test_upstream_mode(void)
+{
+	struct result x;
+	run_both("transparent direct", CONF_TRANSPARENT, SESSION_PORT_DIRECT_TLS, sc_direct, &x);
+	T_CHECK(!x.closed && !has(x.upstream, "starttls"),
+	        "transparent: a listen_tls connection goes upstream as Direct TLS");
+	T_CHECK(has(x.log, "\"event\":\"login\""), "transparent direct: the login completes");
+	result_free(&x);
+	run_both("transparent starttls", CONF_TRANSPARENT, SESSION_PORT_STARTTLS, sc_starttls, &x);
+	T_CHECK(!x.closed && has(x.upstream, "<starttls xmlns='" NS_TLS "'/>"),
+	        "transparent: a listen connection goes upstream as STARTTLS");
+	result_free(&x);
+	struct run r;
+	run_begin(&r, CONF_TRANSPARENT_STARTTLS, SESSION_PORT_DIRECT_TLS, false);
+	harness_tls_done(r.ls, HARNESS_CLIENT);
+	harness_connected(r.ls);
+	feed(&r, HARNESS_CLIENT, C_HDR_FROM);
+	T_CHECK(has(harness_all(r.ls, HARNESS_UPSTREAM), "<stream:stream") && r.ls->leg[HARNESS_UPSTREAM].tls_starts == 0,
+	        "transparent, upstream_tls given: the server gets a plaintext header first");
+	run_end(&r, &x);
+	result_free(&x);
+}
+
 /* ---- refusals ---- */
 
 /* One run, whole, of a script from the features on (config conf). */
@@ -1130,6 +1161,7 @@ static void test_gate(void)
 int main(void)
 {
 	test_plain();
+	test_upstream_mode();
 	test_sasl2_bind2();
 	test_sasl2_iq();
 	test_fast_token();
