@@ -215,7 +215,7 @@ static const char *scram_attr(const char *msg, char k, size_t *len)
 static int sasl_failure(struct conn *c)
 {
 	return conn_printf(c, "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
-			      "<not-authorized/></failure>");
+	                      "<not-authorized/></failure>");
 }
 
 static int sasl_success(struct conn *c, const char *data)
@@ -223,13 +223,12 @@ static int sasl_success(struct conn *c, const char *data)
 	c->phase = P_AUTHED;
 	c->in_stream = 0;
 	return conn_printf(c, "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</success>",
-			   data);
+	                   data);
 }
 
 /* -------------------------------------------------------------- stanzas */
 
-static int on_auth(struct conn *c, const char *tag, size_t taglen, const char *text,
-		   size_t textlen)
+static int on_auth(struct conn *c, const char *tag, size_t taglen, const char *text, size_t textlen)
 {
 	char mech[32];
 	unsigned char raw[1024];
@@ -270,14 +269,14 @@ static int on_auth(struct conn *c, const char *tag, size_t taglen, const char *t
 		RAND_bytes(rnd, sizeof rnd);
 		b64_enc(snonce, sizeof snonce, rnd, sizeof rnd);
 		int sl = snprintf(c->server_first, sizeof c->server_first, "r=%.*s%s,s=%s,i=%ld",
-				  (int)rl, r, snonce, cfg.salt_b64, cfg.iterations);
+		                  (int)rl, r, snonce, cfg.salt_b64, cfg.iterations);
 		b64_enc(b64, sizeof b64, (unsigned char *)c->server_first, (size_t)sl);
 		c->scram_step = 1;
-		return conn_printf(c, "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</challenge>",
-				   b64);
+		return conn_printf(
+		    c, "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</challenge>", b64);
 	}
 	return conn_printf(c, "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
-			      "<invalid-mechanism/></failure>");
+	                      "<invalid-mechanism/></failure>");
 }
 
 static int on_response(struct conn *c, const char *text, size_t textlen)
@@ -297,7 +296,7 @@ static int on_response(struct conn *c, const char *text, size_t textlen)
 		return sasl_failure(c);
 	char auth_msg[1200];
 	int al = snprintf(auth_msg, sizeof auth_msg, "%s,%s,%.*s", c->client_first_bare,
-			  c->server_first, (int)(pp - m), m);
+	                  c->server_first, (int)(pp - m), m);
 	if (al < 0 || (size_t)al >= sizeof auth_msg)
 		return sasl_failure(c);
 	unsigned char proof[24], sig[20], key[20], stored[20], ssig[20];
@@ -314,7 +313,7 @@ static int on_response(struct conn *c, const char *text, size_t textlen)
 	char v[40], final[48], b64[80];
 	b64_enc(v, sizeof v, ssig, 20);
 	int fl = snprintf(final, sizeof final, "v=%s", v);
-	b64_enc(b64, sizeof b64, (unsigned char *)final, (size_t)fl);
+	b64_enc(b64, sizeof b64, (unsigned char *) final, (size_t)fl);
 	return sasl_success(c, b64);
 }
 
@@ -337,9 +336,9 @@ static int on_iq(struct conn *c, const char *tag, size_t taglen, const char *tex
 			snprintf(res, sizeof res, "r%ld", c->serial);
 		}
 		return conn_printf(c,
-				   "<iq type='result' id='%s'><bind xmlns='urn:ietf:params:xml:ns:"
-				   "xmpp-bind'><jid>%s@%s/%s</jid></bind></iq>",
-				   id, c->user, cfg.domain, res);
+		                   "<iq type='result' id='%s'><bind xmlns='urn:ietf:params:xml:ns:"
+		                   "xmpp-bind'><jid>%s@%s/%s</jid></bind></iq>",
+		                   id, c->user, cfg.domain, res);
 	}
 	return conn_printf(c, "<iq type='result' id='%s'/>", id);
 }
@@ -347,10 +346,10 @@ static int on_iq(struct conn *c, const char *tag, size_t taglen, const char *tex
 static int send_header(struct conn *c)
 {
 	if (conn_printf(c,
-			"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-			"xmlns:stream='http://etherx.jabber.org/streams' id='fu%ld' from='%s' "
-			"version='1.0' xml:lang='en'><stream:features>",
-			c->serial, cfg.domain) < 0)
+	                "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+	                "xmlns:stream='http://etherx.jabber.org/streams' id='fu%ld' from='%s' "
+	                "version='1.0' xml:lang='en'><stream:features>",
+	                c->serial, cfg.domain) < 0)
 		return -1;
 	const char *f = "";
 	if (c->phase == P_PLAIN)
@@ -406,8 +405,9 @@ static int process(struct conn *c)
 		}
 		char name[32];
 		size_t nl = 0;
-		while (nl + 1 < left && nl < sizeof name - 1 && p[nl + 1] != ' ' && p[nl + 1] != '>' &&
-		       p[nl + 1] != '/' && p[nl + 1] != '\t' && p[nl + 1] != '\n') {
+		while (nl + 1 < left && nl < sizeof name - 1 && p[nl + 1] != ' ' &&
+		       p[nl + 1] != '>' && p[nl + 1] != '/' && p[nl + 1] != '\t' &&
+		       p[nl + 1] != '\n') {
 			name[nl] = p[nl + 1];
 			nl++;
 		}
@@ -541,7 +541,8 @@ static void conn_cb(struct ev_loop *loop, ev_io *io, int revents)
 			ssize_t n;
 			if (c->ssl) {
 				ERR_clear_error();
-				int r = SSL_read(c->ssl, c->in + c->inlen, (int)(c->incap - c->inlen));
+				int r =
+				    SSL_read(c->ssl, c->in + c->inlen, (int)(c->incap - c->inlen));
 				if (r <= 0) {
 					int e = SSL_get_error(c->ssl, r);
 					if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
@@ -682,8 +683,9 @@ static int serve(int fd, int tfd)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: fastupstream --port P [--tls-port P] --cert PEM --key PEM --password PW\n"
-		   "       [--host 127.0.0.1] [--domain lab.test] [--iterations 4096] [--procs 1]\n");
+	fprintf(f,
+	        "usage: fastupstream --port P [--tls-port P] --cert PEM --key PEM --password PW\n"
+	        "       [--host 127.0.0.1] [--domain lab.test] [--iterations 4096] [--procs 1]\n");
 }
 
 int main(int argc, char **argv)
@@ -741,7 +743,7 @@ int main(int argc, char **argv)
 	unsigned char salted[20], ck[20];
 	unsigned int hl = 20;
 	PKCS5_PBKDF2_HMAC(cfg.password, (int)strlen(cfg.password), cfg.salt, sizeof cfg.salt,
-			  (int)cfg.iterations, EVP_sha1(), 20, salted);
+	                  (int)cfg.iterations, EVP_sha1(), 20, salted);
 	HMAC(EVP_sha1(), salted, 20, (const unsigned char *)"Client Key", 10, ck, &hl);
 	SHA1(ck, 20, cfg.stored_key);
 	HMAC(EVP_sha1(), salted, 20, (const unsigned char *)"Server Key", 10, cfg.server_key, &hl);

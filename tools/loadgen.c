@@ -53,8 +53,10 @@
 #include <openssl/ssl.h>
 
 /* The server's features after TLS (Prosody's are ~600 bytes) and any one
- * reply must fit; more without the awaited text is a protocol failure. */
-#define IN_MAX (16 * 1024)
+ * reply must fit, plus an echoed message (--msg-size and its markup); more
+ * without the awaited text is a protocol failure. */
+#define IN_BASE (16 * 1024)
+#define IN_MAX(o) (IN_BASE + 2 * (size_t)(o)->msg_size)
 /* Our own requests are short; a message adds its body size. */
 #define OUT_BASE 2048
 #define MAX_PROCS 64
@@ -74,11 +76,11 @@ enum fail_kind {
 	F_STALL,
 	F_NKINDS
 };
-static const char *const step_names[] = {"connect", "direct_tls", "features", "proceed",
-					 "starttls_tls", "mechanisms", "challenge", "sasl_result",
-					 "bind_features", "bind", "message", "held"};
+static const char *const step_names[] = {"connect",       "direct_tls", "features",  "proceed",
+                                         "starttls_tls",  "mechanisms", "challenge", "sasl_result",
+                                         "bind_features", "bind",       "message",   "held"};
 static const char *const fail_names[F_NKINDS] = {"connect", "tls",    "stream_error", "auth",
-						 "bind",    "closed", "proto",        "stall"};
+                                                 "bind",    "closed", "proto",        "stall"};
 
 enum step {
 	S_CONNECT = 0,
@@ -168,6 +170,7 @@ struct conn {
 	SSL *ssl;
 	enum step step;
 	int hold;
+	int eof; /* the peer closed: what came before it is handled first */
 	long idx;
 	double t0, mt0;
 	long msgs_left;
@@ -209,9 +212,9 @@ static void conn_put(struct conn *c, const char *fmt, ...)
 static void put_header(struct conn *c)
 {
 	conn_put(c,
-		 "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-		 "xmlns:stream='http://etherx.jabber.org/streams' to='%s' version='1.0'>",
-		 c->w->o->domain);
+	         "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+	         "xmlns:stream='http://etherx.jabber.org/streams' to='%s' version='1.0'>",
+	         c->w->o->domain);
 }
 
 /* ------------------------------------------------------------- lifecycle */
@@ -340,7 +343,8 @@ static void send_plain(struct conn *c)
 	char b64[900];
 	b64_enc(b64, sizeof b64, raw, ul + pl + 2);
 	OPENSSL_cleanse(raw, sizeof raw);
-	conn_put(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>", b64);
+	conn_put(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>",
+	         b64);
 	OPENSSL_cleanse(b64, sizeof b64);
 }
 
@@ -355,8 +359,9 @@ static void send_scram_first(struct conn *c)
 	char first[420];
 	int n = snprintf(first, sizeof first, "n,,%s", bare);
 	b64_enc(b64, sizeof b64, (unsigned char *)first, (size_t)n);
-	conn_put(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>%s</auth>",
-		 b64);
+	conn_put(c,
+	         "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>%s</auth>",
+	         b64);
 }
 
 /* The attribute value of "k=" in a SCRAM message, or NULL. */
@@ -382,7 +387,7 @@ static int send_scram_final(struct conn *c, const char *sfirst)
 	struct worker *w = c->w;
 	size_t rl, sl, il;
 	const char *r = scram_attr(sfirst, 'r', &rl), *s = scram_attr(sfirst, 's', &sl),
-		   *i = scram_attr(sfirst, 'i', &il);
+	           *i = scram_attr(sfirst, 'i', &il);
 	size_t cl = strlen(c->cnonce);
 	if (!r || !s || !i || rl <= cl || memcmp(r, c->cnonce, cl) || sl > 100 || il > 10)
 		return -1;
@@ -402,8 +407,8 @@ static int send_scram_final(struct conn *c, const char *sfirst)
 		if (saltlen <= 0 || iter <= 0 || iter > 10000000)
 			return -1;
 		const char *pw = w->o->password;
-		if (!PKCS5_PBKDF2_HMAC(pw, (int)strlen(pw), salt, saltlen, (int)iter, EVP_sha1(), 20,
-				       salted))
+		if (!PKCS5_PBKDF2_HMAC(pw, (int)strlen(pw), salt, saltlen, (int)iter, EVP_sha1(),
+		                       20, salted))
 			return -1;
 		slot = w->nscram < SCRAM_CACHE ? w->nscram++ : 0;
 		snprintf(w->scram[slot].key, sizeof w->scram[slot].key, "%s", key);
@@ -418,7 +423,8 @@ static int send_scram_final(struct conn *c, const char *sfirst)
 	char without_proof[300];
 	snprintf(without_proof, sizeof without_proof, "c=biws,r=%.*s", (int)rl, r);
 	size_t al = strlen(c->auth_msg);
-	int n = snprintf(c->auth_msg + al, sizeof c->auth_msg - al, ",%s,%s", sfirst, without_proof);
+	int n =
+	    snprintf(c->auth_msg + al, sizeof c->auth_msg - al, ",%s,%s", sfirst, without_proof);
 	if (n < 0 || (size_t)n >= sizeof c->auth_msg - al)
 		return -1;
 	unsigned char sig[20], proof[20];
@@ -432,7 +438,7 @@ static int send_scram_final(struct conn *c, const char *sfirst)
 	char pb[40], final[400], b64[600];
 	b64_enc(pb, sizeof pb, proof, 20);
 	n = snprintf(final, sizeof final, "%s,p=%s", without_proof, pb);
-	b64_enc(b64, sizeof b64, (unsigned char *)final, (size_t)n);
+	b64_enc(b64, sizeof b64, (unsigned char *) final, (size_t)n);
 	conn_put(c, "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</response>", b64);
 	return 0;
 }
@@ -453,7 +459,7 @@ static int scram_verify(struct conn *c, const char *sfinal)
  * returns its start offset and sets *end past its end (self-closing or its
  * `</name>`), and its text content; -1 if absent, -2 if not complete. */
 static long find_elem(struct conn *c, const char *name, size_t *end, const char **text,
-		      size_t *textlen)
+                      size_t *textlen)
 {
 	char open[64], close[64];
 	int ol = snprintf(open, sizeof open, "<%s", name);
@@ -465,8 +471,8 @@ static long find_elem(struct conn *c, const char *name, size_t *end, const char 
 		if (!p)
 			return -1;
 		char after = p + ol < buf + len ? p[ol] : 0;
-		if (after == ' ' || after == '>' || after == '/' || after == '\t' || after == '\n' ||
-		    after == '\r' || after == 0)
+		if (after == ' ' || after == '>' || after == '/' || after == '\t' ||
+		    after == '\n' || after == '\r' || after == 0)
 			break;
 		p += ol;
 	}
@@ -535,16 +541,16 @@ static int start_tls(struct conn *c)
 static void send_bind(struct conn *c)
 {
 	conn_put(c,
-		 "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-		 "<resource>lg%d-%ld-%d</resource></bind></iq>",
-		 c->w->id, c->idx, c->hold);
+	         "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+	         "<resource>lg%d-%ld-%d</resource></bind></iq>",
+	         c->w->id, c->idx, c->hold);
 }
 
 static void send_msg(struct conn *c)
 {
 	c->mt0 = mono();
 	conn_put(c, "<message to='%s' type='chat' id='m%ld'><body>%s</body></message>", c->jid,
-		 c->msgs_left, c->w->msg_body);
+	         c->msgs_left, c->w->msg_body);
 }
 
 /* Moves the login on with what has arrived: returns 0 to keep going, -1 if
@@ -670,7 +676,8 @@ static int advance(struct conn *c)
 				goto incomplete;
 			const char *head = c->in + at;
 			size_t hl = (size_t)(t - head);
-			const char *js = memmem(t, tl, "<jid>", 5), *je = memmem(t, tl, "</jid>", 6);
+			const char *js = memmem(t, tl, "<jid>", 5),
+			           *je = memmem(t, tl, "</jid>", 6);
 			if ((!memmem(head, hl, "type='result'", 13) &&
 			     !memmem(head, hl, "type=\"result\"", 13)) ||
 			    !js || !je || je < js || (size_t)(je - js - 5) >= sizeof c->jid) {
@@ -718,7 +725,7 @@ static int advance(struct conn *c)
 		}
 	}
 incomplete:
-	if (c->inlen >= IN_MAX) {
+	if (c->inlen >= IN_MAX(c->w->o)) {
 		conn_fail(c, F_PROTO);
 		return -1;
 	}
@@ -773,23 +780,24 @@ static void conn_watch(struct conn *c, int want_write)
 static int conn_read(struct conn *c)
 {
 	int got = 0;
-	while (c->inlen < IN_MAX) {
+	while (c->inlen < IN_MAX(c->w->o)) {
 		if (c->ssl) {
 			ERR_clear_error();
-			int r = SSL_read(c->ssl, c->in + c->inlen, (int)(IN_MAX - c->inlen));
+			int r =
+			    SSL_read(c->ssl, c->in + c->inlen, (int)(IN_MAX(c->w->o) - c->inlen));
 			if (r <= 0) {
 				int e = SSL_get_error(c->ssl, r);
 				if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
 					break;
-				conn_fail(c, F_CLOSED);
-				return -1;
+				c->eof = 1;
+				break;
 			}
 			c->inlen += (size_t)r;
 		} else {
-			ssize_t r = recv(c->fd, c->in + c->inlen, IN_MAX - c->inlen, 0);
+			ssize_t r = recv(c->fd, c->in + c->inlen, IN_MAX(c->w->o) - c->inlen, 0);
 			if (r == 0) {
-				conn_fail(c, F_CLOSED);
-				return -1;
+				c->eof = 1;
+				break;
 			}
 			if (r < 0) {
 				if (errno == EAGAIN || errno == EINTR)
@@ -865,6 +873,11 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 			if (advance(c) < 0)
 				return;
 		}
+		if (c->eof) {
+			int err = memmem(c->in, c->inlen, "<stream:error", 13) != NULL;
+			conn_fail(c, err ? F_STREAM_ERROR : F_CLOSED);
+			return;
+		}
 		if (c->step == S_TLS)
 			continue; /* <proceed/> came: handshake now */
 		if (conn_flush(c) < 0)
@@ -890,7 +903,7 @@ static void start_conn(struct worker *w, int hold)
 	c->idx = hold ? w->hstarted++ : w->started++;
 	c->msgs_left = hold ? 0 : w->o->msgs;
 	c->outcap = OUT_BASE + (size_t)w->o->msg_size;
-	c->in = malloc(IN_MAX);
+	c->in = malloc(IN_MAX(w->o));
 	c->out = malloc(c->outcap);
 	if (!c->in || !c->out) {
 		fprintf(stderr, "loadgen: out of memory\n");
@@ -955,7 +968,7 @@ static void worker_next(struct worker *w)
 		struct rusage ru;
 		getrusage(RUSAGE_SELF, &ru);
 		w->st->cpu_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-			       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+		               (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 		w->holding = 1;
 		report(w, 'L');
 	}
@@ -969,7 +982,7 @@ static void worker_next(struct worker *w)
 }
 
 static int worker_run(struct opts *o, int id, struct shared *sh, double *lat, long lat_cap,
-		      double *rtt, long rtt_cap, int report_fd, int release_fd)
+                      double *rtt, long rtt_cap, int report_fd, int release_fd)
 {
 	struct worker w;
 	memset(&w, 0, sizeof w);
@@ -1079,26 +1092,26 @@ static double pct(const double *v, long n, double p)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: loadgen --port PORT [options]\n"
-		"  --host ADDR        IPv4 address (127.0.0.1)\n"
-		"  --port PORT        STARTTLS port, or Direct TLS port with --direct-tls\n"
-		"  --direct-tls       TLS from the first byte (XEP-0368) instead of STARTTLS\n"
-		"  --mech plain|scram SASL PLAIN (default) or SCRAM-SHA-1\n"
-		"  --user U --password P --domain D   (alice, required, lab.test)\n"
-		"  --ca FILE          CA to verify the server's certificate (for D)\n"
-		"  --insecure         no certificate verification\n"
-		"  --logins N         full logins, closed after login (100)\n"
-		"  --concurrency C    logins in flight at once, over all processes (10)\n"
-		"  --msgs K           message round trips per login (0)\n"
-		"  --msg-size B       message body bytes (16)\n"
-		"  --hold H           after the logins, H more held open until all are in\n"
-		"  --timeout S        a login not done in S seconds is a stall (10)\n"
-		"  --procs P          processes (default: the number of cores)\n"
-		"  --pid PID          measure this process too (repeatable, up to %d)\n"
-		"  --label TEXT       copied into the JSON line\n"
-		"  --no-nodelay       leave Nagle on for the client's sockets\n"
-		"Prints a human line and a JSON line; exit 0 if every login succeeded.\n",
-		MAX_PIDS);
+	        "usage: loadgen --port PORT [options]\n"
+	        "  --host ADDR        IPv4 address (127.0.0.1)\n"
+	        "  --port PORT        STARTTLS port, or Direct TLS port with --direct-tls\n"
+	        "  --direct-tls       TLS from the first byte (XEP-0368) instead of STARTTLS\n"
+	        "  --mech plain|scram SASL PLAIN (default) or SCRAM-SHA-1\n"
+	        "  --user U --password P --domain D   (alice, required, lab.test)\n"
+	        "  --ca FILE          CA to verify the server's certificate (for D)\n"
+	        "  --insecure         no certificate verification\n"
+	        "  --logins N         full logins, closed after login (100)\n"
+	        "  --concurrency C    logins in flight at once, over all processes (10)\n"
+	        "  --msgs K           message round trips per login (0)\n"
+	        "  --msg-size B       message body bytes (16)\n"
+	        "  --hold H           after the logins, H more held open until all are in\n"
+	        "  --timeout S        a login not done in S seconds is a stall (10)\n"
+	        "  --procs P          processes (default: the number of cores)\n"
+	        "  --pid PID          measure this process too (repeatable, up to %d)\n"
+	        "  --label TEXT       copied into the JSON line\n"
+	        "  --no-nodelay       leave Nagle on for the client's sockets\n"
+	        "Prints a human line and a JSON line; exit 0 if every login succeeded.\n",
+	        MAX_PIDS);
 }
 
 static long num_arg(const char *s, long lo, long hi, const char *what)
@@ -1115,13 +1128,13 @@ static long num_arg(const char *s, long lo, long hi, const char *what)
 int main(int argc, char **argv)
 {
 	struct opts o = {.host = "127.0.0.1",
-			 .user = "alice",
-			 .domain = "lab.test",
-			 .logins = 100,
-			 .conc = 10,
-			 .msg_size = 16,
-			 .timeout = 10,
-			 .nodelay = 1};
+	                 .user = "alice",
+	                 .domain = "lab.test",
+	                 .logins = 100,
+	                 .conc = 10,
+	                 .msg_size = 16,
+	                 .timeout = 10,
+	                 .nodelay = 1};
 	long nproc = sysconf(_SC_NPROCESSORS_ONLN);
 	o.procs = nproc > 0 ? (int)nproc : 1;
 	for (int i = 1; i < argc; i++) {
@@ -1227,7 +1240,7 @@ int main(int argc, char **argv)
 		rtt_cap = 4000000;
 	long lat_total = o.logins + o.hold;
 	size_t shsize = sizeof(struct shared) + (size_t)lat_total * sizeof(double) +
-			(size_t)rtt_cap * sizeof(double);
+	                (size_t)rtt_cap * sizeof(double);
 	struct shared *sh =
 	    mmap(NULL, shsize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED) {
@@ -1272,7 +1285,7 @@ int main(int argc, char **argv)
 			close(rp[0]);
 			close(release[1]);
 			_exit(worker_run(&o, id, sh, lat + lat_off, quota + hquota, rtt + rtt_off,
-					 rq, rp[1], release[0]));
+			                 rq, rp[1], release[0]));
 		}
 		close(rp[1]);
 		reports[id] = rp[0];
@@ -1383,13 +1396,17 @@ int main(int argc, char **argv)
 		}
 	printf("},\"stalls\":%ld,\"wall_s\":%.4f,\"logins_per_s\":%.2f,\"p50_ms\":%.3f,"
 	       "\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,\"msg_rtt_p50_ms\":%.3f,"
-	       "\"msg_rtt_p99_ms\":%.3f,\"loadgen_cpu_us_per_login\":%.1f,\"hold\":%ld,\"held\":%ld,"
-	       "\"held_failed\":%ld,\"procs_died\":%d,\"pids\":[",
+	       "\"msg_rtt_p99_ms\":%.3f,\"msgs_done\":%ld,\"msg_size\":%ld,"
+	       "\"msg_mib_per_s\":%.2f,\"loadgen_cpu_us_per_login\":%.1f,\"hold\":%ld,"
+	       "\"held\":%ld,\"held_failed\":%ld,\"procs_died\":%d,\"pids\":[",
 	       tot.fail[F_STALL], wall, rate, p50, p90, p99, mx, pct(rtts, nr, .5) * 1e3,
-	       pct(rtts, nr, .99) * 1e3, tot.ok ? tot.cpu_s * 1e6 / (double)tot.ok : 0, o.hold,
-	       tot.held, tot.held_failed, dead);
+	       pct(rtts, nr, .99) * 1e3, nr, o.msg_size,
+	       wall > 0 ? (double)nr * (double)o.msg_size / wall / (1024.0 * 1024.0) : 0,
+	       tot.ok ? tot.cpu_s * 1e6 / (double)tot.ok : 0, o.hold, tot.held, tot.held_failed,
+	       dead);
 	for (int k = 0; k < o.npids; k++)
-		printf("%s{\"pid\":%d,\"cpu_us\":%.0f,\"cpu_us_per_login\":%.1f,\"rss_before_kib\":%ld,"
+		printf("%s{\"pid\":%d,\"cpu_us\":%.0f,\"cpu_us_per_login\":%.1f,\"rss_before_kib\":"
+		       "%ld,"
 		       "\"rss_held_kib\":%ld,\"kib_per_held\":%.2f}",
 		       k ? "," : "", o.pids[k], cpu1[k] - cpu0[k],
 		       tot.ok ? (cpu1[k] - cpu0[k]) / (double)tot.ok : 0, rss0[k], rss1[k],
