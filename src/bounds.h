@@ -16,6 +16,9 @@
  * every small write). */
 #define OUTBUF_HIGH (256 * 1024)
 #define OUTBUF_LOW (64 * 1024)
+/* A drained output queue larger than this is freed (buf.c starts at 1 KiB,
+ * most stanzas fit in 4). */
+#define OUTBUF_KEEP (4 * 1024)
 
 /* A stanza before login: large enough for GSSAPI tokens and long feature
  * lists, far below Prosody's 256 KiB (ejabberd uses 8 KiB). */
@@ -187,5 +190,18 @@
 #define METRICS_REQUEST_MAX 4096
 #define METRICS_MAX_CLIENTS 16
 #define METRICS_TIMEOUT 5.0
+
+/* Upstream TLS resumption (tickets.c): upstreams (address, name, ALPN)
+ * whose sessions are kept, the least recently filled one making way; one
+ * proxy has one upstream, or a handful through upstream_original_dst on a
+ * gateway. Sessions kept per upstream: each is used once, a resumed
+ * handshake brings one new ticket (a full one two, in OpenSSL and
+ * Prosody), so a few cover the logins that start at once. And the
+ * seconds a session is kept at most, whatever the server's ticket
+ * lifetime (RFC 8446 allows 7 days): a replaced upstream certificate is
+ * met again within the hour. */
+#define TICKETS_UPSTREAMS 16
+#define TICKETS_PER_UPSTREAM 8
+#define TICKETS_MAX_AGE 3600
 
 #endif

@@ -67,6 +67,9 @@ struct leg {
 	bool tls_after_flush; /* TLS starts once the output is flushed */
 	bool no_drain;        /* close right after the flush (process stopping) */
 	bool tls_skip_ws;
+	bool quickack; /* ACK what arrives at once (see leg_quickack) */
+	/* on the list of legs flushed before the loop polls (leg_send) */
+	struct leg *flush_next, **flush_pprev;
 	struct buf out;
 	uint64_t bytes_in, bytes_out;
 };

@@ -21,13 +21,14 @@ struct lfile {
 	bool regular; /* a regular file: a cut line can be truncated away */
 	pthread_t thread;
 	pthread_mutex_t lock;
-	pthread_cond_t cond; /* signalled when the queue gains data or on stop */
-	pthread_cond_t idle; /* signalled when the writer puts a batch down */
+	pthread_cond_t cond; /* signalled on stop, and when the queue gains data while waiting */
 	/* guarded by lock: */
-	struct buf queue; /* whole lines, oldest first */
-	size_t bound;     /* queue + inflight may not pass it */
-	size_t inflight;  /* bytes the writer holds outside the lock */
-	bool busy;        /* the writer is in write(2) */
+	struct buf queue;   /* whole lines, oldest first */
+	size_t bound;       /* queue + inflight may not pass it */
+	size_t inflight;    /* bytes the writer holds outside the lock */
+	bool busy;          /* the writer is in write(2) */
+	bool waiting;       /* the writer sleeps on cond until the queue gains data */
+	struct lfile *next; /* in lfile_all */
 	bool stop;
 	bool failing; /* the last write failed; what it held is queued again */
 	int err;      /* its errno */
@@ -41,6 +42,20 @@ struct lfile {
  * doubling up to the maximum: a full disk is retried, not hammered. */
 #define LFILE_RETRY_MIN_MS 50
 #define LFILE_RETRY_MAX_MS 1000
+/* Queued bytes past which a line wakes the writer at once, kicks or not. */
+#define LFILE_KICK_BYTES (64 * 1024)
+
+/*
+ * Waking the writer for every line (a futex call, two context switches, a
+ * lock the loop then waited on) cost a fifth of the proxy's CPU per login.
+ * Once the event loop kicks (lfile_kick_all, before each poll), a line
+ * only joins the queue and the kick wakes the writer once for all the
+ * lines of that loop round: they reach the file as soon as before, the
+ * round's I/O done. Before the first kick (start-up, tools, unit tests)
+ * each line wakes the writer itself.
+ */
+static bool lfile_kicked;
+static struct lfile *lfile_all; /* every open lfile, for the kick */
 
 /* Writes what it can of p; returns the bytes written, with *err the errno
  * that stopped it (0: all of it). */
@@ -160,8 +175,11 @@ static void *lfile_writer(void *arg)
 
 	pthread_mutex_lock(&f->lock);
 	for (;;) {
-		while (f->queue.len == 0 && !f->stop)
+		while (f->queue.len == 0 && !f->stop) {
+			f->waiting = true;
 			pthread_cond_wait(&f->cond, &f->lock);
+			f->waiting = false;
+		}
 		if (f->queue.len == 0 || (f->stop && f->failing))
 			break;
 		struct buf t = batch;
@@ -182,7 +200,6 @@ static void *lfile_writer(void *arg)
 		pthread_mutex_lock(&f->lock);
 		f->busy = false;
 		f->inflight = 0;
-		pthread_cond_broadcast(&f->idle);
 		char msg[512] = "";
 		if (err == 0) {
 			if (f->failing)
@@ -245,17 +262,17 @@ struct lfile *lfile_open(const char *path, char *err, size_t errlen)
 	f->bound = DEFAULT_EVENT_LOG_QUEUE;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->cond, NULL);
-	pthread_cond_init(&f->idle, NULL);
 	if (pthread_create(&f->thread, NULL, lfile_writer, f) != 0) {
 		snprintf(err, errlen, "%s: cannot start writer thread", path);
 		if (f->own_fd)
 			close(f->fd);
 		pthread_mutex_destroy(&f->lock);
 		pthread_cond_destroy(&f->cond);
-		pthread_cond_destroy(&f->idle);
 		free(f);
 		return NULL;
 	}
+	f->next = lfile_all;
+	lfile_all = f;
 	return f;
 }
 
@@ -271,13 +288,25 @@ int lfile_write(struct lfile *f, const char *line, size_t len)
 		lfile_warn(f, &f->warned_full,
 		           f->failing ? "queue full, lines dropped" : "queue full (disk too slow)",
 		           msg, sizeof(msg));
-	} else {
+	} else if (f->waiting && (!lfile_kicked || f->queue.len >= LFILE_KICK_BYTES)) {
+		/* a busy writer takes the line on its next round anyway */
 		pthread_cond_signal(&f->cond);
 	}
 	pthread_mutex_unlock(&f->lock);
 	if (msg[0])
 		log_warnx("%s", msg);
 	return rc;
+}
+
+void lfile_kick_all(void)
+{
+	lfile_kicked = true;
+	for (struct lfile *f = lfile_all; f != NULL; f = f->next) {
+		pthread_mutex_lock(&f->lock);
+		if (f->waiting && f->queue.len > 0)
+			pthread_cond_signal(&f->cond);
+		pthread_mutex_unlock(&f->lock);
+	}
 }
 
 void lfile_set_bound(struct lfile *f, size_t bytes)
@@ -309,11 +338,15 @@ static void lfile_stop(struct lfile *f)
 
 static void lfile_free(struct lfile *f)
 {
+	for (struct lfile **p = &lfile_all; *p != NULL; p = &(*p)->next)
+		if (*p == f) {
+			*p = f->next;
+			break;
+		}
 	if (f->own_fd)
 		close(f->fd);
 	pthread_mutex_destroy(&f->lock);
 	pthread_cond_destroy(&f->cond);
-	pthread_cond_destroy(&f->idle);
 	buf_free(&f->queue);
 	free(f);
 }

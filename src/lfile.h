@@ -30,6 +30,10 @@ struct lfile *lfile_open(const char *path, char *err, size_t errlen);
  * written included) is full: the line is dropped and counted. Never blocks
  * on I/O. */
 int lfile_write(struct lfile *f, const char *line, size_t len);
+/* Called by the event loop before it polls: wakes each writer once for
+ * the lines queued in that round. From the first call on, a line no
+ * longer wakes its writer itself (unless the queue is long). */
+void lfile_kick_all(void);
 void lfile_set_bound(struct lfile *f, size_t bytes);
 void lfile_status(struct lfile *f, struct lfile_status *st);
 /* Waits until everything queued is written (or a write fails), stops the

@@ -21,6 +21,7 @@
 
 #include "conf.h"
 #include "evlog.h"
+#include "lfile.h"
 #include "forge.h"
 #include "listener.h"
 #include "login_forge.h"
@@ -47,7 +48,8 @@ struct main_state {
 	size_t nlisteners;
 	ev_signal sigterm, sigint, sighup;
 	ev_timer stop_timer;
-	ev_timer gap_timer; /* writes a pending log_gap once the log takes it */
+	ev_timer gap_timer;  /* writes a pending log_gap once the log takes it */
+	ev_prepare log_kick; /* wakes the log writers once per loop round */
 };
 
 /* Once a second: lines lost to a full event log are reported (log_gap) as
@@ -56,6 +58,13 @@ static void main_gap_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop, (void)w, (void)revents;
 	evlog_flush_gap();
+}
+
+/* Fires before each poll: the lines this round queued go to their files. */
+static void main_log_kick_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	(void)loop, (void)w, (void)revents;
+	lfile_kick_all();
 }
 
 static void main_usage(FILE *f)
@@ -161,6 +170,10 @@ static int main_apply(struct proxy *px, struct conf *c, char *err, size_t errlen
 	if (cctx == NULL) {
 		SSL_CTX_free(sctx);
 		return -1;
+	}
+	if (c->keylog != NULL) {
+		tls_keylog_use(sctx);
+		tls_keylog_use(cctx);
 	}
 	/* a reload makes a new CA and an empty cache; sessions keep their
 	 * leaves */
@@ -510,6 +523,9 @@ int main(int argc, char **argv)
 	ev_timer_init(&m.gap_timer, main_gap_cb, 1., 1.);
 	ev_timer_start(m.px.loop, &m.gap_timer);
 	ev_unref(m.px.loop); /* it keeps no loop alive */
+	ev_prepare_init(&m.log_kick, main_log_kick_cb);
+	ev_prepare_start(m.px.loop, &m.log_kick);
+	ev_unref(m.px.loop);
 	main_lifecycle_event("start", NULL);
 	notify_send("READY=1"); /* the ports are bound and accepting */
 

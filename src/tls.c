@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "lfile.h"
+#include "tickets.h"
 #include "tls.h"
 
 static struct lfile *tls_keylog;
@@ -33,6 +34,14 @@ int tls_keylog_open(const char *path, char *err, size_t errlen)
 	lfile_close_into(tls_keylog, f);
 	tls_keylog = f;
 	return 0;
+}
+
+/* Only a context with the callback has OpenSSL format its secrets (in hex,
+ * a sprintf per byte, each secret of each handshake: 2 % of the CPU per
+ * login for a key log nobody asked for). */
+void tls_keylog_use(SSL_CTX *ctx)
+{
+	SSL_CTX_set_keylog_callback(ctx, tls_keylog_cb);
 }
 
 uint64_t tls_keylog_dropped(void)
@@ -123,9 +132,14 @@ SSL_CTX *tls_server_ctx(const char *cert, const char *key, int min_version, cons
 		goto fail;
 	}
 done:
+	/* The chain sent to clients is the one given (the file's, or a forged
+	 * leaf's), as it is. Without this, a file with the leaf alone had
+	 * OpenSSL build a chain for every handshake (an X509_STORE_CTX and a
+	 * verify against this context's store, which is empty: it only ever
+	 * found the leaf). */
+	SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
 	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
 	SSL_CTX_set_tlsext_servername_callback(ctx, tls_servername_cb);
-	SSL_CTX_set_keylog_callback(ctx, tls_keylog_cb);
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);
@@ -152,7 +166,11 @@ SSL_CTX *tls_client_ctx(const char *ca, char *err, size_t errlen)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
-	SSL_CTX_set_keylog_callback(ctx, tls_keylog_cb);
+	if (tickets_attach(ctx) < 0) {
+		snprintf(err, errlen, "TLS: out of memory");
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
 	return ctx;
 }
 
@@ -190,6 +208,8 @@ SSL *tls_client_new(SSL_CTX *ctx, int fd, const char *domain, bool verify, bool 
 	if (alpn && SSL_set_alpn_protos(ssl, protos, sizeof(protos) - 1) != 0)
 		goto fail;
 	SSL_set_connect_state(ssl);
+	if (tickets_offer(ssl, fd, domain, alpn) < 0)
+		goto fail;
 	return ssl;
 fail:
 	SSL_free(ssl);

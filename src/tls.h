@@ -37,6 +37,9 @@ SSL_CTX *tls_client_ctx(const char *ca, char *err, size_t errlen);
 
 /* Opens (or on reload reopens, or with NULL closes) the key log. */
 int tls_keylog_open(const char *path, char *err, size_t errlen);
+/* Has ctx hand its handshakes' secrets to the key log (only when one is
+ * configured: the contexts are rebuilt whenever the configuration is). */
+void tls_keylog_use(SSL_CTX *ctx);
 /* Key log lines lost because its queue was full. */
 uint64_t tls_keylog_dropped(void);
 void tls_keylog_close(void);
@@ -45,7 +48,8 @@ void tls_keylog_close(void);
 SSL *tls_server_new(SSL_CTX *ctx, int fd);
 /* A client-side SSL on fd toward domain: SNI, and with verify the chain
  * and the host name (RFC 6125 DNS-ID) are checked during the handshake;
- * alpn adds xmpp-client (Direct TLS, XEP-0368). */
+ * alpn adds xmpp-client (Direct TLS, XEP-0368). It resumes a session the
+ * same upstream gave for the same name earlier, if one is kept (tickets.h). */
 SSL *tls_client_new(SSL_CTX *ctx, int fd, const char *domain, bool verify, bool alpn);
 
 /* Fills info from a finished handshake. */

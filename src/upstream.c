@@ -207,6 +207,7 @@ int upstream_connect(struct proxy *px, struct leg *l, int client_fd,
 	/* a login is many small messages in lock-step: Nagle would add
 	 * delayed-ACK waits to each */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	l->quickack = true; /* and so would the server's, see leg_quickack */
 	if (px->conf->upstream_source == CONF_SOURCE_CLIENT &&
 	    upstream_bind_client(fd, client, ss.ss_family, err, errlen) < 0) {
 		close(fd);

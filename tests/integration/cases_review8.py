@@ -435,7 +435,10 @@ def review8_slow_scram_no_lockout(ctx):
         ctx.require(el is not None and raw.local(el.tag) == "challenge",
                     f"stalled session {i}: want the server-first challenge, got {answer(c, el)}")
         stalled.append((c, first_bare, base64.b64decode(el.text or "").decode()))
-    stalled_sids = cases.sids(px.events.read())[:3]
+    # the event log is written by a thread, in batches: wait for the lines
+    stalled_sids = harness.wait_until(
+        lambda: (lambda ids: ids if len(ids) >= 3 else None)(cases.sids(px.events.read())), 5) or []
+    stalled_sids = stalled_sids[:3]
     r = ctx.client(px.port, jid=f"bob@{DOMAIN}", mech="PLAIN")
     ctx.check(r.get("ok"), f"bob (right password) with three SCRAM sessions stalled: {r.get('error')} "
               f"{r.get('condition', '')}")

@@ -392,6 +392,8 @@ def shared_max_per_addr(ctx):
         c.send(raw.header())
         refused.append(c.next_element(timeout=3) is None and c.wait_closed(3))
     ctx.check(all(refused), f"the 4th and 5th sessions were not closed at once: {refused}")
+    # the event logs are written by their threads: wait for the lines
+    harness.wait_until(lambda: len(all_events(pxs, "close", reason="max_per_addr")) >= 2, 5)
     pol = all_events(pxs, "policy", rule="max_per_addr", action="reject")
     ctx.check(len(pol) == 2, f"policy max_per_addr events: {pol}")
     ctx.check(len(all_events(pxs, "close", reason="max_per_addr")) == 2,

@@ -194,13 +194,17 @@ class Prosody:
       plugin_paths        extra directories Prosody loads modules from
                           (before its own), e.g. the suite's
                           prosody-plugins/ with its copy of mod_sasl2
+      tickets             TLS session tickets on (no_ticket = false): Prosody's
+                          default sets no_ticket, and its stateful tickets
+                          then never resume; with them a client can
+                          resume (the proxy's upstream leg does)
     users: {localpart: password} registered on lab.test before start.
     """
 
     def __init__(self, users, require_encryption=True, allow_plain=False,
                  cert="server", cyrus=False, cyrus_patch=True, tls12=False,
                  modules=(), debug=False, iterations=None, plugin_paths=(), name="prosody",
-                 keep=False):
+                 keep=False, tickets=False):
         self.users = dict(users)
         self.require_encryption = require_encryption
         self.allow_plain = allow_plain
@@ -212,6 +216,7 @@ class Prosody:
         self.debug = debug
         self.iterations = iterations
         self.plugin_paths = tuple(plugin_paths)
+        self.tickets = tickets
         self.name = name
         self.keep = keep
         self.dir = Path(tempfile.mkdtemp(prefix=f"xi-{name}-"))
@@ -259,7 +264,9 @@ class Prosody:
             if not f.exists():
                 raise HarnessError(f"{f} missing: run `make -C certs`")
         proto = ' protocol = "tlsv1_2";' if self.tls12 else ""
-        ssl = f"{{ certificate = {lua_str(cert)}; key = {lua_str(key)};{proto} }}"
+        # Prosody merges these with its default options, no_ticket among them
+        opts = " options = { no_ticket = false };" if self.tickets else ""
+        ssl = f"{{ certificate = {lua_str(cert)}; key = {lua_str(key)};{proto}{opts} }}"
         level = "debug" if self.debug or os.environ.get("XI_DEBUG") else "info"
         modules = ["roster", "saslauth", "tls", "disco", "ping", "posix"] + list(self.modules)
         lines = [
