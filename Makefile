@@ -62,14 +62,15 @@ $(BUILD):
 	mkdir -p $@
 
 # The benchmark's load generator and fast upstream (tools/bench): each one
-# C file on OpenSSL and libev, not linked with the proxy's code.
+# C file (plus their shared tools/toolwire.c) on OpenSSL and libev, not
+# linked with the proxy's code.
 TOOLS := $(BUILD)/tools/loadgen $(BUILD)/tools/fastupstream
 TOOL_LIBS := $(shell pkg-config --libs libssl libcrypto 2>/dev/null) -lev
 tools: $(TOOLS)
 
-$(BUILD)/tools/%: tools/%.c | $(BUILD)
+$(BUILD)/tools/%: tools/%.c tools/toolwire.c tools/toolwire.h | $(BUILD)
 	@mkdir -p $(BUILD)/tools
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(TOOL_LIBS)
+	$(CC) $(ALL_CFLAGS) -Itools -o $@ $< tools/toolwire.c $(TOOL_LIBS)
 
 unit: $(UNIT_BINS)
 

@@ -15,6 +15,7 @@
  *
  * One process per --procs, each one libev loop on SO_REUSEPORT listeners.
  */
+#include "toolwire.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -153,28 +154,6 @@ static int conn_flush(struct conn *c)
 
 /* ------------------------------------------------------------- helpers */
 
-static size_t b64_enc(char *dst, size_t cap, const unsigned char *src, size_t n)
-{
-	if ((n + 2) / 3 * 4 + 1 > cap)
-		return 0;
-	return (size_t)EVP_EncodeBlock((unsigned char *)dst, src, (int)n);
-}
-
-static int b64_dec(unsigned char *dst, size_t cap, const char *src, size_t n)
-{
-	if (n % 4 || n / 4 * 3 + 1 > cap)
-		return -1;
-	int len = EVP_DecodeBlock(dst, (const unsigned char *)src, (int)n);
-	if (len < 0)
-		return -1;
-	while (n > 0 && src[n - 1] == '=') {
-		len--;
-		n--;
-	}
-	dst[len] = 0;
-	return len;
-}
-
 /* The value of attribute name in the start tag [tag, tag+len), copied. */
 static int tag_attr(const char *tag, size_t len, const char *name, char *dst, size_t cap)
 {
@@ -194,22 +173,6 @@ static int tag_attr(const char *tag, size_t len, const char *name, char *dst, si
 		}
 	}
 	return -1;
-}
-
-static const char *scram_attr(const char *msg, char k, size_t *len)
-{
-	for (const char *p = msg; *p;) {
-		if (p[0] == k && p[1] == '=') {
-			const char *e = strchr(p, ',');
-			*len = e ? (size_t)(e - p - 2) : strlen(p + 2);
-			return p + 2;
-		}
-		const char *e = strchr(p, ',');
-		if (!e)
-			break;
-		p = e + 1;
-	}
-	return NULL;
 }
 
 static int sasl_failure(struct conn *c)
@@ -234,7 +197,7 @@ static int on_auth(struct conn *c, const char *tag, size_t taglen, const char *t
 	unsigned char raw[1024];
 	if (c->phase != P_TLS || tag_attr(tag, taglen, "mechanism", mech, sizeof mech) < 0)
 		return sasl_failure(c);
-	int n = b64_dec(raw, sizeof raw, text, textlen);
+	int n = toolwire_b64_dec(raw, sizeof raw, text, textlen);
 	if (n < 0)
 		return sasl_failure(c);
 	if (!strcmp(mech, "PLAIN")) {
@@ -258,8 +221,8 @@ static int on_auth(struct conn *c, const char *tag, size_t taglen, const char *t
 			return sasl_failure(c);
 		memcpy(c->client_first_bare, m + 3, bl - 2);
 		size_t ul, rl;
-		const char *u = scram_attr(c->client_first_bare, 'n', &ul);
-		const char *r = scram_attr(c->client_first_bare, 'r', &rl);
+		const char *u = toolwire_scram_attr(c->client_first_bare, 'n', &ul);
+		const char *r = toolwire_scram_attr(c->client_first_bare, 'r', &rl);
 		if (!u || !r || ul >= sizeof c->user || rl > 100)
 			return sasl_failure(c);
 		memcpy(c->user, u, ul);
@@ -267,10 +230,10 @@ static int on_auth(struct conn *c, const char *tag, size_t taglen, const char *t
 		unsigned char rnd[18];
 		char snonce[32], b64[400];
 		RAND_bytes(rnd, sizeof rnd);
-		b64_enc(snonce, sizeof snonce, rnd, sizeof rnd);
+		toolwire_b64_enc(snonce, sizeof snonce, rnd, sizeof rnd);
 		int sl = snprintf(c->server_first, sizeof c->server_first, "r=%.*s%s,s=%s,i=%ld",
 		                  (int)rl, r, snonce, cfg.salt_b64, cfg.iterations);
-		b64_enc(b64, sizeof b64, (unsigned char *)c->server_first, (size_t)sl);
+		toolwire_b64_enc(b64, sizeof b64, (unsigned char *)c->server_first, (size_t)sl);
 		c->scram_step = 1;
 		return conn_printf(
 		    c, "<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</challenge>", b64);
@@ -285,13 +248,13 @@ static int on_response(struct conn *c, const char *text, size_t textlen)
 	if (c->scram_step != 1)
 		return sasl_failure(c);
 	c->scram_step = 0;
-	int n = b64_dec(raw, sizeof raw, text, textlen);
+	int n = toolwire_b64_dec(raw, sizeof raw, text, textlen);
 	if (n < 0)
 		return sasl_failure(c);
 	const char *m = (const char *)raw;
 	const char *pp = strstr(m, ",p=");
 	size_t rl, nl;
-	const char *r = scram_attr(m, 'r', &rl), *sr = scram_attr(c->server_first, 'r', &nl);
+	const char *r = toolwire_scram_attr(m, 'r', &rl), *sr = toolwire_scram_attr(c->server_first, 'r', &nl);
 	if (!pp || !r || !sr || rl != nl || memcmp(r, sr, rl))
 		return sasl_failure(c);
 	char auth_msg[1200];
@@ -300,7 +263,7 @@ static int on_response(struct conn *c, const char *text, size_t textlen)
 	if (al < 0 || (size_t)al >= sizeof auth_msg)
 		return sasl_failure(c);
 	unsigned char proof[24], sig[20], key[20], stored[20], ssig[20];
-	if (b64_dec(proof, sizeof proof, pp + 3, strlen(pp + 3)) != 20)
+	if (toolwire_b64_dec(proof, sizeof proof, pp + 3, strlen(pp + 3)) != 20)
 		return sasl_failure(c);
 	unsigned int hl = 20;
 	HMAC(EVP_sha1(), cfg.stored_key, 20, (unsigned char *)auth_msg, (size_t)al, sig, &hl);
@@ -311,9 +274,9 @@ static int on_response(struct conn *c, const char *text, size_t textlen)
 		return sasl_failure(c);
 	HMAC(EVP_sha1(), cfg.server_key, 20, (unsigned char *)auth_msg, (size_t)al, ssig, &hl);
 	char v[40], final[48], b64[80];
-	b64_enc(v, sizeof v, ssig, 20);
+	toolwire_b64_enc(v, sizeof v, ssig, 20);
 	int fl = snprintf(final, sizeof final, "v=%s", v);
-	b64_enc(b64, sizeof b64, (unsigned char *) final, (size_t)fl);
+	toolwire_b64_enc(b64, sizeof b64, (unsigned char *) final, (size_t)fl);
 	return sasl_success(c, b64);
 }
 
@@ -739,7 +702,7 @@ int main(int argc, char **argv)
 	}
 	SSL_CTX_set_mode(cfg.ctx, SSL_MODE_RELEASE_BUFFERS);
 	RAND_bytes(cfg.salt, sizeof cfg.salt);
-	b64_enc(cfg.salt_b64, sizeof cfg.salt_b64, cfg.salt, sizeof cfg.salt);
+	toolwire_b64_enc(cfg.salt_b64, sizeof cfg.salt_b64, cfg.salt, sizeof cfg.salt);
 	unsigned char salted[20], ck[20];
 	unsigned int hl = 20;
 	PKCS5_PBKDF2_HMAC(cfg.password, (int)strlen(cfg.password), cfg.salt, sizeof cfg.salt,

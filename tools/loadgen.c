@@ -25,6 +25,7 @@
  * (salt, iteration count) in each process and cached, as real clients cache
  * it; the proofs are computed per login.
  */
+#include "toolwire.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -304,29 +305,6 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* --------------------------------------------------------------- SASL */
 
-static size_t b64_enc(char *dst, size_t cap, const unsigned char *src, size_t n)
-{
-	if ((n + 2) / 3 * 4 + 1 > cap)
-		return 0;
-	return (size_t)EVP_EncodeBlock((unsigned char *)dst, src, (int)n);
-}
-
-/* Decodes base64 text; returns the length or -1. */
-static int b64_dec(unsigned char *dst, size_t cap, const char *src, size_t n)
-{
-	if (n % 4 || n / 4 * 3 + 1 > cap)
-		return -1;
-	int len = EVP_DecodeBlock(dst, (const unsigned char *)src, (int)n);
-	if (len < 0)
-		return -1;
-	while (n > 0 && src[n - 1] == '=') {
-		len--;
-		n--;
-	}
-	dst[len] = 0;
-	return len;
-}
-
 static void send_plain(struct conn *c)
 {
 	struct opts *o = c->w->o;
@@ -341,7 +319,7 @@ static void send_plain(struct conn *c)
 	raw[1 + ul] = 0;
 	memcpy(raw + 2 + ul, o->password, pl);
 	char b64[900];
-	b64_enc(b64, sizeof b64, raw, ul + pl + 2);
+	toolwire_b64_enc(b64, sizeof b64, raw, ul + pl + 2);
 	OPENSSL_cleanse(raw, sizeof raw);
 	conn_put(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>",
 	         b64);
@@ -352,33 +330,16 @@ static void send_scram_first(struct conn *c)
 {
 	unsigned char rnd[18];
 	RAND_bytes(rnd, sizeof rnd);
-	b64_enc(c->cnonce, sizeof c->cnonce, rnd, sizeof rnd);
+	toolwire_b64_enc(c->cnonce, sizeof c->cnonce, rnd, sizeof rnd);
 	char bare[400], b64[600];
 	snprintf(bare, sizeof bare, "n=%s,r=%s", c->w->o->user, c->cnonce);
 	snprintf(c->auth_msg, sizeof c->auth_msg, "%s", bare);
 	char first[420];
 	int n = snprintf(first, sizeof first, "n,,%s", bare);
-	b64_enc(b64, sizeof b64, (unsigned char *)first, (size_t)n);
+	toolwire_b64_enc(b64, sizeof b64, (unsigned char *)first, (size_t)n);
 	conn_put(c,
 	         "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>%s</auth>",
 	         b64);
-}
-
-/* The attribute value of "k=" in a SCRAM message, or NULL. */
-static const char *scram_attr(const char *msg, char k, size_t *len)
-{
-	for (const char *p = msg; *p;) {
-		if (p[0] == k && p[1] == '=') {
-			const char *e = strchr(p, ',');
-			*len = e ? (size_t)(e - p - 2) : strlen(p + 2);
-			return p + 2;
-		}
-		const char *e = strchr(p, ',');
-		if (!e)
-			break;
-		p = e + 1;
-	}
-	return NULL;
 }
 
 /* Answers the server-first message; 0 or -1 (a bad challenge). */
@@ -386,8 +347,8 @@ static int send_scram_final(struct conn *c, const char *sfirst)
 {
 	struct worker *w = c->w;
 	size_t rl, sl, il;
-	const char *r = scram_attr(sfirst, 'r', &rl), *s = scram_attr(sfirst, 's', &sl),
-	           *i = scram_attr(sfirst, 'i', &il);
+	const char *r = toolwire_scram_attr(sfirst, 'r', &rl), *s = toolwire_scram_attr(sfirst, 's', &sl),
+	           *i = toolwire_scram_attr(sfirst, 'i', &il);
 	size_t cl = strlen(c->cnonce);
 	if (!r || !s || !i || rl <= cl || memcmp(r, c->cnonce, cl) || sl > 100 || il > 10)
 		return -1;
@@ -402,7 +363,7 @@ static int send_scram_final(struct conn *c, const char *sfirst)
 		char sb[101];
 		memcpy(sb, s, sl);
 		sb[sl] = 0;
-		int saltlen = b64_dec(salt, sizeof salt, sb, sl);
+		int saltlen = toolwire_b64_dec(salt, sizeof salt, sb, sl);
 		long iter = strtol(i, NULL, 10);
 		if (saltlen <= 0 || iter <= 0 || iter > 10000000)
 			return -1;
@@ -436,9 +397,9 @@ static int send_scram_final(struct conn *c, const char *sfirst)
 	HMAC(EVP_sha1(), w->scram[slot].server_key, 20, (unsigned char *)c->auth_msg,
 	     strlen(c->auth_msg), c->server_sig, &hl);
 	char pb[40], final[400], b64[600];
-	b64_enc(pb, sizeof pb, proof, 20);
+	toolwire_b64_enc(pb, sizeof pb, proof, 20);
 	n = snprintf(final, sizeof final, "%s,p=%s", without_proof, pb);
-	b64_enc(b64, sizeof b64, (unsigned char *) final, (size_t)n);
+	toolwire_b64_enc(b64, sizeof b64, (unsigned char *) final, (size_t)n);
 	conn_put(c, "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</response>", b64);
 	return 0;
 }
@@ -447,9 +408,9 @@ static int send_scram_final(struct conn *c, const char *sfirst)
 static int scram_verify(struct conn *c, const char *sfinal)
 {
 	size_t vl;
-	const char *v = scram_attr(sfinal, 'v', &vl);
+	const char *v = toolwire_scram_attr(sfinal, 'v', &vl);
 	char want[40];
-	size_t wl = b64_enc(want, sizeof want, c->server_sig, 20);
+	size_t wl = toolwire_b64_enc(want, sizeof want, c->server_sig, 20);
 	return v && vl == wl && !memcmp(v, want, wl) ? 0 : -1;
 }
 
@@ -618,7 +579,7 @@ static int advance(struct conn *c)
 			if (at < 0)
 				goto incomplete;
 			char msg[512];
-			if (b64_dec((unsigned char *)msg, sizeof msg, t, tl) < 0 ||
+			if (toolwire_b64_dec((unsigned char *)msg, sizeof msg, t, tl) < 0 ||
 			    send_scram_final(c, msg) < 0) {
 				conn_fail(c, F_AUTH);
 				return -1;
@@ -636,7 +597,7 @@ static int advance(struct conn *c)
 			long at = find_elem(c, "challenge", &end, &t, &tl);
 			if (at >= 0 && w->o->scram) {
 				/* the server-final in a challenge, then an empty success */
-				if (b64_dec((unsigned char *)msg, sizeof msg, t, tl) < 0 ||
+				if (toolwire_b64_dec((unsigned char *)msg, sizeof msg, t, tl) < 0 ||
 				    scram_verify(c, msg) < 0) {
 					conn_fail(c, F_AUTH);
 					return -1;
@@ -650,7 +611,7 @@ static int advance(struct conn *c)
 			if (at < 0)
 				goto incomplete;
 			if (w->o->scram && tl > 0 &&
-			    (b64_dec((unsigned char *)msg, sizeof msg, t, tl) < 0 ||
+			    (toolwire_b64_dec((unsigned char *)msg, sizeof msg, t, tl) < 0 ||
 			     scram_verify(c, msg) < 0)) {
 				conn_fail(c, F_AUTH);
 				return -1;
