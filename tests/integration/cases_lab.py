@@ -414,6 +414,15 @@ def check_transcripts(ctx, px):
             ctx.check(not bad, f"session {lg['sid']}: a secret in the transcript: {bad}")
 
 
+def slixmpp_logins(ctx, lab, logins):
+    """One slixmpp login from the client namespace per (server, IPv6?,
+    Direct TLS?), each checked."""
+    for server, v6, direct in logins:
+        r = lab.slixmpp(server, v6=v6, direct_tls=direct)
+        ctx.check(r.get("ok"), f"slixmpp {'Direct TLS' if direct else 'STARTTLS'} to "
+                  f"{server}.lab.test over {'IPv6' if v6 else 'IPv4'}: {r.get('error')}")
+
+
 @case("lab_redirect", prosody=None)
 def lab_redirect(ctx):
     """iptables REDIRECT on a lab router: two servers, IPv4 and IPv6,
@@ -435,14 +444,8 @@ def lab_redirect(ctx):
         px.start()
 
         a, b = lab.servers["a"], lab.servers["b"]
-        r = lab.slixmpp("a")
-        ctx.check(r.get("ok"), f"slixmpp to a.lab.test over IPv4: {r.get('error')}")
-        r = lab.slixmpp("b", v6=True)
-        ctx.check(r.get("ok"), f"slixmpp to b.lab.test over IPv6: {r.get('error')}")
-        r = lab.slixmpp("b", direct_tls=True)
-        ctx.check(r.get("ok"), f"slixmpp Direct TLS to b.lab.test:5223: {r.get('error')}")
-        r = lab.slixmpp("a", v6=True, direct_tls=True)
-        ctx.check(r.get("ok"), f"slixmpp Direct TLS to a.lab.test:5223 over IPv6: {r.get('error')}")
+        slixmpp_logins(ctx, lab, [("a", False, False), ("b", True, False), ("b", False, True),
+                                  ("a", True, True)])
         ok, out = lab.sendxmpp("a")
         ctx.check(ok, f"go-sendxmpp to a.lab.test: {out[-300:]}")
         ok, out = lab.sendxmpp("b", direct_tls=True)
@@ -529,14 +532,8 @@ def lab_tproxy(ctx):
         px.start()
 
         a, b = lab.servers["a"], lab.servers["b"]
-        r = lab.slixmpp("a")
-        ctx.check(r.get("ok"), f"slixmpp to a.lab.test over IPv4: {r.get('error')}")
-        r = lab.slixmpp("b", v6=True)
-        ctx.check(r.get("ok"), f"slixmpp to b.lab.test over IPv6: {r.get('error')}")
-        r = lab.slixmpp("a", direct_tls=True)
-        ctx.check(r.get("ok"), f"slixmpp Direct TLS to a.lab.test:5223: {r.get('error')}")
-        r = lab.slixmpp("b", v6=True, direct_tls=True)
-        ctx.check(r.get("ok"), f"slixmpp Direct TLS to b.lab.test:5223 over IPv6: {r.get('error')}")
+        slixmpp_logins(ctx, lab, [("a", False, False), ("b", True, False), ("a", False, True),
+                                  ("b", True, True)])
         ok, out = lab.sendxmpp("b")
         ctx.check(ok, f"go-sendxmpp to b.lab.test: {out[-300:]}")
         harness.wait_until(lambda: len([e for e in px.events.read() if e["event"] == "close"]) >= 5, 5)
