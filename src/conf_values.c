@@ -444,6 +444,21 @@ static int conf_item_pattern(const char *s, size_t len, char **out, char *msg, s
 	return 0;
 }
 
+/* The next word of a list separated by commas and/or spaces: its start
+ * and length, *p moved past it; false at the end. */
+static bool conf_next_word(const char **p, const char **start, size_t *len)
+{
+	while (conf_is_sep(**p))
+		(*p)++;
+	if (**p == '\0')
+		return false;
+	*start = *p;
+	while (**p != '\0' && !conf_is_sep(**p))
+		(*p)++;
+	*len = (size_t)(*p - *start);
+	return true;
+}
+
 /* A list separated by commas and/or spaces into the char *[max] field at
  * k->off with its count at k->count_off; duplicates are dropped. The old
  * list is replaced only when the whole new one is good. */
@@ -457,18 +472,13 @@ static int conf_parse_list(struct conf *c, const struct conf_key *k, const char 
 	size_t n = 0, i;
 	const char *p = value;
 
-	for (;;) {
+	const char *start;
+	size_t len;
+	while (conf_next_word(&p, &start, &len)) {
 		char *one = NULL;
 		bool dup = false;
 
-		while (conf_is_sep(*p))
-			p++;
-		if (*p == '\0')
-			break;
-		const char *start = p;
-		while (*p != '\0' && !conf_is_sep(*p))
-			p++;
-		if (item(start, (size_t)(p - start), &one, msg, msglen) < 0)
+		if (item(start, len, &one, msg, msglen) < 0)
 			goto fail;
 		if (one == NULL) {
 			conf_msg(msg, msglen, "out of memory");
@@ -703,20 +713,14 @@ int conf_parse_cidrs(struct conf *c, const struct conf_key *k, const char *value
 	(void)k;
 	struct conf_cidr list[MAX_PROXY_FROM];
 	size_t n = 0;
-	const char *p = value;
-	for (;;) {
-		while (conf_is_sep(*p))
-			p++;
-		if (*p == '\0')
-			break;
-		const char *start = p;
-		while (*p != '\0' && !conf_is_sep(*p))
-			p++;
+	const char *p = value, *start;
+	size_t len;
+	while (conf_next_word(&p, &start, &len)) {
 		if (n >= MAX_PROXY_FROM) {
 			conf_msg(msg, msglen, "too many networks, at most %d", MAX_PROXY_FROM);
 			return -1;
 		}
-		if (conf_cidr_parse(start, (size_t)(p - start), &list[n], msg, msglen) < 0)
+		if (conf_cidr_parse(start, len, &list[n], msg, msglen) < 0)
 			return -1;
 		n++;
 	}
