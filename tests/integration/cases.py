@@ -135,6 +135,21 @@ class Ctx:
             self.require(False, f"harness: private Prosody did not start: {e}")
         return p
 
+    def server(self, make, what):
+        """A server of this case alone: made by make() (SKIP when the
+        package is missing), started (a failure fails the case), stopped
+        with the case."""
+        try:
+            s = make()
+        except harness.ServerUnavailable as why:
+            self.skip(str(why))
+        self.servers.append(s)
+        try:
+            s.start()
+        except harness.HarnessError as why:
+            self.require(False, f"harness: {what} did not start: {why}")
+        return s
+
     def proxy(self, upstream_port=None, upstream_tls="starttls", start=True, **extra):
         """A started proxy in front of this case's Prosody (its STARTTLS port,
         or its Direct TLS port when upstream_tls is direct)."""

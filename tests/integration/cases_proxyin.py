@@ -93,16 +93,8 @@ def closed_without_data(ctx, c, what, timeout=5.0):
 
 
 def start_haproxy(ctx, px, **kw):
-    try:
-        h = harness.HAProxy(px.port, name=f"haproxy-{ctx.case.name}", keep=ctx.runner.keep, **kw)
-    except harness.ServerUnavailable as why:
-        ctx.skip(str(why))
-    ctx.servers.append(h)
-    try:
-        h.start()
-    except harness.HarnessError as why:
-        ctx.require(False, f"harness: haproxy did not start: {why}")
-    return h
+    return ctx.server(lambda: harness.HAProxy(px.port, name=f"haproxy-{ctx.case.name}",
+                                              keep=ctx.runner.keep, **kw), "haproxy")
 
 
 @case("proxyin_haproxy_login")
@@ -151,15 +143,8 @@ def proxyin_haproxy_login(ctx):
 def proxyin_v1_upstream_chain(ctx):
     """A v1 header from the balancer names client 198.51.100.7:40001; the session's peer is that client, and with upstream_proxy_protocol = v2 the header the proxy sends on (read by a second HAProxy, accept-proxy, before Prosody) names 198.51.100.7:40001 too, not the balancer."""
     p = ctx.prosody()
-    try:
-        up = harness.HAProxy(p.port, name=f"haproxy-up-{ctx.case.name}", keep=ctx.runner.keep)
-    except harness.ServerUnavailable as why:
-        ctx.skip(str(why))
-    ctx.servers.append(up)
-    try:
-        up.start()
-    except harness.HarnessError as why:
-        ctx.require(False, f"harness: haproxy did not start: {why}")
+    up = ctx.server(lambda: harness.HAProxy(p.port, name=f"haproxy-up-{ctx.case.name}",
+                                            keep=ctx.runner.keep), "haproxy")
     px = proxied(ctx, upstream=f"127.0.0.1:{up.port}", upstream_proxy_protocol="v2")
     c = ctx.raw(px.port, source=BALANCER, preamble=v1("198.51.100.7", "192.0.2.1", 40001, 5222))
     try:

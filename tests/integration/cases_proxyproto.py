@@ -389,15 +389,8 @@ def proxyproto_direct_tls_ejabberd(ctx):
 def proxyproto_haproxy_parse(ctx):
     """HAProxy (accept-proxy, TCP mode) in front of Prosody parses our headers as we meant them: v2 from a STARTTLS and a Direct TLS client, v1 from a third; %ci:%cp is each client, %fi:%fp the proxy port it connected to, AUTHORITY lab.test and UNIQUE_ID the session's sid (v2)."""
     p = ctx.prosody()
-    try:
-        h = harness.HAProxy(p.port, name=f"haproxy-{ctx.case.name}", keep=ctx.runner.keep)
-    except harness.ServerUnavailable as why:
-        ctx.skip(str(why))
-    ctx.servers.append(h)
-    try:
-        h.start()
-    except harness.HarnessError as why:
-        ctx.require(False, f"harness: haproxy did not start: {why}")
+    h = ctx.server(lambda: harness.HAProxy(p.port, name=f"haproxy-{ctx.case.name}",
+                                           keep=ctx.runner.keep), "haproxy")
     try:
         px = ctx.proxy(upstream_port=h.port, upstream_proxy_protocol="v2")
         px1 = ctx.proxy(upstream_port=h.port, upstream_proxy_protocol="v1")

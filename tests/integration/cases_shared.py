@@ -193,16 +193,7 @@ class _Stop:
 
 
 def redis(ctx, **kw):
-    try:
-        r = Redis(**kw)
-    except harness.ServerUnavailable as why:
-        ctx.skip(str(why))
-    ctx.servers.append(r)
-    try:
-        r.start()
-    except harness.HarnessError as why:
-        ctx.require(False, f"harness: {why}")
-    return r
+    return ctx.server(lambda: Redis(**kw), "redis-server")
 
 
 def two_behind_haproxy(ctx, r, send_proxy=False, **conf):
@@ -223,15 +214,7 @@ def two_behind_haproxy(ctx, r, send_proxy=False, **conf):
     for px in pxs:
         ctx.require(px.events.wait("shared_state", 5, state="up"),
                     "no shared_state up event at start")
-    try:
-        lb = Balancer([px.port for px in pxs], send_proxy=send_proxy)
-    except harness.ServerUnavailable as why:
-        ctx.skip(str(why))
-    ctx.servers.append(lb)
-    try:
-        lb.start()
-    except harness.HarnessError as why:
-        ctx.require(False, f"harness: haproxy did not start: {why}")
+    lb = ctx.server(lambda: Balancer([px.port for px in pxs], send_proxy=send_proxy), "haproxy")
     return pxs, lb
 
 
