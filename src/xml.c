@@ -25,6 +25,13 @@
  * passed over instead of being given to Expat: below it the extra Expat
  * call it takes (about 0.2 us) costs more than tokenizing the run. */
 #define XML_SKIP_MIN 256
+/* A run of plain bytes that begins inside a tag or a reference is given to
+ * Expat up to a '>' or ';' among its first XML_TOKEN_SCAN bytes, at most
+ * XML_TOKEN_TRIES times in a row (each is one more Expat call): enough for
+ * "<body>" or "&amp;" before the text, and no cost to speak of when a
+ * long attribute value is full of them. */
+#define XML_TOKEN_SCAN 1024
+#define XML_TOKEN_TRIES 4
 
 /* Everything Expat allocates (its input buffer, the pools that hold names
  * and attribute values) is scrubbed when freed: it held the credentials
@@ -578,6 +585,7 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
 	}
 	uint64_t base = p->fed;
 	size_t done = 0;
+	unsigned tries = 0;
 	while (done < len) {
 		size_t n = len - done;
 		if (xml_can_skip(p)) {
@@ -588,6 +596,7 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
 				done += run;
 				/* Expat is still between two tokens of content */
 				p->last_end = p->fed;
+				tries = 0;
 				if (p->fed - p->stanza_start > p->max_stanza) {
 					p->err = XML_E_POLICY;
 					snprintf(p->errtext, sizeof(p->errtext),
@@ -599,10 +608,27 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
 		}
 		if (!p->build) {
 			/* Expat gets the bytes up to the next long run of plain
-			 * text, which it may then be spared; a run it cannot be
-			 * spared (not in content) goes to it whole */
-			size_t from = xmltext_plain_run(data + done, n);
-			n = from + xmltext_next_run(data + done + from, n - from, XML_SKIP_MIN);
+			 * text, which it may then be spared. A run it could not be
+			 * spared began inside a token ("<" then "body>text", "&"
+			 * then "amp;text"): Expat takes it up to the '>' or ';'
+			 * that may end that token, and the rest is tried again; a
+			 * run with none early on (a long attribute value) goes to
+			 * it whole. */
+			size_t lim = n < XML_TOKEN_SCAN ? n : XML_TOKEN_SCAN;
+			size_t from = xmltext_plain_run(data + done, lim);
+			size_t tok = from > 0 && tries < XML_TOKEN_TRIES
+			                 ? xmltext_token_end(data + done, from)
+			                 : 0;
+			if (tok > 0) {
+				n = tok;
+				tries++;
+			} else {
+				if (from == lim)
+					from = xmltext_plain_run(data + done, n);
+				n = from +
+				    xmltext_next_run(data + done + from, n - from, XML_SKIP_MIN);
+				tries = 0;
+			}
 		}
 		bool more;
 		enum xml_error err = xml_parse(p, data + done, n, base, used, &more);

@@ -74,3 +74,11 @@ size_t xmltext_next_run(const char *p, size_t n, size_t min)
 	}
 	return n;
 }
+
+size_t xmltext_token_end(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] == '>' || p[i] == ';')
+			return i + 1;
+	return 0;
+}

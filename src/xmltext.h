@@ -23,5 +23,9 @@ size_t xmltext_plain_run(const char *p, size_t n);
  * run cut by the end of p counts only if it is that long already), or n
  * if there is none. */
 size_t xmltext_next_run(const char *p, size_t n, size_t min);
+/* The offset just past the first '>' or ';' in p[0..n) (where a tag or a
+ * reference that a run of plain bytes began inside may end), or 0 if
+ * there is none. */
+size_t xmltext_token_end(const char *p, size_t n);
 
 #endif
