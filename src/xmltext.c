@@ -67,7 +67,9 @@ size_t xmltext_next_run(const char *p, size_t n, size_t min)
 {
 	size_t i = 0;
 	while (i < n) {
-		size_t r = xmltext_plain_run(p + i, n - i);
+		/* a run is known to be long enough after min bytes of it: the
+		 * rest is scanned once, where it is passed over */
+		size_t r = xmltext_plain_run(p + i, n - i < min ? n - i : min);
 		if (r >= min && r > 0)
 			return i;
 		i += r + 1; /* past the byte that ended the run */
