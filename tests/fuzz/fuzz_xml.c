@@ -6,7 +6,13 @@
  *   bit 0     building off from the start (the proxy after login);
  *   bits 1-2  max_stanza: 64 KiB, 256 KiB, 1 KiB, 100 bytes;
  *   bit 3     after <success>: building off and max_stanza 256 KiB, as the
- *             proxy switches once the login is done.
+ *             proxy switches once the login is done;
+ *   bit 4     differential: the stream is parsed twice with the same cuts,
+ *             building off (the fast relay, which passes plain text over;
+ *             off from the start unless bit 3 says after <success>) and
+ *             building on (every byte through Expat), and both must give
+ *             the same events, offsets, depths, boundaries, *used and
+ *             error codes.
  * Bytes 1-4 are read sizes, used in turn (0: everything left), so the
  * same stream is cut at every place a socket could cut it. The rest is
  * the stream.
@@ -24,6 +30,7 @@
  */
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,7 +49,9 @@ struct fuzz_ctx {
 	bool login_switch; /* flag bit 3 */
 	uint64_t fed_before; /* bytes fed to this stream before the current xml_feed */
 	uint64_t feeding;    /* bytes in the current xml_feed */
+	bool keep_build;     /* differential reference: never switch building off */
 	struct buf out;
+	struct buf trace; /* what the differential mode compares */
 };
 
 /* The checker's own parse of a written element. */
@@ -115,6 +124,7 @@ static void fuzz_open(void *ctx, const struct xml_elem *h, uint64_t end)
 	struct fuzz_ctx *f = ctx;
 	if (!xml_is(h, XML_NS_STREAMS, "stream"))
 		abort();
+	buf_addf(&f->trace, "open %llu\n", (unsigned long long)end);
 	if (end == 0 || end > f->fed_before + f->feeding)
 		abort();
 	(void)xml_attr(h, XML_NS_XML, "lang");
@@ -129,6 +139,8 @@ static void fuzz_element(void *ctx, const struct xml_elem *e, uint64_t start, ui
 		abort();
 	if (xml_depth(f->p) != 1)
 		abort();
+	buf_addf(&f->trace, "elem {%s}%s %llu-%llu\n", e->ns, e->name, (unsigned long long)start,
+		 (unsigned long long)end);
 	buf_reset(&f->out);
 	if (xml_write(&f->out, e, XML_NS_CLIENT) != 0)
 		abort();
@@ -139,7 +151,8 @@ static void fuzz_element(void *ctx, const struct xml_elem *e, uint64_t start, ui
 		xml_stop(f->p);
 		f->stopped = true;
 		if (f->login_switch && strcmp(e->name, "success") == 0) {
-			xml_set_build(f->p, false);
+			if (!f->keep_build)
+				xml_set_build(f->p, false);
 			xml_set_max_stanza(f->p, DEFAULT_MAX_STANZA);
 		}
 	}
@@ -147,28 +160,27 @@ static void fuzz_element(void *ctx, const struct xml_elem *e, uint64_t start, ui
 
 static void fuzz_close(void *ctx)
 {
-	(void)ctx;
+	struct fuzz_ctx *f = ctx;
+	buf_adds(&f->trace, "close\n");
 }
 
 static const struct xml_handler fuzz_handler = {fuzz_open, fuzz_element, fuzz_close};
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* One parse of the stream s[0..n), cut by sizes; the trace in *trace.
+ * Returns the error that ended it (XML_OK if none). */
+static enum xml_error fuzz_run(uint8_t flags, const size_t sizes[4], const char *s, size_t n,
+			       bool keep_build, struct buf *trace)
 {
 	static const size_t max_stanza[4] = {DEFAULT_MAX_STANZA_PRELOGIN, DEFAULT_MAX_STANZA, 1024,
 					     100};
-	if (size < 5)
-		return 0;
-	uint8_t flags = data[0];
-	size_t sizes[4] = {data[1], data[2], data[3], data[4]};
-	const char *s = (const char *)data + 5;
-	size_t n = size - 5;
-
 	struct fuzz_ctx f = {0};
+	enum xml_error result = XML_OK;
 	f.login_switch = flags & 8;
+	f.keep_build = keep_build;
 	f.p = xml_new(&fuzz_handler, &f, max_stanza[(flags >> 1) & 3]);
 	if (f.p == NULL)
-		return 0;
-	if (flags & 1)
+		return XML_E_NOMEM;
+	if ((flags & 1) && !keep_build)
 		xml_set_build(f.p, false);
 
 	size_t off = 0;
@@ -189,8 +201,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			size_t again = 1;
 			if (xml_feed(f.p, "<a/>", 4, &again) != err || again != 0)
 				abort(); /* errors are sticky */
+			result = err; /* compared apart from the trace */
 			break;
 		}
+		buf_addf(&f.trace, "fed %zu used %zu depth %u offset %llu boundary %d\n", c, used,
+			 xml_depth(f.p), (unsigned long long)xml_offset(f.p),
+			 (int)xml_at_boundary(f.p));
 		if (xml_depth(f.p) > MAX_XML_DEPTH + 1)
 			abort();
 		if (f.stopped) {
@@ -199,6 +215,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (xml_reset(f.p) != 0)
 				abort();
 			f.stopped = false;
+			buf_adds(&f.trace, "reset\n");
 		} else if (used != c) {
 			abort(); /* bytes left unused without a stop */
 		}
@@ -206,5 +223,44 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	xml_free(f.p);
 	buf_free(&f.out);
+	if (trace != NULL)
+		*trace = f.trace;
+	else
+		buf_free(&f.trace);
+	return result;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 5)
+		return 0;
+	uint8_t flags = data[0];
+	size_t sizes[4] = {data[1], data[2], data[3], data[4]};
+	const char *s = (const char *)data + 5;
+	size_t n = size - 5;
+
+	if (!(flags & 16)) {
+		fuzz_run(flags, sizes, s, n, false, NULL);
+		return 0;
+	}
+	/* the fast relay against every byte through Expat */
+	struct buf fast = {0}, ref = {0};
+	uint8_t fast_flags = flags & 8 ? flags : flags | 1;
+	enum xml_error ef = fuzz_run(fast_flags, sizes, s, n, false, &fast);
+	enum xml_error er = fuzz_run(flags, sizes, s, n, true, &ref);
+	bool nomem = ef == XML_E_NOMEM || er == XML_E_NOMEM;
+	/* Expat takes text and the "]]>" right after it as one bad token, so
+	 * alone it says not-well-formed where the fast relay has already
+	 * counted the text past max_stanza: both end the stream there */
+	bool same_err = ef == er || (ef == XML_E_POLICY && er == XML_E_NOT_WELL_FORMED);
+	if (!nomem && (!same_err || fast.len != ref.len ||
+		       memcmp(buf_head(&fast), buf_head(&ref), fast.len) != 0)) {
+		fprintf(stderr, "fast relay (error %d):\n%.*s\nExpat alone (error %d):\n%.*s\n",
+			(int)ef, (int)fast.len, buf_head(&fast), (int)er, (int)ref.len,
+			buf_head(&ref));
+		abort(); /* passing plain text over changed what the stream says */
+	}
+	buf_free(&fast);
+	buf_free(&ref);
 	return 0;
 }
