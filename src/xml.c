@@ -32,6 +32,13 @@
  * long attribute value is full of them. */
 #define XML_TOKEN_SCAN 1024
 #define XML_TOKEN_TRIES 4
+/* Expat tokenizes a token it holds unfinished from its start again on
+ * every call: while it holds more than this (a long start tag), a read is
+ * not cut into pieces around plain runs (none can be passed over before
+ * the token ends), or a tag cut every few hundred bytes costs Expat a
+ * rescan of all of it each time, quadratic in the stanza. At this size a
+ * piece costs at most a few times its own bytes. */
+#define XML_HELD_SPLIT_MAX 1024
 
 /* Everything Expat allocates (its input buffer, the pools that hold names
  * and attribute values) is scrubbed when freed: it held the credentials
@@ -606,7 +613,7 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
 				continue;
 			}
 		}
-		if (!p->build) {
+		if (!p->build && p->fed - p->last_end <= XML_HELD_SPLIT_MAX) {
 			/* Expat gets the bytes up to the next long run of plain
 			 * text, which it may then be spared. A run it could not be
 			 * spared began inside a token ("<" then "body>text", "&"
