@@ -12,6 +12,7 @@ record forwarded in order. All against a scripted upstream (fakeserver.py),
 whose echo shows exactly what the proxy sent it.
 """
 
+import os
 import re
 
 import fakeserver
@@ -274,3 +275,37 @@ def relay_many_stanzas_one_record(ctx):
     ctx.check(conn is not None and [s.decode() for s in conn.stanzas[-len(want):]] == want,
               f"the server did not receive the {len(want)} messages in order, byte for byte "
               f"({len(conn.stanzas) if conn else 0} stanzas)")
+
+
+def proxy_cpu(px):
+    """The proxy process's CPU seconds so far (utime + stime)."""
+    with open(f"/proc/{px.proc.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[-1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@case("relay_held_tag_linear", prosody=None)
+@with_fake
+def relay_held_tag_linear(ctx):
+    """max_stanza = 1M: a logged-in client sends a 900 KB start tag (an
+    attribute of ">>>>" + 252 plain bytes + a tab, repeated) in 16 KB
+    writes. Expat holds the unfinished tag and rescans it on every call, so
+    the fast relay must not cut each read into pieces around the plain runs
+    while it does (it took 3 s of CPU; Expat alone in the same reads, a few
+    ms): the proxy spends well under a second, and the tag is still refused
+    (attribute too long, policy-violation) with no end of it upstream."""
+    srv, px, c, jid = logged_in(ctx, fakeserver.good, max_stanza="1M")
+    seg = b">>>>" + b"a" * 252 + b"\t"
+    tag = f"<message to='{jid}' type='chat' id='held'><x a='".encode() + seg * (900_000 // len(seg))
+    before = proxy_cpu(px)
+    for i in range(0, len(tag), 16384):
+        if not send_quietly(c, tag[i:i + 16384]):
+            break
+    send_quietly(c, b"'/></message>")
+    told(ctx, c, "policy-violation", timeout=30)
+    spent = proxy_cpu(px) - before
+    ctx.note(f"proxy CPU for the 900 KB held tag: {spent:.2f} s")
+    ctx.check(spent < 1.0, f"the proxy spent {spent:.2f} s of CPU on one 900 KB start tag")
+    conn = srv.wait_conn(0)
+    server_done(ctx, c, conn, "held tag")
+    ctx.check(b"'/></message>" not in conn.received, "the refused tag's end reached the server")
