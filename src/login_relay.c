@@ -23,6 +23,9 @@ void login_enter_relay(struct session *s)
 	size_t max = login_conf(s)->max_stanza;
 	xml_set_max_stanza(s->lg->cl.xml, max);
 	xml_set_max_stanza(s->lg->ul.xml, max);
+	/* a held session is idle: its parsers go between stanzas (xml.h) */
+	xml_set_release(s->lg->cl.xml, true);
+	xml_set_release(s->lg->ul.xml, true);
 	/* while users_deny/users_allow wait for the bound JID, the client's
 	 * stanzas wait too, and the login timer keeps running */
 	if (policy_checks_identity(login_conf(s)) && s->lg->jid == NULL)
