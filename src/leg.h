@@ -68,6 +68,7 @@ struct leg {
 	bool no_drain;        /* close right after the flush (process stopping) */
 	bool tls_skip_ws;
 	bool quickack; /* ACK what arrives at once (see leg_quickack) */
+	bool lean;     /* after login: a drained output queue is freed (leg_flush) */
 	/* on the list of legs flushed before the loop polls (leg_send) */
 	struct leg *flush_next, **flush_pprev;
 	struct buf out;
