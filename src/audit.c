@@ -279,7 +279,7 @@ void audit_iq_auth(const struct session *s, const char *type)
 	evlog_bool("sasl2", false);
 	evlog_bool("legacy", true);
 	evlog_str("type", type);
-	evlog_str("username", s->lg->user[0] ? s->lg->user : NULL);
+	evlog_str("username", s->lg->user != NULL && s->lg->user[0] ? s->lg->user : NULL);
 	evlog_end();
 }
 
@@ -363,8 +363,8 @@ void audit_login(struct session *s)
 	s->lg->login_logged = true;
 	evlog_begin(s->id, "login");
 	evlog_str("peer", s->peer);
-	evlog_str("user", s->lg->user[0] ? s->lg->user : NULL);
-	evlog_str("authzid", s->lg->authzid[0] ? s->lg->authzid : NULL);
+	evlog_str("user", s->lg->user != NULL && s->lg->user[0] ? s->lg->user : NULL);
+	evlog_str("authzid", s->lg->authzid != NULL && s->lg->authzid[0] ? s->lg->authzid : NULL);
 	evlog_str("jid", s->lg->jid);
 	evlog_str("domain", s->lg->domain);
 	/* transparent mode: where this login went */

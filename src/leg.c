@@ -266,11 +266,10 @@ static bool leg_flush(struct leg *l)
 	}
 	/* A drained queue that grew past its first size gives the storage
 	 * back: one large stanza would otherwise keep up to OUTBUF_HIGH per
-	 * leg for the session's life. During the login the first size stays
-	 * (freeing it after each of its many flushes measured 4 % more CPU per
-	 * login for 1 KiB per leg); after it (lean) a held session is idle,
-	 * and its queues are empty storage between stanzas. */
-	if (l->out.len == 0 && (l->out.cap > OUTBUF_KEEP || l->lean))
+	 * leg for the session's life. The first size stays (freeing it after
+	 * each flush measured 4 % more CPU per login for 1 KiB per leg; an
+	 * idle leg's goes with leg_trim). */
+	if (l->out.len == 0 && l->out.cap > OUTBUF_KEEP)
 		buf_free(&l->out);
 	leg_unblock_peer(l);
 	if (l->out.len == 0 && l->io == LEG_IO_CLOSING)
@@ -615,6 +614,12 @@ void leg_free(struct leg *l)
 		SSL_free(l->ssl);
 	l->ssl = NULL;
 	buf_free(&l->out);
+}
+
+void leg_trim(struct leg *l)
+{
+	if (l->out.len == 0)
+		buf_free(&l->out);
 }
 
 bool leg_busy(const struct leg *l)

@@ -68,7 +68,6 @@ struct leg {
 	bool no_drain;        /* close right after the flush (process stopping) */
 	bool tls_skip_ws;
 	bool quickack; /* ACK what arrives at once (see leg_quickack) */
-	bool lean;     /* after login: a drained output queue is freed (leg_flush) */
 	/* on the list of legs flushed before the loop polls (leg_send) */
 	struct leg *flush_next, **flush_pprev;
 	struct buf out;
@@ -102,6 +101,8 @@ void leg_hurry(struct leg *l);
 void leg_abort(struct leg *l);
 /* Frees what leg_init and the transport allocated (after CLOSED). */
 void leg_free(struct leg *l);
+/* An idle leg gives back its empty output queue's storage. */
+void leg_trim(struct leg *l);
 /* True if output is queued or being flushed. */
 bool leg_busy(const struct leg *l);
 

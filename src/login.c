@@ -450,6 +450,8 @@ void login_free(struct session *s)
 	streamfeatures_free(&s->lg->up);
 	login_clear_offered(s);
 	free(s->lg->jid);
+	free(s->lg->user);
+	free(s->lg->authzid);
 	free(s->lg->client_from);
 	free(s->lg->bind_id);
 	free(s->lg->session_iq_id);
@@ -460,6 +462,29 @@ void login_free(struct session *s)
 	buf_free(&s->lg->hold_repl);
 	free(s->lg);
 	s->lg = NULL;
+}
+
+/* One leg's part of login_idle(); true if its parser went. */
+static bool login_leg_idle(struct leg *l, struct login_leg *ll)
+{
+	uint64_t seen = l->bytes_in + l->bytes_out;
+	if (seen != ll->idle_seen) {
+		ll->idle_seen = seen; /* it moved: idle from the next sweep on */
+		return false;
+	}
+	leg_trim(l);
+	return xml_release_idle(ll->xml);
+}
+
+void login_idle(struct session *s)
+{
+	if (s->lg == NULL || s->closing || !login_relaying(s))
+		return;
+	bool c = login_leg_idle(&s->client, &s->lg->cl);
+	bool u = login_leg_idle(&s->upstream, &s->lg->ul);
+	if (c || u)
+		log_debug("session %llu: idle, parser released:%s%s", (unsigned long long)s->id,
+		          c ? " client" : "", u ? " upstream" : "");
 }
 
 bool login_authenticated(const struct session *s)

@@ -55,6 +55,7 @@ struct login_leg {
 	bool relay_clean;                   /* what was relayed to the peer ends between items */
 	bool ended;                         /* the peer's </stream:stream> came (after login) */
 	uint64_t relay_from;                /* stream offset of hold's first byte */
+	uint64_t idle_seen;                 /* the leg's bytes at the last idle sweep */
 };
 
 struct login {
@@ -125,7 +126,11 @@ struct login {
 	const char *outcome_by; /* "upstream" or "proxy" */
 	char condition[40];     /* last failure condition */
 	ev_tstamp t_outcome;
-	char user[SASL_VALUE_MAX], authzid[SASL_VALUE_MAX], cb[32];
+	/* the names the attempt's payloads gave (login_keep_text: at most
+	 * SASL_VALUE_MAX - 1 bytes), NULL when none; on the heap, for a held
+	 * session's sake (two fixed fields were 1 KiB of it) */
+	char *user, *authzid;
+	char cb[32];
 	char *jid; /* bound (or SASL2-granted), NULL until known */
 	/* an iq bind or session in flight; its id, NULL when it had none */
 	bool bind_pending, session_pending;
@@ -195,6 +200,7 @@ void login_stream_error(struct leg *l, const char *condition, const char *text);
 void login_stream_end(struct leg *l);
 void login_end(struct session *s, const char *condition, const char *text, const char *reason);
 void login_copy_text(char *dst, size_t n, const char *src);
+bool login_keep_text(char **dst, const char *src, size_t n);
 void login_fail(struct session *s, const char *condition, const char *text, const char *reason);
 void login_end_deferred(struct session *s);
 void login_upstream_fault(struct session *s, const char *condition, const char *text);

@@ -302,8 +302,11 @@ static void login_iq_auth(struct session *s, const struct xml_elem *e, const str
 	const char *type = xml_attr(e, NULL, "type");
 	s->lg->auth_tried = true;
 	snprintf(s->lg->mechanism, sizeof(s->lg->mechanism), "%s", "jabber:iq:auth");
-	if (user != NULL && user->text != NULL)
-		login_copy_text(s->lg->user, sizeof(s->lg->user), user->text);
+	if (user != NULL && user->text != NULL &&
+	    !login_keep_text(&s->lg->user, user->text, SASL_VALUE_MAX)) {
+		session_close(s, "out of memory");
+		return;
+	}
 	audit_iq_auth(s, type);
 	struct policy_verdict v;
 	policy_rule(login_conf(s), POLICY_RULE_IQ_AUTH, NULL, &v);

@@ -23,12 +23,8 @@ void login_enter_relay(struct session *s)
 	size_t max = login_conf(s)->max_stanza;
 	xml_set_max_stanza(s->lg->cl.xml, max);
 	xml_set_max_stanza(s->lg->ul.xml, max);
-	/* a held session is idle: its parsers and output queues go between
-	 * stanzas (xml.h, leg.h), and the SASL decoder's state (the names
-	 * are copied into the login's record) has nothing left to decode */
-	xml_set_release(s->lg->cl.xml, true);
-	xml_set_release(s->lg->ul.xml, true);
-	s->client.lean = s->upstream.lean = true;
+	/* the SASL decoder's state (its names are copied into the login's
+	 * record) has nothing left to decode */
 	sasl_free(s->lg->sasl);
 	s->lg->sasl = NULL;
 	/* while users_deny/users_allow wait for the bound JID, the client's

@@ -28,10 +28,11 @@ void login_decode(struct session *s, enum sasl_dir dir, const struct xml_elem *e
 	              f) < 0)
 		f->n = 0;
 	const char *v;
-	if ((v = sasl_user(s->lg->sasl)) != NULL)
-		snprintf(s->lg->user, sizeof(s->lg->user), "%s", v);
-	if ((v = sasl_authzid(s->lg->sasl)) != NULL)
-		snprintf(s->lg->authzid, sizeof(s->lg->authzid), "%s", v);
+	if (((v = sasl_user(s->lg->sasl)) != NULL &&
+	     !login_keep_text(&s->lg->user, v, SASL_VALUE_MAX)) ||
+	    ((v = sasl_authzid(s->lg->sasl)) != NULL &&
+	     !login_keep_text(&s->lg->authzid, v, SASL_VALUE_MAX)))
+		session_close(s, "out of memory");
 	if ((v = sasl_cb_flag(s->lg->sasl)) != NULL)
 		login_copy_text(s->lg->cb, sizeof(s->lg->cb), v);
 }
@@ -243,7 +244,10 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 	sasl_free(s->lg->sasl);
 	s->lg->sasl = sasl_new(name);
 	s->lg->steps_c2s = s->lg->steps_s2c = 0;
-	s->lg->user[0] = s->lg->authzid[0] = s->lg->cb[0] = '\0';
+	free(s->lg->user);
+	free(s->lg->authzid);
+	s->lg->user = s->lg->authzid = NULL;
+	s->lg->cb[0] = '\0';
 	s->lg->identity_checked = false;
 	s->lg->fast_used = strncmp(name, "HT-", 3) == 0;
 	s->lg->fast_requested = sasl2 && xml_child(e, XML_NS_FAST, "request-token") != NULL;

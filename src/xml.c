@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "buf.h"
 #include "bounds.h"
@@ -44,7 +45,7 @@ struct xml_parser {
 
 	char default_ns[64]; /* declared on the stream header; "" if none */
 
-	/* Between stanzas after login (xml_set_release) the Expat parser is
+	/* Between stanzas after login (xml_release_idle) the Expat parser is
 	 * freed (expat NULL) and made again when bytes come, primed with a
 	 * stream header of its own: the real header's element name and every
 	 * namespace it declared, which is all of the stream's state Expat
@@ -52,13 +53,16 @@ struct xml_parser {
 	 * primer's first byte: expat_base is the stream offset of Expat's byte
 	 * 0 (negative by the primer's length), line0/col0 where Expat's first
 	 * line begins in the stream and prime_cols the primer's width. */
-	bool release;
 	bool priming;     /* the primer is being parsed: no callbacks */
 	struct buf decls; /* the header's declarations, while it is parsed */
 	char *prime;      /* the primer, once the header was parsed */
 	size_t prime_len;
 	int64_t expat_base;
 	uint64_t line0, col0, prime_cols;
+	/* Expat's hash salt, one per wrapper: every parser it makes (at a
+	 * stream restart, after a release) uses it rather than a getrandom(2)
+	 * each (0: Expat's own) */
+	unsigned long salt;
 	bool stopped;     /* xml_stop() called in a callback */
 	bool paused;      /* xml_pause(): Expat suspended, holding the rest */
 	uint64_t stop_at; /* offset where the stop took effect */
@@ -441,6 +445,8 @@ static int xml_expat_make(struct xml_parser *p)
 	p->expat = XML_ParserCreate_MM("UTF-8", &xml_mem, sep);
 	if (p->expat == NULL)
 		return -1;
+	if (p->salt != 0)
+		XML_SetHashSalt(p->expat, p->salt);
 	XML_SetReturnNSTriplet(p->expat, XML_TRUE);
 	XML_SetUserData(p->expat, p);
 	XML_SetElementHandler(p->expat, xml_on_start, xml_on_end);
@@ -492,6 +498,8 @@ struct xml_parser *xml_new(const struct xml_handler *h, void *ctx, size_t max_st
 	p->ctx = ctx;
 	p->max_stanza = max_stanza;
 	p->build = true;
+	if (getrandom(&p->salt, sizeof(p->salt), 0) != (ssize_t)sizeof(p->salt))
+		p->salt = 0;
 	if (xml_expat_new(p) < 0) {
 		free(p);
 		return NULL;
@@ -553,16 +561,16 @@ bool xml_idle(const struct xml_parser *p)
 	       st.parsing == XML_PARSING && xml_index(p) == p->fed;
 }
 
-/* Frees the Expat parser of an idle stream (xml_idle), keeping where the
- * stream is for the one xml_revive() makes. */
-static void xml_release(struct xml_parser *p)
+bool xml_release_idle(struct xml_parser *p)
 {
 	if (p->expat == NULL || !xml_idle(p))
-		return;
+		return false;
+	/* where the stream is, for the parser xml_revive() makes */
 	p->line0 = xml_line(p);
 	p->col0 = xml_column(p);
 	XML_ParserFree(p->expat);
 	p->expat = NULL;
+	return true;
 }
 
 /* The Expat parser again, primed to where the released one was: inside
@@ -588,11 +596,6 @@ static int xml_revive(struct xml_parser *p)
 bool xml_released(const struct xml_parser *p)
 {
 	return p->expat == NULL;
-}
-
-void xml_set_release(struct xml_parser *p, bool release)
-{
-	p->release = release;
 }
 
 /* True if the input where Expat stopped begins a markup declaration
@@ -699,8 +702,6 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
 		snprintf(p->errtext, sizeof(p->errtext), "%s too large",
 		         p->depth == 0 ? "stream header" : "stanza");
 	}
-	if (p->release)
-		xml_release(p);
 	return p->err;
 }
 

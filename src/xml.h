@@ -109,13 +109,14 @@ void xml_set_max_stanza(struct xml_parser *p, size_t max_stanza);
 
 /*
  * After login a held session is idle most of the time, and an Expat
- * parser costs ~9 KiB. With release on, the parser is freed whenever a
- * feed leaves the stream idle (xml_idle) and made again by the next feed,
- * primed with a stream header carrying the real one's element name and
- * namespace declarations: what follows parses, is limited and is reported
- * (offsets, errors and their line and column) exactly as without.
+ * parser costs ~10 KiB. xml_release_idle() frees it if the stream is idle
+ * (xml_idle); the next xml_feed() makes one again, primed with a stream
+ * header carrying the real one's element name and namespace declarations:
+ * what follows parses, is limited and is reported (offsets, errors and
+ * their line and column) exactly as without. Returns true if it freed one.
+ * Only outside xml_feed().
  */
-void xml_set_release(struct xml_parser *p, bool release);
+bool xml_release_idle(struct xml_parser *p);
 /* True if the stream is between stanzas with nothing half-parsed: depth
  * 1, every byte fed part of a finished item, nothing buffered in Expat, no
  * error, stop or pause. */

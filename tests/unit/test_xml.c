@@ -1113,7 +1113,7 @@ static void test_pause(void)
 
 
 /* ---------------------------------------------------------------- */
-/* Release between stanzas (xml_set_release): a stream parsed with its
+/* Release between stanzas (xml_release_idle): a stream parsed with its
  * Expat parser freed at every idle point and made again must give the
  * same trace, offsets, error and error text (line and column included)
  * as one parsed without, however the bytes are split. */
@@ -1127,14 +1127,14 @@ static char *trace_release(const char *data, size_t len, size_t chunk, bool rele
 	rec_init(&r, 80); /* the long case is over it */
 	r.stop_on[0] = "starttls";
 	r.stop_on[1] = "success";
-	xml_set_release(r.p, release);
 	enum xml_error err = XML_OK;
 	unsigned n = 0;
 	for (size_t off = 0; off < len && err == XML_OK;) {
 		size_t step = chunk == 0 || len - off < chunk ? len - off : chunk;
 		err = rec_feed(&r, data + off, step, step);
 		off += step;
-		n += xml_released(r.p);
+		if (release && xml_release_idle(r.p))
+			n += xml_released(r.p);
 	}
 	if (err != XML_OK)
 		buf_addf(&r.trace, "ERROR %d: %s\n", (int)err, xml_error_text(r.p));
@@ -1222,39 +1222,46 @@ static void test_release(void)
 	/* when exactly it is idle */
 	struct rec r;
 	rec_init(&r, 65536);
-	xml_set_release(r.p, true);
-	T_CHECK(!xml_released(r.p) && !xml_idle(r.p), "release: not before the header");
+	T_CHECK(!xml_release_idle(r.p) && !xml_idle(r.p), "release: not before the header");
 	feed_str(&r, "<stream:stream xmlns='jabber:client' xmlns:stream='" XML_NS_STREAMS "'>");
-	T_CHECK(xml_released(r.p), "release: freed right after the header");
+	T_CHECK(xml_release_idle(r.p) && xml_released(r.p), "release: right after the header");
+	T_CHECK(!xml_release_idle(r.p) && xml_idle(r.p), "release: once (nothing left to free)");
 	feed_str(&r, "<message to='a@b'");
-	T_CHECK(!xml_released(r.p), "release: kept inside a start tag");
+	T_CHECK(!xml_release_idle(r.p) && !xml_released(r.p), "release: not inside a start tag");
 	feed_str(&r, ">");
-	T_CHECK(!xml_released(r.p), "release: kept inside a stanza");
+	T_CHECK(!xml_release_idle(r.p), "release: not inside a stanza");
 	feed_str(&r, "</message>");
-	T_CHECK(xml_released(r.p) && xml_at_boundary(r.p), "release: freed after the stanza");
+	T_CHECK(xml_release_idle(r.p) && xml_at_boundary(r.p), "release: after the stanza");
 	feed_str(&r, " ");
-	T_CHECK(xml_released(r.p), "release: freed after a whitespace keepalive");
+	T_CHECK(xml_release_idle(r.p), "release: after a whitespace keepalive");
 	feed_str(&r, "\r");
-	T_CHECK(!xml_released(r.p) && !xml_idle(r.p), "release: kept on a CR that may be CRLF");
+	T_CHECK(!xml_release_idle(r.p) && !xml_idle(r.p), "release: not on a CR that may be CRLF");
 	feed_str(&r, "\n");
-	T_CHECK(xml_released(r.p), "release: freed after the CRLF");
+	T_CHECK(xml_release_idle(r.p), "release: after the CRLF");
 	feed_str(&r, "\xc3");
-	T_CHECK(!xml_released(r.p), "release: kept on half a UTF-8 character");
+	T_CHECK(!xml_release_idle(r.p), "release: not on half a UTF-8 character");
 	feed_str(&r, "\xa9");
-	T_CHECK(xml_released(r.p), "release: freed after the whole character");
+	T_CHECK(xml_release_idle(r.p), "release: after the whole character");
 	feed_str(&r, "<");
-	T_CHECK(!xml_released(r.p), "release: kept on a lone <");
+	T_CHECK(!xml_release_idle(r.p), "release: not on a lone <");
 	feed_str(&r, "/stream:stream>");
-	T_CHECK(!xml_released(r.p) && xml_depth(r.p) == 0, "release: kept after the stream end");
+	T_CHECK(!xml_release_idle(r.p) && xml_depth(r.p) == 0, "release: not after the stream end");
 	T_CHECK(strstr(rec_text(&r), "elem {jabber:client}message") != NULL &&
 			strstr(rec_text(&r), "close") != NULL,
 		"release: the message and the close were reported");
 	rec_free(&r);
 
-	/* off (the default), the parser is never freed */
+	/* a stopped stream (STARTTLS, success) is not idle */
 	rec_init(&r, 65536);
-	feed_str(&r, STREAM_OPEN "<message/>");
-	T_CHECK(!xml_released(r.p) && xml_idle(r.p), "release: off by default");
+	r.stop_on[0] = "starttls";
+	feed_str(&r, STREAM_OPEN STARTTLS);
+	T_CHECK(!xml_release_idle(r.p), "release: not after a stop");
+	rec_free(&r);
+
+	/* an error is final: nothing to release into */
+	rec_init(&r, 65536);
+	feed_str(&r, STREAM_OPEN "<a></b>");
+	T_CHECK(!xml_release_idle(r.p), "release: not after an error");
 	rec_free(&r);
 }
 
