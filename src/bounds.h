@@ -212,4 +212,12 @@
 #define TICKETS_PER_UPSTREAM 8
 #define TICKETS_MAX_AGE 3600
 
+/* Upstream chains verified (verifycache.c): entries kept per client
+ * context (the same few upstreams as above, a chain or two each while a
+ * certificate is replaced), and the seconds a verification stands at most,
+ * so that a CA or certificate revoked by replacing files is met within
+ * minutes even without a reload (a reload empties the cache at once). */
+#define VERIFY_CACHE_ENTRIES 32
+#define VERIFY_CACHE_TTL 300
+
 #endif
