@@ -189,22 +189,31 @@ static struct xml_elem *xml_make(const char *qname, const char **atts, size_t na
 
 /* The primer of the stream whose header is being parsed: a start tag
  * with the header's qualified name (its end tag must match) and the
- * declarations xml_on_ns collected. Returns 0 or -1. */
+ * declarations xml_on_ns collected. Re-escaping can make it longer than
+ * the header (a '"' in a URI becomes "&quot;"): one over MAX_STREAM_HEADER
+ * is not kept, and that stream's parser is never released. Returns 0, or
+ * -1 on out of memory. */
 static int xml_make_prime(struct xml_parser *p, const char *prefix)
 {
 	struct buf b = {0};
-	int rc = buf_addf(&b, "<%s%sstream", prefix, prefix[0] ? ":" : "");
-	rc |= buf_add(&b, buf_head(&p->decls), p->decls.len);
-	rc |= buf_adds(&b, ">");
+	bool fits = p->decls.len <= MAX_STREAM_HEADER;
+	int rc = fits ? buf_addf(&b, "<%s%sstream", prefix, prefix[0] ? ":" : "") : 0;
+	if (fits) {
+		rc |= buf_add(&b, buf_head(&p->decls), p->decls.len);
+		rc |= buf_adds(&b, ">");
+	}
 	buf_free(&p->decls);
 	free(p->prime);
 	p->prime = NULL;
-	if (rc == 0 && (p->prime = malloc(b.len)) != NULL) {
+	p->prime_len = 0;
+	if (rc == 0 && fits && b.len <= MAX_STREAM_HEADER && (p->prime = malloc(b.len)) != NULL) {
 		memcpy(p->prime, buf_head(&b), b.len);
 		p->prime_len = b.len;
+	} else if (rc == 0 && fits && b.len <= MAX_STREAM_HEADER) {
+		rc = -1;
 	}
 	buf_free(&b);
-	return p->prime != NULL ? 0 : -1;
+	return rc < 0 ? -1 : 0;
 }
 
 /* Fires for every start tag. */
@@ -395,6 +404,8 @@ static void XMLCALL xml_on_ns(void *data, const XML_Char *prefix, const XML_Char
 		return;
 	if (prefix == NULL)
 		snprintf(p->default_ns, sizeof(p->default_ns), "%s", uri ? uri : "");
+	if (p->decls.len > MAX_STREAM_HEADER)
+		return; /* no primer for this stream (xml_make_prime) */
 	int rc = prefix != NULL ? buf_addf(&p->decls, " xmlns:%s='", prefix)
 	                        : buf_adds(&p->decls, " xmlns='");
 	if (rc == 0 && uri != NULL)

@@ -1251,6 +1251,27 @@ static void test_release(void)
 		"release: the message and the close were reported");
 	rec_free(&r);
 
+	/* a header whose primer would outgrow MAX_STREAM_HEADER once
+	 * re-escaped (each '"' in a URI becomes &quot;): the stream parses as
+	 * ever, its parser is just never released */
+	{
+		struct buf h = {0};
+		buf_adds(&h, "<stream:stream xmlns:stream=" NS_STREAMS_Q " xmlns:q='");
+		for (int i = 0; i < 1000; i++)
+			buf_adds(&h, "\"");
+		buf_adds(&h, "'>");
+		buf_add(&h, "", 1);
+		rec_init(&r, 65536);
+		feed_str(&r, buf_head(&h));
+		feed_str(&r, "<message/>");
+		T_CHECK(!xml_release_idle(r.p) && xml_at_boundary(r.p) &&
+				strstr(rec_text(&r), "elem {jabber:client}message") == NULL &&
+				strstr(rec_text(&r), "elem {}message") != NULL,
+			"release: no primer past MAX_STREAM_HEADER, never released, still parses");
+		rec_free(&r);
+		buf_free(&h);
+	}
+
 	/* a stopped stream (STARTTLS, success) is not idle */
 	rec_init(&r, 65536);
 	r.stop_on[0] = "starttls";
