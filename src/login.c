@@ -378,7 +378,7 @@ void login_start(struct session *s)
 {
 	const struct conf *c = login_conf(s);
 	s->lg = calloc(1, sizeof(*s->lg));
-	if (s->lg == NULL) {
+	if (s->lg == NULL || (s->lg->ng = calloc(1, sizeof(*s->lg->ng))) == NULL) {
 		session_close(s, "out of memory");
 		return;
 	}
@@ -436,6 +436,17 @@ void login_close(struct session *s, struct login_summary *out)
 	audit_login(s);
 }
 
+/* The negotiation's state goes (login_idle, login_free). */
+static void login_nego_free(struct session *s)
+{
+	if (s->lg->ng == NULL)
+		return;
+	login_clear_offered(s);
+	streamfeatures_free(&s->lg->ng->up);
+	free(s->lg->ng);
+	s->lg->ng = NULL;
+}
+
 void login_free(struct session *s)
 {
 	if (s->lg == NULL)
@@ -447,8 +458,7 @@ void login_free(struct session *s)
 	sasl_free(s->lg->sasl);
 	s->lg->sasl = NULL;
 	login_forge_free(s);
-	streamfeatures_free(&s->lg->up);
-	login_clear_offered(s);
+	login_nego_free(s);
 	free(s->lg->jid);
 	free(s->lg->user);
 	free(s->lg->authzid);
@@ -480,6 +490,10 @@ void login_idle(struct session *s)
 {
 	if (s->lg == NULL || s->closing || !login_relaying(s))
 		return;
+	/* relaying, and the record written: nothing reads the negotiation's
+	 * state any more (login_int.h) */
+	if (s->lg->login_logged)
+		login_nego_free(s);
 	bool c = login_leg_idle(&s->client, &s->lg->cl);
 	bool u = login_leg_idle(&s->upstream, &s->lg->ul);
 	if (c || u)

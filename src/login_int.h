@@ -23,6 +23,19 @@
 
 struct forge_leaf;
 
+/* What only the negotiation needs (login_negotiate.c, login_sasl.c, the
+ * login record): the upstream's features, what the client was offered.
+ * Allocated with struct login; freed by login_idle() once the session
+ * relays and audit_login() has written the record (no code after that
+ * point reads it), so a held session does not keep its 1.5 KiB. */
+struct login_nego {
+	struct streamfeatures up;      /* post-TLS features */
+	char *offered[MAX_MECHANISMS]; /* what the client was last offered */
+	size_t noffered;
+	char *fast_offered[MAX_MECHANISMS]; /* of it, FAST's (XEP-0484, SASL2 inline) */
+	size_t nfast_offered;
+};
+
 /* The login's state of one session: what login*.c follow and audit.c
  * records (session.h keeps only a pointer to it). */
 enum session_outcome {
@@ -83,11 +96,9 @@ struct login {
 	 * resolved by the client's listener at the start) */
 	enum conf_upstream_tls upstream_mode;
 	enum streamfeatures_starttls upstream_starttls; /* as first offered */
-	struct streamfeatures up;                       /* post-TLS features */
-	char *offered[MAX_MECHANISMS];                  /* what the client was last offered */
-	size_t noffered;
-	char *fast_offered[MAX_MECHANISMS]; /* of it, FAST's (XEP-0484, SASL2 inline) */
-	size_t nfast_offered;
+	/* the negotiation's state (struct login_nego), NULL once the session
+	 * relays and its login record is written (login_idle) */
+	struct login_nego *ng;
 	char mechanism[MAX_MECH_NAME + 1];
 	struct sasl_state *sasl;
 	unsigned steps_c2s, steps_s2c, auth_attempts;

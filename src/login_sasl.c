@@ -48,8 +48,8 @@ static void login_check_channel_binding(struct session *s)
 	struct policy_input in = {.step = POLICY_CHANNEL_BINDING,
 	                          .mechanism = s->lg->mechanism,
 	                          .cb_flag = s->lg->cb[0] ? s->lg->cb : NULL,
-	                          .upstream_offered_plus =
-	                              policy_offered_plus(s->lg->up.mechs, s->lg->up.nmechs)};
+	                          .upstream_offered_plus = policy_offered_plus(
+	                              s->lg->ng->up.mechs, s->lg->ng->up.nmechs)};
 	struct policy_verdict v;
 	policy_check(login_conf(s), &in, &v);
 	if (v.action != POLICY_ALLOW) {
@@ -103,10 +103,10 @@ static bool login_listed(char *const *list, size_t n, const char *mech)
 static bool login_was_offered(const struct session *s, const char *mech, bool sasl2)
 {
 	if (!sasl2)
-		return login_listed(s->lg->offered, s->lg->noffered, mech);
-	return (login_listed(s->lg->offered, s->lg->noffered, mech) &&
-	        streamfeatures_has_sasl2(&s->lg->up, mech)) ||
-	       login_listed(s->lg->fast_offered, s->lg->nfast_offered, mech);
+		return login_listed(s->lg->ng->offered, s->lg->ng->noffered, mech);
+	return (login_listed(s->lg->ng->offered, s->lg->ng->noffered, mech) &&
+	        streamfeatures_has_sasl2(&s->lg->ng->up, mech)) ||
+	       login_listed(s->lg->ng->fast_offered, s->lg->ng->nfast_offered, mech);
 }
 
 /*
