@@ -7,12 +7,15 @@
  *   bits 1-2  max_stanza: 64 KiB, 256 KiB, 1 KiB, 100 bytes;
  *   bit 3     after <success>: building off and max_stanza 256 KiB, as the
  *             proxy switches once the login is done;
- *   bit 4     differential: the stream is parsed twice with the same cuts,
+ *   bit 4     the input is parsed twice, once with xml_release_idle()
+ *             after every feed (as the idle sweep does after login), and
+ *             both runs must report the same events, offsets and error;
+ *   bit 5     differential: the stream is parsed twice with the same cuts,
  *             building off (the fast relay, which passes plain text over;
  *             off from the start unless bit 3 says after <success>) and
  *             building on (every byte through Expat), and both must give
- *             the same events, offsets, depths, boundaries, *used and
- *             error codes.
+ *             the same events (names), offsets, depths, boundaries, *used
+ *             and error codes.
  * Bytes 1-4 are read sizes, used in turn (0: everything left), so the
  * same stream is cut at every place a socket could cut it. The rest is
  * the stream.
@@ -49,9 +52,10 @@ struct fuzz_ctx {
 	bool login_switch; /* flag bit 3 */
 	uint64_t fed_before; /* bytes fed to this stream before the current xml_feed */
 	uint64_t feeding;    /* bytes in the current xml_feed */
-	bool keep_build;     /* differential reference: never switch building off */
+	bool keep_build;     /* bit 5's reference: building never switched off */
+	bool brief;          /* bit 5: names, offsets and codes only in the trace */
 	struct buf out;
-	struct buf trace; /* what the differential mode compares */
+	struct buf trace; /* what the handlers saw, for bits 4 and 5 */
 };
 
 /* The checker's own parse of a written element. */
@@ -124,11 +128,11 @@ static void fuzz_open(void *ctx, const struct xml_elem *h, uint64_t end)
 	struct fuzz_ctx *f = ctx;
 	if (!xml_is(h, XML_NS_STREAMS, "stream"))
 		abort();
-	buf_addf(&f->trace, "open %llu\n", (unsigned long long)end);
 	if (end == 0 || end > f->fed_before + f->feeding)
 		abort();
 	(void)xml_attr(h, XML_NS_XML, "lang");
 	(void)xml_attr(h, NULL, "to");
+	buf_addf(&f->trace, "open %llu\n", (unsigned long long)end);
 }
 
 /* Fires for each depth-1 element. */
@@ -139,12 +143,17 @@ static void fuzz_element(void *ctx, const struct xml_elem *e, uint64_t start, ui
 		abort();
 	if (xml_depth(f->p) != 1)
 		abort();
-	buf_addf(&f->trace, "elem {%s}%s %llu-%llu\n", e->ns, e->name, (unsigned long long)start,
-		 (unsigned long long)end);
 	buf_reset(&f->out);
 	if (xml_write(&f->out, e, XML_NS_CLIENT) != 0)
 		abort();
 	fuzz_check_written(e, &f->out);
+	buf_addf(&f->trace, "elem [%llu,%llu) ", (unsigned long long)start,
+		 (unsigned long long)end);
+	if (f->brief) /* building off gives names only */
+		buf_addf(&f->trace, "{%s}%s", e->ns, e->name);
+	else
+		fuzz_dump(&f->trace, e);
+	buf_adds(&f->trace, "\n");
 	(void)xml_child(e, NULL, "required");
 	if (strcmp(e->name, "starttls") == 0 || strcmp(e->name, "proceed") == 0 ||
 	    strcmp(e->name, "success") == 0) {
@@ -166,20 +175,27 @@ static void fuzz_close(void *ctx)
 
 static const struct xml_handler fuzz_handler = {fuzz_open, fuzz_element, fuzz_close};
 
-/* One parse of the stream s[0..n), cut by sizes; the trace in *trace.
- * Returns the error that ended it (XML_OK if none). */
-static enum xml_error fuzz_run(uint8_t flags, const size_t sizes[4], const char *s, size_t n,
-			       bool keep_build, struct buf *trace)
+/* One run over the input; release: xml_release_idle() after each feed;
+ * keep_build and brief: bit 5's runs (building off is forced on the other
+ * one by the caller, through flags). The events go to *trace (the caller
+ * frees it); returns the error that ended the stream, XML_OK if none. */
+static enum xml_error fuzz_run(const uint8_t *data, size_t size, uint8_t flags, bool release,
+			       bool keep_build, bool brief, struct buf *trace)
 {
 	static const size_t max_stanza[4] = {DEFAULT_MAX_STANZA_PRELOGIN, DEFAULT_MAX_STANZA, 1024,
 					     100};
+	size_t sizes[4] = {data[1], data[2], data[3], data[4]};
+	const char *s = (const char *)data + 5;
+	size_t n = size - 5;
+
 	struct fuzz_ctx f = {0};
 	enum xml_error result = XML_OK;
 	f.login_switch = flags & 8;
 	f.keep_build = keep_build;
+	f.brief = brief;
 	f.p = xml_new(&fuzz_handler, &f, max_stanza[(flags >> 1) & 3]);
 	if (f.p == NULL)
-		return XML_E_NOMEM;
+		abort();
 	if ((flags & 1) && !keep_build)
 		xml_set_build(f.p, false);
 
@@ -198,15 +214,18 @@ static enum xml_error fuzz_run(uint8_t flags, const size_t sizes[4], const char 
 		if (err != XML_OK) {
 			if (strcmp(xml_error_text(f.p), "no error") == 0)
 				abort(); /* an error must say why */
+			if (!brief) /* bit 5 compares the codes apart */
+				buf_addf(&f.trace, "error %d %s\n", (int)err, xml_error_text(f.p));
+			result = err;
 			size_t again = 1;
 			if (xml_feed(f.p, "<a/>", 4, &again) != err || again != 0)
 				abort(); /* errors are sticky */
-			result = err; /* compared apart from the trace */
 			break;
 		}
-		buf_addf(&f.trace, "fed %zu used %zu depth %u offset %llu boundary %d\n", c, used,
-			 xml_depth(f.p), (unsigned long long)xml_offset(f.p),
-			 (int)xml_at_boundary(f.p));
+		if (brief)
+			buf_addf(&f.trace, "fed %zu used %zu depth %u offset %llu boundary %d\n", c,
+				 used, xml_depth(f.p), (unsigned long long)xml_offset(f.p),
+				 (int)xml_at_boundary(f.p));
 		if (xml_depth(f.p) > MAX_XML_DEPTH + 1)
 			abort();
 		if (f.stopped) {
@@ -215,39 +234,26 @@ static enum xml_error fuzz_run(uint8_t flags, const size_t sizes[4], const char 
 			if (xml_reset(f.p) != 0)
 				abort();
 			f.stopped = false;
-			buf_adds(&f.trace, "reset\n");
 		} else if (used != c) {
 			abort(); /* bytes left unused without a stop */
 		}
 		off += used;
+		if (release && xml_release_idle(f.p) && !xml_at_boundary(f.p))
+			abort(); /* released a stream that was not between stanzas */
 	}
 	xml_free(f.p);
 	buf_free(&f.out);
-	if (trace != NULL)
-		*trace = f.trace;
-	else
-		buf_free(&f.trace);
+	*trace = f.trace;
 	return result;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* Bit 5: the fast relay against every byte through Expat. */
+static void fuzz_differential(const uint8_t *data, size_t size)
 {
-	if (size < 5)
-		return 0;
-	uint8_t flags = data[0];
-	size_t sizes[4] = {data[1], data[2], data[3], data[4]};
-	const char *s = (const char *)data + 5;
-	size_t n = size - 5;
-
-	if (!(flags & 16)) {
-		fuzz_run(flags, sizes, s, n, false, NULL);
-		return 0;
-	}
-	/* the fast relay against every byte through Expat */
 	struct buf fast = {0}, ref = {0};
-	uint8_t fast_flags = flags & 8 ? flags : flags | 1;
-	enum xml_error ef = fuzz_run(fast_flags, sizes, s, n, false, &fast);
-	enum xml_error er = fuzz_run(flags, sizes, s, n, true, &ref);
+	uint8_t flags = data[0] & 8 ? data[0] : data[0] | 1;
+	enum xml_error ef = fuzz_run(data, size, flags, false, false, true, &fast);
+	enum xml_error er = fuzz_run(data, size, data[0], false, true, true, &ref);
 	bool nomem = ef == XML_E_NOMEM || er == XML_E_NOMEM;
 	/* Expat takes text and the "]]>" right after it as one bad token, so
 	 * alone it says not-well-formed where the fast relay has already
@@ -262,5 +268,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	buf_free(&fast);
 	buf_free(&ref);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 5)
+		return 0;
+	struct buf a = {0}, b = {0};
+	fuzz_run(data, size, data[0], false, false, false, &a);
+	if (data[0] & 16) {
+		fuzz_run(data, size, data[0], true, false, false, &b);
+		if (a.len != b.len || memcmp(buf_head(&a), buf_head(&b), a.len) != 0) {
+			fprintf(stderr, "kept:\n%.*s\nreleased:\n%.*s\n", (int)a.len, buf_head(&a),
+				(int)b.len, buf_head(&b));
+			abort(); /* releasing the parser changed what was reported */
+		}
+	}
+	buf_free(&a);
+	buf_free(&b);
+	if (data[0] & 32)
+		fuzz_differential(data, size);
 	return 0;
 }
