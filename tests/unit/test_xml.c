@@ -1456,6 +1456,22 @@ static void test_release(void)
 		buf_free(&h);
 	}
 
+	/* a CDATA section at the stream level: its text ends an event, but a
+	 * parser made again would be outside it, and read as markup what the
+	 * server reads as text (and the reverse after its "]]>"): an <auth>
+	 * the server takes as a top-level login element went by as the child
+	 * of a stanza <x a=']]>'> */
+	rec_init(&r, 65536);
+	xml_set_build(r.p, false);
+	feed_str(&r, STREAM_OPEN "<a/><![CDATA[x");
+	T_CHECK(!xml_release_idle(r.p) && !xml_idle(r.p) && !xml_at_boundary(r.p),
+		"release: not inside a CDATA section at the stream level");
+	feed_str(&r, "<x a=']]>'><auth xmlns='" XML_NS_SASL "' mechanism='PLAIN'/>");
+	T_CHECK(strstr(rec_text(&r), "elem {" XML_NS_SASL "}auth") != NULL && xml_depth(r.p) == 1,
+		"release: after a stream-level CDATA section its ]]> still ends it");
+	T_CHECK(xml_release_idle(r.p), "release: once the next event is reported");
+	rec_free(&r);
+
 	/* a stopped stream (STARTTLS, success) is not idle */
 	rec_init(&r, 65536);
 	r.stop_on[0] = "starttls";
