@@ -85,8 +85,12 @@ struct xml_parser {
 	 * stream restart, after a release) uses it rather than a getrandom(2)
 	 * each (0: Expat's own) */
 	unsigned long salt;
-	bool stopped;     /* xml_stop() called in a callback */
-	bool paused;      /* xml_pause(): Expat suspended, holding the rest */
+	bool stopped; /* xml_stop() called in a callback */
+	bool paused;  /* xml_pause(): Expat suspended, holding the rest */
+	/* inside a CDATA section: its text ends events, but a parser made
+	 * again (xml_release_idle) would be outside it, and the proxy's own
+	 * element written there would be text to the peer */
+	bool in_cdata;
 	uint64_t stop_at; /* offset where the stop took effect */
 	enum xml_error err;
 	char errtext[128];
@@ -444,6 +448,16 @@ static void XMLCALL xml_on_ns(void *data, const XML_Char *prefix, const XML_Char
 		xml_fail(p, XML_E_NOMEM, "out of memory");
 }
 
+static void XMLCALL xml_on_cdata_start(void *data)
+{
+	((struct xml_parser *)data)->in_cdata = true;
+}
+
+static void XMLCALL xml_on_cdata_end(void *data)
+{
+	((struct xml_parser *)data)->in_cdata = false;
+}
+
 /* RFC 6120 11.1: no DTD, entity declaration, comment or processing
  * instruction anywhere in a stream. */
 static void XMLCALL xml_on_doctype(void *data, const XML_Char *name, const XML_Char *sysid,
@@ -490,6 +504,7 @@ static int xml_expat_make(struct xml_parser *p)
 	XML_SetUserData(p->expat, p);
 	XML_SetElementHandler(p->expat, xml_on_start, xml_on_end);
 	XML_SetCharacterDataHandler(p->expat, xml_on_text);
+	XML_SetCdataSectionHandler(p->expat, xml_on_cdata_start, xml_on_cdata_end);
 	XML_SetStartNamespaceDeclHandler(p->expat, xml_on_ns);
 	XML_SetStartDoctypeDeclHandler(p->expat, xml_on_doctype);
 	XML_SetEntityDeclHandler(p->expat, xml_on_entity);
@@ -527,6 +542,7 @@ static int xml_expat_new(struct xml_parser *p)
 	p->cur_depth = 0;
 	p->stopped = false;
 	p->paused = false;
+	p->in_cdata = false;
 	return 0;
 }
 
@@ -597,7 +613,7 @@ bool xml_idle(const struct xml_parser *p)
 	 * character, not even a CR that may begin a CRLF, waits in Expat's
 	 * buffer; Expat's own position agrees, and it is neither suspended
 	 * nor stopped */
-	return p->err == XML_OK && !p->stopped && !p->paused && p->depth == 1 &&
+	return p->err == XML_OK && !p->stopped && !p->paused && p->depth == 1 && !p->in_cdata &&
 	       p->mark == p->fed && p->root == NULL && p->prime != NULL &&
 	       st.parsing == XML_PARSING && xml_event_start(p) == p->fed;
 }
@@ -871,7 +887,7 @@ unsigned xml_depth(const struct xml_parser *p)
 
 bool xml_at_boundary(const struct xml_parser *p)
 {
-	return p->depth == 1 && p->mark == p->fed;
+	return p->depth == 1 && p->mark == p->fed && !p->in_cdata;
 }
 
 const char *xml_default_ns(const struct xml_parser *p)
