@@ -33,6 +33,7 @@ import cases_bypass  # noqa: E402,F401  (issue 8: routes around policy, real Pro
 import cases_bypass_upstream  # noqa: E402,F401  (issue 8: bound identity, scripted upstream)
 import cases_memory  # noqa: E402,F401  (issue 8: secrets in the process's memory)
 import cases_review8  # noqa: E402,F401  (issue 8 review: the holes it found)
+import cases_review14  # noqa: E402,F401  (issue 14 review: the fast relay and the idle release)
 import cases_fast  # noqa: E402,F401  (FAST, XEP-0484: scripted mod_sasl2_fast upstream, raw SASL2 client)
 import cases_fast_real  # noqa: E402,F401  (SASL2+Bind2+FAST with real parts: Prosody + prosody-modules, xmpp.js)
 import cases_durability  # noqa: E402,F401  (issue 15: the event log on a full disk)
