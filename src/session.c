@@ -15,6 +15,7 @@
 #include "session.h"
 #include "sharedstate.h"
 #include "transcript.h"
+#include "workers.h"
 #include "upstream.h"
 
 static void session_leg_data(struct leg *l, const char *data, size_t len)
@@ -236,13 +237,20 @@ void session_new_origin(struct proxy *px, int fd, enum session_port port,
 		return;
 	}
 	s->peer_key = addrtab_key(peer);
-	if (addrtab_add(px->peers, &s->peer_key) < 0) {
-		log_warnx("out of memory: connection refused");
+	/* checked at accept (or after the PROXY header); checked and counted
+	 * again in one step, for another worker may have taken the last place */
+	int added = addrtab_add_below(px->peers, &s->peer_key, px->conf->max_per_addr);
+	if (added != 0) {
+		if (added > 0)
+			session_refused(peer, o->via, "max_per_addr", NULL);
+		else
+			log_warnx("%s: connection refused",
+			          workers_count() > 1 ? "address table full" : "out of memory");
 		free(s);
 		close(fd);
 		return;
 	}
-	s->id = ++px->next_sid;
+	s->id = workers_next_sid(&px->next_sid);
 	s->px = px;
 	s->port = port;
 	s->t0 = ev_now(px->loop);
@@ -264,6 +272,7 @@ void session_new_origin(struct proxy *px, int fd, enum session_port port,
 		px->sessions->prev = s;
 	px->sessions = s;
 	px->nsessions++;
+	session_count_changed(px);
 
 	evlog_begin(s->id, "connect");
 	evlog_str("peer", s->peer);
@@ -282,6 +291,11 @@ void session_new_origin(struct proxy *px, int fd, enum session_port port,
 	                                  &s->shared_epoch, session_admitted, s);
 	if (s->shared_req == NULL)
 		login_start(s); /* it connects upstream (session_connect_upstream) */
+}
+
+void session_count_changed(const struct proxy *px)
+{
+	workers_note_open(px->nsessions, px->npending);
 }
 
 void session_refused(const struct sockaddr *peer, const struct sockaddr *via, const char *rule,
@@ -380,6 +394,7 @@ static void session_reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 		px->dead = s->next;
 		px->nsessions--;
 		session_free(s);
+		session_count_changed(px);
 	}
 	if (px->stopping && px->nsessions == 0)
 		ev_break(loop, EVBREAK_ALL);
@@ -395,7 +410,10 @@ static void session_sweeper_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void session_proxy_init(struct proxy *px)
 {
-	px->peers = addrtab_new();
+	void *shared = workers_area(WORKERS_AREA_ADDRTAB);
+	px->peers = shared != NULL
+	                ? addrtab_new_shared(shared, (unsigned)workers_self(), workers_count())
+	                : addrtab_new();
 	if (px->peers == NULL)
 		fatal("out of memory");
 	ev_timer_init(&px->sweeper, session_sweeper_cb, 60., 60.);

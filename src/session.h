@@ -128,6 +128,9 @@ void session_delay(struct session *s, double seconds);
 void session_login_done(struct session *s);
 /* Set-up of px (the reaper); once before the loop runs. */
 void session_proxy_init(struct proxy *px);
+/* px->nsessions or px->npending changed: told to the other workers
+ * (max_sessions is one limit across them). */
+void session_count_changed(const struct proxy *px);
 /* Graceful stop: every session is told the server is shutting down. */
 void session_shutdown_all(struct proxy *px);
 
