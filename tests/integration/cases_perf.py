@@ -41,7 +41,9 @@ def perf_upstream_resumed(ctx):
     say verified true (the session stands for the certificate checked
     for lab.test); a stream to another name on the same upstream is not
     resumed; a reload's new context starts with no ticket."""
-    px = ctx.proxy()
+    # one ticket store: each worker keeps its own (workers = N resume from
+    # each worker's second login on)
+    px = ctx.proxy(workers="1")
     tls = logins(ctx, px, 3)
     ctx.require(all(tls), f"missing upstream tls events: {tls}")
     ctx.check(tls[0].get("resumed") is False, f"first handshake resumed: {tls[0]}")
@@ -69,7 +71,7 @@ def perf_upstream_resumed(ctx):
 @case("perf_upstream_resumed_direct_tls", prosody="tickets")
 def perf_upstream_resumed_direct_tls(ctx):
     """upstream_tls = direct (ALPN xmpp-client): resumed the same way."""
-    px = ctx.proxy(upstream_tls="direct")
+    px = ctx.proxy(upstream_tls="direct", workers="1")  # one ticket store
     tls = logins(ctx, px, 2)
     ctx.require(all(tls), f"missing upstream tls events: {tls}")
     ctx.check(tls[1].get("resumed") is True and tls[1].get("verified") is True,

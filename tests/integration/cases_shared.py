@@ -413,12 +413,15 @@ def shared_max_per_addr(ctx):
 
 def outage_case(ctx, mode):
     r = redis(ctx)
-    px = ctx.proxy(shared_state=r.url(), shared_state_fail=mode, auth_failures="5/60")
+    # one instance's outage and recovery events (with workers = N each worker
+    # is an instance with its own link, each saying its own: cases_workers)
+    px = ctx.proxy(shared_state=r.url(), shared_state_fail=mode, auth_failures="5/60",
+                   workers="1")
     # without auth_failures only max_per_addr is shared: closed still
     # refuses logins while it cannot be judged
     mport = harness.free_port()
     px2 = ctx.proxy(shared_state=r.url(), shared_state_fail=mode,
-                    metrics_listen=f"127.0.0.1:{mport}")
+                    metrics_listen=f"127.0.0.1:{mport}", workers="1")
     for p in (px, px2):
         ctx.require(p.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
     ctx.check(attempt(ctx, px.port, ALICE_PW) == "success", "login with Redis up")
@@ -487,7 +490,8 @@ def shared_redis_stuck(ctx):
     and never answers, closed mode: the login is refused with
     temporary-auth-failure within the bounded wait, never hangs."""
     r = redis(ctx)
-    px = ctx.proxy(shared_state=r.url(), auth_failures="5/60")
+    # one instance's down event (each worker would say its own)
+    px = ctx.proxy(shared_state=r.url(), auth_failures="5/60", workers="1")
     ctx.require(px.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
     r.pause(True)
     t0 = time.monotonic()
@@ -504,7 +508,7 @@ def shared_redis_stuck(ctx):
     silent = Silent()
     ctx.servers.append(_Stop(silent.stop))
     px2 = ctx.proxy(shared_state=f"redis://127.0.0.1:{silent.port}", shared_state_fail="closed",
-                    auth_failures="5/60")
+                    auth_failures="5/60", workers="1")
     t0 = time.monotonic()
     got = attempt(ctx, px2.port, ALICE_PW)
     took = time.monotonic() - t0
