@@ -224,11 +224,6 @@
 #define WORKER_RESPAWN_MIN 0.1
 #define WORKER_RESPAWN_MAX 10.0
 #define WORKER_STABLE 10.0
-/* A worker's gauges (sessions by state) are published to the shared
- * region this often, for /metrics served by another worker (counting the
- * sessions by state walks them: 10,000 in about 50 us); the PROXY headers
- * being read and the counters are live. */
-#define WORKER_GAUGE_EVERY 0.25
 /* After SIGTERM the supervisor waits this long past CLOSE_LINGER for the
  * workers to drain, then kills what is left. SIGHUP: the seconds it
  * waits for every worker to say it applied the reload, before it logs

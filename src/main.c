@@ -57,9 +57,9 @@ struct main_state {
 	bool worker;       /* this process is one of several workers */
 	ev_signal sigterm, sigint, sighup;
 	ev_timer stop_timer;
-	ev_timer gap_timer;   /* writes a pending log_gap once the log takes it */
-	ev_timer gauge_timer; /* a worker's gauges, for the others' /metrics */
-	ev_prepare log_kick;  /* wakes the log writers once per loop round */
+	ev_timer gap_timer;    /* writes a pending log_gap once the log takes it */
+	ev_prepare gauge_prep; /* a worker's gauges, for the others' /metrics */
+	ev_prepare log_kick;   /* wakes the log writers once per loop round */
 };
 
 /* Once a second: lines lost to a full event log are reported (log_gap) as
@@ -492,17 +492,24 @@ static void main_listen(struct main_state *m)
 	}
 }
 
-/* Fires every WORKER_GAUGE_EVERY in a worker: its gauges and log totals,
- * for the /metrics another worker serves and the supervisor's stop. */
-static void main_gauge_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* A worker's gauges and log totals, for the /metrics another worker
+ * serves and the supervisor's stop. */
+static void main_publish(struct main_state *m)
 {
-	(void)loop, (void)revents;
-	struct main_state *m = w->data;
 	struct workers_gauges g;
 	metrics_gauges(&m->px, &g);
 	evlog_totals(&g.events_lost, &g.log_gaps);
 	g.keys_lost = tls_keylog_dropped();
 	workers_publish(&g);
+}
+
+/* Fires before each poll in a worker, after every other watcher of the
+ * round (the lowest priority): what the round changed is published. */
+static void main_gauge_prep_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	(void)loop, (void)revents;
+	if (workers_touched())
+		main_publish(w->data);
 }
 
 /* The event loop of one process that serves sessions (the only one, or a
@@ -526,10 +533,11 @@ static void main_serve(struct main_state *m)
 	ev_prepare_start(m->px.loop, &m->log_kick);
 	ev_unref(m->px.loop);
 	if (m->worker) {
-		ev_timer_init(&m->gauge_timer, main_gauge_cb, WORKER_GAUGE_EVERY,
-		              WORKER_GAUGE_EVERY);
-		m->gauge_timer.data = m;
-		ev_timer_start(m->px.loop, &m->gauge_timer);
+		ev_prepare_init(&m->gauge_prep, main_gauge_prep_cb);
+		m->gauge_prep.data = m;
+		/* the lowest priority: after the session reaper's frees */
+		ev_set_priority(&m->gauge_prep, EV_MINPRI);
+		ev_prepare_start(m->px.loop, &m->gauge_prep);
 		ev_unref(m->px.loop);
 	}
 	main_lifecycle_event(m, "start", NULL);
@@ -549,7 +557,7 @@ static void main_serve(struct main_state *m)
 	evlog_close();
 	tls_keylog_close();
 	if (m->worker)
-		main_gauge_cb(m->px.loop, &m->gauge_timer, 0); /* the final totals */
+		main_publish(m); /* the final totals */
 	SSL_CTX_free(m->px.server_ctx);
 	forge_free(m->px.forge);
 	transcript_shutdown();

@@ -135,6 +135,7 @@ static size_t metrics_kind(const char *error)
 /* The tap: fires for every event the proxy makes. */
 static void metrics_tap(const struct evlog_tap *t)
 {
+	workers_touch(); /* a login, a close: the sessions gauge may move */
 	if (strcmp(t->event, "connect") == 0) {
 		METRICS_INC(connections);
 	} else if (strcmp(t->event, "refused") == 0) {
@@ -196,14 +197,9 @@ void metrics_gauges(const struct proxy *px, struct workers_gauges *g)
 {
 	memset(g, 0, sizeof(*g));
 	g->header = px->npending;
-	for (const struct session *s = px->sessions; s != NULL; s = s->next) {
-		if (s->closing)
-			g->closing++;
-		else if (login_authenticated(s))
-			g->authenticated++;
-		else
-			g->login++;
-	}
+	g->closing = px->nclosing;
+	g->authenticated = px->nauthenticated;
+	g->login = px->nsessions - px->ndead - px->nclosing - px->nauthenticated;
 }
 
 int metrics_render(const struct proxy *px, struct buf *b)
@@ -263,8 +259,8 @@ int metrics_render(const struct proxy *px, struct buf *b)
 		rc |= buf_addf(b, "%s{kind=\"%s\"} %llu\n", n, metrics_kinds[k],
 		               METRICS_GET(upstream_errors[k]));
 
-	/* the other workers' gauges as they last published them (at most
-	 * WORKER_GAUGE_EVERY old), this one's counted now */
+	/* the other workers' gauges as they published them after their last
+	 * loop round that changed them, this one's as it is now */
 	struct workers_gauges others;
 	workers_others(&others);
 	uint64_t lost, gaps;

@@ -82,6 +82,13 @@ static void session_leg_event(struct leg *l, enum leg_event ev, const char *why)
 		s->prev = NULL;
 		s->next = px->dead;
 		px->dead = s;
+		px->ndead++;
+		if (s->closing)
+			px->nclosing--;
+		else if (s->counted_authenticated)
+			px->nauthenticated--;
+		s->counted_authenticated = false;
+		workers_touch();
 		ev_timer_stop(px->loop, &s->login_timer);
 		ev_timer_stop(px->loop, &s->connect_timer);
 		ev_timer_stop(px->loop, &s->delay_timer);
@@ -293,6 +300,29 @@ void session_new_origin(struct proxy *px, int fd, enum session_port port,
 		login_start(s); /* it connects upstream (session_connect_upstream) */
 }
 
+/* session_close: the gauge moves s from login or authenticated to
+ * closing. */
+static void session_gauge_closing(struct session *s)
+{
+	if (s->counted_authenticated)
+		s->px->nauthenticated--;
+	s->counted_authenticated = false;
+	s->px->nclosing++;
+	workers_touch();
+}
+
+void session_outcome_changed(struct session *s, bool success)
+{
+	if (s->closing || s->freed || s->counted_authenticated == success)
+		return;
+	s->counted_authenticated = success;
+	if (success)
+		s->px->nauthenticated++;
+	else
+		s->px->nauthenticated--;
+	workers_touch();
+}
+
 void session_count_changed(const struct proxy *px)
 {
 	workers_note_open(px->nsessions, px->npending);
@@ -343,6 +373,7 @@ void session_close(struct session *s, const char *reason)
 	if (s->closing)
 		return;
 	s->closing = true;
+	session_gauge_closing(s);
 	sharedstate_cancel(s->shared_req); /* a late answer must not find it */
 	s->shared_req = NULL;
 	struct login_summary sum;
@@ -393,6 +424,7 @@ static void session_reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 		struct session *s = px->dead;
 		px->dead = s->next;
 		px->nsessions--;
+		px->ndead--;
 		session_free(s);
 		session_count_changed(px);
 	}

@@ -27,6 +27,19 @@ struct workers_region {
 
 static struct workers_region *wr;
 static int workers_me = -1;
+static bool workers_dirty; /* this worker's gauges may have changed */
+
+void workers_touch(void)
+{
+	workers_dirty = true;
+}
+
+bool workers_touched(void)
+{
+	bool was = workers_dirty;
+	workers_dirty = false;
+	return was;
+}
 
 /* Offsets in the region, each area aligned for anything. */
 static size_t workers_align(size_t n)
@@ -111,6 +124,7 @@ bool workers_admit(unsigned open, unsigned max)
 
 void workers_note_open(unsigned sessions, unsigned pending)
 {
+	workers_dirty = true;
 	if (wr != NULL && workers_me >= 0) {
 		atomic_store(&wr->slot[workers_me].open, sessions + pending);
 		atomic_store(&wr->slot[workers_me].pending, pending);

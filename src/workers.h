@@ -48,6 +48,10 @@ uint64_t workers_next_sid(uint64_t *local);
 bool workers_admit(unsigned open, unsigned max);
 void workers_note_open(unsigned sessions, unsigned pending);
 
+/* Something this worker's gauges count may have changed (an event, a
+ * session more or fewer); workers_touched says so once, and forgets. */
+void workers_touch(void);
+bool workers_touched(void);
 void workers_publish(const struct workers_gauges *g);
 /* The sum of the other workers' last published gauges (this one's own are
  * counted live by the caller). */
