@@ -138,6 +138,8 @@ void audit_tls(struct leg *l, bool client, bool ok, const char *error)
 			login_forge_audit(s);
 		if (!client) {
 			evlog_bool("verified", info.verified);
+			if (info.verified && !info.resumed)
+				evlog_bool("verify_cached", info.verify_cached);
 			if (!info.verified)
 				evlog_str("verify_error", info.verify_error);
 		}

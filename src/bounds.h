@@ -231,4 +231,12 @@
 #define WORKER_STOP_GRACE 5.0
 #define WORKER_RELOAD_WAIT 5.0
 
+/* Upstream chains verified (verifycache.c): entries kept per client
+ * context (the same few upstreams as above, a chain or two each while a
+ * certificate is replaced), and the seconds a verification stands at most,
+ * so that a CA or certificate revoked by replacing files is met within
+ * minutes even without a reload (a reload empties the cache at once). */
+#define VERIFY_CACHE_ENTRIES 32
+#define VERIFY_CACHE_TTL 300
+
 #endif

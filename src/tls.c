@@ -5,6 +5,7 @@
 
 #include "lfile.h"
 #include "tickets.h"
+#include "verifycache.h"
 #include "tls.h"
 
 static struct lfile *tls_keylog;
@@ -166,7 +167,7 @@ SSL_CTX *tls_client_ctx(const char *ca, char *err, size_t errlen)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
-	if (tickets_attach(ctx) < 0) {
+	if (tickets_attach(ctx) < 0 || verifycache_attach(ctx) < 0) {
 		snprintf(err, errlen, "TLS: out of memory");
 		SSL_CTX_free(ctx);
 		return NULL;
@@ -235,6 +236,7 @@ void tls_describe(SSL *ssl, bool client_role, struct tls_info *info)
 	if (client_role) {
 		long v = SSL_get_verify_result(ssl);
 		info->verified = v == X509_V_OK && SSL_get0_peer_certificate(ssl) != NULL;
+		info->verify_cached = info->verified && verifycache_hit(ssl);
 		if (!info->verified)
 			snprintf(info->verify_error, sizeof(info->verify_error), "%s",
 			         X509_verify_cert_error_string(v));

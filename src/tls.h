@@ -20,6 +20,7 @@ struct tls_info {
 	char alpn[32]; /* empty if none */
 	bool resumed;
 	bool verified;          /* the peer certificate verified (client role) */
+	bool verify_cached;     /* verified: by verifycache, not again */
 	char verify_error[128]; /* why not, if it was checked */
 };
 
