@@ -360,7 +360,8 @@ def workers_respawn(ctx):
     """SIGKILL of one worker: its sessions are lost, the other worker's
     go on (a message round trip), the supervisor says so on stderr and
     forks another worker within a second, and logins work again (ten in a
-    row, none lost: the dead worker's sockets kept their queue)."""
+    row, none lost: the dead worker's sockets kept their queue); the new
+    one killed at once too is forked again after twice the pause."""
     px = workers_proxy(ctx)
     jids, cs = [], []
     for i in range(10):
@@ -394,6 +395,14 @@ def workers_respawn(ctx):
     ctx.check(done == 10, f"{done} of 10 logins after the respawn")
     sids_seen = [e["sid"] for e in px.events.find("connect")]
     ctx.check(len(set(sids_seen)) == len(sids_seen), "a sid was used twice across the respawn")
+    # the new worker dies at once too: the pause doubles (no fork loop)
+    again = [p for p in harness.worker_pids(px.proc.pid) if p not in workers]
+    ctx.require(len(again) == 1, f"the new worker: {again}")
+    os.kill(again[0], signal.SIGKILL)
+    ctx.check(harness.wait_until(lambda: "forking another in 0.2 s" in px.stderr(), 3),
+              f"the second death's pause: {px.stderr()[-300:]!r}")
+    ctx.check(harness.wait_until(lambda: len(harness.worker_pids(px.proc.pid)) == 2, 3),
+              "no worker forked after the second death")
 
 
 @case("workers_supervisor_dies")
