@@ -269,13 +269,14 @@ static void main_fit_nofile(struct conf *c, size_t nlisteners)
 		nlisteners += 1 + METRICS_MAX_CLIENTS; /* its socket and its scrapers */
 	static unsigned warned_for;
 	const rlim_t fixed = nlisteners + NOFILE_FIXED;
-	/* workers = N: the limit is per process, and the kernel spreads the
-	 * connections evenly, so each worker needs room for its share beside
-	 * its own listeners (it closes the other workers'; the supervisor
-	 * holds all N sets, and no session) */
-	const unsigned share =
-	    c->workers > 1 ? (c->max_sessions + c->workers - 1) / c->workers : c->max_sessions;
-	const rlim_t need = 2 * (rlim_t)share + fixed;
+	/* workers = N: the limit is per process. The soft limit goes up as for
+	 * one process (room for every session in any worker, the kernel's
+	 * spread being even only on average); where that does not fit, each
+	 * worker takes at most what fits it (refusing the rest at accept) and
+	 * max_sessions is what N of them fit. Each worker's listeners are its
+	 * own: it closes the others' (the supervisor holds all N sets, and no
+	 * session). */
+	const rlim_t need = 2 * (rlim_t)c->max_sessions + fixed;
 	c->worker_max_sessions = 0;
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
@@ -286,22 +287,23 @@ static void main_fit_nofile(struct conf *c, size_t nlisteners)
 		rl.rlim_cur = up.rlim_cur;
 	if (rl.rlim_cur >= need)
 		return;
-	rlim_t room = need - 2 * (rlim_t)share;
-	unsigned fit = rl.rlim_cur >= room + 2 ? (unsigned)((rl.rlim_cur - room) / 2) : 1;
-	unsigned total = c->workers > 1 ? fit * c->workers : fit;
+	unsigned fit = rl.rlim_cur >= fixed + 2 ? (unsigned)((rl.rlim_cur - fixed) / 2) : 1;
+	if (c->workers > 1) {
+		c->worker_max_sessions = fit; /* an uneven spread is refused, not starved of fds */
+		unsigned total = fit * c->workers;
+		if (total >= c->max_sessions)
+			return; /* the workers' caps together hold max_sessions */
+		fit = total;
+	}
 	if (warned_for != c->max_sessions)
 		log_warnx("max_sessions %u needs %llu file descriptors%s, the limit is %llu (hard "
 		          "%llu): max_sessions lowered to %u%s",
 		          c->max_sessions, (unsigned long long)need,
-		          c->workers > 1 ? " per worker" : "", (unsigned long long)rl.rlim_cur,
-		          (unsigned long long)rl.rlim_max,
-		          total < c->max_sessions ? total : c->max_sessions,
-		          c->workers > 1 ? ", at most that share in each worker" : "");
+		          c->workers > 1 ? " in one process" : "", (unsigned long long)rl.rlim_cur,
+		          (unsigned long long)rl.rlim_max, fit,
+		          c->workers > 1 ? ", what the workers fit together" : "");
 	warned_for = c->max_sessions;
-	if (total < c->max_sessions)
-		c->max_sessions = total;
-	if (c->workers > 1)
-		c->worker_max_sessions = fit; /* an uneven spread is refused, not starved of fds */
+	c->max_sessions = fit;
 }
 
 /* A SIGHUP whose configuration is refused still reopens the running logs:

@@ -493,7 +493,7 @@ def workers_nofile(ctx):
     px = ctx.proxy(start=False, workers="2")
     through(px, nofile=(limit, limit))
     start(ctx, px)
-    ctx.check("max_sessions lowered to 16, at most that share in each worker" in px.stderr(),
+    ctx.check("max_sessions lowered to 16, what the workers fit together" in px.stderr(),
               f"stderr: {px.stderr()[-300:]!r}")
     cs = [ctx.raw(px.port) for _ in range(24)]
     ctx.require(harness.wait_until(lambda: len(px.events.find("connect")) +
