@@ -623,6 +623,22 @@ static void main_sv_exited(void *ctx, unsigned i)
 		addrtab_forget_worker(t, i);
 }
 
+/* The supervisor's copies of the listening sockets go at the stop, as
+ * the workers close theirs: a connection made during the drain is
+ * refused, not left in a backlog no one will accept from. */
+static void main_sv_stopping(void *ctx)
+{
+	struct main_state *m = ctx;
+	for (unsigned w = 0; w < m->nworkers; w++) {
+		for (size_t k = 0; k < m->nlisteners; k++)
+			listener_close(m->all[w][k]);
+		if (m->metrics_fd[w] >= 0)
+			close(m->metrics_fd[w]);
+		m->metrics_fd[w] = -1;
+	}
+	m->nlisteners = 0;
+}
+
 /*
  * workers = N: the shared region, then the forks. Returns in the
  * supervisor once every worker has ended after a stop (a worker never
@@ -638,8 +654,10 @@ static void main_supervise(struct main_state *m)
 	metrics_shared_init(workers_area(WORKERS_AREA_METRICS));
 	metrics_use_shared(workers_area(WORKERS_AREA_METRICS));
 	main_lifecycle_event(m, "start", NULL);
-	static const struct supervisor_ops ops = {
-	    .reload = main_sv_reload, .reloaded = main_sv_reloaded, .exited = main_sv_exited};
+	static const struct supervisor_ops ops = {.reload = main_sv_reload,
+	                                          .reloaded = main_sv_reloaded,
+	                                          .exited = main_sv_exited,
+	                                          .stopping = main_sv_stopping};
 	struct supervisor_ops o = ops;
 	o.ctx = m;
 	notify_send("READY=1"); /* the ports are bound: the workers accept */

@@ -165,6 +165,7 @@ static void supervisor_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	sv.stopping = true;
 	log_info("stopping");
 	notify_send("STOPPING=1");
+	sv.ops->stopping(sv.ops->ctx);
 	for (unsigned i = 0; i < sv.n; i++) {
 		ev_timer_stop(loop, &sv.w[i].respawn);
 		if (sv.w[i].pid > 0)

@@ -21,6 +21,8 @@ struct supervisor_ops {
 	void (*reloaded)(void *ctx, bool ok);
 	/* worker i ended (before it is forked again, or at the stop) */
 	void (*exited)(void *ctx, unsigned i);
+	/* SIGTERM or SIGINT came: no worker will be forked again */
+	void (*stopping)(void *ctx);
 };
 
 /*

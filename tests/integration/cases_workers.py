@@ -336,14 +336,28 @@ def workers_reload(ctx):
 @case("workers_sigterm")
 def workers_sigterm(ctx):
     """SIGTERM to the supervisor with logged-in sessions on both workers:
-    each client is told the stream ends, the proxy exits 0, one stop event,
-    and no process of it is left."""
+    a new connection is refused at once (no listening socket left, the
+    supervisor's included), each client is told the stream ends, the proxy
+    exits 0, one stop event, and no process of it is left."""
     px = workers_proxy(ctx)
     cs = [c for c in (login(ctx, px.port, f"t{i}") for i in range(8)) if c]
     ctx.require(len(cs) == 8, f"{len(cs)} of 8 logins")
     ctx.check(len(set(holders(px, cs))) == 2, "the sessions are not on both workers")
     tree = harness.proc_tree(px.proc.pid)
     t0 = time.monotonic()
+    px.proc.send_signal(signal.SIGTERM)
+
+    def refused():
+        try:
+            socket.create_connection(("127.0.0.1", px.port), timeout=1).close()
+            return None
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return None
+    # no socket of the port is left listening (the supervisor's copies
+    # included): a client during the drain is refused, not left waiting
+    ctx.check(harness.wait_until(refused, 3), "connections still accepted during the drain")
     status = px.stop()
     ctx.check(status == 0 and not px.killed, f"exit status {status} (killed: {px.killed})")
     ctx.check(time.monotonic() - t0 < 8, f"the drain took {time.monotonic() - t0:.1f} s")
