@@ -211,7 +211,7 @@
 /* The workers' shared address table (addrtab.c, open addressing in the
  * MAP_SHARED region): one entry per (address, worker) with sessions or
  * attempts in flight, and one per address with a failure window. 2^17
- * slots, 48 bytes each (6 MiB of shared memory, touched as used); at most
+ * slots, 40 bytes each (5 MiB of shared memory, touched as used); at most
  * three quarters are filled, so probes stay short: 98,304 entries, room
  * for the default max_sessions (20,000) from distinct addresses plus
  * 78,000 failure windows. Full, it fails closed: a new connection is
