@@ -393,8 +393,16 @@ def shared_max_per_addr(ctx):
     except AssertionError as e:
         ctx.check(False, f"after one closed, a new session was refused: {e}")
     keys = r.keys()
-    ctx.check(len([k for k in keys if k.startswith("xmpp-inspect:sessions:")]) == 2,
-              f"one sessions hash per instance: {keys}")
+    # an instance is a worker (workers = N: each its own link and id), and
+    # has a sessions hash while it holds sessions: one hash per instance
+    # holding some, from both proxies, every one of a registered instance
+    hashes = {k[len("xmpp-inspect:sessions:"):] for k in keys
+              if k.startswith("xmpp-inspect:sessions:")}
+    registered = set((r.cli("ZRANGE", "xmpp-inspect:instances:all", "0", "-1") or "").split())
+    ctx.check(len(registered) == sum(p.workers() for p in pxs),
+              f"instances registered: {registered}, workers {[p.workers() for p in pxs]}")
+    ctx.check(2 <= len(hashes) <= len(registered) and hashes <= registered,
+              f"one sessions hash per instance holding sessions: {keys}")
     for k in keys:
         ttl = r.cli("PTTL", k)
         ctx.check(ttl is not None and 0 < int(ttl) <= 15000, f"key {k} TTL {ttl!r} ms (want 1..15000)")
