@@ -64,9 +64,15 @@ $(BUILD):
 # The benchmark's load generator and fast upstream (tools/bench): each one
 # C file (plus their shared tools/toolwire.c) on OpenSSL and libev, not
 # linked with the proxy's code.
-TOOLS := $(BUILD)/tools/loadgen $(BUILD)/tools/fastupstream
+TOOLS := $(BUILD)/tools/loadgen $(BUILD)/tools/fastupstream $(BUILD)/tools/relayfloor
 TOOL_LIBS := $(shell pkg-config --libs libssl libcrypto 2>/dev/null) -lev
 tools: $(TOOLS)
+
+# What relaying a large stanza costs at least (tools/bench-relay's floor):
+# Expat and the proxy's plain-text scan on their own.
+$(BUILD)/tools/relayfloor: tools/relayfloor.c src/xmltext.c src/xmltext.h | $(BUILD)
+	@mkdir -p $(BUILD)/tools
+	$(CC) $(ALL_CFLAGS) -o $@ $< src/xmltext.c $(shell pkg-config --libs expat 2>/dev/null || echo -lexpat)
 
 $(BUILD)/tools/%: tools/%.c tools/toolwire.c tools/toolwire.h | $(BUILD)
 	@mkdir -p $(BUILD)/tools

@@ -562,6 +562,37 @@ int leg_send(struct leg *l, const char *data, size_t len)
 	return 0;
 }
 
+/*
+ * Relayed bytes, written straight from the caller's buffer when nothing
+ * is queued ahead of them: no copy into the queue, no queue storage grown
+ * and given back for each large stanza. What the socket does not take is
+ * queued as by leg_send (after a would-block, the record TLS built from
+ * the first of those bytes is retried from the queue, which starts with
+ * them: SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER). A write error is reported
+ * through the leg's event now, so this is called only where a closing
+ * session is expected (after the parser returned, never inside one of
+ * its callbacks).
+ */
+int leg_send_now(struct leg *l, const char *data, size_t len)
+{
+	char why[256];
+	if (l->io != LEG_IO_OPEN || l->out.len > 0 || l->want_read_for_write || l->tls_after_flush)
+		return leg_send(l, data, len);
+	while (len > 0) {
+		ssize_t n = l->tr->write(l, data, len, why, sizeof(why));
+		if (n == -1)
+			break;
+		if (n == -2) {
+			l->ops->event(l, LEG_EV_ERROR, why);
+			return 0;
+		}
+		data += n;
+		len -= (size_t)n;
+		l->bytes_out += (uint64_t)n;
+	}
+	return len > 0 ? leg_send(l, data, len) : 0;
+}
+
 void leg_set_reading(struct leg *l, bool on)
 {
 	l->reading = on;

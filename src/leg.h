@@ -90,6 +90,10 @@ void leg_start_tls(struct leg *l, SSL *ssl, bool skip_ws);
 void leg_resume_tls(struct leg *l);
 /* Queues bytes for the peer of this leg's socket. Returns 0 or -1. */
 int leg_send(struct leg *l, const char *data, size_t len);
+/* As leg_send, but what nothing is queued ahead of is written at once;
+ * a write error is reported (LEG_EV_ERROR) before it returns. Only
+ * outside parser callbacks. */
+int leg_send_now(struct leg *l, const char *data, size_t len);
 /* Reading wanted or not (the login stops it while it waits). */
 void leg_set_reading(struct leg *l, bool on);
 /* Flushes what is queued, then shuts the leg down; CLOSED follows. */

@@ -181,7 +181,9 @@ void login_data(struct leg *l, const char *data, size_t len)
 			if (ll->hold.len > MAX_BIND_HOLD)
 				leg_set_reading(l, false);
 		} else if (relay) {
-			login_send(l->peer, data, used);
+			login_relay_send(l->peer, data, used);
+			if (s->closing)
+				return;
 			ll->relay_clean = xml_at_boundary(ll->xml);
 		} else if (!client && s->lg->hold_active) {
 			if (!login_hold_flush(s, data, used, base, hold))

@@ -187,6 +187,10 @@ bool login_relaying(const struct session *s);
 /* login_stream.c */
 
 void login_send(struct leg *l, const char *data, size_t len);
+/* The relay's bytes after login: as login_send, written at once when
+ * nothing is queued (leg_send_now); only from login_data, after a feed.
+ * The session may be closing when it returns. */
+void login_relay_send(struct leg *l, const char *data, size_t len);
 void login_send_buf(struct leg *l, struct buf *b);
 void login_client_header(struct session *s);
 void login_upstream_header(struct session *s);

@@ -25,6 +25,17 @@ void login_send(struct leg *l, const char *data, size_t len)
 		session_close(s, "out of memory");
 }
 
+void login_relay_send(struct leg *l, const char *data, size_t len)
+{
+	struct session *s = login_session(l);
+	if (l->io != LEG_IO_CLOSED && l->io != LEG_IO_DRAINING)
+		transcript_chunk(s->transcript,
+		                 login_is_client(l) ? TRANSCRIPT_CLIENT : TRANSCRIPT_UPSTREAM, true,
+		                 data, len);
+	if (leg_send_now(l, data, len) < 0)
+		session_close(s, "out of memory");
+}
+
 void login_send_buf(struct leg *l, struct buf *b)
 {
 	login_send(l, buf_head(b), b->len);

@@ -7,6 +7,7 @@
 #include "bounds.h"
 #include "secmem.h"
 #include "xml.h"
+#include "xmltext.h"
 
 /* Expat reports qualified names as "URI<sep>local<sep>prefix"; a space
  * cannot occur in a namespace URI or a name. */
@@ -19,6 +20,18 @@
 /* The smallest block for an element's text: short texts (a resource, a
  * PLAIN payload) fit in one. */
 #define XML_TEXT_MIN 64
+
+/* The shortest run of plain character data (xmltext.h) that is counted and
+ * passed over instead of being given to Expat: below it the extra Expat
+ * call it takes (about 0.2 us) costs more than tokenizing the run. */
+#define XML_SKIP_MIN 256
+/* A run of plain bytes that begins inside a tag or a reference is given to
+ * Expat up to a '>' or ';' among its first XML_TOKEN_SCAN bytes, at most
+ * XML_TOKEN_TRIES times in a row (each is one more Expat call): enough for
+ * "<body>" or "&amp;" before the text, and no cost to speak of when a
+ * long attribute value is full of them. */
+#define XML_TOKEN_SCAN 1024
+#define XML_TOKEN_TRIES 4
 
 /* Everything Expat allocates (its input buffer, the pools that hold names
  * and attribute values) is scrubbed when freed: it held the credentials
@@ -34,7 +47,9 @@ struct xml_parser {
 	bool build_this; /* building the current depth-1 element */
 
 	unsigned depth;        /* 0 outside the stream, 1 in it, 2+ in a stanza */
-	uint64_t fed;          /* bytes given to this Expat parser */
+	uint64_t fed;          /* bytes of this stream fed to xml_feed */
+	uint64_t skipped;      /* of those, plain text Expat never saw */
+	uint64_t last_end;     /* where the last event Expat reported ended */
 	uint64_t mark;         /* where the token being parsed began, at most */
 	uint64_t stanza_start; /* offset of the current depth-1 element */
 	struct xml_elem *root; /* the depth-1 element being built */
@@ -74,10 +89,16 @@ static void xml_fail(struct xml_parser *p, enum xml_error err, const char *text)
 	XML_StopParser(p->expat, XML_FALSE);
 }
 
+/* Stream offsets of the event being reported: Expat counts only the bytes
+ * it was given, and every byte passed over came before them. */
+static uint64_t xml_event_start(const struct xml_parser *p)
+{
+	return (uint64_t)XML_GetCurrentByteIndex(p->expat) + p->skipped;
+}
+
 static uint64_t xml_event_end(const struct xml_parser *p)
 {
-	return (uint64_t)XML_GetCurrentByteIndex(p->expat) +
-	       (uint64_t)XML_GetCurrentByteCount(p->expat);
+	return xml_event_start(p) + (uint64_t)XML_GetCurrentByteCount(p->expat);
 }
 
 /* Splits Expat's "URI local prefix" (or "local") into the three parts,
@@ -156,6 +177,7 @@ static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Ch
 	 * empty element refused in its start handler): they are void */
 	if (p->err != XML_OK || p->stopped)
 		return;
+	p->last_end = xml_event_end(p);
 	while (atts[2 * nattrs] != NULL) {
 		if (strlen(atts[2 * nattrs + 1]) > MAX_XML_ATTR_LEN) {
 			xml_fail(p, XML_E_POLICY, "attribute value too long");
@@ -173,8 +195,7 @@ static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Ch
 	}
 
 	if (p->depth == 1) {
-		if (xml_event_end(p) - (uint64_t)XML_GetCurrentByteIndex(p->expat) >
-		    MAX_STREAM_HEADER) {
+		if (xml_event_end(p) - xml_event_start(p) > MAX_STREAM_HEADER) {
 			xml_fail(p, XML_E_POLICY, "stream header too large");
 			return;
 		}
@@ -195,9 +216,9 @@ static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Ch
 	}
 
 	if (p->depth == 2) {
-		p->stanza_start = (uint64_t)XML_GetCurrentByteIndex(p->expat);
+		p->stanza_start = xml_event_start(p);
 		p->built = 0;
-	} else if ((uint64_t)XML_GetCurrentByteIndex(p->expat) - p->stanza_start > p->max_stanza) {
+	} else if (xml_event_start(p) - p->stanza_start > p->max_stanza) {
 		xml_fail(p, XML_E_POLICY, "stanza too large");
 		return;
 	}
@@ -244,6 +265,7 @@ static void XMLCALL xml_on_end(void *data, const XML_Char *qname)
 
 	if (p->err != XML_OK || p->stopped)
 		return;
+	p->last_end = xml_event_end(p);
 	if (p->depth == 1) {
 		p->depth = 0;
 		p->mark = xml_event_end(p);
@@ -308,6 +330,7 @@ static void XMLCALL xml_on_text(void *data, const XML_Char *s, int len)
 
 	if (p->err != XML_OK || p->stopped)
 		return;
+	p->last_end = xml_event_end(p);
 	if (p->depth < 2) {
 		p->mark = xml_event_end(p);
 		return;
@@ -316,7 +339,9 @@ static void XMLCALL xml_on_text(void *data, const XML_Char *s, int len)
 		xml_fail(p, XML_E_POLICY, "stanza too large");
 		return;
 	}
-	if (p->cur == NULL || p->cur_depth != p->depth)
+	/* the depth-1 element itself is made without building too, but
+	 * nothing reads its text then */
+	if (p->cur == NULL || p->cur_depth != p->depth || !p->build_this)
 		return;
 	if (xml_text_add(p->cur, s, (size_t)len) < 0)
 		xml_fail(p, XML_E_NOMEM, "out of memory");
@@ -388,6 +413,8 @@ static int xml_expat_new(struct xml_parser *p)
 	p->depth = 0;
 	p->default_ns[0] = '\0';
 	p->fed = 0;
+	p->skipped = 0;
+	p->last_end = 0;
 	p->mark = 0;
 	p->stanza_start = 0;
 	p->cur_depth = 0;
@@ -479,6 +506,61 @@ static enum xml_error xml_map_expat(struct xml_parser *p)
 	}
 }
 
+/*
+ * Whether the next bytes may be passed over when plain (xmltext.h): only
+ * after login (building off), inside a stanza that is not being built,
+ * and with every byte fed so far reported by Expat in an event, so that
+ * it is between two tokens of content (or inside a CDATA section, where
+ * plain bytes are as harmless), never inside a tag, a reference, or
+ * markup it has not finished. What is passed over is text Expat would
+ * have accepted and reported in pieces that nothing reads; the stanza
+ * limit is checked on it here.
+ */
+static bool xml_can_skip(const struct xml_parser *p)
+{
+	return !p->build && !p->build_this && p->depth >= 2 && p->last_end == p->fed &&
+	       p->err == XML_OK && !p->stopped && !p->paused;
+}
+
+/* Gives Expat n more bytes of the feed that began at stream offset base.
+ * *more is true when the feed may go on; otherwise the result (and
+ * *used) is xml_feed's. */
+static enum xml_error xml_parse(struct xml_parser *p, const char *data, size_t n, uint64_t base,
+                                size_t *used, bool *more)
+{
+	*more = false;
+	p->fed += n;
+	/* Into Expat's own buffer (what XML_Parse does when Expat keeps
+	 * context bytes), so that a pause (xml_pause) can leave the rest of
+	 * data there for xml_resume() after data is gone. */
+	void *buf = n > 0 ? XML_GetBuffer(p->expat, (int)n) : NULL;
+	if (n > 0 && buf == NULL) {
+		p->err = XML_E_NOMEM;
+		snprintf(p->errtext, sizeof(p->errtext), "out of memory");
+		return p->err;
+	}
+	if (n > 0)
+		memcpy(buf, data, n);
+	enum XML_Status st = XML_ParseBuffer(p->expat, (int)n, XML_FALSE);
+	if (st == XML_STATUS_SUSPENDED) {
+		*used = (size_t)(p->fed - base); /* all of it is Expat's now */
+		return XML_OK;
+	}
+	if (st == XML_STATUS_ERROR) {
+		if (p->err != XML_OK)
+			return p->err;
+		if (p->stopped) {
+			*used = (size_t)(p->stop_at - base);
+			p->fed = p->stop_at;
+			return XML_OK;
+		}
+		p->err = xml_map_expat(p);
+		return p->err;
+	}
+	*more = true;
+	return XML_OK;
+}
+
 enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size_t *used)
 {
 	*used = 0;
@@ -502,33 +584,57 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
 		return p->err;
 	}
 	uint64_t base = p->fed;
-	p->fed += len;
-	/* Into Expat's own buffer (what XML_Parse does when Expat keeps
-	 * context bytes), so that a pause (xml_pause) can leave the rest of
-	 * data there for xml_resume() after data is gone. */
-	void *buf = len > 0 ? XML_GetBuffer(p->expat, (int)len) : NULL;
-	if (len > 0 && buf == NULL) {
-		p->err = XML_E_NOMEM;
-		snprintf(p->errtext, sizeof(p->errtext), "out of memory");
-		return p->err;
-	}
-	if (len > 0)
-		memcpy(buf, data, len);
-	enum XML_Status st = XML_ParseBuffer(p->expat, (int)len, XML_FALSE);
-	if (st == XML_STATUS_SUSPENDED) {
-		*used = len; /* all of it is Expat's now */
-		return XML_OK;
-	}
-	if (st == XML_STATUS_ERROR) {
-		if (p->err != XML_OK)
-			return p->err;
-		if (p->stopped) {
-			*used = (size_t)(p->stop_at - base);
-			p->fed = p->stop_at;
-			return XML_OK;
+	size_t done = 0;
+	unsigned tries = 0;
+	while (done < len) {
+		size_t n = len - done;
+		if (xml_can_skip(p)) {
+			size_t run = xmltext_plain_run(data + done, n);
+			if (run > 0) {
+				p->fed += run;
+				p->skipped += run;
+				done += run;
+				/* Expat is still between two tokens of content */
+				p->last_end = p->fed;
+				tries = 0;
+				if (p->fed - p->stanza_start > p->max_stanza) {
+					p->err = XML_E_POLICY;
+					snprintf(p->errtext, sizeof(p->errtext),
+					         "stanza too large");
+					return p->err;
+				}
+				continue;
+			}
 		}
-		p->err = xml_map_expat(p);
-		return p->err;
+		if (!p->build) {
+			/* Expat gets the bytes up to the next long run of plain
+			 * text, which it may then be spared. A run it could not be
+			 * spared began inside a token ("<" then "body>text", "&"
+			 * then "amp;text"): Expat takes it up to the '>' or ';'
+			 * that may end that token, and the rest is tried again; a
+			 * run with none early on (a long attribute value) goes to
+			 * it whole. */
+			size_t lim = n < XML_TOKEN_SCAN ? n : XML_TOKEN_SCAN;
+			size_t from = xmltext_plain_run(data + done, lim);
+			size_t tok = from > 0 && tries < XML_TOKEN_TRIES
+			                 ? xmltext_token_end(data + done, from)
+			                 : 0;
+			if (tok > 0) {
+				n = tok;
+				tries++;
+			} else {
+				if (from == lim)
+					from = xmltext_plain_run(data + done, n);
+				n = from +
+				    xmltext_next_run(data + done + from, n - from, XML_SKIP_MIN);
+				tries = 0;
+			}
+		}
+		bool more;
+		enum xml_error err = xml_parse(p, data + done, n, base, used, &more);
+		if (!more)
+			return err;
+		done += n;
 	}
 	*used = len;
 	/* A token Expat is still buffering (a huge start tag or attribute)

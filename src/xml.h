@@ -93,7 +93,10 @@ void xml_stop(struct xml_parser *p);
 /* From a callback: pause right after the current event. xml_feed() then
  * takes all its bytes (those behind the event wait in the parser), and
  * nothing may be fed until xml_resume(), which parses them (its callbacks
- * may pause again). Returns as xml_feed(). */
+ * may pause again). Returns as xml_feed(). (With building off, xml_feed
+ * gives Expat its bytes in pieces, plain text passed over between them:
+ * a pause there takes the bytes up to the end of its piece only, *used
+ * says how many. The login pauses only before success, building on.) */
 void xml_pause(struct xml_parser *p);
 bool xml_paused(const struct xml_parser *p);
 enum xml_error xml_resume(struct xml_parser *p);
@@ -103,7 +106,9 @@ enum xml_error xml_resume(struct xml_parser *p);
 int xml_reset(struct xml_parser *p);
 
 /* Building depth-1 trees costs memory and time; after login only names
- * are needed. */
+ * are needed. With building off, runs of plain text inside a stanza
+ * (xmltext.h) are counted against max_stanza and passed over, not given to
+ * Expat (xml_feed). */
 void xml_set_build(struct xml_parser *p, bool build);
 void xml_set_max_stanza(struct xml_parser *p, size_t max_stanza);
 

@@ -773,6 +773,124 @@ static void test_build_off(void)
 	rec_free(&r);
 }
 
+/* The text of size n: plain runs of 300 bytes (long enough to be passed
+ * over, XML_SKIP_MIN) between bytes Expat must see. */
+static char *long_text(size_t n)
+{
+	static const char *const breaks[] = {"&amp;", "\n", "\xc3\xa9", "]", "<![CDATA[x]]>", "\t"};
+	char *t = malloc(n + 32);
+	size_t i = 0, k = 0;
+	while (i < n) {
+		for (size_t j = 0; j < 300 && i < n; j++)
+			t[i++] = (char)('a' + (j % 26));
+		const char *b = breaks[k++ % 6];
+		memcpy(t + i, b, strlen(b));
+		i += strlen(b);
+	}
+	t[i] = '\0';
+	return t;
+}
+
+/* After login (building off) plain text is passed over, not given to
+ * Expat: the trace (names and offsets) must be what it is without that,
+ * however the bytes are cut, and every limit and check must hold. */
+static void test_skip_text(void)
+{
+	char *body = long_text(5000);
+	char *attr = malloc(2001);
+	memset(attr, 'v', 2000);
+	attr[2000] = '\0';
+	struct buf in = {0};
+	buf_adds(&in, STREAM_OPEN);
+	buf_addf(&in, "<message id='m1'><body>%s</body></message>", body);
+	buf_addf(&in, "<message id='%s'>%s<x xmlns='urn:x'>%s</x></message>", attr, body, body);
+	buf_addf(&in, "<iq type='get'><q xmlns='urn:q'>%s</q></iq>", body);
+	buf_addf(&in, "<stream:error><text xmlns='" XML_NS_STREAM_ERRORS "'>%s</text></stream:error>",
+		 attr);
+	static const size_t chunks[] = {0, 1, 7, 255, 256, 257, 301, 4096, 16384};
+	char *want = NULL;
+	bool same = true, texts = true;
+	for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+		struct rec r;
+		rec_init(&r, 64 * 1024);
+		xml_set_build(r.p, false);
+		enum xml_error err = rec_feed(&r, buf_head(&in), in.len, chunks[c]);
+		const char *t = rec_text(&r);
+		if (err != XML_OK || xml_offset(r.p) != in.len || !xml_at_boundary(r.p))
+			same = false;
+		/* the stream error is built whole, its text included */
+		if (strstr(t, attr) == NULL || strstr(t, "\"v") == NULL)
+			texts = false;
+		if (want == NULL)
+			want = strdup(t);
+		else if (strcmp(want, t) != 0)
+			same = false;
+		rec_free(&r);
+	}
+	T_CHECK(same, "skip text: the same trace and offsets however the bytes are cut");
+	T_CHECK(texts, "skip text: a stream error's long text is still built");
+	/* the offsets are the stream's: the second message starts where it does */
+	char at[64];
+	const char *m2 = strstr(buf_head(&in), "<message id='vvv");
+	snprintf(at, sizeof(at), "[%zu,", (size_t)(m2 - buf_head(&in)));
+	T_CHECK(want != NULL && strstr(want, at) != NULL, "skip text: stream offsets, not Expat's");
+	free(want);
+
+	/* limits and checks right after passed-over text, every cut */
+	struct {
+		const char *name, *junk;
+		size_t max;
+		enum xml_error err;
+	} bad[] = {
+	    {"skip text: over max_stanza", "", 3000, XML_E_POLICY},
+	    {"skip text: comment after text", "<!--c-->", 64 * 1024, XML_E_RESTRICTED},
+	    {"skip text: PI after text", "<?p x?>", 64 * 1024, XML_E_RESTRICTED},
+	    {"skip text: control character after text", "\x01", 64 * 1024, XML_E_NOT_WELL_FORMED},
+	    {"skip text: ]]> after text", "]]>", 64 * 1024, XML_E_NOT_WELL_FORMED},
+	    {"skip text: undefined entity after text", "&nope;", 64 * 1024, XML_E_NOT_WELL_FORMED},
+	    {"skip text: bad UTF-8 after text", "\xc3(", 64 * 1024, XML_E_NOT_WELL_FORMED},
+	};
+	for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+		struct buf x = {0};
+		buf_adds(&x, STREAM_OPEN "<message><body>");
+		buf_adds(&x, body);
+		buf_adds(&x, bad[b].junk);
+		buf_adds(&x, "tail</body></message>");
+		bool ok = true;
+		for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+			struct rec r;
+			rec_init(&r, bad[b].max);
+			xml_set_build(r.p, false);
+			if (rec_feed(&r, buf_head(&x), x.len, chunks[c]) != bad[b].err)
+				ok = false;
+			rec_free(&r);
+		}
+		T_CHECK(ok, bad[b].name);
+		buf_free(&x);
+	}
+	/* an attribute value of plain bytes is never passed over: its bound holds */
+	struct buf y = {0};
+	char *huge = malloc(MAX_XML_ATTR_LEN + 2);
+	memset(huge, 'a', MAX_XML_ATTR_LEN + 1);
+	huge[MAX_XML_ATTR_LEN + 1] = '\0';
+	buf_addf(&y, STREAM_OPEN "<message><body>%s</body><x y='%s'/></message>", body, huge);
+	bool ok = true;
+	for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+		struct rec r;
+		rec_init(&r, 64 * 1024);
+		xml_set_build(r.p, false);
+		if (rec_feed(&r, buf_head(&y), y.len, chunks[c]) != XML_E_POLICY)
+			ok = false;
+		rec_free(&r);
+	}
+	T_CHECK(ok, "skip text: a long plain attribute value is still bounded");
+	free(huge);
+	buf_free(&y);
+	buf_free(&in);
+	free(attr);
+	free(body);
+}
+
 /* Captures one element as a deep copy is impossible with the public API:
  * the tests below work inside the callback. */
 struct tree_check {
@@ -1124,6 +1242,7 @@ int main(void)
 	test_restart();
 	test_sticky();
 	test_build_off();
+	test_skip_text();
 	test_tree();
 	test_write();
 	T_DONE();
