@@ -68,6 +68,7 @@ static void main_gap_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop, (void)w, (void)revents;
 	evlog_flush_gap();
+	(void)evlog_trouble(); /* told to the other workers, failing or not */
 }
 
 /* Fires before each poll: the lines this round queued go to their files. */

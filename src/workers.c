@@ -18,7 +18,8 @@ struct workers_region {
 	pthread_mutex_t lock; /* admission: the sum of open and the add are one step */
 	_Atomic uint64_t sid;
 	_Atomic uint64_t reload_gen;
-	_Atomic unsigned alive; /* workers running, as the supervisor counts them */
+	_Atomic unsigned alive;       /* workers running, as the supervisor counts them */
+	_Atomic uint64_t log_trouble; /* a bit per worker whose event log fails */
 	unsigned n;
 	struct workers_gauges retired; /* log totals of the workers that exited */
 	struct workers_slot slot[WORKERS_MAX];
@@ -189,7 +190,27 @@ void workers_forget(unsigned i)
 	memset(&wr->slot[i].g, 0, sizeof(wr->slot[i].g));
 	atomic_store(&wr->slot[i].open, 0);
 	atomic_store(&wr->slot[i].pending, 0);
+	atomic_fetch_and(&wr->log_trouble, ~((uint64_t)1 << i));
 	shm_unlock(&wr->lock);
+}
+
+void workers_set_log_trouble(bool on)
+{
+	if (wr == NULL || workers_me < 0)
+		return;
+	uint64_t bit = (uint64_t)1 << workers_me;
+	if (on)
+		atomic_fetch_or(&wr->log_trouble, bit);
+	else
+		atomic_fetch_and(&wr->log_trouble, ~bit);
+}
+
+bool workers_log_trouble_elsewhere(void)
+{
+	if (wr == NULL)
+		return false;
+	uint64_t mine = workers_me >= 0 ? (uint64_t)1 << workers_me : 0;
+	return (atomic_load(&wr->log_trouble) & ~mine) != 0;
 }
 
 uint64_t workers_reload_begin(void)

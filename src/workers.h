@@ -63,6 +63,13 @@ void workers_totals(struct workers_gauges *sum);
  * kept for the stop event. */
 void workers_forget(unsigned i);
 
+/* event_log_full: whether this worker's event log fails (its last write
+ * failed, or lines lost not yet reported), and whether another's does
+ * (the same file on the same disk). Each worker says so at every check
+ * and once a second (its gap timer). */
+void workers_set_log_trouble(bool on);
+bool workers_log_trouble_elsewhere(void);
+
 /* Reloads: the supervisor starts one (a new generation) before it sends
  * SIGHUP; each worker says it applied it, ok or not. */
 uint64_t workers_reload_begin(void);

@@ -270,10 +270,13 @@ def event_log_full_refuse(ctx):
         disk.free()
         ok = harness.wait_until(lambda: login(ctx, px, 1) == 1, 10, interval=0.3)
         ctx.check(ok, "no login succeeded after the disk had room again")
+        # read once the proxy has stopped: with workers = N the worker that
+        # refused retries its own queue on its own back-off (up to 1 s),
+        # and the login above may have landed on another one
+        finish(ctx, px, disk)
         events = whole_lines(ctx, px.event_log)
         ctx.check(any(e.get("event") == "policy" and e.get("rule") == "event_log_full"
                       for e in events) or any(e.get("event") == "log_gap" for e in events),
                   "the refusal is neither logged nor counted in a gap")
-        finish(ctx, px, disk)
     finally:
         disk.remove()

@@ -85,8 +85,14 @@ int main(void)
 	T_CHECK(!workers_reload_acked(2, 8, &ok), "no ack for a later generation");
 	T_CHECK(workers_reload_begin() == 1 && workers_reload_gen() == 1, "reload generations");
 
+	workers_become(2);
+	workers_set_log_trouble(true);
+	T_CHECK(!workers_log_trouble_elsewhere(), "log trouble: its own is not elsewhere");
+	workers_become(0);
+	T_CHECK(workers_log_trouble_elsewhere(), "log trouble: worker 2's failing log seen by 0");
 	workers_forget(1);
 	workers_forget(2);
+	T_CHECK(!workers_log_trouble_elsewhere(), "log trouble: a dead worker's is forgotten");
 	T_CHECK(workers_admit(admitted[0], LIMIT), "a dead worker's sessions are forgotten");
 	workers_totals(&g);
 	T_CHECK(g.events_lost == 60 && g.login == 1, "totals keep the dead workers' log losses");
