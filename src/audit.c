@@ -167,23 +167,23 @@ void audit_features(const struct session *s, enum streamfeatures_starttls st,
 	evlog_int("n", s->lg->cl.stream_n);
 	evlog_str("starttls", streamfeatures_starttls_name(st));
 	evlog_str("upstream_starttls", streamfeatures_starttls_name(s->lg->upstream_starttls));
-	evlog_strlist("mechanisms", (const char *const *)s->lg->up.mechs, s->lg->up.nmechs);
-	evlog_strlist("offered", (const char *const *)s->lg->offered, s->lg->noffered);
+	evlog_strlist("mechanisms", (const char *const *)s->lg->ng->up.mechs, s->lg->ng->up.nmechs);
+	evlog_strlist("offered", (const char *const *)s->lg->ng->offered, s->lg->ng->noffered);
 	evlog_bool("tls", s->lg->client_tls);
-	if (s->lg->up.compression)
+	if (s->lg->ng->up.compression)
 		evlog_bool("compression_removed", true);
-	if (s->lg->up.channel_binding)
+	if (s->lg->ng->up.channel_binding)
 		evlog_bool("channel_binding_removed", true);
-	if (s->lg->up.sasl2)
+	if (s->lg->ng->up.sasl2)
 		evlog_strlist("sasl2_offered", sasl2, nsasl2);
-	if (s->lg->up.ninline > 0)
-		evlog_strlist("inline", (const char *const *)s->lg->up.inline_names,
-		              s->lg->up.ninline);
-	if (s->lg->up.fast) {
-		evlog_strlist("fast_mechanisms", (const char *const *)s->lg->up.fast_mechs,
-		              s->lg->up.nfast_mechs);
-		evlog_strlist("fast_offered", (const char *const *)s->lg->fast_offered,
-		              s->lg->nfast_offered);
+	if (s->lg->ng->up.ninline > 0)
+		evlog_strlist("inline", (const char *const *)s->lg->ng->up.inline_names,
+		              s->lg->ng->up.ninline);
+	if (s->lg->ng->up.fast) {
+		evlog_strlist("fast_mechanisms", (const char *const *)s->lg->ng->up.fast_mechs,
+		              s->lg->ng->up.nfast_mechs);
+		evlog_strlist("fast_offered", (const char *const *)s->lg->ng->fast_offered,
+		              s->lg->ng->nfast_offered);
 	}
 	evlog_end();
 }
@@ -281,7 +281,7 @@ void audit_iq_auth(const struct session *s, const char *type)
 	evlog_bool("sasl2", false);
 	evlog_bool("legacy", true);
 	evlog_str("type", type);
-	evlog_str("username", s->lg->user[0] ? s->lg->user : NULL);
+	evlog_str("username", s->lg->user != NULL && s->lg->user[0] ? s->lg->user : NULL);
 	evlog_end();
 }
 
@@ -366,17 +366,19 @@ void audit_login(struct session *s)
 	s->lg->login_logged = true;
 	evlog_begin(s->id, "login");
 	evlog_str("peer", s->peer);
-	evlog_str("user", s->lg->user[0] ? s->lg->user : NULL);
-	evlog_str("authzid", s->lg->authzid[0] ? s->lg->authzid : NULL);
+	evlog_str("user", s->lg->user != NULL && s->lg->user[0] ? s->lg->user : NULL);
+	evlog_str("authzid", s->lg->authzid != NULL && s->lg->authzid[0] ? s->lg->authzid : NULL);
 	evlog_str("jid", s->lg->jid);
 	evlog_str("domain", s->lg->domain);
 	/* transparent mode: where this login went */
 	evlog_str("upstream", s->upstream_addr[0] ? s->upstream_addr : NULL);
 	evlog_str("mechanism", s->lg->mechanism);
-	evlog_strlist("offered", (const char *const *)s->lg->offered, s->lg->noffered);
-	if (s->lg->nfast_offered > 0)
-		evlog_strlist("fast_offered", (const char *const *)s->lg->fast_offered,
-		              s->lg->nfast_offered);
+	if (s->lg->ng != NULL) /* it goes only after this record (login_idle) */
+		evlog_strlist("offered", (const char *const *)s->lg->ng->offered,
+		              s->lg->ng->noffered);
+	if (s->lg->ng != NULL && s->lg->ng->nfast_offered > 0)
+		evlog_strlist("fast_offered", (const char *const *)s->lg->ng->fast_offered,
+		              s->lg->ng->nfast_offered);
 	if (s->lg->client_tls)
 		evlog_str("client_tls", s->lg->client_tls_version);
 	else

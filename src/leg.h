@@ -105,6 +105,8 @@ void leg_hurry(struct leg *l);
 void leg_abort(struct leg *l);
 /* Frees what leg_init and the transport allocated (after CLOSED). */
 void leg_free(struct leg *l);
+/* An idle leg gives back its empty output queue's storage. */
+void leg_trim(struct leg *l);
 /* True if output is queued or being flushed. */
 bool leg_busy(const struct leg *l);
 

@@ -380,7 +380,7 @@ void login_start(struct session *s)
 {
 	const struct conf *c = login_conf(s);
 	s->lg = calloc(1, sizeof(*s->lg));
-	if (s->lg == NULL) {
+	if (s->lg == NULL || (s->lg->ng = calloc(1, sizeof(*s->lg->ng))) == NULL) {
 		session_close(s, "out of memory");
 		return;
 	}
@@ -438,6 +438,17 @@ void login_close(struct session *s, struct login_summary *out)
 	audit_login(s);
 }
 
+/* The negotiation's state goes (login_idle, login_free). */
+static void login_nego_free(struct session *s)
+{
+	if (s->lg->ng == NULL)
+		return;
+	login_clear_offered(s);
+	streamfeatures_free(&s->lg->ng->up);
+	free(s->lg->ng);
+	s->lg->ng = NULL;
+}
+
 void login_free(struct session *s)
 {
 	if (s->lg == NULL)
@@ -449,9 +460,10 @@ void login_free(struct session *s)
 	sasl_free(s->lg->sasl);
 	s->lg->sasl = NULL;
 	login_forge_free(s);
-	streamfeatures_free(&s->lg->up);
-	login_clear_offered(s);
+	login_nego_free(s);
 	free(s->lg->jid);
+	free(s->lg->user);
+	free(s->lg->authzid);
 	free(s->lg->client_from);
 	free(s->lg->bind_id);
 	free(s->lg->session_iq_id);
@@ -462,6 +474,33 @@ void login_free(struct session *s)
 	buf_free(&s->lg->hold_repl);
 	free(s->lg);
 	s->lg = NULL;
+}
+
+/* One leg's part of login_idle(); true if its parser went. */
+static bool login_leg_idle(struct leg *l, struct login_leg *ll)
+{
+	uint64_t seen = l->bytes_in + l->bytes_out;
+	if (seen != ll->idle_seen) {
+		ll->idle_seen = seen; /* it moved: idle from the next sweep on */
+		return false;
+	}
+	leg_trim(l);
+	return xml_release_idle(ll->xml);
+}
+
+void login_idle(struct session *s)
+{
+	if (s->lg == NULL || s->closing || !login_relaying(s))
+		return;
+	/* relaying, and the record written: nothing reads the negotiation's
+	 * state any more (login_int.h) */
+	if (s->lg->login_logged)
+		login_nego_free(s);
+	bool c = login_leg_idle(&s->client, &s->lg->cl);
+	bool u = login_leg_idle(&s->upstream, &s->lg->ul);
+	if (c || u)
+		log_debug("session %llu: idle, parser released:%s%s", (unsigned long long)s->id,
+		          c ? " client" : "", u ? " upstream" : "");
 }
 
 bool login_authenticated(const struct session *s)

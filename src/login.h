@@ -64,6 +64,10 @@ void login_event(struct leg *l, enum leg_event ev, const char *why);
 void login_timeout(struct session *s, bool connect);
 /* The pause after a failed login is over: the held answer goes out. */
 void login_resume(struct session *s);
+/* From the idle sweep (session.c, every IDLE_SWEEP): a logged-in leg that
+ * moved no byte since the last sweep and is between stanzas gives back
+ * its parser and its empty output queue. */
+void login_idle(struct session *s);
 /* The proxy is stopping: end both streams politely. */
 void login_shutdown(struct session *s);
 /* True once the login succeeded (for the sessions gauge). */

@@ -23,6 +23,19 @@
 
 struct forge_leaf;
 
+/* What only the negotiation needs (login_negotiate.c, login_sasl.c, the
+ * login record): the upstream's features, what the client was offered.
+ * Allocated with struct login; freed by login_idle() once the session
+ * relays and audit_login() has written the record (no code after that
+ * point reads it), so a held session does not keep its 1.5 KiB. */
+struct login_nego {
+	struct streamfeatures up;      /* post-TLS features */
+	char *offered[MAX_MECHANISMS]; /* what the client was last offered */
+	size_t noffered;
+	char *fast_offered[MAX_MECHANISMS]; /* of it, FAST's (XEP-0484, SASL2 inline) */
+	size_t nfast_offered;
+};
+
 /* The login's state of one session: what login*.c follow and audit.c
  * records (session.h keeps only a pointer to it). */
 enum session_outcome {
@@ -55,6 +68,7 @@ struct login_leg {
 	bool relay_clean;                   /* what was relayed to the peer ends between items */
 	bool ended;                         /* the peer's </stream:stream> came (after login) */
 	uint64_t relay_from;                /* stream offset of hold's first byte */
+	uint64_t idle_seen;                 /* the leg's bytes at the last idle sweep */
 };
 
 struct login {
@@ -82,11 +96,9 @@ struct login {
 	 * resolved by the client's listener at the start) */
 	enum conf_upstream_tls upstream_mode;
 	enum streamfeatures_starttls upstream_starttls; /* as first offered */
-	struct streamfeatures up;                       /* post-TLS features */
-	char *offered[MAX_MECHANISMS];                  /* what the client was last offered */
-	size_t noffered;
-	char *fast_offered[MAX_MECHANISMS]; /* of it, FAST's (XEP-0484, SASL2 inline) */
-	size_t nfast_offered;
+	/* the negotiation's state (struct login_nego), NULL once the session
+	 * relays and its login record is written (login_idle) */
+	struct login_nego *ng;
 	char mechanism[MAX_MECH_NAME + 1];
 	struct sasl_state *sasl;
 	unsigned steps_c2s, steps_s2c, auth_attempts;
@@ -125,7 +137,11 @@ struct login {
 	const char *outcome_by; /* "upstream" or "proxy" */
 	char condition[40];     /* last failure condition */
 	ev_tstamp t_outcome;
-	char user[SASL_VALUE_MAX], authzid[SASL_VALUE_MAX], cb[32];
+	/* the names the attempt's payloads gave (login_keep_text: at most
+	 * SASL_VALUE_MAX - 1 bytes), NULL when none; on the heap, for a held
+	 * session's sake (two fixed fields were 1 KiB of it) */
+	char *user, *authzid;
+	char cb[32];
 	char *jid; /* bound (or SASL2-granted), NULL until known */
 	/* an iq bind or session in flight; its id, NULL when it had none */
 	bool bind_pending, session_pending;
@@ -199,6 +215,7 @@ void login_stream_error(struct leg *l, const char *condition, const char *text);
 void login_stream_end(struct leg *l);
 void login_end(struct session *s, const char *condition, const char *text, const char *reason);
 void login_copy_text(char *dst, size_t n, const char *src);
+bool login_keep_text(char **dst, const char *src, size_t n);
 void login_fail(struct session *s, const char *condition, const char *text, const char *reason);
 void login_end_deferred(struct session *s);
 void login_upstream_fault(struct session *s, const char *condition, const char *text);

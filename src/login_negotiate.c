@@ -19,16 +19,16 @@
 
 static void login_clear_fast_offered(struct session *s)
 {
-	for (size_t i = 0; i < s->lg->nfast_offered; i++)
-		free(s->lg->fast_offered[i]);
-	s->lg->nfast_offered = 0;
+	for (size_t i = 0; i < s->lg->ng->nfast_offered; i++)
+		free(s->lg->ng->fast_offered[i]);
+	s->lg->ng->nfast_offered = 0;
 }
 
 void login_clear_offered(struct session *s)
 {
-	for (size_t i = 0; i < s->lg->noffered; i++)
-		free(s->lg->offered[i]);
-	s->lg->noffered = 0;
+	for (size_t i = 0; i < s->lg->ng->noffered; i++)
+		free(s->lg->ng->offered[i]);
+	s->lg->ng->noffered = 0;
 	login_clear_fast_offered(s);
 }
 
@@ -103,39 +103,40 @@ void login_client_features(struct session *s)
 		 * of FAST's, those of it the server has) */
 		struct policy_verdict v;
 		for (size_t i = 0; i < c->noffer_mechanisms; i++) {
-			login_offer(s->lg->offered, &s->lg->noffered, c->offer_mechanisms[i]);
-			if (streamfeatures_has_fast(&s->lg->up, c->offer_mechanisms[i]))
-				login_offer(s->lg->fast_offered, &s->lg->nfast_offered,
+			login_offer(s->lg->ng->offered, &s->lg->ng->noffered,
+			            c->offer_mechanisms[i]);
+			if (streamfeatures_has_fast(&s->lg->ng->up, c->offer_mechanisms[i]))
+				login_offer(s->lg->ng->fast_offered, &s->lg->ng->nfast_offered,
 				            c->offer_mechanisms[i]);
 		}
 		policy_rule(c, POLICY_RULE_OFFER_LIST, NULL, &v);
 		audit_policy(s, &v);
 	} else if (sasl_now) {
-		login_filter_offer(s, s->lg->up.mechs, s->lg->up.nmechs, s->lg->offered,
-		                   &s->lg->noffered);
-		login_filter_offer(s, s->lg->up.fast_mechs, s->lg->up.nfast_mechs,
-		                   s->lg->fast_offered, &s->lg->nfast_offered);
+		login_filter_offer(s, s->lg->ng->up.mechs, s->lg->ng->up.nmechs, s->lg->ng->offered,
+		                   &s->lg->ng->noffered);
+		login_filter_offer(s, s->lg->ng->up.fast_mechs, s->lg->ng->up.nfast_mechs,
+		                   s->lg->ng->fast_offered, &s->lg->ng->nfast_offered);
 	}
 
 	/* SASL2 offers the same filtered mechanisms, where the server has them */
 	const char *sasl2[MAX_MECHANISMS];
 	size_t nsasl2 = 0;
-	for (size_t i = 0; i < s->lg->noffered; i++)
-		if (streamfeatures_has_sasl2(&s->lg->up, s->lg->offered[i]))
-			sasl2[nsasl2++] = s->lg->offered[i];
+	for (size_t i = 0; i < s->lg->ng->noffered; i++)
+		if (streamfeatures_has_sasl2(&s->lg->ng->up, s->lg->ng->offered[i]))
+			sasl2[nsasl2++] = s->lg->ng->offered[i];
 	/* FAST is written inside SASL2's <authentication><inline>: without
 	 * them it is not offered at all (nor accepted, login_was_offered) */
-	if (nsasl2 == 0 || !s->lg->up.sasl2_inline)
+	if (nsasl2 == 0 || !s->lg->ng->up.sasl2_inline)
 		login_clear_fast_offered(s);
-	o.mechs = (const char *const *)s->lg->offered;
-	o.nmechs = s->lg->noffered;
+	o.mechs = (const char *const *)s->lg->ng->offered;
+	o.nmechs = s->lg->ng->noffered;
 	o.sasl2 = sasl2;
 	o.nsasl2 = nsasl2;
-	o.fast = (const char *const *)s->lg->fast_offered;
-	o.nfast = s->lg->nfast_offered;
+	o.fast = (const char *const *)s->lg->ng->fast_offered;
+	o.nfast = s->lg->ng->nfast_offered;
 	o.others = sasl_now;
 	struct buf b = {0};
-	streamfeatures_write(&b, s->lg->cl.out_prefix, &o, &s->lg->up);
+	streamfeatures_write(&b, s->lg->cl.out_prefix, &o, &s->lg->ng->up);
 	transcript_note(s->transcript, "the proxy's own features follow, rewritten by policy from "
 	                               "the server's last ones");
 	login_send_buf(&s->client, &b);
@@ -302,8 +303,11 @@ static void login_iq_auth(struct session *s, const struct xml_elem *e, const str
 	const char *type = xml_attr(e, NULL, "type");
 	s->lg->auth_tried = true;
 	snprintf(s->lg->mechanism, sizeof(s->lg->mechanism), "%s", "jabber:iq:auth");
-	if (user != NULL && user->text != NULL)
-		login_copy_text(s->lg->user, sizeof(s->lg->user), user->text);
+	if (user != NULL && user->text != NULL &&
+	    !login_keep_text(&s->lg->user, user->text, SASL_VALUE_MAX)) {
+		session_close(s, "out of memory");
+		return;
+	}
 	audit_iq_auth(s, type);
 	struct policy_verdict v;
 	policy_rule(login_conf(s), POLICY_RULE_IQ_AUTH, NULL, &v);
@@ -392,7 +396,7 @@ void login_upstream_features(struct session *s, const struct xml_elem *e)
 {
 	struct leg *u = &s->upstream;
 
-	if (streamfeatures_parse(&s->lg->up, e) < 0) {
+	if (streamfeatures_parse(&s->lg->ng->up, e) < 0) {
 		session_close(s, "out of memory");
 		return;
 	}
@@ -401,12 +405,12 @@ void login_upstream_features(struct session *s, const struct xml_elem *e)
 		 * (it has it from the first byte): require_tls = auto takes it
 		 * that it does, rather than let PLAIN cross the client leg in
 		 * the clear to a server that would have refused it so. */
-		s->lg->upstream_starttls = s->lg->up.starttls;
-		s->lg->upstream_requires_tls = s->lg->up.starttls == SF_STARTTLS_REQUIRED ||
+		s->lg->upstream_starttls = s->lg->ng->up.starttls;
+		s->lg->upstream_requires_tls = s->lg->ng->up.starttls == SF_STARTTLS_REQUIRED ||
 		                               s->lg->upstream_mode == CONF_UPSTREAM_DIRECT;
 	}
 	if (s->lg->upstream_mode == CONF_UPSTREAM_STARTTLS && !s->lg->upstream_tls) {
-		if (s->lg->up.starttls == SF_STARTTLS_NONE) {
+		if (s->lg->ng->up.starttls == SF_STARTTLS_NONE) {
 			audit_tls(u, false, false, "the server does not offer STARTTLS");
 			login_fail(s, "remote-connection-failed",
 			           "the server does not offer STARTTLS",

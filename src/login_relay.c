@@ -23,6 +23,10 @@ void login_enter_relay(struct session *s)
 	size_t max = login_conf(s)->max_stanza;
 	xml_set_max_stanza(s->lg->cl.xml, max);
 	xml_set_max_stanza(s->lg->ul.xml, max);
+	/* the SASL decoder's state (its names are copied into the login's
+	 * record) has nothing left to decode */
+	sasl_free(s->lg->sasl);
+	s->lg->sasl = NULL;
 	/* while users_deny/users_allow wait for the bound JID, the client's
 	 * stanzas wait too, and the login timer keeps running */
 	if (policy_checks_identity(login_conf(s)) && s->lg->jid == NULL)

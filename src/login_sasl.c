@@ -28,10 +28,11 @@ void login_decode(struct session *s, enum sasl_dir dir, const struct xml_elem *e
 	              f) < 0)
 		f->n = 0;
 	const char *v;
-	if ((v = sasl_user(s->lg->sasl)) != NULL)
-		snprintf(s->lg->user, sizeof(s->lg->user), "%s", v);
-	if ((v = sasl_authzid(s->lg->sasl)) != NULL)
-		snprintf(s->lg->authzid, sizeof(s->lg->authzid), "%s", v);
+	if (((v = sasl_user(s->lg->sasl)) != NULL &&
+	     !login_keep_text(&s->lg->user, v, SASL_VALUE_MAX)) ||
+	    ((v = sasl_authzid(s->lg->sasl)) != NULL &&
+	     !login_keep_text(&s->lg->authzid, v, SASL_VALUE_MAX)))
+		session_close(s, "out of memory");
 	if ((v = sasl_cb_flag(s->lg->sasl)) != NULL)
 		login_copy_text(s->lg->cb, sizeof(s->lg->cb), v);
 }
@@ -47,8 +48,8 @@ static void login_check_channel_binding(struct session *s)
 	struct policy_input in = {.step = POLICY_CHANNEL_BINDING,
 	                          .mechanism = s->lg->mechanism,
 	                          .cb_flag = s->lg->cb[0] ? s->lg->cb : NULL,
-	                          .upstream_offered_plus =
-	                              policy_offered_plus(s->lg->up.mechs, s->lg->up.nmechs)};
+	                          .upstream_offered_plus = policy_offered_plus(
+	                              s->lg->ng->up.mechs, s->lg->ng->up.nmechs)};
 	struct policy_verdict v;
 	policy_check(login_conf(s), &in, &v);
 	if (v.action != POLICY_ALLOW) {
@@ -102,10 +103,10 @@ static bool login_listed(char *const *list, size_t n, const char *mech)
 static bool login_was_offered(const struct session *s, const char *mech, bool sasl2)
 {
 	if (!sasl2)
-		return login_listed(s->lg->offered, s->lg->noffered, mech);
-	return (login_listed(s->lg->offered, s->lg->noffered, mech) &&
-	        streamfeatures_has_sasl2(&s->lg->up, mech)) ||
-	       login_listed(s->lg->fast_offered, s->lg->nfast_offered, mech);
+		return login_listed(s->lg->ng->offered, s->lg->ng->noffered, mech);
+	return (login_listed(s->lg->ng->offered, s->lg->ng->noffered, mech) &&
+	        streamfeatures_has_sasl2(&s->lg->ng->up, mech)) ||
+	       login_listed(s->lg->ng->fast_offered, s->lg->ng->nfast_offered, mech);
 }
 
 /*
@@ -243,7 +244,10 @@ void login_client_auth(struct session *s, const struct xml_elem *e, bool sasl2)
 	sasl_free(s->lg->sasl);
 	s->lg->sasl = sasl_new(name);
 	s->lg->steps_c2s = s->lg->steps_s2c = 0;
-	s->lg->user[0] = s->lg->authzid[0] = s->lg->cb[0] = '\0';
+	free(s->lg->user);
+	free(s->lg->authzid);
+	s->lg->user = s->lg->authzid = NULL;
+	s->lg->cb[0] = '\0';
 	s->lg->identity_checked = false;
 	s->lg->fast_used = strncmp(name, "HT-", 3) == 0;
 	s->lg->fast_requested = sasl2 && xml_child(e, XML_NS_FAST, "request-token") != NULL;

@@ -213,7 +213,7 @@ void login_client_element(struct session *s, const struct xml_elem *e)
 			return;
 		}
 		if (xml_is(e, XML_NS_SASL, "auth") ||
-		    (s->lg->up.sasl2 && xml_is(e, XML_NS_SASL2, "authenticate"))) {
+		    (s->lg->ng->up.sasl2 && xml_is(e, XML_NS_SASL2, "authenticate"))) {
 			login_client_auth(s, e, strcmp(e->ns, XML_NS_SASL2) == 0);
 			return;
 		}

@@ -199,6 +199,19 @@ void login_copy_text(char *dst, size_t n, const char *src)
 	dst[len] = '\0';
 }
 
+/* *dst becomes a copy of src cut as login_copy_text cuts it into n bytes
+ * (the old value freed). Returns false when out of memory (*dst NULL). */
+bool login_keep_text(char **dst, const char *src, size_t n)
+{
+	size_t len = strlen(src) + 1;
+	free(*dst);
+	*dst = malloc(len < n ? len : n);
+	if (*dst == NULL)
+		return false;
+	login_copy_text(*dst, len < n ? len : n, src);
+	return true;
+}
+
 /* Keeps a failure for the stream header the client has yet to send: the
  * upstream is let go, and CLOSE_LINGER bounds the wait for that header
  * (login_end_deferred() tells it, login_timeout() gives up on it). */

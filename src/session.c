@@ -440,6 +440,16 @@ static void session_sweeper_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	addrtab_sweep(px->peers, ev_now(loop));
 }
 
+/* Fires every IDLE_SWEEP seconds: idle logged-in sessions give back their
+ * parsers and empty queues (login_idle). */
+static void session_idler_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop, (void)revents;
+	struct proxy *px = w->data;
+	for (struct session *s = px->sessions; s != NULL; s = s->next)
+		login_idle(s);
+}
+
 void session_proxy_init(struct proxy *px)
 {
 	void *shared = workers_area(WORKERS_AREA_ADDRTAB);
@@ -451,6 +461,10 @@ void session_proxy_init(struct proxy *px)
 	ev_timer_init(&px->sweeper, session_sweeper_cb, 60., 60.);
 	px->sweeper.data = px;
 	ev_timer_start(px->loop, &px->sweeper);
+	ev_unref(px->loop);
+	ev_timer_init(&px->idler, session_idler_cb, IDLE_SWEEP, IDLE_SWEEP);
+	px->idler.data = px;
+	ev_timer_start(px->loop, &px->idler);
 	ev_unref(px->loop);
 	ev_prepare_init(&px->reaper, session_reaper_cb);
 	px->reaper.data = px;

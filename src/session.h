@@ -42,6 +42,7 @@ struct proxy {
 	struct session *dead;     /* closed, freed by the reaper */
 	ev_prepare reaper;        /* frees px->dead */
 	ev_timer sweeper;         /* forgets expired per-address failure windows */
+	ev_timer idler;           /* idle logged-in sessions give back memory */
 	struct proxyin *pending;  /* proxy listeners' connections reading their header */
 	unsigned npending;
 	/* the sessions gauge, kept as sessions change (O(1) to read, for a

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "buf.h"
 #include "bounds.h"
@@ -58,9 +59,28 @@ struct xml_parser {
 	size_t built;          /* elements in root */
 
 	char default_ns[64]; /* declared on the stream header; "" if none */
-	bool stopped;        /* xml_stop() called in a callback */
-	bool paused;         /* xml_pause(): Expat suspended, holding the rest */
-	uint64_t stop_at;    /* offset where the stop took effect */
+
+	/* Between stanzas after login (xml_release_idle) the Expat parser is
+	 * freed (expat NULL) and made again when bytes come, primed with a
+	 * stream header of its own: the real header's element name and every
+	 * namespace it declared, which is all of the stream's state Expat
+	 * keeps at depth 1. Expat's offsets and positions then count from the
+	 * primer's first byte: expat_base is the stream offset of Expat's byte
+	 * 0 (negative by the primer's length), line0/col0 where Expat's first
+	 * line begins in the stream and prime_cols the primer's width. */
+	bool priming;     /* the primer is being parsed: no callbacks */
+	struct buf decls; /* the header's declarations, while it is parsed */
+	char *prime;      /* the primer, once the header was parsed */
+	size_t prime_len;
+	int64_t expat_base;
+	uint64_t line0, col0, prime_cols;
+	/* Expat's hash salt, one per wrapper: every parser it makes (at a
+	 * stream restart, after a release) uses it rather than a getrandom(2)
+	 * each (0: Expat's own) */
+	unsigned long salt;
+	bool stopped;     /* xml_stop() called in a callback */
+	bool paused;      /* xml_pause(): Expat suspended, holding the rest */
+	uint64_t stop_at; /* offset where the stop took effect */
 	enum xml_error err;
 	char errtext[128];
 };
@@ -90,15 +110,31 @@ static void xml_fail(struct xml_parser *p, enum xml_error err, const char *text)
 }
 
 /* Stream offsets of the event being reported: Expat counts only the bytes
- * it was given, and every byte passed over came before them. */
+ * it was given, from its own first byte (the primer's, after a release:
+ * expat_base), and every byte passed over came before them. */
 static uint64_t xml_event_start(const struct xml_parser *p)
 {
-	return (uint64_t)XML_GetCurrentByteIndex(p->expat) + p->skipped;
+	return (uint64_t)((int64_t)XML_GetCurrentByteIndex(p->expat) + p->expat_base) + p->skipped;
 }
 
 static uint64_t xml_event_end(const struct xml_parser *p)
 {
 	return xml_event_start(p) + (uint64_t)XML_GetCurrentByteCount(p->expat);
+}
+
+/* The stream's line and column of the current position (Expat's own
+ * count restarts with each parser made after a release). */
+static uint64_t xml_line(const struct xml_parser *p)
+{
+	return p->line0 + (uint64_t)XML_GetCurrentLineNumber(p->expat) - 1;
+}
+
+static uint64_t xml_column(const struct xml_parser *p)
+{
+	uint64_t col = (uint64_t)XML_GetCurrentColumnNumber(p->expat);
+	if (XML_GetCurrentLineNumber(p->expat) != 1)
+		return col;
+	return p->col0 + (col >= p->prime_cols ? col - p->prime_cols : 0);
 }
 
 /* Splits Expat's "URI local prefix" (or "local") into the three parts,
@@ -167,6 +203,35 @@ static struct xml_elem *xml_make(const char *qname, const char **atts, size_t na
 	return e;
 }
 
+/* The primer of the stream whose header is being parsed: a start tag
+ * with the header's qualified name (its end tag must match) and the
+ * declarations xml_on_ns collected. Re-escaping can make it longer than
+ * the header (a '"' in a URI becomes "&quot;"): one over MAX_STREAM_HEADER
+ * is not kept, and that stream's parser is never released. Returns 0, or
+ * -1 on out of memory. */
+static int xml_make_prime(struct xml_parser *p, const char *prefix)
+{
+	struct buf b = {0};
+	bool fits = p->decls.len <= MAX_STREAM_HEADER;
+	int rc = fits ? buf_addf(&b, "<%s%sstream", prefix, prefix[0] ? ":" : "") : 0;
+	if (fits) {
+		rc |= buf_add(&b, buf_head(&p->decls), p->decls.len);
+		rc |= buf_adds(&b, ">");
+	}
+	buf_free(&p->decls);
+	free(p->prime);
+	p->prime = NULL;
+	p->prime_len = 0;
+	if (rc == 0 && fits && b.len <= MAX_STREAM_HEADER && (p->prime = malloc(b.len)) != NULL) {
+		memcpy(p->prime, buf_head(&b), b.len);
+		p->prime_len = b.len;
+	} else if (rc == 0 && fits && b.len <= MAX_STREAM_HEADER) {
+		rc = -1;
+	}
+	buf_free(&b);
+	return rc < 0 ? -1 : 0;
+}
+
 /* Fires for every start tag. */
 static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Char **atts)
 {
@@ -175,7 +240,7 @@ static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Ch
 
 	/* Expat may still report events after XML_StopParser (the end of an
 	 * empty element refused in its start handler): they are void */
-	if (p->err != XML_OK || p->stopped)
+	if (p->err != XML_OK || p->stopped || p->priming)
 		return;
 	p->last_end = xml_event_end(p);
 	while (atts[2 * nattrs] != NULL) {
@@ -207,6 +272,8 @@ static void XMLCALL xml_on_start(void *data, const XML_Char *qname, const XML_Ch
 		if (strcmp(hdr->ns, XML_NS_STREAMS) != 0 || strcmp(hdr->name, "stream") != 0) {
 			xml_fail(p, XML_E_INVALID_NAMESPACE,
 			         "stream element not in the streams namespace");
+		} else if (xml_make_prime(p, hdr->prefix) < 0) {
+			xml_fail(p, XML_E_NOMEM, "out of memory");
 		} else {
 			p->mark = xml_event_end(p);
 			p->h->open(p->ctx, hdr, p->mark);
@@ -348,12 +415,26 @@ static void XMLCALL xml_on_text(void *data, const XML_Char *s, int len)
 }
 
 /* Fires for each namespace declaration; the one without a prefix on the
- * stream header is the content namespace (RFC 6120 4.8.2). */
+ * stream header is the content namespace (RFC 6120 4.8.2). Those of the
+ * header are kept for the primer (xml_make_prime): stanzas may use any
+ * prefix it declared. */
 static void XMLCALL xml_on_ns(void *data, const XML_Char *prefix, const XML_Char *uri)
 {
 	struct xml_parser *p = data;
-	if (p->depth == 0 && prefix == NULL)
+	if (p->depth != 0 || p->priming)
+		return;
+	if (prefix == NULL)
 		snprintf(p->default_ns, sizeof(p->default_ns), "%s", uri ? uri : "");
+	if (p->decls.len > MAX_STREAM_HEADER)
+		return; /* no primer for this stream (xml_make_prime) */
+	int rc = prefix != NULL ? buf_addf(&p->decls, " xmlns:%s='", prefix)
+	                        : buf_adds(&p->decls, " xmlns='");
+	if (rc == 0 && uri != NULL)
+		rc = xml_escape(&p->decls, uri, strlen(uri));
+	if (rc == 0)
+		rc = buf_adds(&p->decls, "'");
+	if (rc < 0)
+		xml_fail(p, XML_E_NOMEM, "out of memory");
 }
 
 /* RFC 6120 11.1: no DTD, entity declaration, comment or processing
@@ -387,7 +468,8 @@ static void XMLCALL xml_on_pi(void *data, const XML_Char *target, const XML_Char
 	xml_fail(data, XML_E_RESTRICTED, "processing instruction");
 }
 
-static int xml_expat_new(struct xml_parser *p)
+/* A fresh Expat parser with our handlers, for p. Returns 0 or -1. */
+static int xml_expat_make(struct xml_parser *p)
 {
 	static const XML_Char sep[] = {XML_SEP, '\0'};
 	/* UTF-8 is forced: RFC 6120 11.6 allows no other encoding. What
@@ -395,6 +477,8 @@ static int xml_expat_new(struct xml_parser *p)
 	p->expat = XML_ParserCreate_MM("UTF-8", &xml_mem, sep);
 	if (p->expat == NULL)
 		return -1;
+	if (p->salt != 0)
+		XML_SetHashSalt(p->expat, p->salt);
 	XML_SetReturnNSTriplet(p->expat, XML_TRUE);
 	XML_SetUserData(p->expat, p);
 	XML_SetElementHandler(p->expat, xml_on_start, xml_on_end);
@@ -410,6 +494,22 @@ static int xml_expat_new(struct xml_parser *p)
 	/* A lone <starttls/> must reach us at once, or the login deadlocks. */
 	XML_SetReparseDeferralEnabled(p->expat, XML_FALSE);
 #endif
+	return 0;
+}
+
+/* A new stream: a fresh Expat parser, offsets and positions from 0. */
+static int xml_expat_new(struct xml_parser *p)
+{
+	if (xml_expat_make(p) < 0)
+		return -1;
+	buf_free(&p->decls);
+	free(p->prime);
+	p->prime = NULL;
+	p->prime_len = 0;
+	p->expat_base = 0;
+	p->line0 = 1;
+	p->col0 = 0;
+	p->prime_cols = 0;
 	p->depth = 0;
 	p->default_ns[0] = '\0';
 	p->fed = 0;
@@ -432,6 +532,8 @@ struct xml_parser *xml_new(const struct xml_handler *h, void *ctx, size_t max_st
 	p->ctx = ctx;
 	p->max_stanza = max_stanza;
 	p->build = true;
+	if (getrandom(&p->salt, sizeof(p->salt), 0) != (ssize_t)sizeof(p->salt))
+		p->salt = 0;
 	if (xml_expat_new(p) < 0) {
 		free(p);
 		return NULL;
@@ -444,7 +546,10 @@ void xml_free(struct xml_parser *p)
 	if (p == NULL)
 		return;
 	xml_free_tree(p->root);
-	XML_ParserFree(p->expat);
+	if (p->expat != NULL)
+		XML_ParserFree(p->expat);
+	buf_free(&p->decls);
+	free(p->prime);
 	free(p);
 }
 
@@ -452,7 +557,8 @@ int xml_reset(struct xml_parser *p)
 {
 	xml_free_tree(p->root);
 	p->root = p->cur = NULL;
-	XML_ParserFree(p->expat);
+	if (p->expat != NULL)
+		XML_ParserFree(p->expat);
 	p->expat = NULL;
 	if (xml_expat_new(p) < 0) {
 		p->err = XML_E_NOMEM;
@@ -466,8 +572,64 @@ void xml_stop(struct xml_parser *p)
 	if (p->stopped)
 		return;
 	p->stopped = true;
+	if (p->expat == NULL) {
+		p->stop_at = p->fed; /* released: nothing is being parsed */
+		return;
+	}
 	p->stop_at = xml_event_end(p);
 	XML_StopParser(p->expat, XML_FALSE);
+}
+
+bool xml_idle(const struct xml_parser *p)
+{
+	if (p->expat == NULL)
+		return true;
+	XML_ParsingStatus st;
+	XML_GetParsingStatus(p->expat, &st);
+	/* depth 1 and every byte fed ended an event (mark): no tag, no
+	 * character, not even a CR that may begin a CRLF, waits in Expat's
+	 * buffer; Expat's own position agrees, and it is neither suspended
+	 * nor stopped */
+	return p->err == XML_OK && !p->stopped && !p->paused && p->depth == 1 &&
+	       p->mark == p->fed && p->root == NULL && p->prime != NULL &&
+	       st.parsing == XML_PARSING && xml_event_start(p) == p->fed;
+}
+
+bool xml_release_idle(struct xml_parser *p)
+{
+	if (p->expat == NULL || !xml_idle(p))
+		return false;
+	/* where the stream is, for the parser xml_revive() makes */
+	p->line0 = xml_line(p);
+	p->col0 = xml_column(p);
+	XML_ParserFree(p->expat);
+	p->expat = NULL;
+	return true;
+}
+
+/* The Expat parser again, primed to where the released one was: inside
+ * the stream element, with the header's namespaces in scope. Returns 0 or
+ * -1 (out of memory, or the primer refused: never, it parsed before). */
+static int xml_revive(struct xml_parser *p)
+{
+	if (xml_expat_make(p) < 0)
+		return -1;
+	p->priming = true;
+	enum XML_Status st = XML_Parse(p->expat, p->prime, (int)p->prime_len, XML_FALSE);
+	p->priming = false;
+	if (st != XML_STATUS_OK) {
+		XML_ParserFree(p->expat);
+		p->expat = NULL;
+		return -1;
+	}
+	p->expat_base = (int64_t)p->fed - (int64_t)p->prime_len - (int64_t)p->skipped;
+	p->prime_cols = (uint64_t)XML_GetCurrentColumnNumber(p->expat);
+	return 0;
+}
+
+bool xml_released(const struct xml_parser *p)
+{
+	return p->expat == NULL;
 }
 
 /* True if the input where Expat stopped begins a markup declaration
@@ -491,9 +653,9 @@ static enum xml_error xml_map_expat(struct xml_parser *p)
 		snprintf(p->errtext, sizeof(p->errtext), "markup declaration in the stream");
 		return XML_E_RESTRICTED;
 	}
-	snprintf(p->errtext, sizeof(p->errtext), "%s at line %lu column %lu", XML_ErrorString(code),
-	         (unsigned long)XML_GetCurrentLineNumber(p->expat),
-	         (unsigned long)XML_GetCurrentColumnNumber(p->expat));
+	snprintf(p->errtext, sizeof(p->errtext), "%s at line %llu column %llu",
+	         XML_ErrorString(code), (unsigned long long)xml_line(p),
+	         (unsigned long long)xml_column(p));
 	switch (code) {
 	case XML_ERROR_NO_MEMORY:
 		return XML_E_NOMEM;
@@ -583,6 +745,13 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
 		snprintf(p->errtext, sizeof(p->errtext), "input while the parser is paused");
 		return p->err;
 	}
+	if (p->expat == NULL && len > 0 && xml_revive(p) < 0) {
+		p->err = XML_E_NOMEM;
+		snprintf(p->errtext, sizeof(p->errtext), "out of memory");
+		return p->err;
+	}
+	if (len == 0 && p->expat == NULL)
+		return XML_OK;
 	uint64_t base = p->fed;
 	size_t done = 0;
 	unsigned tries = 0;

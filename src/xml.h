@@ -112,6 +112,23 @@ int xml_reset(struct xml_parser *p);
 void xml_set_build(struct xml_parser *p, bool build);
 void xml_set_max_stanza(struct xml_parser *p, size_t max_stanza);
 
+/*
+ * After login a held session is idle most of the time, and an Expat
+ * parser costs ~10 KiB. xml_release_idle() frees it if the stream is idle
+ * (xml_idle); the next xml_feed() makes one again, primed with a stream
+ * header carrying the real one's element name and namespace declarations:
+ * what follows parses, is limited and is reported (offsets, errors and
+ * their line and column) exactly as without. Returns true if it freed one.
+ * Only outside xml_feed().
+ */
+bool xml_release_idle(struct xml_parser *p);
+/* True if the stream is between stanzas with nothing half-parsed: depth
+ * 1, every byte fed part of a finished item, nothing buffered in Expat, no
+ * error, stop or pause. */
+bool xml_idle(const struct xml_parser *p);
+/* True while no Expat parser is held (released). */
+bool xml_released(const struct xml_parser *p);
+
 /* Bytes fed to the current stream so far. */
 uint64_t xml_offset(const struct xml_parser *p);
 /* 0 before the header, 1 between stanzas, 2+ inside one. */

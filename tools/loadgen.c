@@ -115,6 +115,8 @@ struct opts {
 	long msgs;
 	long msg_size;
 	long hold;
+	long linger; /* seconds the held sessions stay open after the measure */
+	long settle; /* seconds between all held and the measure */
 	double timeout;
 	int procs;
 	int pids[MAX_PIDS];
@@ -1135,6 +1137,8 @@ static void usage(FILE *f)
 	        "  --msgs K           message round trips per login (0)\n"
 	        "  --msg-size B       message body bytes (16)\n"
 	        "  --hold H           after the logins, H more held open until all are in\n"
+	        "  --settle S         measure the held RSS S seconds after all are in (0)\n"
+	        "  --linger S         keep the held ones open S more seconds (0; a heap profile)\n"
 	        "  --timeout S        a login not done in S seconds is a stall (10)\n"
 	        "  --procs P          processes (default: the number of cores)\n"
 	        "  --pid PID          measure this process too (repeatable, up to %d)\n"
@@ -1225,6 +1229,12 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--msg-size")) {
 			NEED();
 			o.msg_size = num_arg(v, 1, MAX_MSG_SIZE, a);
+		} else if (!strcmp(a, "--settle")) {
+			NEED();
+			o.settle = num_arg(v, 0, 3600, a);
+		} else if (!strcmp(a, "--linger")) {
+			NEED();
+			o.linger = num_arg(v, 0, 3600, a);
 		} else if (!strcmp(a, "--hold")) {
 			NEED();
 			o.hold = num_arg(v, 0, 1000000, a);
@@ -1342,8 +1352,12 @@ int main(int argc, char **argv)
 		if (read(reports[id], &b, 1) != 1 || b != 'H')
 			dead++;
 	}
+	if (o.settle > 0)
+		sleep((unsigned)o.settle);
 	for (int k = 0; k < o.npids; k++)
 		rss1[k] = proc_rss_kib(o.pids[k]);
+	if (o.linger > 0)
+		sleep((unsigned)o.linger);
 	close(release[1]);
 	for (int id = 0; id < o.procs; id++) {
 		int status;

@@ -6,7 +6,10 @@
  *   bit 0     building off from the start (the proxy after login);
  *   bits 1-2  max_stanza: 64 KiB, 256 KiB, 1 KiB, 100 bytes;
  *   bit 3     after <success>: building off and max_stanza 256 KiB, as the
- *             proxy switches once the login is done.
+ *             proxy switches once the login is done;
+ *   bit 4     the input is parsed twice, once with xml_release_idle()
+ *             after every feed (as the idle sweep does after login), and
+ *             both runs must report the same events, offsets and error.
  * Bytes 1-4 are read sizes, used in turn (0: everything left), so the
  * same stream is cut at every place a socket could cut it. The rest is
  * the stream.
@@ -43,6 +46,7 @@ struct fuzz_ctx {
 	uint64_t fed_before; /* bytes fed to this stream before the current xml_feed */
 	uint64_t feeding;    /* bytes in the current xml_feed */
 	struct buf out;
+	struct buf trace; /* what the handlers saw, for bit 4 */
 };
 
 /* The checker's own parse of a written element. */
@@ -119,6 +123,7 @@ static void fuzz_open(void *ctx, const struct xml_elem *h, uint64_t end)
 		abort();
 	(void)xml_attr(h, XML_NS_XML, "lang");
 	(void)xml_attr(h, NULL, "to");
+	buf_addf(&f->trace, "open %llu\n", (unsigned long long)end);
 }
 
 /* Fires for each depth-1 element. */
@@ -133,6 +138,10 @@ static void fuzz_element(void *ctx, const struct xml_elem *e, uint64_t start, ui
 	if (xml_write(&f->out, e, XML_NS_CLIENT) != 0)
 		abort();
 	fuzz_check_written(e, &f->out);
+	buf_addf(&f->trace, "elem [%llu,%llu) ", (unsigned long long)start,
+		 (unsigned long long)end);
+	fuzz_dump(&f->trace, e);
+	buf_adds(&f->trace, "\n");
 	(void)xml_child(e, NULL, "required");
 	if (strcmp(e->name, "starttls") == 0 || strcmp(e->name, "proceed") == 0 ||
 	    strcmp(e->name, "success") == 0) {
@@ -147,17 +156,18 @@ static void fuzz_element(void *ctx, const struct xml_elem *e, uint64_t start, ui
 
 static void fuzz_close(void *ctx)
 {
-	(void)ctx;
+	struct fuzz_ctx *f = ctx;
+	buf_adds(&f->trace, "close\n");
 }
 
 static const struct xml_handler fuzz_handler = {fuzz_open, fuzz_element, fuzz_close};
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* One run over the input; release: xml_release_idle() after each feed.
+ * The events go to *trace (the caller frees it). */
+static void fuzz_run(const uint8_t *data, size_t size, bool release, struct buf *trace)
 {
 	static const size_t max_stanza[4] = {DEFAULT_MAX_STANZA_PRELOGIN, DEFAULT_MAX_STANZA, 1024,
 					     100};
-	if (size < 5)
-		return 0;
 	uint8_t flags = data[0];
 	size_t sizes[4] = {data[1], data[2], data[3], data[4]};
 	const char *s = (const char *)data + 5;
@@ -167,7 +177,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	f.login_switch = flags & 8;
 	f.p = xml_new(&fuzz_handler, &f, max_stanza[(flags >> 1) & 3]);
 	if (f.p == NULL)
-		return 0;
+		abort();
 	if (flags & 1)
 		xml_set_build(f.p, false);
 
@@ -186,6 +196,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (err != XML_OK) {
 			if (strcmp(xml_error_text(f.p), "no error") == 0)
 				abort(); /* an error must say why */
+			buf_addf(&f.trace, "error %d %s\n", (int)err, xml_error_text(f.p));
 			size_t again = 1;
 			if (xml_feed(f.p, "<a/>", 4, &again) != err || again != 0)
 				abort(); /* errors are sticky */
@@ -203,8 +214,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort(); /* bytes left unused without a stop */
 		}
 		off += used;
+		if (release && xml_release_idle(f.p) && !xml_at_boundary(f.p))
+			abort(); /* released a stream that was not between stanzas */
 	}
 	xml_free(f.p);
 	buf_free(&f.out);
+	*trace = f.trace;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 5)
+		return 0;
+	struct buf a = {0}, b = {0};
+	fuzz_run(data, size, false, &a);
+	if (data[0] & 16) {
+		fuzz_run(data, size, true, &b);
+		if (a.len != b.len || memcmp(buf_head(&a), buf_head(&b), a.len) != 0)
+			abort(); /* releasing the parser changed what was reported */
+	}
+	buf_free(&a);
+	buf_free(&b);
 	return 0;
 }

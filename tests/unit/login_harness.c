@@ -157,6 +157,13 @@ bool leg_busy(const struct leg *l)
 	return false; /* everything is written at once */
 }
 
+/* As leg.c's leg_trim. */
+void leg_trim(struct leg *l)
+{
+	if (l->out.len == 0)
+		buf_free(&l->out);
+}
+
 /* ---- session.h ---- */
 
 void session_new(struct proxy *px, int fd, enum session_port port, const struct sockaddr *peer,

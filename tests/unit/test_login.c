@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "login_harness.h"
+#include "login_int.h"
 #include "t.h"
 
 #define NS_STREAMS "http://etherx.jabber.org/streams"
@@ -1179,8 +1180,77 @@ static void test_deferred_connect_once(void)
 	harness_proxy_free(hp);
 }
 
+
+/* ---- idle sweeps after login (login_idle) ---- */
+
+#define C_MSG "<message to='bob@example.test' type='chat'><body>hi</body></message>"
+#define S_MSG "<message from='bob@example.test/x' type='chat'><body>yo</body></message>"
+
+static unsigned idle_released; /* parsers found released after the sweeps */
+
+/* Two sweeps: a leg that moved no byte between them gives back its
+ * parser if its stream is idle. */
+static void sweep_twice(struct run *r)
+{
+	struct session *s = harness_leg(r->ls, HARNESS_CLIENT)->owner;
+	login_idle(s);
+	login_idle(s);
+	idle_released += xml_released(s->lg->cl.xml) + xml_released(s->lg->ul.xml);
+}
+
+/* sc_plain, then stanzas both ways with idle sweeps between them (or
+ * none), a half-sent stanza across sweeps, and the client's stream end. */
+static void sc_relay(struct run *r, bool idle)
+{
+	sc_plain(r);
+	if (idle)
+		sweep_twice(r);
+	feed(r, HARNESS_CLIENT, C_MSG);
+	feed(r, HARNESS_UPSTREAM, S_MSG);
+	if (idle)
+		sweep_twice(r);
+	feed(r, HARNESS_CLIENT, " <message to='bob@example.test'><bo");
+	if (idle)
+		sweep_twice(r);
+	feed(r, HARNESS_CLIENT, "dy>two</body></message>\r");
+	if (idle)
+		sweep_twice(r);
+	feed(r, HARNESS_CLIENT, "\n</stream:stream>");
+	feed(r, HARNESS_UPSTREAM, "</stream:stream>");
+}
+
+static void sc_relay_idle(struct run *r)
+{
+	sc_relay(r, true);
+}
+
+static void sc_relay_busy(struct run *r)
+{
+	sc_relay(r, false);
+}
+
+static void test_idle(void)
+{
+	struct result a, b;
+	run_both("idle", CONF_PLAIN, SESSION_PORT_STARTTLS, sc_relay_idle, &a);
+	unsigned released = idle_released;
+	run_both("busy", CONF_PLAIN, SESSION_PORT_STARTTLS, sc_relay_busy, &b);
+	T_CHECK(released > 0, "idle: the sweeps released parsers");
+	T_STREQ(a.client, b.client, "idle: the client is sent the same bytes as without sweeps");
+	T_STREQ(a.upstream, b.upstream, "idle: the server is sent the same bytes as without sweeps");
+	T_STREQ(a.log, b.log, "idle: the same events as without sweeps");
+	T_CHECK(has(a.upstream, C_MSG " <message to='bob@example.test'><body>two</body></message>"),
+	        "idle: the stanzas reach the server as sent, the split one whole");
+	T_CHECK(has(a.client, S_MSG), "idle: the server's message reaches the client");
+	T_CHECK(a.closed && strcmp(a.reason, "client ended the stream") == 0,
+	        "idle: both streams ended, the session closes");
+	result_free(&a);
+	result_free(&b);
+}
+
 int main(void)
 {
+	test_idle();
 	test_plain();
 	test_upstream_mode();
 	test_deferred_connect_once();

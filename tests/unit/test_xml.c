@@ -1229,8 +1229,194 @@ static void test_pause(void)
 	T_CHECK(strstr(t1, "close") != NULL, "pause: the stream's end after the pauses");
 }
 
+
+/* ---------------------------------------------------------------- */
+/* Release between stanzas (xml_release_idle): a stream parsed with its
+ * Expat parser freed at every idle point and made again must give the
+ * same trace, offsets, error and error text (line and column included)
+ * as one parsed without, however the bytes are split. */
+
+/* The trace (and error) of data with release on or off, fed in chunks;
+ * *released counts the feeds after which no Expat parser was held. */
+static char *trace_release(const char *data, size_t len, size_t chunk, bool release,
+			   unsigned *released, bool build)
+{
+	struct rec r;
+	rec_init(&r, 1024); /* the longest case is over it */
+	/* off: names only, plain text passed over without Expat, as after login */
+	xml_set_build(r.p, build);
+	r.stop_on[0] = "starttls";
+	r.stop_on[1] = "success";
+	enum xml_error err = XML_OK;
+	unsigned n = 0;
+	for (size_t off = 0; off < len && err == XML_OK;) {
+		size_t step = chunk == 0 || len - off < chunk ? len - off : chunk;
+		err = rec_feed(&r, data + off, step, step);
+		off += step;
+		if (release && xml_release_idle(r.p))
+			n += xml_released(r.p);
+	}
+	if (err != XML_OK)
+		buf_addf(&r.trace, "ERROR %d: %s\n", (int)err, xml_error_text(r.p));
+	if (released != NULL)
+		*released = n;
+	char *t = strdup(rec_text(&r));
+	rec_free(&r);
+	return t;
+}
+
+#define SM_NS "urn:xmpp:sm:3"
+#define X88 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+/* Post-login streams a hostile or odd peer may send. */
+static const char *const release_cases[] = {
+	STREAM_OPEN "<message to='a@b'><body>hi</body></message> <iq type='get' id='1'/>\n"
+		    "<presence/></stream:stream>",
+	/* whitespace keepalives, CRLF split between feeds */
+	STREAM_OPEN " \r\n \r\n\t<message/>\r\n",
+	/* a prefix declared on the header, used later */
+	"<stream:stream xmlns:stream=" NS_STREAMS_Q " xmlns='jabber:client' xmlns:sm='" SM_NS
+	"' xmlns:x='urn:x&amp;y'><sm:r/><sm:a h='3'/><message x:foo='1'><x:y/></message>"
+	"<sm:enable resume='true'/></stream:stream>",
+	/* the stream element under another prefix, and a default namespace of none */
+	"<s:stream xmlns:s=" NS_STREAMS_Q "><message/><s:error/></s:stream>",
+	"<stream xmlns=" NS_STREAMS_Q "><features/><error/></stream>",
+	/* a prefix the header did not declare */
+	STREAM_OPEN "<message/><sm:r/>",
+	/* a second line: positions of errors on it */
+	STREAM_OPEN "\n<message/>\n  <message>\n<body>&bad;</body></message>",
+	STREAM_OPEN "<message/><message><body></message>",
+	STREAM_OPEN "<message/>  <!-- c -->",
+	STREAM_OPEN "<message/>  <?pi x?>",
+	STREAM_OPEN "<message/><!DOCTYPE x>",
+	STREAM_OPEN "<message/>text at depth one<message/>",
+	STREAM_OPEN "<message/></stream:stream>trailing",
+	STREAM_OPEN "<message/></stream:streamx>",
+	/* multi-byte characters split between feeds */
+	STREAM_OPEN "<message><body>\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80</body></message>"
+		    "\xc3\xa9<message/>",
+	/* a stream inside the stream after an idle point */
+	STREAM_OPEN "<message/><stream:stream xmlns:stream=" NS_STREAMS_Q ">",
+	/* a stanza over the limit (4096), after idle points */
+	STREAM_OPEN "<message/> <message><body>" X88 X88 X88 X88 X88 X88 X88 X88 X88 X88 X88 X88
+	"</body></message>",
+	/* long text (passed over without Expat when building is off) between
+	 * idle points, a line break in it, then an error after it */
+	STREAM_OPEN "<message><body>" X88 X88 X88 "\n" X88 X88 X88 "</body></message> "
+	"<message><body>" X88 X88 X88 X88 "</body></message>\n<message><body></message>",
+	/* a restart after success: the new header's namespaces, not the old ones */
+	STREAM_OPEN "<message/><success xmlns='" XML_NS_SASL "'/>"
+	"<stream:stream xmlns:stream=" NS_STREAMS_Q " xmlns='jabber:server'><message/>"
+	"<message xmlns='jabber:client'/>",
+	"<stream:stream xmlns:stream=" NS_STREAMS_Q " xmlns:q='urn:q'><success xmlns='" XML_NS_SASL
+	"'/><stream:stream xmlns:stream=" NS_STREAMS_Q "><q:x/>",
+	/* the header's declarations escaped back: quotes and specials */
+	"<stream:stream xmlns:stream=" NS_STREAMS_Q " xmlns=\"urn:a'b&lt;c&#9;d\">"
+	"<message/> <message/>",
+};
+
+static void test_release(void)
+{
+	static const size_t chunks[] = {0, 1, 2, 3, 7, 64};
+	for (size_t i = 0; i < sizeof(release_cases) / sizeof(release_cases[0]); i++) {
+		const char *in = release_cases[i];
+		for (int build = 0; build < 2; build++) {
+		char *want = trace_release(in, strlen(in), 0, false, NULL, build);
+		bool same = true;
+		unsigned released = 0;
+		for (size_t k = 0; k < sizeof(chunks) / sizeof(chunks[0]); k++) {
+			unsigned n = 0;
+			char *got = trace_release(in, strlen(in), chunks[k], true, &n, build);
+			if (strcmp(got, want) != 0) {
+				same = false;
+				printf("# case %zu chunk %zu:\n# want: %s\n# got:  %s\n", i,
+				       chunks[k], want, got);
+			}
+			if (chunks[k] == 1)
+				released = n;
+			free(got);
+		}
+		char name[96];
+		snprintf(name, sizeof(name), "release: case %zu%s parses alike in every split", i,
+			 build ? "" : " (building off)");
+		T_CHECK(same, name);
+		/* fed byte by byte, every case has idle points after its header */
+		snprintf(name, sizeof(name), "release: case %zu%s freed its parser between stanzas",
+			 i, build ? "" : " (building off)");
+		T_CHECK(released > 0, name);
+		free(want);
+		}
+	}
+
+	/* when exactly it is idle */
+	struct rec r;
+	rec_init(&r, 65536);
+	T_CHECK(!xml_release_idle(r.p) && !xml_idle(r.p), "release: not before the header");
+	feed_str(&r, "<stream:stream xmlns='jabber:client' xmlns:stream='" XML_NS_STREAMS "'>");
+	T_CHECK(xml_release_idle(r.p) && xml_released(r.p), "release: right after the header");
+	T_CHECK(!xml_release_idle(r.p) && xml_idle(r.p), "release: once (nothing left to free)");
+	feed_str(&r, "<message to='a@b'");
+	T_CHECK(!xml_release_idle(r.p) && !xml_released(r.p), "release: not inside a start tag");
+	feed_str(&r, ">");
+	T_CHECK(!xml_release_idle(r.p), "release: not inside a stanza");
+	feed_str(&r, "</message>");
+	T_CHECK(xml_release_idle(r.p) && xml_at_boundary(r.p), "release: after the stanza");
+	feed_str(&r, " ");
+	T_CHECK(xml_release_idle(r.p), "release: after a whitespace keepalive");
+	feed_str(&r, "\r");
+	T_CHECK(!xml_release_idle(r.p) && !xml_idle(r.p), "release: not on a CR that may be CRLF");
+	feed_str(&r, "\n");
+	T_CHECK(xml_release_idle(r.p), "release: after the CRLF");
+	feed_str(&r, "\xc3");
+	T_CHECK(!xml_release_idle(r.p), "release: not on half a UTF-8 character");
+	feed_str(&r, "\xa9");
+	T_CHECK(xml_release_idle(r.p), "release: after the whole character");
+	feed_str(&r, "<");
+	T_CHECK(!xml_release_idle(r.p), "release: not on a lone <");
+	feed_str(&r, "/stream:stream>");
+	T_CHECK(!xml_release_idle(r.p) && xml_depth(r.p) == 0, "release: not after the stream end");
+	T_CHECK(strstr(rec_text(&r), "elem {jabber:client}message") != NULL &&
+			strstr(rec_text(&r), "close") != NULL,
+		"release: the message and the close were reported");
+	rec_free(&r);
+
+	/* a header whose primer would outgrow MAX_STREAM_HEADER once
+	 * re-escaped (each '"' in a URI becomes &quot;): the stream parses as
+	 * ever, its parser is just never released */
+	{
+		struct buf h = {0};
+		buf_adds(&h, "<stream:stream xmlns:stream=" NS_STREAMS_Q " xmlns:q='");
+		for (int i = 0; i < 1000; i++)
+			buf_adds(&h, "\"");
+		buf_adds(&h, "'>");
+		buf_add(&h, "", 1);
+		rec_init(&r, 65536);
+		feed_str(&r, buf_head(&h));
+		feed_str(&r, "<message/>");
+		T_CHECK(!xml_release_idle(r.p) && xml_at_boundary(r.p) &&
+				strstr(rec_text(&r), "elem {jabber:client}message") == NULL &&
+				strstr(rec_text(&r), "elem {}message") != NULL,
+			"release: no primer past MAX_STREAM_HEADER, never released, still parses");
+		rec_free(&r);
+		buf_free(&h);
+	}
+
+	/* a stopped stream (STARTTLS, success) is not idle */
+	rec_init(&r, 65536);
+	r.stop_on[0] = "starttls";
+	feed_str(&r, STREAM_OPEN STARTTLS);
+	T_CHECK(!xml_release_idle(r.p), "release: not after a stop");
+	rec_free(&r);
+
+	/* an error is final: nothing to release into */
+	rec_init(&r, 65536);
+	feed_str(&r, STREAM_OPEN "<a></b>");
+	T_CHECK(!xml_release_idle(r.p), "release: not after an error");
+	rec_free(&r);
+}
+
 int main(void)
 {
+	test_release();
 	test_pause();
 	test_boundary();
 	test_default_ns();
