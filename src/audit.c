@@ -323,6 +323,7 @@ void audit_result(struct session *s, bool success, const char *by, const char *c
                   const char *text)
 {
 	s->lg->outcome = success ? SESSION_OUTCOME_SUCCESS : SESSION_OUTCOME_FAILURE;
+	session_outcome_changed(s, success);
 	s->lg->outcome_by = by;
 	s->lg->t_outcome = ev_now(s->px->loop);
 	snprintf(s->lg->condition, sizeof(s->lg->condition), "%s", condition ? condition : "");

@@ -212,6 +212,33 @@
 #define TICKETS_PER_UPSTREAM 8
 #define TICKETS_MAX_AGE 3600
 
+/* workers: forked event loops sharing the ports. The default is the
+ * online cores; more than 64 would be more processes than any machine
+ * this runs on has cores, and every per-worker table below is sized by it. */
+#define WORKERS_MAX 64
+/* The workers' shared address table (addrtab.c, open addressing in the
+ * MAP_SHARED region): one entry per (address, worker) with sessions or
+ * attempts in flight, and one per address with a failure window. 2^17
+ * slots, 40 bytes each (5 MiB of shared memory, touched as used); at most
+ * three quarters are filled, so probes stay short: 98,304 entries, room
+ * for the default max_sessions (20,000) from distinct addresses plus
+ * 78,000 failure windows. Full, it fails closed: a new connection is
+ * refused and a failure that cannot be counted closes its session. */
+#define ADDRTAB_SHARED_SLOTS (1u << 17)
+/* A worker that died is forked again after a pause that starts at 0.1 s
+ * and doubles for each death within WORKER_STABLE seconds of its start,
+ * up to 10 s: a worker that crashes at once (a bad file, a bug hit by
+ * every login) costs a fork every 10 s, not a fork loop. */
+#define WORKER_RESPAWN_MIN 0.1
+#define WORKER_RESPAWN_MAX 10.0
+#define WORKER_STABLE 10.0
+/* After SIGTERM the supervisor waits this long past CLOSE_LINGER for the
+ * workers to drain, then kills what is left. SIGHUP: the seconds it
+ * waits for every worker to say it applied the reload, before it logs
+ * the one reload event. */
+#define WORKER_STOP_GRACE 5.0
+#define WORKER_RELOAD_WAIT 5.0
+
 /* Upstream chains verified (verifycache.c): entries kept per client
  * context (the same few upstreams as above, a chain or two each while a
  * certificate is replaced), and the seconds a verification stands at most,

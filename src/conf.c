@@ -131,6 +131,8 @@ static const struct conf_key conf_keys[] = {
 		F(max_sessions), 0, 1, 1000000, NULL, 0},
 	{"max_per_addr",	false,	conf_parse_number,	"a number, 1 to 1000000",
 		F(max_per_addr), 0, 1, 1000000, NULL, 0},
+	{"workers",		false,	conf_parse_number,	"a number, 1 to 64",
+		F(workers), 0, 1, WORKERS_MAX, NULL, 0},
 	{"tls_min_version",	false,	conf_parse_word,	"TLSv1.2 or TLSv1.3",
 		F(tls_min_version), 0, 0, 0, WORDS(conf_words_tls_version)},
 	{"tls_ciphers",		false,	conf_parse_path,	"an OpenSSL cipher list",
@@ -341,6 +343,13 @@ static const char *conf_suggest(const char *name)
 	return best;
 }
 
+/* The online cores, within 1..WORKERS_MAX. */
+static unsigned conf_default_workers(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > WORKERS_MAX ? WORKERS_MAX : (unsigned)n;
+}
+
 struct conf *conf_new(void)
 {
 	struct conf *c = calloc(1, sizeof(*c));
@@ -359,6 +368,7 @@ struct conf *conf_new(void)
 	c->max_sessions = DEFAULT_MAX_SESSIONS;
 	c->max_per_addr = DEFAULT_MAX_PER_ADDR;
 	c->forge_cache = DEFAULT_FORGE_CACHE;
+	c->workers = conf_default_workers();
 	c->transcript_max = DEFAULT_TRANSCRIPT_MAX;
 	return c;
 }

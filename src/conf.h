@@ -155,6 +155,10 @@ struct conf {
 	size_t max_stanza;
 	unsigned max_sessions;
 	unsigned max_per_addr;
+	unsigned workers; /* forked event loops sharing the ports; read at start only */
+	/* not a key: what one worker's descriptors hold (main_fit_nofile), 0
+	 * for no cap below max_sessions */
+	unsigned worker_max_sessions;
 
 	/* transparent interception (forge.c, transcript.c) */
 	char *forge_ca, *forge_ca_key; /* NULL: the one cert/key for every name */

@@ -7,6 +7,7 @@
 #include "buf.h"
 #include "evlog.h"
 #include "lfile.h"
+#include "workers.h"
 
 static struct lfile *evlog_file;
 static struct buf evlog_line;
@@ -333,7 +334,11 @@ bool evlog_trouble(void)
 		return false;
 	struct lfile_status st;
 	lfile_status(evlog_file, &st);
-	return st.failing || evlog_gap.events > 0;
+	bool mine = st.failing || evlog_gap.events > 0;
+	/* workers = N write the same file: one worker's failed write is the
+	 * disk's, and the others may have nothing queued to find it out */
+	workers_set_log_trouble(mine);
+	return mine || workers_log_trouble_elsewhere();
 }
 
 void evlog_totals(uint64_t *lost, uint64_t *gaps)

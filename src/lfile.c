@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@ struct lfile {
 	bool own_fd;
 	bool regular; /* a regular file: a cut line can be truncated away */
 	pthread_t thread;
+	bool threadless; /* written by lfile_write itself (lfile_set_threadless) */
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* signalled on stop, and when the queue gains data while waiting */
 	/* guarded by lock: */
@@ -56,6 +58,12 @@ struct lfile {
  */
 static bool lfile_kicked;
 static struct lfile *lfile_all; /* every open lfile, for the kick */
+static bool lfile_no_threads;
+
+void lfile_set_threadless(bool on)
+{
+	lfile_no_threads = on;
+}
 
 /* Writes what it can of p; returns the bytes written, with *err the errno
  * that stopped it (0: all of it). */
@@ -92,6 +100,39 @@ static size_t lfile_whole(const char *p, size_t n)
 }
 
 /*
+ * With workers = N every worker appends to the same files. On a regular
+ * file opened O_APPEND one write(2) is one piece (the kernel holds the
+ * inode for it), so a batch of whole lines never interleaves with
+ * another's. A pipe (event_log = -) keeps a write whole only up to
+ * PIPE_BUF bytes: then the batch goes out in whole-line pieces of at most
+ * that (a single line longer than PIPE_BUF goes alone, and could still be
+ * cut by another worker's line: a reason to log to a file with workers).
+ */
+static bool lfile_multi;
+
+void lfile_set_shared(bool on)
+{
+	lfile_multi = on;
+}
+
+static size_t lfile_write_batch(const struct lfile *f, const char *p, size_t n, int *err)
+{
+	if (!lfile_multi || f->regular)
+		return lfile_write_some(f->fd, p, n, err);
+	size_t done = 0;
+	*err = 0;
+	while (done < n && *err == 0) {
+		size_t piece = lfile_whole(p + done, n - done < PIPE_BUF ? n - done : PIPE_BUF);
+		if (piece == 0) { /* one line longer than PIPE_BUF */
+			const char *nl = memchr(p + done, '\n', n - done);
+			piece = nl != NULL ? (size_t)(nl - (p + done)) + 1 : n - done;
+		}
+		done += lfile_write_some(f->fd, p + done, piece, err);
+	}
+	return done;
+}
+
+/*
  * After a write that stopped inside a line (a short write, then ENOSPC):
  * the cut tail is cut off the file again, so that the file holds whole
  * lines only (cut bytes of the file's end: the line's written part).
@@ -101,6 +142,15 @@ static void lfile_cut_tail(struct lfile *f, size_t cut)
 	struct stat st;
 	if (cut == 0 || !f->regular || fstat(f->fd, &st) < 0 || (size_t)st.st_size < cut)
 		return;
+	/* with workers = N others append to the same file: the cut is ours
+	 * only while our write still ends the file (O_APPEND leaves the
+	 * offset at its end); else it stays, and the reader meets one torn
+	 * line, which is said here */
+	off_t end = lseek(f->fd, 0, SEEK_CUR);
+	if (end != st.st_size) {
+		log_warnx("%s: a partial line stays (another writer appended after it)", f->path);
+		return;
+	}
 	if (ftruncate(f->fd, st.st_size - (off_t)cut) < 0)
 		log_warnx("%s: cannot cut a partial line off: %s", f->path, strerror(errno));
 }
@@ -188,11 +238,10 @@ static void *lfile_writer(void *arg)
 		buf_reset(&f->queue);
 		f->inflight = batch.len;
 		f->busy = true;
-		int fd = f->fd;
 		pthread_mutex_unlock(&f->lock);
 
 		int err;
-		size_t done = lfile_write_some(fd, buf_head(&batch), batch.len, &err);
+		size_t done = lfile_write_batch(f, buf_head(&batch), batch.len, &err);
 		size_t whole = lfile_whole(buf_head(&batch), done);
 		if (err != 0)
 			lfile_cut_tail(f, done - whole);
@@ -262,7 +311,8 @@ struct lfile *lfile_open(const char *path, char *err, size_t errlen)
 	f->bound = DEFAULT_EVENT_LOG_QUEUE;
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->cond, NULL);
-	if (pthread_create(&f->thread, NULL, lfile_writer, f) != 0) {
+	f->threadless = lfile_no_threads;
+	if (!f->threadless && pthread_create(&f->thread, NULL, lfile_writer, f) != 0) {
 		snprintf(err, errlen, "%s: cannot start writer thread", path);
 		if (f->own_fd)
 			close(f->fd);
@@ -276,10 +326,27 @@ struct lfile *lfile_open(const char *path, char *err, size_t errlen)
 	return f;
 }
 
+/* A threadless file's line, written at once: whole, or cut back off. */
+static int lfile_write_now(struct lfile *f, const char *line, size_t len)
+{
+	int err;
+	size_t done = lfile_write_some(f->fd, line, len, &err);
+	if (err == 0)
+		return 0;
+	lfile_cut_tail(f, done);
+	f->failing = true;
+	f->err = err;
+	f->dropped++;
+	f->dropped_bytes += len;
+	return -1;
+}
+
 int lfile_write(struct lfile *f, const char *line, size_t len)
 {
 	int rc = 0;
 	char msg[512] = "";
+	if (f->threadless)
+		return lfile_write_now(f, line, len);
 	pthread_mutex_lock(&f->lock);
 	if (f->queue.len + f->inflight + len > f->bound || buf_add(&f->queue, line, len) < 0) {
 		f->dropped++;
@@ -329,6 +396,8 @@ void lfile_status(struct lfile *f, struct lfile_status *st)
 /* Stops the writer; what it could not write is left in f->queue. */
 static void lfile_stop(struct lfile *f)
 {
+	if (f->threadless)
+		return;
 	pthread_mutex_lock(&f->lock);
 	f->stop = true;
 	pthread_cond_signal(&f->cond);

@@ -25,6 +25,14 @@ struct lfile_status {
 /* Opens path for appending (created 0600: a key log is a secret) and
  * starts its writer. NULL with a reason in err. */
 struct lfile *lfile_open(const char *path, char *err, size_t errlen);
+/* From now on, files opened are written by lfile_write itself, with no
+ * writer thread: the workers' supervisor, which forks, and must not fork
+ * while another thread holds a lock the child would inherit held; it
+ * writes a few lines in its life. */
+void lfile_set_threadless(bool on);
+/* Other processes (workers) append to the same files: writes to a pipe
+ * go out in whole-line pieces of at most PIPE_BUF. */
+void lfile_set_shared(bool on);
 /* Queues one complete line (with its newline). Returns 0, or -1 when the
  * queue (its bound, DEFAULT_EVENT_LOG_QUEUE unless set, the lines being
  * written included) is full: the line is dropped and counted. Never blocks

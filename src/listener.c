@@ -16,6 +16,7 @@
 #include "listener.h"
 #include "log.h"
 #include "proxyin.h"
+#include "workers.h"
 
 #ifndef IP_TRANSPARENT
 #define IP_TRANSPARENT 19 /* <linux/in.h> */
@@ -68,7 +69,12 @@ static const char *listener_refusal(const struct listener *ls, const struct sock
 	const struct proxy *px = ls->px;
 	if (px->stopping)
 		return "stopping";
-	if (px->nsessions + px->npending >= px->conf->max_sessions)
+	/* across the workers, and counted at once (one place, one step):
+	 * a refusal below gives it back (session_count_changed) */
+	unsigned open = px->nsessions + px->npending;
+	if (px->conf->worker_max_sessions > 0 && open >= px->conf->worker_max_sessions)
+		return "max_sessions";
+	if (!workers_admit(open, px->conf->max_sessions))
 		return "max_sessions";
 	if (px->conf->event_log_full == CONF_LOG_FULL_REFUSE && evlog_trouble())
 		return "event_log_full"; /* no session the audit cannot record */
@@ -103,6 +109,7 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		if (refused != NULL) {
 			session_refused((struct sockaddr *)&peer, NULL, refused, NULL);
 			close(fd);
+			session_count_changed(ls->px);
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -117,8 +124,29 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
+/* Whether ai's address can be bound by this process alone (not in use);
+ * -1 with the reason. Needs the same options as the real socket. */
+static int listener_probe(const struct addrinfo *ai, bool v6only, const char *name, char *err,
+                          size_t errlen)
+{
+	const int one = 1;
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "listen %s: %s", name, strerror(errno));
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (v6only)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	int rc = bind(fd, ai->ai_addr, ai->ai_addrlen);
+	if (rc < 0)
+		snprintf(err, errlen, "listen %s: %s", name, strerror(errno));
+	close(fd);
+	return rc;
+}
+
 struct listener *listener_open(struct proxy *px, const struct conf_addr *a, enum session_port port,
-                               char *err, size_t errlen)
+                               enum listener_share share, char *err, size_t errlen)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
 	struct addrinfo *res = NULL;
@@ -150,6 +178,20 @@ struct listener *listener_open(struct proxy *px, const struct conf_addr *a, enum
 		goto fail;
 	}
 	setsockopt(ls->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* workers = N: one socket per worker on the same address, the kernel
+	 * spreading new connections over them. Before the first, the port is
+	 * bound once without SO_REUSEPORT, so that a port another process
+	 * holds is refused as "in use" (with the option on both, a second
+	 * proxy of the same user would share the port silently). */
+	if (share == LISTENER_SHARED_FIRST && !px->conf->tproxy &&
+	    listener_probe(ai, ai->ai_family == AF_INET6 && host != NULL, ls->name, err, errlen) <
+	        0)
+		goto fail;
+	if (share != LISTENER_ALONE &&
+	    setsockopt(ls->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+		snprintf(err, errlen, "listen %s: SO_REUSEPORT: %s", ls->name, strerror(errno));
+		goto fail;
+	}
 	/* tproxy: accept connections TPROXY'd to any address (without it the
 	 * kernel drops their SYNs silently) */
 	if (px->conf->tproxy &&

@@ -13,9 +13,16 @@
 struct conf_addr;
 struct listener;
 
+/* How a listening socket is shared (workers = N: one per worker). */
+enum listener_share {
+	LISTENER_ALONE = 0,
+	LISTENER_SHARED_FIRST, /* SO_REUSEPORT; the port must be free before it */
+	LISTENER_SHARED,       /* SO_REUSEPORT, beside the first */
+};
+
 /* Binds and listens on a; NULL with a one-line reason in err. */
 struct listener *listener_open(struct proxy *px, const struct conf_addr *a, enum session_port port,
-                               char *err, size_t errlen);
+                               enum listener_share share, char *err, size_t errlen);
 void listener_start(struct listener *ls);
 /* Stops accepting and closes the socket; frees ls. */
 void listener_close(struct listener *ls);

@@ -247,7 +247,7 @@ void login_client_response(struct session *s, const struct xml_elem *e);
 
 /* login_outcome.c */
 
-void login_attempt_begin(struct session *s);
+bool login_attempt_begin(struct session *s);
 void login_attempt_end(struct session *s);
 void login_relay_attempt(struct session *s, struct buf *b, bool proof, bool midway);
 /* login.c: the client's parser goes on after the attempt's pause */

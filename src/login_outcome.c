@@ -74,12 +74,18 @@ void login_count_failure(struct session *s)
  * answers it counts toward auth_failures for its address, so parallel
  * sessions cannot all guess before the first failure is known. Only the
  * server's round trip counts, never the client's own delay. */
-void login_attempt_begin(struct session *s)
+bool login_attempt_begin(struct session *s)
 {
 	if (s->lg->attempt_inflight)
-		return;
+		return true;
+	/* checked when the payload was read; checked and counted again here
+	 * in one step, for with workers = N another worker's attempt from the
+	 * same address may have taken the last place in between */
+	if (!addrtab_attempt_begin_below(s->px->peers, &s->peer_key, ev_now(s->px->loop),
+	                                 login_conf(s)->auth_failures_max))
+		return false;
 	s->lg->attempt_inflight = true;
-	addrtab_attempt_begin(s->px->peers, &s->peer_key);
+	return true;
 }
 
 /* The server answered (or the proxy refused). session_close() counts a
@@ -99,9 +105,20 @@ void login_attempt_end(struct session *s)
  * the exchange's moves follow (midway: a <response>, else an <auth>). */
 static void login_relay_now(struct session *s, struct buf *b, bool proof, bool midway)
 {
+	if (proof && !login_attempt_begin(s)) {
+		struct policy_verdict v;
+		buf_free(b);
+		if (s->lg->shared_held)
+			sharedstate_attempt_end(s->px->shared, &s->peer_key, s->id);
+		s->lg->shared_held = false;
+		policy_rule(login_conf(s), POLICY_RULE_FAILURES_IN_FLIGHT, s->lg->mechanism, &v);
+		if (midway)
+			login_refuse_midway(s, &v);
+		else
+			login_refuse_verdict(s, &v, false);
+		return;
+	}
 	login_send_buf(&s->upstream, b);
-	if (proof)
-		login_attempt_begin(s);
 	if (!midway) {
 		login_client_enter(s, CS_SASL);
 		login_upstream_enter(s, s->lg->ustate == US_ABORTING ? US_ABORTING_SASL : US_SASL);

@@ -19,6 +19,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "addrtab.h"
 #include "conf.h"
 #include "evlog.h"
 #include "lfile.h"
@@ -32,9 +33,11 @@
 #include "secmem.h"
 #include "session.h"
 #include "sharedstate.h"
+#include "supervisor.h"
 #include "tls.h"
 #include "transcript.h"
 #include "upstream.h"
+#include "workers.h"
 
 #define XI_VERSION "0.1.0"
 #define DEFAULT_CONF "conf/xmpp-inspect.conf"
@@ -44,12 +47,19 @@ struct main_state {
 	const char *conf_path;
 	char **overrides;
 	size_t noverrides;
+	/* this process's listeners; the supervisor (workers = N) keeps every
+	 * worker's, in worker order, nlisteners each */
 	struct listener *listeners[2 * MAX_LISTENERS];
 	size_t nlisteners;
+	struct listener *all[WORKERS_MAX][2 * MAX_LISTENERS];
+	int metrics_fd[WORKERS_MAX];
+	unsigned nworkers; /* 1: no supervisor, no fork */
+	bool worker;       /* this process is one of several workers */
 	ev_signal sigterm, sigint, sighup;
 	ev_timer stop_timer;
-	ev_timer gap_timer;  /* writes a pending log_gap once the log takes it */
-	ev_prepare log_kick; /* wakes the log writers once per loop round */
+	ev_timer gap_timer;    /* writes a pending log_gap once the log takes it */
+	ev_prepare gauge_prep; /* a worker's gauges, for the others' /metrics */
+	ev_prepare log_kick;   /* wakes the log writers once per loop round */
 };
 
 /* Once a second: lines lost to a full event log are reported (log_gap) as
@@ -58,6 +68,7 @@ static void main_gap_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop, (void)w, (void)revents;
 	evlog_flush_gap();
+	(void)evlog_trouble(); /* told to the other workers, failing or not */
 }
 
 /* Fires before each poll: the lines this round queued go to their files. */
@@ -219,19 +230,29 @@ fail:
 	return -1;
 }
 
-static void main_lifecycle_event(const char *event, const char *detail)
+/* start, stop and reload: one of each for the proxy, written by the
+ * supervisor with workers = N (the workers write none). */
+static void main_lifecycle_event(const struct main_state *m, const char *event, const char *detail)
 {
+	if (m->worker)
+		return;
 	evlog_begin(0, event);
 	evlog_str("version", XI_VERSION);
 	if (detail != NULL)
 		evlog_str("detail", detail);
+	if (m->nworkers > 1)
+		evlog_int("workers", (long long)m->nworkers);
 	if (strcmp(event, "stop") == 0) {
-		/* what the logs could not keep, over the whole run */
+		/* what the logs could not keep, over the whole run (and over
+		 * every worker that ran) */
 		uint64_t lost, gaps;
 		evlog_totals(&lost, &gaps);
-		evlog_int("events_lost", (long long)lost);
-		evlog_int("log_gaps", (long long)gaps);
-		evlog_int("keys_lost", (long long)tls_keylog_dropped());
+		uint64_t keys = tls_keylog_dropped();
+		struct workers_gauges t;
+		workers_totals(&t);
+		evlog_int("events_lost", (long long)(lost + t.events_lost));
+		evlog_int("log_gaps", (long long)(gaps + t.log_gaps));
+		evlog_int("keys_lost", (long long)(keys + t.keys_lost));
 	}
 	evlog_end();
 }
@@ -249,7 +270,15 @@ static void main_fit_nofile(struct conf *c, size_t nlisteners)
 		nlisteners += 1 + METRICS_MAX_CLIENTS; /* its socket and its scrapers */
 	static unsigned warned_for;
 	const rlim_t fixed = nlisteners + NOFILE_FIXED;
+	/* workers = N: the limit is per process. The soft limit goes up as for
+	 * one process (room for every session in any worker, the kernel's
+	 * spread being even only on average); where that does not fit, each
+	 * worker takes at most what fits it (refusing the rest at accept) and
+	 * max_sessions is what N of them fit. Each worker's listeners are its
+	 * own: it closes the others' (the supervisor holds all N sets, and no
+	 * session). */
 	const rlim_t need = 2 * (rlim_t)c->max_sessions + fixed;
+	c->worker_max_sessions = 0;
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
 	    rl.rlim_cur >= need)
@@ -260,11 +289,20 @@ static void main_fit_nofile(struct conf *c, size_t nlisteners)
 	if (rl.rlim_cur >= need)
 		return;
 	unsigned fit = rl.rlim_cur >= fixed + 2 ? (unsigned)((rl.rlim_cur - fixed) / 2) : 1;
+	if (c->workers > 1) {
+		c->worker_max_sessions = fit; /* an uneven spread is refused, not starved of fds */
+		unsigned total = fit * c->workers;
+		if (total >= c->max_sessions)
+			return; /* the workers' caps together hold max_sessions */
+		fit = total;
+	}
 	if (warned_for != c->max_sessions)
-		log_warnx("max_sessions %u needs %llu file descriptors, the limit is %llu (hard "
-		          "%llu): max_sessions lowered to %u",
+		log_warnx("max_sessions %u needs %llu file descriptors%s, the limit is %llu (hard "
+		          "%llu): max_sessions lowered to %u%s",
 		          c->max_sessions, (unsigned long long)need,
-		          (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, fit);
+		          c->workers > 1 ? " in one process" : "", (unsigned long long)rl.rlim_cur,
+		          (unsigned long long)rl.rlim_max, fit,
+		          c->workers > 1 ? ", what the workers fit together" : "");
 	warned_for = c->max_sessions;
 	c->max_sessions = fit;
 }
@@ -283,30 +321,54 @@ static void main_reopen_logs(const struct conf *c)
 		log_warnx("%s", err);
 }
 
-/* Fires on SIGHUP: a new configuration for new sessions and new steps;
- * established sessions go on. A bad one is reported and the old kept. */
+/* A new configuration for new sessions and new steps; established
+ * sessions go on. A bad one is reported (once: by the supervisor with
+ * workers = N) and the old kept. false if refused. */
+static bool main_reload(struct main_state *m)
+{
+	char err[4096];
+	struct conf *c = main_load(m, err, sizeof(err));
+	if (c != NULL) {
+		c->workers = m->nworkers; /* read at start only */
+		main_fit_nofile(c, m->nlisteners);
+	}
+	if (c == NULL || main_apply(&m->px, c, err, sizeof(err)) < 0) {
+		if (c != NULL)
+			conf_free(c);
+		if (m->worker)
+			log_debug("reload failed, keeping the running configuration:\n%s", err);
+		else
+			log_warnx("reload failed, keeping the running configuration:\n%s", err);
+		main_reopen_logs(m->px.conf);
+		return false;
+	}
+	if (m->nworkers == 1 || m->worker)
+		sharedstate_apply(&m->px); /* the supervisor serves no session */
+	if (!m->worker)
+		log_info("configuration reloaded");
+	return true;
+}
+
+static void main_reloaded(const struct main_state *m, bool ok)
+{
+	main_lifecycle_event(m, "reload", ok ? "ok" : "failed");
+	notify_send(ok ? "READY=1\nSTATUS=configuration reloaded"
+	               : "READY=1\nSTATUS=reload failed, running configuration kept");
+}
+
+/* Fires on SIGHUP (in a worker: passed on by the supervisor, which logs
+ * the one reload event once every worker said how it went). */
 static void main_sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	(void)loop, (void)revents;
 	struct main_state *m = w->data;
-	char err[4096];
-	notify_reloading();
-	struct conf *c = main_load(m, err, sizeof(err));
-	if (c != NULL)
-		main_fit_nofile(c, m->nlisteners);
-	if (c == NULL || main_apply(&m->px, c, err, sizeof(err)) < 0) {
-		if (c != NULL)
-			conf_free(c);
-		log_warnx("reload failed, keeping the running configuration:\n%s", err);
-		main_reopen_logs(m->px.conf);
-		main_lifecycle_event("reload", "failed");
-		notify_send("READY=1\nSTATUS=reload failed, running configuration kept");
+	if (m->worker) {
+		uint64_t gen = workers_reload_gen();
+		workers_reload_done(gen, main_reload(m));
 		return;
 	}
-	sharedstate_apply(&m->px);
-	log_info("configuration reloaded");
-	main_lifecycle_event("reload", "ok");
-	notify_send("READY=1\nSTATUS=configuration reloaded");
+	notify_reloading();
+	main_reloaded(m, main_reload(m));
 }
 
 /* Fires when the graceful stop took too long. */
@@ -323,8 +385,12 @@ static void main_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	struct main_state *m = w->data;
 	if (m->px.stopping)
 		return;
-	log_info("stopping");
-	notify_send("STOPPING=1");
+	if (m->worker) {
+		log_debug("worker %d stopping", workers_self()); /* the supervisor said it */
+	} else {
+		log_info("stopping");
+		notify_send("STOPPING=1");
+	}
 	for (size_t i = 0; i < m->nlisteners; i++)
 		listener_close(m->listeners[i]);
 	m->nlisteners = 0;
@@ -397,6 +463,8 @@ static void main_drop_privileges(const struct conf *c)
 	log_info("running as %s (uid %u)", pw->pw_name, (unsigned)pw->pw_uid);
 }
 
+/* Binds every listener, nworkers sockets per address (SO_REUSEPORT with
+ * several); a port that cannot be bound ends the start. */
 static void main_listen(struct main_state *m)
 {
 	const struct conf *c = m->px.conf;
@@ -405,18 +473,204 @@ static void main_listen(struct main_state *m)
 		const struct conf_addr *addrs = k == 0 ? c->listen : c->listen_tls;
 		size_t n = k == 0 ? c->nlisten : c->nlisten_tls;
 		for (size_t i = 0; i < n; i++) {
-			struct listener *ls =
-			    listener_open(&m->px, &addrs[i],
-			                  k == 0 ? SESSION_PORT_STARTTLS : SESSION_PORT_DIRECT_TLS,
-			                  err, sizeof(err));
-			if (ls == NULL)
-				fatal("%s", err);
-			m->listeners[m->nlisteners++] = ls;
+			struct listener *ls = NULL;
+			for (unsigned w = 0; w < m->nworkers; w++) {
+				enum listener_share share = m->nworkers == 1 ? LISTENER_ALONE
+				                            : w == 0         ? LISTENER_SHARED_FIRST
+				                                             : LISTENER_SHARED;
+				ls = listener_open(&m->px, &addrs[i],
+				                   k == 0 ? SESSION_PORT_STARTTLS
+				                          : SESSION_PORT_DIRECT_TLS,
+				                   share, err, sizeof(err));
+				if (ls == NULL)
+					fatal("%s", err);
+				m->all[w][m->nlisteners] = ls;
+			}
+			m->listeners[m->nlisteners] = m->all[0][m->nlisteners];
+			m->nlisteners++;
 			log_info("listening on %s (%s%s)", listener_name(ls),
 			         k == 0 ? "starttls" : "direct_tls",
 			         addrs[i].proxy ? ", PROXY header from proxy_from" : "");
 		}
 	}
+}
+
+/* A worker's gauges and log totals, for the /metrics another worker
+ * serves and the supervisor's stop. */
+static void main_publish(struct main_state *m)
+{
+	struct workers_gauges g;
+	metrics_gauges(&m->px, &g);
+	evlog_totals(&g.events_lost, &g.log_gaps);
+	g.keys_lost = tls_keylog_dropped();
+	workers_publish(&g);
+}
+
+/* Fires before each poll in a worker, after every other watcher of the
+ * round (the lowest priority): what the round changed is published. */
+static void main_gauge_prep_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	(void)loop, (void)revents;
+	if (workers_touched())
+		main_publish(w->data);
+}
+
+/* The event loop of one process that serves sessions (the only one, or a
+ * worker), from the listeners bound to the end of the drain. */
+static void main_serve(struct main_state *m)
+{
+	for (size_t i = 0; i < m->nlisteners; i++)
+		listener_start(m->listeners[i]);
+
+	ev_signal_init(&m->sigterm, main_stop_cb, SIGTERM);
+	ev_signal_init(&m->sigint, main_stop_cb, SIGINT);
+	ev_signal_init(&m->sighup, main_sighup_cb, SIGHUP);
+	m->sigterm.data = m->sigint.data = m->sighup.data = m;
+	ev_signal_start(m->px.loop, &m->sigterm);
+	ev_signal_start(m->px.loop, &m->sigint);
+	ev_signal_start(m->px.loop, &m->sighup);
+	ev_timer_init(&m->gap_timer, main_gap_cb, 1., 1.);
+	ev_timer_start(m->px.loop, &m->gap_timer);
+	ev_unref(m->px.loop); /* it keeps no loop alive */
+	ev_prepare_init(&m->log_kick, main_log_kick_cb);
+	ev_prepare_start(m->px.loop, &m->log_kick);
+	ev_unref(m->px.loop);
+	if (m->worker) {
+		ev_prepare_init(&m->gauge_prep, main_gauge_prep_cb);
+		m->gauge_prep.data = m;
+		/* the lowest priority: after the session reaper's frees */
+		ev_set_priority(&m->gauge_prep, EV_MINPRI);
+		ev_prepare_start(m->px.loop, &m->gauge_prep);
+		ev_unref(m->px.loop);
+	}
+	main_lifecycle_event(m, "start", NULL);
+	if (!m->worker)
+		notify_send("READY=1"); /* the ports are bound and accepting */
+
+	ev_run(m->px.loop, 0);
+
+	main_lifecycle_event(m, "stop", NULL);
+	sharedstate_free(m->px.shared);
+	metrics_close();
+	proxyin_close_all(&m->px);
+	for (size_t i = 0; i < m->nlisteners; i++)
+		listener_close(m->listeners[i]);
+	if (m->worker)
+		evlog_flush_gap(); /* no stop event of its own carries it */
+	evlog_close();
+	tls_keylog_close();
+	if (m->worker)
+		main_publish(m); /* the final totals */
+	SSL_CTX_free(m->px.server_ctx);
+	forge_free(m->px.forge);
+	transcript_shutdown();
+	SSL_CTX_free(m->px.client_ctx);
+	conf_free(m->px.conf);
+	free(m->overrides);
+	log_debug("stopped");
+}
+
+/* Forked worker i: keeps its own sockets (the others' would take their
+ * share of connections and never accept them), writes its own log
+ * writers onto the same files, and serves. */
+static void main_worker(struct main_state *m, unsigned i)
+{
+	workers_become(i);
+	m->worker = true;
+	notify_close();
+	lfile_set_threadless(false);
+	lfile_set_shared(true);
+	for (unsigned w = 0; w < m->nworkers; w++) {
+		if (w == i)
+			continue;
+		for (size_t k = 0; k < m->nlisteners; k++)
+			listener_close(m->all[w][k]);
+		if (m->metrics_fd[w] >= 0)
+			close(m->metrics_fd[w]);
+	}
+	for (size_t k = 0; k < m->nlisteners; k++)
+		m->listeners[k] = m->all[i][k];
+	main_reopen_logs(m->px.conf); /* its own writer threads */
+	session_proxy_init(&m->px);
+	sharedstate_apply(&m->px);
+	metrics_init(&m->px, XI_VERSION);
+	metrics_set_shared_state_probe(sharedstate_probe);
+	if (m->metrics_fd[i] >= 0)
+		metrics_serve(&m->px, m->metrics_fd[i]);
+	main_serve(m);
+}
+
+/* The supervisor's side of the reload, and of a worker's end. */
+static bool main_sv_reload(void *ctx)
+{
+	struct main_state *m = ctx;
+	notify_reloading();
+	return main_reload(m);
+}
+
+static void main_sv_reloaded(void *ctx, bool ok)
+{
+	main_reloaded(ctx, ok);
+}
+
+static void main_sv_exited(void *ctx, unsigned i)
+{
+	struct main_state *m = ctx;
+	workers_forget(i);
+	static struct addrtab *t;
+	if (t == NULL)
+		t = addrtab_new_shared(workers_area(WORKERS_AREA_ADDRTAB), 0, m->nworkers);
+	if (t != NULL)
+		addrtab_forget_worker(t, i);
+}
+
+/* The supervisor's copies of the listening sockets go at the stop, as
+ * the workers close theirs: a connection made during the drain is
+ * refused, not left in a backlog no one will accept from. */
+static void main_sv_stopping(void *ctx)
+{
+	struct main_state *m = ctx;
+	for (unsigned w = 0; w < m->nworkers; w++) {
+		for (size_t k = 0; k < m->nlisteners; k++)
+			listener_close(m->all[w][k]);
+		if (m->metrics_fd[w] >= 0)
+			close(m->metrics_fd[w]);
+		m->metrics_fd[w] = -1;
+	}
+	m->nlisteners = 0;
+}
+
+/*
+ * workers = N: the shared region, then the forks. Returns in the
+ * supervisor once every worker has ended after a stop (a worker never
+ * returns: it serves, and exits).
+ */
+static void main_supervise(struct main_state *m)
+{
+	char err[512];
+	size_t sizes[WORKERS_AREAS] = {addrtab_shared_size(), metrics_shared_size()};
+	if (workers_setup(m->nworkers, sizes, err, sizeof(err)) < 0 ||
+	    addrtab_shared_init(workers_area(WORKERS_AREA_ADDRTAB)) < 0)
+		fatal("%s", err[0] ? err : "shared memory: no robust process-shared mutex");
+	metrics_shared_init(workers_area(WORKERS_AREA_METRICS));
+	metrics_use_shared(workers_area(WORKERS_AREA_METRICS));
+	main_lifecycle_event(m, "start", NULL);
+	static const struct supervisor_ops ops = {.reload = main_sv_reload,
+	                                          .reloaded = main_sv_reloaded,
+	                                          .exited = main_sv_exited,
+	                                          .stopping = main_sv_stopping};
+	struct supervisor_ops o = ops;
+	o.ctx = m;
+	notify_send("READY=1"); /* the ports are bound: the workers accept */
+	int i = supervisor_run(m->px.loop, m->nworkers, &o);
+	if (i >= 0) {
+		main_worker(m, (unsigned)i);
+		exit(0);
+	}
+	main_lifecycle_event(m, "stop", NULL);
+	evlog_close();
+	tls_keylog_close();
+	log_info("stopped");
 }
 
 int main(int argc, char **argv)
@@ -495,56 +749,41 @@ int main(int argc, char **argv)
 
 	notify_init();
 	m.px.loop = EV_DEFAULT;
+	m.nworkers = c->workers;
+	for (size_t i = 0; i < WORKERS_MAX; i++)
+		m.metrics_fd[i] = -1;
+	if (m.nworkers > 1)
+		lfile_set_threadless(true); /* the supervisor forks: no thread, ever */
 	if (main_apply(&m.px, c, err, sizeof(err)) < 0)
 		fatal("%s", err);
-	session_proxy_init(&m.px);
-	sharedstate_apply(&m.px);
-	metrics_init(&m.px, XI_VERSION);
-	metrics_set_shared_state_probe(sharedstate_probe);
+	if (m.nworkers == 1) {
+		session_proxy_init(&m.px);
+		sharedstate_apply(&m.px);
+		metrics_init(&m.px, XI_VERSION);
+		metrics_set_shared_state_probe(sharedstate_probe);
+	}
 	main_listen(&m);
 	if (m.px.conf->metrics_set) {
-		if (metrics_listen(&m.px, &m.px.conf->metrics_listen, err, sizeof(err)) < 0)
+		const struct conf_addr *a = &m.px.conf->metrics_listen;
+		if (m.nworkers == 1 && metrics_listen(&m.px, a, err, sizeof(err)) < 0)
 			fatal("%s", err);
-		log_info("metrics on %s:%s", m.px.conf->metrics_listen.host,
-		         m.px.conf->metrics_listen.port);
+		for (unsigned w = 0; m.nworkers > 1 && w < m.nworkers; w++)
+			if ((m.metrics_fd[w] = metrics_bind(a, true, err, sizeof(err))) < 0)
+				fatal("%s", err);
+		log_info("metrics on %s:%s", a->host, a->port);
 	}
 	main_fit_nofile(m.px.conf, m.nlisteners); /* once the start cannot fail on a port */
 	main_drop_privileges(m.px.conf);
-	for (size_t i = 0; i < m.nlisteners; i++)
-		listener_start(m.listeners[i]);
-
-	ev_signal_init(&m.sigterm, main_stop_cb, SIGTERM);
-	ev_signal_init(&m.sigint, main_stop_cb, SIGINT);
-	ev_signal_init(&m.sighup, main_sighup_cb, SIGHUP);
-	m.sigterm.data = m.sigint.data = m.sighup.data = &m;
-	ev_signal_start(m.px.loop, &m.sigterm);
-	ev_signal_start(m.px.loop, &m.sigint);
-	ev_signal_start(m.px.loop, &m.sighup);
-	ev_timer_init(&m.gap_timer, main_gap_cb, 1., 1.);
-	ev_timer_start(m.px.loop, &m.gap_timer);
-	ev_unref(m.px.loop); /* it keeps no loop alive */
-	ev_prepare_init(&m.log_kick, main_log_kick_cb);
-	ev_prepare_start(m.px.loop, &m.log_kick);
-	ev_unref(m.px.loop);
-	main_lifecycle_event("start", NULL);
-	notify_send("READY=1"); /* the ports are bound and accepting */
-
-	ev_run(m.px.loop, 0);
-
-	main_lifecycle_event("stop", NULL);
-	sharedstate_free(m.px.shared);
-	metrics_close();
-	proxyin_close_all(&m.px);
-	for (size_t i = 0; i < m.nlisteners; i++)
-		listener_close(m.listeners[i]);
-	evlog_close();
-	tls_keylog_close();
-	SSL_CTX_free(m.px.server_ctx);
-	forge_free(m.px.forge);
-	transcript_shutdown();
-	SSL_CTX_free(m.px.client_ctx);
-	conf_free(m.px.conf);
-	free(m.overrides);
+	if (m.nworkers > 1) {
+		main_supervise(&m);
+		SSL_CTX_free(m.px.server_ctx);
+		forge_free(m.px.forge);
+		SSL_CTX_free(m.px.client_ctx);
+		conf_free(m.px.conf);
+		free(m.overrides);
+		return 0;
+	}
+	main_serve(&m);
 	log_info("stopped");
 	return 0;
 }

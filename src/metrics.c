@@ -19,6 +19,7 @@
 #include "login.h"
 #include "metrics.h"
 #include "session.h"
+#include "workers.h"
 
 /* ---------------------------------------------------------------- labels */
 
@@ -66,7 +67,10 @@ static const char *const metrics_kinds[] = {"other", "timeout", "refused", "unre
 static const double metrics_buckets[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 #define NBUCKET N(metrics_buckets)
 
-static struct {
+/* The counters. With workers = N they live in the shared region
+ * (metrics_use_shared) and every worker adds to the same ones, atomically,
+ * so whichever worker serves /metrics tells the whole proxy's. */
+struct metrics_counts {
 	uint64_t connections;
 	uint64_t refused[NREFUSE];
 	uint64_t logins[NOUT][NMECH];
@@ -74,9 +78,32 @@ static struct {
 	uint64_t tls[NLEG][NVER][2];
 	uint64_t upstream_errors[NKIND];
 	uint64_t duration[NBUCKET + 1]; /* per bucket, the last is +Inf */
-	double duration_sum;
+	uint64_t duration_sum_ms;
 	uint64_t duration_count;
-} metrics;
+};
+
+static struct metrics_counts metrics_local;
+static struct metrics_counts *mc = &metrics_local;
+
+#define METRICS_ADD(field, n) __atomic_fetch_add(&mc->field, (n), __ATOMIC_RELAXED)
+#define METRICS_INC(field) METRICS_ADD(field, 1)
+#define METRICS_GET(field) ((unsigned long long)__atomic_load_n(&mc->field, __ATOMIC_RELAXED))
+
+size_t metrics_shared_size(void)
+{
+	return sizeof(struct metrics_counts);
+}
+
+void metrics_shared_init(void *area)
+{
+	memset(area, 0, sizeof(struct metrics_counts));
+}
+
+void metrics_use_shared(void *area)
+{
+	if (area != NULL)
+		mc = area;
+}
 
 static metrics_probe_fn *metrics_shared_probe;
 static const char *metrics_version = "?";
@@ -108,34 +135,35 @@ static size_t metrics_kind(const char *error)
 /* The tap: fires for every event the proxy makes. */
 static void metrics_tap(const struct evlog_tap *t)
 {
+	workers_touch(); /* a login, a close: the sessions gauge may move */
 	if (strcmp(t->event, "connect") == 0) {
-		metrics.connections++;
+		METRICS_INC(connections);
 	} else if (strcmp(t->event, "refused") == 0) {
-		metrics.refused[metrics_index(metrics_refusals, NREFUSE, t->rule)]++;
+		METRICS_INC(refused[metrics_index(metrics_refusals, NREFUSE, t->rule)]);
 	} else if (strcmp(t->event, "login") == 0) {
 		size_t o = metrics_index(metrics_outcomes, NOUT, t->outcome);
 		size_t m = t->mechanism[0] ? metrics_index(metrics_mechs, NMECH, t->mechanism) : 1;
-		metrics.logins[o][m]++;
+		METRICS_INC(logins[o][m]);
 		if (o == 1 || o == 2) {
 			double sec = (double)t->ms / 1000.0;
 			size_t b = 0;
 			while (b < NBUCKET && sec > metrics_buckets[b])
 				b++;
-			metrics.duration[b]++;
-			metrics.duration_sum += sec;
-			metrics.duration_count++;
+			METRICS_INC(duration[b]);
+			METRICS_ADD(duration_sum_ms, t->ms > 0 ? (uint64_t)t->ms : 0);
+			METRICS_INC(duration_count);
 		}
 	} else if (strcmp(t->event, "policy") == 0) {
-		metrics.policy[metrics_index(metrics_rules, NRULE, t->rule)]
-		              [metrics_index(metrics_actions, NACT, t->action)]++;
+		METRICS_INC(policy[metrics_index(metrics_rules, NRULE, t->rule)]
+		                  [metrics_index(metrics_actions, NACT, t->action)]);
 	} else if (strcmp(t->event, "tls") == 0) {
 		size_t v = t->ok == 1 ? metrics_index(metrics_versions, NVER, t->version) : 1;
 		size_t leg = metrics_index(metrics_legs, NLEG, t->leg);
-		metrics.tls[leg][v][t->ok == 1 ? 0 : 1]++;
+		METRICS_INC(tls[leg][v][t->ok == 1 ? 0 : 1]);
 		if (leg == 2 && t->ok == 0)
-			metrics.upstream_errors[4]++; /* the server's TLS failed */
+			METRICS_INC(upstream_errors[4]); /* the server's TLS failed */
 	} else if (strcmp(t->event, "upstream") == 0 && t->ok == 0) {
-		metrics.upstream_errors[metrics_kind(t->error)]++;
+		METRICS_INC(upstream_errors[metrics_kind(t->error)]);
 	}
 }
 
@@ -165,6 +193,15 @@ static int metrics_head(struct buf *b, const char *name, const char *type, const
 	return buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+void metrics_gauges(const struct proxy *px, struct workers_gauges *g)
+{
+	memset(g, 0, sizeof(*g));
+	g->header = px->npending;
+	g->closing = px->nclosing;
+	g->authenticated = px->nauthenticated;
+	g->login = px->nsessions - px->ndead - px->nclosing - px->nauthenticated;
+}
+
 int metrics_render(const struct proxy *px, struct buf *b)
 {
 	int rc = 0;
@@ -173,7 +210,7 @@ int metrics_render(const struct proxy *px, struct buf *b)
 	n = "xmpp_inspect_connections_total";
 	rc |= metrics_head(b, n, "counter",
 	                   "Client connections that became sessions (connect events).");
-	rc |= buf_addf(b, "%s %llu\n", n, (unsigned long long)metrics.connections);
+	rc |= buf_addf(b, "%s %llu\n", n, METRICS_GET(connections));
 
 	n = "xmpp_inspect_refused_total";
 	rc |= metrics_head(
@@ -181,26 +218,27 @@ int metrics_render(const struct proxy *px, struct buf *b)
 	    "Connections closed before they became sessions, by rule (refused events).");
 	for (size_t r = 0; r < NREFUSE; r++)
 		rc |= buf_addf(b, "%s{rule=\"%s\"} %llu\n", n, metrics_refusals[r],
-		               (unsigned long long)metrics.refused[r]);
+		               METRICS_GET(refused[r]));
 
 	n = "xmpp_inspect_logins_total";
 	rc |=
 	    metrics_head(b, n, "counter", "Login records by outcome and mechanism (login events).");
 	for (size_t o = 0; o < NOUT; o++)
 		for (size_t m = 0; m < NMECH; m++)
-			if (metrics.logins[o][m] > 0 || (o == 1 && m == 2) || (o == 2 && m == 2))
+			if (METRICS_GET(logins[o][m]) > 0 || (o == 1 && m == 2) ||
+			    (o == 2 && m == 2))
 				rc |= buf_addf(b, "%s{outcome=\"%s\",mechanism=\"%s\"} %llu\n", n,
 				               metrics_outcomes[o], metrics_mechs[m],
-				               (unsigned long long)metrics.logins[o][m]);
+				               METRICS_GET(logins[o][m]));
 
 	n = "xmpp_inspect_policy_actions_total";
 	rc |= metrics_head(b, n, "counter", "Policy actions by rule and action (policy events).");
 	for (size_t r = 0; r < NRULE; r++)
 		for (size_t a = 0; a < NACT; a++)
-			if (metrics.policy[r][a] > 0)
+			if (METRICS_GET(policy[r][a]) > 0)
 				rc |= buf_addf(b, "%s{rule=\"%s\",action=\"%s\"} %llu\n", n,
 				               metrics_rules[r], metrics_actions[a],
-				               (unsigned long long)metrics.policy[r][a]);
+				               METRICS_GET(policy[r][a]));
 
 	n = "xmpp_inspect_tls_handshakes_total";
 	rc |= metrics_head(b, n, "counter",
@@ -208,41 +246,45 @@ int metrics_render(const struct proxy *px, struct buf *b)
 	for (size_t l = 0; l < NLEG; l++)
 		for (size_t v = 0; v < NVER; v++)
 			for (size_t r = 0; r < 2; r++)
-				if (metrics.tls[l][v][r] > 0)
+				if (METRICS_GET(tls[l][v][r]) > 0)
 					rc |= buf_addf(
 					    b, "%s{leg=\"%s\",version=\"%s\",result=\"%s\"} %llu\n",
 					    n, metrics_legs[l], metrics_versions[v],
-					    metrics_results[r],
-					    (unsigned long long)metrics.tls[l][v][r]);
+					    metrics_results[r], METRICS_GET(tls[l][v][r]));
 
 	n = "xmpp_inspect_upstream_errors_total";
 	rc |= metrics_head(b, n, "counter",
 	                   "Failed upstream connections by kind (upstream events, ok false).");
 	for (size_t k = 0; k < NKIND; k++)
 		rc |= buf_addf(b, "%s{kind=\"%s\"} %llu\n", n, metrics_kinds[k],
-		               (unsigned long long)metrics.upstream_errors[k]);
+		               METRICS_GET(upstream_errors[k]));
 
+	/* the other workers' gauges as they published them after their last
+	 * loop round that changed them, this one's as it is now */
+	struct workers_gauges others;
+	workers_others(&others);
 	uint64_t lost, gaps;
 	evlog_totals(&lost, &gaps);
+	lost += others.events_lost;
 	n = "xmpp_inspect_event_log_dropped_total";
 	rc |= metrics_head(b, n, "counter", "Event log lines lost (the disk could not take them).");
 	rc |= buf_addf(b, "%s %llu\n", n, (unsigned long long)lost);
 
-	unsigned header = px->npending, login = 0, authenticated = 0, closing = 0;
-	for (const struct session *s = px->sessions; s != NULL; s = s->next) {
-		if (s->closing)
-			closing++;
-		else if (login_authenticated(s))
-			authenticated++;
-		else
-			login++;
-	}
+	struct workers_gauges g;
+	metrics_gauges(px, &g);
+	unsigned header = g.header + others.header, login = g.login + others.login,
+	         authenticated = g.authenticated + others.authenticated,
+	         closing = g.closing + others.closing;
 	n = "xmpp_inspect_sessions";
 	rc |= metrics_head(b, n, "gauge", "Open connections by state.");
 	rc |= buf_addf(b,
 	               "%s{state=\"proxy_header\"} %u\n%s{state=\"login\"} %u\n"
 	               "%s{state=\"authenticated\"} %u\n%s{state=\"closing\"} %u\n",
 	               n, header, n, login, n, authenticated, n, closing);
+
+	n = "xmpp_inspect_workers";
+	rc |= metrics_head(b, n, "gauge", "Worker processes running (the workers key).");
+	rc |= buf_addf(b, "%s %u\n", n, workers_alive());
 
 	n = "xmpp_inspect_shared_state_up";
 	rc |= metrics_head(b, n, "gauge",
@@ -253,14 +295,14 @@ int metrics_render(const struct proxy *px, struct buf *b)
 	rc |= metrics_head(b, n, "histogram", "Seconds from connect to a login's outcome.");
 	uint64_t cum = 0;
 	for (size_t i = 0; i < NBUCKET; i++) {
-		cum += metrics.duration[i];
+		cum += METRICS_GET(duration[i]);
 		rc |= buf_addf(b, "%s_bucket{le=\"%g\"} %llu\n", n, metrics_buckets[i],
 		               (unsigned long long)cum);
 	}
-	cum += metrics.duration[NBUCKET];
+	cum += METRICS_GET(duration[NBUCKET]);
 	rc |= buf_addf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.3f\n%s_count %llu\n", n,
-	               (unsigned long long)cum, n, metrics.duration_sum, n,
-	               (unsigned long long)metrics.duration_count);
+	               (unsigned long long)cum, n, (double)METRICS_GET(duration_sum_ms) / 1000.0, n,
+	               METRICS_GET(duration_count));
 
 	n = "xmpp_inspect_build_info";
 	rc |= metrics_head(b, n, "gauge", "The build: 1, with versions as labels.");
@@ -441,8 +483,14 @@ static void metrics_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		int fd = accept4(metrics_srv.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0)
 			return;
+		/* workers = N: each worker its share of the bound, so that the
+		 * proxy as a whole holds at most METRICS_MAX_CLIENTS */
+		unsigned n = workers_count();
+		size_t share = n > 1 ? (METRICS_MAX_CLIENTS + n - 1) / n : METRICS_MAX_CLIENTS;
+		if (n > 1 && share * n > METRICS_MAX_CLIENTS)
+			share = METRICS_MAX_CLIENTS / n > 0 ? METRICS_MAX_CLIENTS / n : 1;
 		size_t slot = METRICS_MAX_CLIENTS;
-		for (size_t i = 0; i < METRICS_MAX_CLIENTS; i++)
+		for (size_t i = 0; i < share; i++)
 			if (metrics_srv.conns[i] == NULL) {
 				slot = i;
 				break;
@@ -468,7 +516,7 @@ void metrics_init(struct proxy *px, const char *version)
 	evlog_set_tap(metrics_tap);
 }
 
-int metrics_listen(struct proxy *px, const struct conf_addr *a, char *err, size_t errlen)
+int metrics_bind(const struct conf_addr *a, bool reuseport, char *err, size_t errlen)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
 	struct addrinfo *res = NULL;
@@ -482,6 +530,8 @@ int metrics_listen(struct proxy *px, const struct conf_addr *a, char *err, size_
 	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd >= 0)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (fd >= 0 && reuseport)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0) {
 		snprintf(err, errlen, "metrics_listen %s:%s: %s", a->host, a->port,
 		         strerror(errno));
@@ -491,10 +541,23 @@ int metrics_listen(struct proxy *px, const struct conf_addr *a, char *err, size_
 		return -1;
 	}
 	freeaddrinfo(res);
+	return fd;
+}
+
+void metrics_serve(struct proxy *px, int fd)
+{
 	metrics_srv.px = px;
 	metrics_srv.fd = fd;
 	ev_io_init(&metrics_srv.io, metrics_accept_cb, fd, EV_READ);
 	ev_io_start(px->loop, &metrics_srv.io);
+}
+
+int metrics_listen(struct proxy *px, const struct conf_addr *a, char *err, size_t errlen)
+{
+	int fd = metrics_bind(a, false, err, errlen);
+	if (fd < 0)
+		return -1;
+	metrics_serve(px, fd);
 	return 0;
 }
 

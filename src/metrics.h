@@ -12,6 +12,7 @@
 #ifndef XI_METRICS_H
 #define XI_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct conf_addr;
@@ -32,6 +33,21 @@ void metrics_set_shared_state_probe(metrics_probe_fn *fn);
 
 /* The exposition text, appended to out (for the server and the unit
  * test). Returns 0 or -1 on out of memory. */
+/* workers = N: the counters in the shared region (metrics_shared_size
+ * bytes, zeroed by metrics_shared_init before the fork), added to by every
+ * worker. */
+size_t metrics_shared_size(void);
+void metrics_shared_init(void *area);
+void metrics_use_shared(void *area);
+/* This process's sessions by state, for the gauges (workers_publish). */
+struct workers_gauges;
+void metrics_gauges(const struct proxy *px, struct workers_gauges *g);
+/* A listening socket for metrics_listen's address, not yet served (the
+ * supervisor binds one per worker, with SO_REUSEPORT); -1 with err. */
+int metrics_bind(const struct conf_addr *a, bool reuseport, char *err, size_t errlen);
+/* Serves /metrics on fd (from metrics_bind). */
+void metrics_serve(struct proxy *px, int fd);
+
 struct buf;
 int metrics_render(const struct proxy *px, struct buf *out);
 

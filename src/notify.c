@@ -66,3 +66,10 @@ void notify_reloading(void)
 	         (unsigned long long)t.tv_sec * 1000000ULL + (unsigned long long)t.tv_nsec / 1000);
 	notify_send(msg);
 }
+
+void notify_close(void)
+{
+	if (notify_fd >= 0)
+		close(notify_fd);
+	notify_fd = -1;
+}

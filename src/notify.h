@@ -16,5 +16,8 @@ void notify_send(const char *state);
 /* RELOADING=1 with the MONOTONIC_USEC=... that systemd 253 wants with it;
  * READY=1 ends the reload. */
 void notify_reloading(void);
+/* A worker (workers = N): only the supervisor talks to the service
+ * manager; from now on this process sends nothing. */
+void notify_close(void);
 
 #endif

@@ -42,7 +42,7 @@ static void proxyin_unlink(struct proxyin *p)
 		px->pending = p->next;
 	if (p->next)
 		p->next->prev = p->prev;
-	px->npending--;
+	px->npending--; /* told by the callers: a session may take its place */
 }
 
 /* Refused: logged as the connection it was (the balancer's address). */
@@ -53,6 +53,7 @@ static void proxyin_fail(struct proxyin *p, const char *rule, const char *detail
 		log_warnx("PROXY header from a trusted balancer refused: %s", detail);
 	proxyin_unlink(p);
 	close(p->fd);
+	session_count_changed(p->px);
 	free(p);
 }
 
@@ -83,9 +84,11 @@ static void proxyin_done(struct proxyin *p, const struct proxyproto_hdr *h)
 	if (addrtab_count(px->peers, &key) >= px->conf->max_per_addr) {
 		session_refused(o.peer, o.via, "max_per_addr", NULL);
 		close(fd);
+		session_count_changed(px);
 		return;
 	}
 	session_new_origin(px, fd, port, (const struct sockaddr *)&local, &o);
+	session_count_changed(px);
 }
 
 /*
@@ -152,6 +155,7 @@ void proxyin_start(struct proxy *px, int fd, enum session_port port, const struc
 		px->pending->prev = p;
 	px->pending = p;
 	px->npending++;
+	session_count_changed(px);
 	ev_io_init(&p->io, proxyin_read_cb, fd, EV_READ);
 	ev_timer_init(&p->timer, proxyin_timer_cb, PROXY_HEADER_TIMEOUT, 0.);
 	ev_io_start(px->loop, &p->io);

@@ -15,6 +15,7 @@
 #include "session.h"
 #include "sharedstate.h"
 #include "transcript.h"
+#include "workers.h"
 #include "upstream.h"
 
 static void session_leg_data(struct leg *l, const char *data, size_t len)
@@ -81,6 +82,13 @@ static void session_leg_event(struct leg *l, enum leg_event ev, const char *why)
 		s->prev = NULL;
 		s->next = px->dead;
 		px->dead = s;
+		px->ndead++;
+		if (s->closing)
+			px->nclosing--;
+		else if (s->counted_authenticated)
+			px->nauthenticated--;
+		s->counted_authenticated = false;
+		workers_touch();
 		ev_timer_stop(px->loop, &s->login_timer);
 		ev_timer_stop(px->loop, &s->connect_timer);
 		ev_timer_stop(px->loop, &s->delay_timer);
@@ -236,13 +244,20 @@ void session_new_origin(struct proxy *px, int fd, enum session_port port,
 		return;
 	}
 	s->peer_key = addrtab_key(peer);
-	if (addrtab_add(px->peers, &s->peer_key) < 0) {
-		log_warnx("out of memory: connection refused");
+	/* checked at accept (or after the PROXY header); checked and counted
+	 * again in one step, for another worker may have taken the last place */
+	int added = addrtab_add_below(px->peers, &s->peer_key, px->conf->max_per_addr);
+	if (added != 0) {
+		if (added > 0)
+			session_refused(peer, o->via, "max_per_addr", NULL);
+		else
+			log_warnx("%s: connection refused",
+			          workers_count() > 1 ? "address table full" : "out of memory");
 		free(s);
 		close(fd);
 		return;
 	}
-	s->id = ++px->next_sid;
+	s->id = workers_next_sid(&px->next_sid);
 	s->px = px;
 	s->port = port;
 	s->t0 = ev_now(px->loop);
@@ -264,6 +279,7 @@ void session_new_origin(struct proxy *px, int fd, enum session_port port,
 		px->sessions->prev = s;
 	px->sessions = s;
 	px->nsessions++;
+	session_count_changed(px);
 
 	evlog_begin(s->id, "connect");
 	evlog_str("peer", s->peer);
@@ -282,6 +298,34 @@ void session_new_origin(struct proxy *px, int fd, enum session_port port,
 	                                  &s->shared_epoch, session_admitted, s);
 	if (s->shared_req == NULL)
 		login_start(s); /* it connects upstream (session_connect_upstream) */
+}
+
+/* session_close: the gauge moves s from login or authenticated to
+ * closing. */
+static void session_gauge_closing(struct session *s)
+{
+	if (s->counted_authenticated)
+		s->px->nauthenticated--;
+	s->counted_authenticated = false;
+	s->px->nclosing++;
+	workers_touch();
+}
+
+void session_outcome_changed(struct session *s, bool success)
+{
+	if (s->closing || s->freed || s->counted_authenticated == success)
+		return;
+	s->counted_authenticated = success;
+	if (success)
+		s->px->nauthenticated++;
+	else
+		s->px->nauthenticated--;
+	workers_touch();
+}
+
+void session_count_changed(const struct proxy *px)
+{
+	workers_note_open(px->nsessions, px->npending);
 }
 
 void session_refused(const struct sockaddr *peer, const struct sockaddr *via, const char *rule,
@@ -329,6 +373,7 @@ void session_close(struct session *s, const char *reason)
 	if (s->closing)
 		return;
 	s->closing = true;
+	session_gauge_closing(s);
 	sharedstate_cancel(s->shared_req); /* a late answer must not find it */
 	s->shared_req = NULL;
 	struct login_summary sum;
@@ -379,7 +424,9 @@ static void session_reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 		struct session *s = px->dead;
 		px->dead = s->next;
 		px->nsessions--;
+		px->ndead--;
 		session_free(s);
+		session_count_changed(px);
 	}
 	if (px->stopping && px->nsessions == 0)
 		ev_break(loop, EVBREAK_ALL);
@@ -405,7 +452,10 @@ static void session_idler_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void session_proxy_init(struct proxy *px)
 {
-	px->peers = addrtab_new();
+	void *shared = workers_area(WORKERS_AREA_ADDRTAB);
+	px->peers = shared != NULL
+	                ? addrtab_new_shared(shared, (unsigned)workers_self(), workers_count())
+	                : addrtab_new();
 	if (px->peers == NULL)
 		fatal("out of memory");
 	ev_timer_init(&px->sweeper, session_sweeper_cb, 60., 60.);

@@ -45,6 +45,11 @@ struct proxy {
 	ev_timer idler;           /* idle logged-in sessions give back memory */
 	struct proxyin *pending;  /* proxy listeners' connections reading their header */
 	unsigned npending;
+	/* the sessions gauge, kept as sessions change (O(1) to read, for a
+	 * worker publishing it at every change): of nsessions, those closing,
+	 * those whose login succeeded (not closing), those unlinked for the
+	 * reaper */
+	unsigned nclosing, nauthenticated, ndead;
 	bool stopping;
 	/* shared_state (sharedstate.h): the limits kept across instances;
 	 * NULL when unset */
@@ -80,7 +85,8 @@ struct session {
 	struct sockaddr_storage peer_sa, dst_sa;
 	char via[INET6_ADDRSTRLEN + 8];
 	bool closing, freed;
-	bool upstream_gone; /* closed on purpose, the client still served */
+	bool counted_authenticated; /* in px->nauthenticated */
+	bool upstream_gone;         /* closed on purpose, the client still served */
 	/* transcript_dir: this session's file, its name for the login record,
 	 * or why there is none */
 	struct transcript *transcript;
@@ -129,6 +135,12 @@ void session_delay(struct session *s, double seconds);
 void session_login_done(struct session *s);
 /* Set-up of px (the reaper); once before the loop runs. */
 void session_proxy_init(struct proxy *px);
+/* px->nsessions or px->npending changed: told to the other workers
+ * (max_sessions is one limit across them). */
+void session_count_changed(const struct proxy *px);
+/* The login's outcome was recorded (audit_result): the sessions gauge's
+ * authenticated count follows it. */
+void session_outcome_changed(struct session *s, bool success);
 /* Graceful stop: every session is told the server is shutting down. */
 void session_shutdown_all(struct proxy *px);
 

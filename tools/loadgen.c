@@ -11,7 +11,8 @@
  * One process per core (fork), each one libev loop with its share of the
  * connections; no thread per connection. Results go to shared memory and the
  * parent prints one human line and one JSON line. Given --pid, the parent
- * reads each process's utime+stime (/proc/PID/stat) before and after the
+ * reads the utime+stime of each process and its descendants (a proxy's
+ * workers; /proc/PID/stat) before and after the
  * login phase (CPU µs per login) and VmRSS (/proc/PID/status) before and
  * after the hold phase (KiB per held session).
  *
@@ -26,6 +27,7 @@
  * it; the proofs are computed per login.
  */
 #include "toolwire.h"
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -1001,7 +1003,9 @@ static int worker_run(struct opts *o, int id, struct shared *sh, double *lat, lo
 
 /* ---------------------------------------------------------------- parent */
 
-static int proc_cpu_us(int pid, double *us)
+/* One process's utime+stime+cutime+cstime in clock ticks: its own CPU
+ * and that of its children it reaped. */
+static int proc_ticks(int pid, unsigned long long *ticks)
 {
 	char path[64], buf[2048];
 	snprintf(path, sizeof path, "/proc/%d/stat", pid);
@@ -1014,16 +1018,66 @@ static int proc_cpu_us(int pid, double *us)
 	char *p = strrchr(buf, ')');
 	if (!p)
 		return -1;
-	unsigned long long ut, st;
+	unsigned long long ut, st, cut, cst;
 	/* after ")": state ppid pgrp session tty tpgid flags minflt cminflt
-	 * majflt cmajflt utime stime */
-	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+	 * majflt cmajflt utime stime cutime cstime */
+	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %llu %llu", &ut,
+	           &st, &cut, &cst) != 4)
 		return -1;
-	*us = (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+	*ticks = ut + st + cut + cst;
 	return 0;
 }
 
-static long proc_rss_kib(int pid)
+/* pid and its descendants (a proxy with workers = N is a supervisor and
+ * its workers), from /proc/PID/task/TID/children; at most max. */
+#define TREE_MAX 256
+static size_t proc_tree(int pid, int *out, size_t max)
+{
+	size_t n = 0, next = 0;
+	out[n++] = pid;
+	while (next < n) {
+		int p = out[next++];
+		char path[64];
+		snprintf(path, sizeof path, "/proc/%d/task", p);
+		DIR *d = opendir(path);
+		if (!d)
+			continue;
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL) {
+			if (de->d_name[0] == '.')
+				continue;
+			char cpath[300];
+			snprintf(cpath, sizeof cpath, "/proc/%d/task/%s/children", p, de->d_name);
+			FILE *f = fopen(cpath, "r");
+			if (!f)
+				continue;
+			int c;
+			while (n < max && fscanf(f, "%d", &c) == 1)
+				out[n++] = c;
+			fclose(f);
+		}
+		closedir(d);
+	}
+	return n;
+}
+
+/* CPU of pid and its descendants, live or reaped, in µs: a live process's
+ * time is in its own stat, a reaped one's in its parent's cutime. */
+static int proc_cpu_us(int pid, double *us)
+{
+	int tree[TREE_MAX];
+	size_t n = proc_tree(pid, tree, TREE_MAX);
+	unsigned long long total = 0, t;
+	if (proc_ticks(pid, &t) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (proc_ticks(tree[i], &t) == 0)
+			total += t;
+	*us = (double)total * 1e6 / (double)sysconf(_SC_CLK_TCK);
+	return 0;
+}
+
+static long proc_rss_one(int pid)
 {
 	char path[64], line[256];
 	snprintf(path, sizeof path, "/proc/%d/status", pid);
@@ -1036,6 +1090,21 @@ static long proc_rss_kib(int pid)
 			kib = strtol(line + 6, NULL, 10);
 	fclose(f);
 	return kib;
+}
+
+/* VmRSS of pid and its descendants, summed (pages they share since a fork
+ * count in each: the figures that matter are differences). */
+static long proc_rss_kib(int pid)
+{
+	int tree[TREE_MAX];
+	size_t n = proc_tree(pid, tree, TREE_MAX);
+	long total = -1;
+	for (size_t i = 0; i < n; i++) {
+		long k = proc_rss_one(tree[i]);
+		if (k >= 0)
+			total = (total < 0 ? 0 : total) + k;
+	}
+	return total;
 }
 
 static int cmp_double(const void *a, const void *b)

@@ -294,7 +294,9 @@ def forge_mirror_upstream_down(ctx):
 def forge_cache_bound(ctx):
     """forge_cache = 2: a name used again at once gets the same leaf (serial);
     one pushed out by two others gets a new one; SIGHUP flushes the cache."""
-    px = forge_proxy(ctx, forge_cache="2", upstream_port=harness.port_refusing())
+    # one cache: each worker keeps its own forge_cache (workers = N), and
+    # the kernel picks the worker of each connection
+    px = forge_proxy(ctx, forge_cache="2", upstream_port=harness.port_refusing(), workers="1")
 
     def ser(name):
         rc, out, pem = s_client(px.tls_port, name, verify_host=name)

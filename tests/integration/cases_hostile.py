@@ -120,37 +120,42 @@ def survives(ctx, px, witness=None, what="the attack"):
 
 
 def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+    """VmRSS of the proxy: of pid and its workers, summed."""
+    total = None
+    for p in harness.proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total = (total or 0) + int(line.split()[1])
+        except OSError:
+            pass
+    return total
 
 
 def fd_count(pid):
+    """Open descriptors of pid and its workers."""
     try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
+        return sum(len(os.listdir(f"/proc/{p}/fd")) for p in harness.proc_tree(pid))
     except OSError:
         return None
 
 
 def proxy_socket_queues(pid, remote_port):
-    """(rx_queue, tx_queue) of each of pid's TCP sockets connected to
-    remote_port, from /proc/net/tcp."""
+    """(rx_queue, tx_queue) of each TCP socket of pid (and its workers)
+    connected to remote_port, from /proc/net/tcp."""
     inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    except OSError:
-        return []
+    for p in harness.proc_tree(pid):
+        try:
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{p}/fd/{fd}")
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
     out = []
     with open("/proc/net/tcp") as f:
         next(f)
@@ -1139,12 +1144,16 @@ def hostile_reader_never_reads(ctx):
 
 
 def cpu_seconds(pid):
+    """utime + stime of pid and its workers."""
+    total = 0.0
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for p in harness.proc_tree(pid):
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
+    return total
 
 
 @case("hostile_fd_exhaustion")
@@ -1160,9 +1169,10 @@ def hostile_fd_exhaustion(ctx):
     px = ctx.proxy()
     w = Witness(ctx, px)
     pid = px.proc.pid
-    r = subprocess.run(["prlimit", "--pid", str(pid), "--nofile=40:40"], capture_output=True,
-                       text=True)
-    ctx.require(r.returncode == 0, f"prlimit failed: {r.stderr.strip()}")
+    for p in harness.worker_pids(pid):  # each worker has its own limit
+        r = subprocess.run(["prlimit", "--pid", str(p), "--nofile=40:40"], capture_output=True,
+                           text=True)
+        ctx.require(r.returncode == 0, f"prlimit failed: {r.stderr.strip()}")
     socks = connect_many(px.port, 60)
     try:
         for s in socks:

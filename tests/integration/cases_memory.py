@@ -44,9 +44,18 @@ def readable_regions(pid):
 
 
 def find_in_memory(pid, needles):
-    """Where needles occur in pid's memory: (needle, address, where) for
-    each (at most one per needle and chunk read), and the mappings
-    skipped."""
+    """Where needles occur in the memory of pid and of each of its workers:
+    (needle, address, where) for each (at most one per needle and chunk
+    read), and the mappings skipped."""
+    hits, skipped = [], []
+    for p in harness.proc_tree(pid):
+        h, s = find_in_process(p, needles)
+        hits += [(n, a, f"pid {p}: {w}") for n, a, w in h]
+        skipped += s
+    return hits, skipped
+
+
+def find_in_process(pid, needles):
     longest = max(len(n) for n in needles)
     hits, skipped = [], []
     with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
@@ -99,8 +108,9 @@ def places(hits):
 
 
 def fd_count(pid):
+    """Open descriptors of pid and its workers."""
     try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
+        return sum(len(os.listdir(f"/proc/{p}/fd")) for p in harness.proc_tree(pid))
     except OSError:
         return None
 
@@ -165,8 +175,11 @@ def secrets_not_in_memory(ctx):
     hits, skipped = find_in_memory(pid, needles)
     if skipped:
         ctx.note(f"not read (reserved address space): {skipped}")
-    ctx.require(any(h[0] == canary for h in hits),
-                "the memory search did not find the event log's path: it reads nothing")
+    read = {w.split(":")[0] for n, _, w in hits if n == canary}
+    tree = harness.proc_tree(pid)
+    ctx.require(read == {f"pid {p}" for p in tree},
+                f"the memory search found the event log's path in {sorted(read)} of the "
+                f"processes {tree}: it reads nothing in the others")
     leaks = places([h for h in hits if h[0] != canary])
     ctx.check(not leaks, f"secrets at {len(leaks)} place(s) in the proxy's memory after the "
               f"sessions ended: {'; '.join(leaks[:8])}")
@@ -204,8 +217,9 @@ def core_dumps_off(ctx):
     root, which is how the kernel marks a process no other one of that user
     may read or ptrace."""
     px = ctx.proxy()
-    limit = core_limit(px.proc.pid)
-    ctx.check(limit == ("0", "0"), f"Max core file size {limit} (want 0 0)")
+    for p in harness.proc_tree(px.proc.pid):  # the supervisor and each worker
+        limit = core_limit(p)
+        ctx.check(limit == ("0", "0"), f"pid {p}: Max core file size {limit} (want 0 0)")
 
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         if not ctx.problems:
@@ -217,10 +231,12 @@ def core_dumps_off(ctx):
         px2.start()
     except harness.HarnessError as e:
         ctx.require(False, f"proxy as nobody did not start: {e}")
-    pid = px2.proc.pid
-    status = Path(f"/proc/{pid}/status").read_text()
-    uids = [l.split()[1:] for l in status.splitlines() if l.startswith("Uid:")]
-    ctx.require(uids == [[str(NOBODY)] * 4], f"proxy runs as uids {uids}, not nobody")
-    owner = os.stat(f"/proc/{pid}/mem").st_uid
-    ctx.check(owner == 0, f"/proc/{pid}/mem belongs to uid {owner}: the proxy is dumpable")
-    ctx.check(core_limit(pid) == ("0", "0"), f"as nobody: Max core file size {core_limit(pid)}")
+    harness.wait_until(lambda: len(harness.proc_tree(px2.proc.pid)) > 1 or None, 2)
+    for pid in harness.proc_tree(px2.proc.pid):
+        status = Path(f"/proc/{pid}/status").read_text()
+        uids = [l.split()[1:] for l in status.splitlines() if l.startswith("Uid:")]
+        ctx.require(uids == [[str(NOBODY)] * 4], f"pid {pid} runs as uids {uids}, not nobody")
+        owner = os.stat(f"/proc/{pid}/mem").st_uid
+        ctx.check(owner == 0, f"/proc/{pid}/mem belongs to uid {owner}: the proxy is dumpable")
+        ctx.check(core_limit(pid) == ("0", "0"),
+                  f"as nobody: pid {pid}: Max core file size {core_limit(pid)}")

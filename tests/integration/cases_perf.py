@@ -43,7 +43,9 @@ def perf_upstream_resumed(ctx):
     say verified true (the session stands for the certificate checked
     for lab.test); a stream to another name on the same upstream is not
     resumed; a reload's new context starts with no ticket."""
-    px = ctx.proxy()
+    # one ticket store: each worker keeps its own (workers = N resume from
+    # each worker's second login on)
+    px = ctx.proxy(workers="1")
     tls = logins(ctx, px, 3)
     ctx.require(all(tls), f"missing upstream tls events: {tls}")
     ctx.check(tls[0].get("resumed") is False, f"first handshake resumed: {tls[0]}")
@@ -71,7 +73,7 @@ def perf_upstream_resumed(ctx):
 @case("perf_upstream_resumed_direct_tls", prosody="tickets")
 def perf_upstream_resumed_direct_tls(ctx):
     """upstream_tls = direct (ALPN xmpp-client): resumed the same way."""
-    px = ctx.proxy(upstream_tls="direct")
+    px = ctx.proxy(upstream_tls="direct", workers="1")  # one ticket store
     tls = logins(ctx, px, 2)
     ctx.require(all(tls), f"missing upstream tls events: {tls}")
     ctx.check(tls[1].get("resumed") is True and tls[1].get("verified") is True,
@@ -177,7 +179,8 @@ def perf_upstream_verify_cached(ctx):
     login says verify_cached false, the next ones true (still verified).
     Another name on the same upstream is verified for that name, and a
     reload's new context verifies again."""
-    px = ctx.proxy()
+    # one verification cache: each worker keeps its own (workers = N)
+    px = ctx.proxy(workers="1")
     tls = logins(ctx, px, 3)
     ctx.require(all(tls), f"missing upstream tls events: {tls}")
     ctx.check(tls[0].get("verified") is True and tls[0].get("verify_cached") is False,
@@ -214,7 +217,8 @@ def perf_verify_cache_other_chain(ctx):
     good, bad = ctx.prosody("default"), ctx.prosody("untrusted")
     fwd = SwitchableForward(good.port)
     try:
-        px = ctx.proxy(upstream_port=fwd.port)
+        # one cache, so the second login is a hit (each worker has its own)
+        px = ctx.proxy(upstream_port=fwd.port, workers="1")
         tls = logins(ctx, px, 2)
         ctx.require(all(tls), f"missing upstream tls events: {tls}")
         ctx.check(tls[1].get("verify_cached") is True, f"second login not from the cache: {tls[1]}")

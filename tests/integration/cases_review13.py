@@ -244,7 +244,8 @@ def review13_reload_back(ctx):
     counted twice against max_per_addr after the reload back)."""
     from cases_shared import redis
     a, b = redis(ctx), redis(ctx)
-    px = ctx.proxy(shared_state=a.url(), max_per_addr="2")
+    # one instance's registration (each worker registers its own)
+    px = ctx.proxy(shared_state=a.url(), max_per_addr="2", workers="1")
     ctx.require(px.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
     held = ctx.raw(px.port)  # one session open from 127.0.0.1, counted in A
     held.open_stream()

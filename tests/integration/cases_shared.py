@@ -393,8 +393,16 @@ def shared_max_per_addr(ctx):
     except AssertionError as e:
         ctx.check(False, f"after one closed, a new session was refused: {e}")
     keys = r.keys()
-    ctx.check(len([k for k in keys if k.startswith("xmpp-inspect:sessions:")]) == 2,
-              f"one sessions hash per instance: {keys}")
+    # an instance is a worker (workers = N: each its own link and id), and
+    # has a sessions hash while it holds sessions: one hash per instance
+    # holding some, from both proxies, every one of a registered instance
+    hashes = {k[len("xmpp-inspect:sessions:"):] for k in keys
+              if k.startswith("xmpp-inspect:sessions:")}
+    registered = set((r.cli("ZRANGE", "xmpp-inspect:instances:all", "0", "-1") or "").split())
+    ctx.check(len(registered) == sum(p.workers() for p in pxs),
+              f"instances registered: {registered}, workers {[p.workers() for p in pxs]}")
+    ctx.check(2 <= len(hashes) <= len(registered) and hashes <= registered,
+              f"one sessions hash per instance holding sessions: {keys}")
     for k in keys:
         ttl = r.cli("PTTL", k)
         ctx.check(ttl is not None and 0 < int(ttl) <= 15000, f"key {k} TTL {ttl!r} ms (want 1..15000)")
@@ -413,12 +421,15 @@ def shared_max_per_addr(ctx):
 
 def outage_case(ctx, mode):
     r = redis(ctx)
-    px = ctx.proxy(shared_state=r.url(), shared_state_fail=mode, auth_failures="5/60")
+    # one instance's outage and recovery events (with workers = N each worker
+    # is an instance with its own link, each saying its own: cases_workers)
+    px = ctx.proxy(shared_state=r.url(), shared_state_fail=mode, auth_failures="5/60",
+                   workers="1")
     # without auth_failures only max_per_addr is shared: closed still
     # refuses logins while it cannot be judged
     mport = harness.free_port()
     px2 = ctx.proxy(shared_state=r.url(), shared_state_fail=mode,
-                    metrics_listen=f"127.0.0.1:{mport}")
+                    metrics_listen=f"127.0.0.1:{mport}", workers="1")
     for p in (px, px2):
         ctx.require(p.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
     ctx.check(attempt(ctx, px.port, ALICE_PW) == "success", "login with Redis up")
@@ -487,7 +498,8 @@ def shared_redis_stuck(ctx):
     and never answers, closed mode: the login is refused with
     temporary-auth-failure within the bounded wait, never hangs."""
     r = redis(ctx)
-    px = ctx.proxy(shared_state=r.url(), auth_failures="5/60")
+    # one instance's down event (each worker would say its own)
+    px = ctx.proxy(shared_state=r.url(), auth_failures="5/60", workers="1")
     ctx.require(px.events.wait("shared_state", 5, state="up"), "no shared_state up at start")
     r.pause(True)
     t0 = time.monotonic()
@@ -504,7 +516,7 @@ def shared_redis_stuck(ctx):
     silent = Silent()
     ctx.servers.append(_Stop(silent.stop))
     px2 = ctx.proxy(shared_state=f"redis://127.0.0.1:{silent.port}", shared_state_fail="closed",
-                    auth_failures="5/60")
+                    auth_failures="5/60", workers="1")
     t0 = time.monotonic()
     got = attempt(ctx, px2.port, ALICE_PW)
     took = time.monotonic() - t0

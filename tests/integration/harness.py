@@ -46,6 +46,30 @@ def deadline_loop(timeout, interval=POLL):
         time.sleep(interval)
 
 
+def proc_tree(pid):
+    """pid and all its descendants (with workers = N the proxy is a
+    supervisor and its workers, which hold the sessions): what a test that
+    reads a proxy's memory, descriptors, sockets or CPU must read."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def worker_pids(pid):
+    """The proxy's processes that serve sessions: its children (workers),
+    or itself when it has none (workers = 1)."""
+    tree = proc_tree(pid)
+    return tree[1:] or tree
+
+
 def wait_until(cond, timeout, interval=POLL):
     """Polls cond() until it is true or the deadline passes; returns its
     last value."""
@@ -458,10 +482,23 @@ class Proxy:
             ports.append(self.tls_port)
         try:
             wait_listening(ports, timeout, self.proc, "xmpp-inspect")
+            # the supervisor binds the ports before it forks: a case that
+            # reads the workers' /proc (memory, sockets, RSS) needs them up
+            n = self.workers()
+            if n > 1 and not wait_until(lambda: len(proc_tree(self.proc.pid)) > n, timeout):
+                raise HarnessError(f"{n} workers not running: {proc_tree(self.proc.pid)}")
         except HarnessError as e:
             self.stop()
             raise HarnessError(f"{e}\n--- proxy stderr:\n{tail(self.stderr_path)}")
         return self
+
+    def workers(self):
+        """The worker processes this proxy runs (the key, else the online
+        cores as the proxy's default; 1: no supervisor)."""
+        try:
+            return max(1, int(self.keys.get("workers") or min(64, os.sysconf("SC_NPROCESSORS_ONLN"))))
+        except ValueError:
+            return 1
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

@@ -49,6 +49,7 @@ import cases_proxyin  # noqa: E402,F401  (issue 13: PROXY headers from a balance
 import cases_metrics  # noqa: E402,F401  (issue 13: Prometheus metrics, promtool)
 import cases_bench  # noqa: E402,F401  (issue 14: the load generator and the fast upstream, briefly)
 import cases_perf  # noqa: E402,F401  (issue 14: what the cheaper proxy must keep: upstream resumption)
+import cases_workers  # noqa: E402,F401  (issue 14: workers = N, one proxy over forked event loops)
 import cases_idle_memory  # noqa: E402,F401  (issue 14: a held session's parsers released and remade)
 import cases_relay_throughput  # noqa: E402,F401  (issue 14: the fast relay after login keeps its checks)
 
