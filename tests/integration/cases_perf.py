@@ -36,6 +36,23 @@ def logins(ctx, px, n, first=0):
     return out
 
 
+def other_name_then_reload(ctx, px):
+    """After three logins (sessions 0-2): a stream to another name on the
+    same upstream (session 3), a reload, then two logins (sessions 4-5).
+    The upstream tls event of the other name's handshake, and those of the
+    two logins after the reload."""
+    c = ctx.raw(px.port)
+    c.open_stream(ANON_DOMAIN)
+    anon = px.events.wait_for(lambda e: e.get("event") == "tls" and e.get("leg") == "upstream"
+                              and e.get("sni") == ANON_DOMAIN, 5)
+    c.close()
+    ctx.require(anon, "no upstream tls event for the second name")
+    ctx.session(px, index=3)
+    px.reload()
+    ctx.require(px.events.wait("reload", 5, detail="ok"), "no reload event")
+    return anon, logins(ctx, px, 2, first=4)
+
+
 @case("perf_upstream_resumed", prosody="tickets")
 def perf_upstream_resumed(ctx):
     """Three logins in a row: the first upstream handshake is full, the
@@ -54,17 +71,8 @@ def perf_upstream_resumed(ctx):
         ctx.check(t.get("verified") is True, f"resumed handshake not verified: {t}")
     # another name on the same upstream address: its own full handshake
     # (the certificate must be checked for that name)
-    c = ctx.raw(px.port)
-    c.open_stream(ANON_DOMAIN)
-    anon = px.events.wait_for(lambda e: e.get("event") == "tls" and e.get("leg") == "upstream"
-                              and e.get("sni") == ANON_DOMAIN, 5)
-    c.close()
-    ctx.require(anon, "no upstream tls event for the second name")
+    anon, tls = other_name_then_reload(ctx, px)
     ctx.check(anon.get("resumed") is False, f"a ticket for {DOMAIN} resumed for {ANON_DOMAIN}: {anon}")
-    ctx.session(px, index=3)
-    px.reload()
-    ctx.require(px.events.wait("reload", 5, detail="ok"), "no reload event")
-    tls = logins(ctx, px, 2, first=4)
     ctx.check(tls[0] and tls[0].get("resumed") is False,
               f"first handshake after reload resumed an old context's ticket: {tls[0]}")
     ctx.check(tls[1] and tls[1].get("resumed") is True, f"not resumed after reload: {tls[1]}")
@@ -189,18 +197,9 @@ def perf_upstream_verify_cached(ctx):
         ctx.check(t.get("resumed") is False, f"stock Prosody resumed: {t}")
         ctx.check(t.get("verified") is True and t.get("verify_cached") is True,
                   f"later handshake not from the cache: {t}")
-    c = ctx.raw(px.port)
-    c.open_stream(ANON_DOMAIN)
-    anon = px.events.wait_for(lambda e: e.get("event") == "tls" and e.get("leg") == "upstream"
-                              and e.get("sni") == ANON_DOMAIN, 5)
-    c.close()
-    ctx.require(anon, "no upstream tls event for the second name")
+    anon, tls = other_name_then_reload(ctx, px)
     ctx.check(anon.get("verify_cached") is False,
               f"a chain verified for {DOMAIN} taken as verified for {ANON_DOMAIN}: {anon}")
-    ctx.session(px, index=3)
-    px.reload()
-    ctx.require(px.events.wait("reload", 5, detail="ok"), "no reload event")
-    tls = logins(ctx, px, 2, first=4)
     ctx.check(tls[0] and tls[0].get("verify_cached") is False,
               f"first handshake after reload from the old context's cache: {tls[0]}")
     ctx.check(tls[1] and tls[1].get("verify_cached") is True, f"not cached after reload: {tls[1]}")
