@@ -40,6 +40,13 @@
  * rescan of all of it each time, quadratic in the stanza. At this size a
  * piece costs at most a few times its own bytes. */
 #define XML_HELD_SPLIT_MAX 1024
+/* Expat 2.5 has no reparse deferral (2.6's is off here: it would hold a
+ * lone <starttls/>): while it holds more than this of an unfinished token
+ * in the stream's content, input with no '>' or ';' (no tag, comment, PI
+ * or reference can end without one) is kept here until it is as long as
+ * what Expat holds, so that a start tag sent a byte per record costs a
+ * rescan per doubling, not per byte. Below it a rescan costs little. */
+#define XML_DEFER_MIN 1024
 
 /* Everything Expat allocates (its input buffer, the pools that hold names
  * and attribute values) is scrubbed when freed: it held the credentials
@@ -92,6 +99,10 @@ struct xml_parser {
 	 * element written there would be text to the peer */
 	bool in_cdata;
 	uint64_t stop_at; /* offset where the stop took effect */
+	/* input kept from Expat (XML_DEFER_MIN), after the fed bytes: from
+	 * secmem (it may be a login's), bounded by the stanza bound */
+	char *defer;
+	size_t defer_len, defer_cap;
 	enum xml_error err;
 	char errtext[128];
 };
@@ -534,6 +545,9 @@ static int xml_expat_new(struct xml_parser *p)
 	p->prime_cols = 0;
 	p->depth = 0;
 	p->default_ns[0] = '\0';
+	secmem_free(p->defer);
+	p->defer = NULL;
+	p->defer_len = p->defer_cap = 0;
 	p->fed = 0;
 	p->skipped = 0;
 	p->last_end = 0;
@@ -573,6 +587,7 @@ void xml_free(struct xml_parser *p)
 		XML_ParserFree(p->expat);
 	buf_free(&p->decls);
 	free(p->prime);
+	secmem_free(p->defer);
 	free(p);
 }
 
@@ -614,7 +629,7 @@ bool xml_idle(const struct xml_parser *p)
 	 * buffer; Expat's own position agrees, and it is neither suspended
 	 * nor stopped */
 	return p->err == XML_OK && !p->stopped && !p->paused && p->depth == 1 && !p->in_cdata &&
-	       p->mark == p->fed && p->root == NULL && p->prime != NULL &&
+	       p->defer_len == 0 && p->mark == p->fed && p->root == NULL && p->prime != NULL &&
 	       st.parsing == XML_PARSING && xml_event_start(p) == p->fed;
 }
 
@@ -704,7 +719,7 @@ static enum xml_error xml_map_expat(struct xml_parser *p)
 static bool xml_can_skip(const struct xml_parser *p)
 {
 	return !p->build && !p->build_this && p->depth >= 2 && p->last_end == p->fed &&
-	       p->err == XML_OK && !p->stopped && !p->paused;
+	       p->defer_len == 0 && p->err == XML_OK && !p->stopped && !p->paused;
 }
 
 /* Gives Expat n more bytes of the feed that began at stream offset base.
@@ -746,6 +761,71 @@ static enum xml_error xml_parse(struct xml_parser *p, const char *data, size_t n
 	return XML_OK;
 }
 
+/* A token Expat is still buffering (a huge start tag or attribute), with
+ * the input kept from it, has produced no callback yet: bound it here. */
+static enum xml_error xml_check_pending(struct xml_parser *p)
+{
+	uint64_t pending = p->fed + p->defer_len - (p->depth >= 2 ? p->stanza_start : p->mark);
+	size_t bound = p->depth == 0 ? MAX_STREAM_HEADER : p->max_stanza;
+	if (pending > bound) {
+		p->err = XML_E_POLICY;
+		snprintf(p->errtext, sizeof(p->errtext), "%s too large",
+		         p->depth == 0 ? "stream header" : "stanza");
+	}
+	return p->err;
+}
+
+/*
+ * Our reparse deferral (XML_DEFER_MIN): keeps the len bytes of data from
+ * Expat when it holds a long unfinished token in content that they cannot
+ * end, or gives Expat what was kept before data goes to it. Kept bytes
+ * cannot end a token, so they make no event (no stop, pause or offset can
+ * fall among them); an error in them (a bad character in the tag) is
+ * found when they are given. Returns 1 if data was kept, 0 if it is to be
+ * parsed now, -1 on error (p->err).
+ */
+static int xml_defer(struct xml_parser *p, const char *data, size_t len)
+{
+	uint64_t held = p->fed - p->last_end;
+	/* not past the bound either: the bytes go to Expat first, so that an
+	 * error in them is the one reported, as without the deferral */
+	uint64_t pending =
+	    p->fed + p->defer_len + len - (p->depth >= 2 ? p->stanza_start : p->mark);
+	if (p->depth >= 1 && held > XML_DEFER_MIN && p->defer_len + len < held &&
+	    pending <= p->max_stanza && memchr(data, '>', len) == NULL &&
+	    memchr(data, ';', len) == NULL) {
+		if (p->defer_len + len > p->defer_cap) {
+			size_t cap = p->defer_cap ? p->defer_cap : XML_DEFER_MIN;
+			while (cap < p->defer_len + len)
+				cap *= 2;
+			char *nb = secmem_realloc(p->defer, cap);
+			if (nb == NULL) {
+				p->err = XML_E_NOMEM;
+				snprintf(p->errtext, sizeof(p->errtext), "out of memory");
+				return -1;
+			}
+			p->defer = nb;
+			p->defer_cap = cap;
+		}
+		memcpy(p->defer + p->defer_len, data, len);
+		p->defer_len += len;
+		return 1;
+	}
+	if (p->defer_len == 0)
+		return 0;
+	size_t n = p->defer_len, used;
+	bool more;
+	p->defer_len = 0; /* counted in fed from here */
+	enum xml_error err = xml_parse(p, p->defer, n, p->fed, &used, &more);
+	secmem_wipe(p->defer, n);
+	if (!more && err == XML_OK) {
+		/* no event, so no stop or pause, can come from these bytes */
+		p->err = XML_E_POLICY;
+		snprintf(p->errtext, sizeof(p->errtext), "parser stopped in kept input");
+	}
+	return more ? 0 : -1;
+}
+
 enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size_t *used)
 {
 	*used = 0;
@@ -775,6 +855,15 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
 	}
 	if (len == 0 && p->expat == NULL)
 		return XML_OK;
+	if (len > 0) {
+		int d = xml_defer(p, data, len);
+		if (d < 0)
+			return p->err;
+		if (d > 0) {
+			*used = len;
+			return xml_check_pending(p);
+		}
+	}
 	uint64_t base = p->fed;
 	size_t done = 0;
 	unsigned tries = 0;
@@ -829,16 +918,7 @@ enum xml_error xml_feed(struct xml_parser *p, const char *data, size_t len, size
 		done += n;
 	}
 	*used = len;
-	/* A token Expat is still buffering (a huge start tag or attribute)
-	 * has produced no callback yet: bound it here. */
-	uint64_t pending = p->fed - (p->depth >= 2 ? p->stanza_start : p->mark);
-	size_t bound = p->depth == 0 ? MAX_STREAM_HEADER : p->max_stanza;
-	if (pending > bound) {
-		p->err = XML_E_POLICY;
-		snprintf(p->errtext, sizeof(p->errtext), "%s too large",
-		         p->depth == 0 ? "stream header" : "stanza");
-	}
-	return p->err;
+	return xml_check_pending(p);
 }
 
 void xml_pause(struct xml_parser *p)
@@ -877,7 +957,7 @@ void xml_set_max_stanza(struct xml_parser *p, size_t max_stanza)
 
 uint64_t xml_offset(const struct xml_parser *p)
 {
-	return p->fed;
+	return p->fed + p->defer_len;
 }
 
 unsigned xml_depth(const struct xml_parser *p)
@@ -887,7 +967,7 @@ unsigned xml_depth(const struct xml_parser *p)
 
 bool xml_at_boundary(const struct xml_parser *p)
 {
-	return p->depth == 1 && p->mark == p->fed && !p->in_cdata;
+	return p->depth == 1 && p->defer_len == 0 && p->mark == p->fed && !p->in_cdata;
 }
 
 const char *xml_default_ns(const struct xml_parser *p)

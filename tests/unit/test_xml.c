@@ -947,6 +947,157 @@ static void test_skip_held_token(void)
 	buf_free(&in);
 }
 
+/* CPU seconds of data fed in chunks of chunk bytes (0: at once). */
+static double chunk_cpu(const struct buf *in, size_t chunk, size_t max, enum xml_error *err)
+{
+	struct rec r;
+	rec_init(&r, max);
+	double t0 = cpu_now();
+	*err = rec_feed(&r, buf_head(in), in->len, chunk);
+	double t = cpu_now() - t0;
+	rec_free(&r);
+	return t;
+}
+
+/* Appends n copies of c. */
+static void add_run(struct buf *b, char c, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		buf_add(b, &c, 1);
+}
+
+/* Expat 2.5 tokenizes a token it holds unfinished again on every call, so
+ * a start tag fed a byte at a time was quadratic (a 64 KB one: seconds);
+ * xml.c keeps input that cannot end the token until it doubles what Expat
+ * holds. Traces, offsets and errors must be those of the stream fed at
+ * once. */
+static void test_defer(void)
+{
+	struct buf in = {0};
+	buf_adds(&in, STREAM_OPEN "<message");
+	for (int i = 0; i < 32; i++) { /* 64 KB in attributes within their bounds */
+		buf_addf(&in, " a%d='", i);
+		add_run(&in, 'x', 2000);
+		buf_adds(&in, "'");
+	}
+	buf_adds(&in, "><body>hi</body></message>");
+	enum xml_error e_whole, e_byte;
+	double whole = 1e9, byte = 1e9;
+	for (int rep = 0; rep < 3; rep++) {
+		double t = chunk_cpu(&in, 0, 128 * 1024, &e_whole);
+		whole = t < whole ? t : whole;
+		t = chunk_cpu(&in, 1, 128 * 1024, &e_byte);
+		byte = t < byte ? t : byte;
+	}
+	printf("# defer: 64 KB start tag, %.4f s CPU fed at once, %.4f s a byte at a time\n",
+	       whole, byte);
+	T_CHECK(e_whole == XML_OK && e_byte == XML_OK, "defer: the long tag parses both ways");
+	T_CHECK(byte < 20 * whole + 0.05,
+		"defer: a long start tag fed a byte at a time costs linear CPU");
+	buf_free(&in);
+
+	/* streams whose traces must not depend on the deferral */
+	struct buf s[9] = {{0}};
+	/* '>' inside a long attribute value, then more stanzas */
+	buf_adds(&s[0], STREAM_OPEN "<message a='");
+	for (int i = 0; i < 20; i++) {
+		add_run(&s[0], 'x', 300);
+		buf_adds(&s[0], ">;");
+	}
+	buf_adds(&s[0], "' b='c'><body>hi &amp; there</body></message><presence/></stream:stream>");
+	/* a long comment: refused at its end */
+	buf_adds(&s[1], STREAM_OPEN "<message><body>a</body></message><!--");
+	add_run(&s[1], 'x', 5000);
+	buf_adds(&s[1], "--><presence/>");
+	/* a long entity reference (undefined) and a long character reference */
+	buf_adds(&s[2], STREAM_OPEN "<message><body>&");
+	add_run(&s[2], 'a', 5000);
+	buf_adds(&s[2], ";</body></message>");
+	buf_adds(&s[3], STREAM_OPEN "<message><body>&#");
+	add_run(&s[3], '0', 5000);
+	buf_adds(&s[3], "65;</body></message><presence/>");
+	/* an invalid byte inside a long held tag */
+	buf_adds(&s[4], STREAM_OPEN "<message a='");
+	add_run(&s[4], 'x', 3000);
+	buf_adds(&s[4], "\x01");
+	add_run(&s[4], 'x', 3000);
+	buf_adds(&s[4], "'/>");
+	/* a stop (a stream restart) right after a long tag */
+	buf_adds(&s[5], STREAM_OPEN "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls' a='");
+	add_run(&s[5], 'x', 5000);
+	buf_adds(&s[5], "'/>" STREAM_OPEN "<message a='");
+	add_run(&s[5], 'y', 5000);
+	buf_adds(&s[5], "'/>");
+	/* CRLF inside and after a long tag */
+	buf_adds(&s[6], STREAM_OPEN "<message\r\n a='");
+	add_run(&s[6], 'x', 3000);
+	buf_adds(&s[6], "'\r\n b='c\r\nd'><body>a\r\nb\r</body></message>\r\n<presence/>");
+	/* a long end tag name and a long element name */
+	buf_adds(&s[7], STREAM_OPEN "<m");
+	add_run(&s[7], 'n', 3000);
+	buf_adds(&s[7], "><body>x</body></m");
+	add_run(&s[7], 'n', 3000);
+	buf_adds(&s[7], "  ><presence/>");
+	/* multi-byte UTF-8 in a long value, cut anywhere */
+	buf_adds(&s[8], STREAM_OPEN "<message a='");
+	for (int i = 0; i < 1500; i++)
+		buf_adds(&s[8], "\xc3\xa4\xe2\x82\xac");
+	buf_adds(&s[8], "'/><presence/>");
+	static const size_t chunks[] = {1, 2, 3, 7, 100};
+	for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
+		char *want = trace_of(buf_head(&s[i]), s[i].len, 0);
+		bool same = true;
+		for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+			char *got = trace_of(buf_head(&s[i]), s[i].len, chunks[c]);
+			if (strcmp(got, want) != 0) {
+				same = false;
+				printf("# defer stream %zu chunk %zu:\n# want %s\n# got  %s\n", i,
+				       chunks[c], want, got);
+			}
+			free(got);
+		}
+		char name[80];
+		snprintf(name, sizeof(name), "defer: stream %zu, same trace in any reads", i);
+		T_CHECK(same, name);
+		free(want);
+		buf_free(&s[i]);
+	}
+
+	/* an over-limit tag is refused at the byte that passes the bound */
+	struct buf o = {0};
+	buf_adds(&o, STREAM_OPEN);
+	size_t start = o.len;
+	buf_adds(&o, "<message a='");
+	add_run(&o, 'x', 9000);
+	struct rec r;
+	rec_init(&r, 4096);
+	size_t fed = 0;
+	enum xml_error err = XML_OK;
+	while (fed < o.len && err == XML_OK) {
+		size_t used;
+		err = xml_feed(r.p, buf_head(&o) + fed, 1, &used);
+		fed++;
+	}
+	T_CHECK(err == XML_E_POLICY && fed == start + 4096 + 1,
+		"defer: an over-limit tag is refused at the first byte past the bound");
+	rec_free(&r);
+	/* kept bytes count in the offset, and keep the parser from idling */
+	rec_init(&r, 64 * 1024);
+	xml_set_build(r.p, false);
+	size_t used;
+	xml_feed(r.p, buf_head(&o), start + 3000, &used);
+	for (size_t i = start + 3000; i < start + 4000; i++)
+		xml_feed(r.p, buf_head(&o) + i, 1, &used);
+	T_CHECK(xml_offset(r.p) == start + 4000, "defer: the offset counts kept bytes");
+	T_CHECK(!xml_idle(r.p) && !xml_release_idle(r.p) && !xml_at_boundary(r.p),
+		"defer: a parser keeping bytes is neither idle nor at a boundary");
+	xml_feed(r.p, "'/>", 3, &used);
+	T_CHECK(xml_offset(r.p) == start + 4003 && xml_at_boundary(r.p),
+		"defer: the kept bytes parsed at the tag's end");
+	rec_free(&r);
+	buf_free(&o);
+}
+
 /* Captures one element as a deep copy is impossible with the public API:
  * the tests below work inside the callback. */
 struct tree_check {
@@ -1502,6 +1653,7 @@ int main(void)
 	test_build_off();
 	test_skip_text();
 	test_skip_held_token();
+	test_defer();
 	test_tree();
 	test_write();
 	T_DONE();
