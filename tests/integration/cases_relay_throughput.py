@@ -14,13 +14,15 @@ whose echo shows exactly what the proxy sent it.
 
 import os
 import re
+import socket
+import time
 
 import fakeserver
 import raw
 from cases import USERS, case
 from cases_bypass_upstream import (ALICE, MALLORY_JID, bind_iq, error_of, login_to_fake, names,
                                    replies_until_closed, server_done)
-from cases_hostile import fake_upstream, send_quietly, told, with_fake
+from cases_hostile import cpu_seconds, fake_upstream, send_quietly, told, with_fake
 
 MESSAGE_RE = fakeserver.MESSAGE_RE
 
@@ -309,3 +311,96 @@ def relay_held_tag_linear(ctx):
     conn = srv.wait_conn(0)
     server_done(ctx, c, conn, "held tag")
     ctx.check(b"'/></message>" not in conn.received, "the refused tag's end reached the server")
+
+
+def bytewise(c):
+    """Makes the raw client c send every byte in a TLS record (a TCP write
+    before TLS) of its own."""
+    def send(data):
+        if isinstance(data, str):
+            data = data.encode()
+        for i in range(len(data)):
+            c.sock.sendall(data[i:i + 1])
+    c.send = send
+
+
+def send_paced(c, data):
+    """Sends data a byte per TLS record, paced (TCP_NODELAY, a pause every
+    4 records) so that the proxy reads few records at a time, as from a
+    slow peer. Returns how many bytes were sent."""
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i in range(len(data)):
+        try:
+            c.sock.sendall(data[i:i + 1])
+        except OSError:
+            return i
+        if i % 4 == 0:
+            time.sleep(0.00002)
+    return len(data)
+
+
+@case("prelogin_tag_bytewise_linear", prosody=None)
+@with_fake
+def prelogin_tag_bytewise_linear(ctx):
+    """Before login (no credentials), a 60 KB start tag sent one byte per
+    TLS record. Expat 2.5 tokenizes a tag it holds again on every call (it
+    cost 1.6 s of CPU for 64 KB): xml.c keeps input that cannot end the tag
+    until it doubles what Expat holds, so the proxy (all its processes)
+    spends on it no more than twice what 60 KB of whitespace sent the same
+    way costs (where nothing is held), and the tag is still refused (its
+    attribute is too long: policy-violation), with nothing of it
+    upstream."""
+    srv = fake_upstream(ctx, fakeserver.good)
+    px = ctx.proxy(upstream_port=srv.port)
+    c = ctx.raw(px.port, timeout=30)
+    c.open_stream()
+    c.starttls()
+    c.open_stream()
+    size = 60_000
+    before = cpu_seconds(px.proc.pid)
+    sent = send_paced(c, b" " * size)
+    base = cpu_seconds(px.proc.pid) - before
+    ctx.require(sent == size, f"the whitespace was cut after {sent} bytes")
+    tag = f"<auth xmlns='{raw.NS_SASL}' mechanism='PLAIN' a='".encode() + b"x" * size
+    before = cpu_seconds(px.proc.pid)
+    sent = send_paced(c, tag)
+    spent = cpu_seconds(px.proc.pid) - before
+    ctx.check(sent == len(tag), f"the tag was cut after {sent} bytes")
+    send_quietly(c, b"'/>")
+    told(ctx, c, "policy-violation", timeout=30)
+    ctx.note(f"proxy CPU, 60 KB a byte per record: {base:.2f} s whitespace, "
+             f"{spent:.2f} s one start tag")
+    ctx.check(spent < 2 * base + 0.1,
+              f"the proxy spent {spent:.2f} s of CPU on one 60 KB start tag, "
+              f"{base:.2f} s on as much whitespace")
+    conn = srv.wait_conn(0, timeout=1)
+    ctx.check(conn is None or b"x" * 100 not in conn.received,
+              "the refused tag reached the server")
+    ctx.check(px.alive(), "proxy died")
+
+
+@case("login_bytewise", prosody=None)
+@with_fake
+def login_bytewise(ctx):
+    """A legitimate login whose every stanza arrives one byte per record
+    (TCP segment before STARTTLS, TLS record after) works, and so does a
+    message after it with a 3000-byte id attribute sent the same way (a
+    tag Expat holds long enough for the input to be kept from it): it
+    reaches the server and comes back byte for byte."""
+    srv = fake_upstream(ctx, fakeserver.good)
+    px = ctx.proxy(upstream_port=srv.port)
+    c = ctx.raw(px.port, timeout=30)
+    bytewise(c)
+    try:
+        jid = raw.login_plain(c, "alice", USERS["alice"])
+    except (AssertionError, OSError) as e:
+        ctx.require(False, f"a login sent a byte per record failed: {e}")
+    st = (f"<message to='{jid}' type='chat' id='{'i' * 3000}'>"
+          f"<body>byte &amp; byte</body></message>").encode()
+    mark = len(c.received)
+    c.send(st)
+    got_back(ctx, c, st, mark, "message with a 3000-byte id")
+    conn = srv.wait_conn(0)
+    ctx.check(conn is not None and st in conn.received,
+              "the server did not receive the message byte for byte")
+    ctx.check(px.alive(), "proxy died")
