@@ -817,7 +817,10 @@ static int xml_defer(struct xml_parser *p, const char *data, size_t len)
 	bool more;
 	p->defer_len = 0; /* counted in fed from here */
 	enum xml_error err = xml_parse(p, p->defer, n, p->fed, &used, &more);
-	secmem_wipe(p->defer, n);
+	/* freed (scrubbed) at once: an idle session holds none of it */
+	secmem_free(p->defer);
+	p->defer = NULL;
+	p->defer_cap = 0;
 	if (!more && err == XML_OK) {
 		/* no event, so no stop or pause, can come from these bytes */
 		p->err = XML_E_POLICY;
