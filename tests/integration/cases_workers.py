@@ -201,7 +201,6 @@ def workers_max_sessions(ctx):
     ctx.require(harness.wait_until(lambda: len(px.events.find("connect")) +
                                    len(px.events.find("refused")) >= 12, 5),
                 "not every connection was answered")
-    time.sleep(0.3)
     ctx.check(len(px.events.find("connect")) == 3,
               f"{len(px.events.find('connect'))} sessions, want 3")
     refused = px.events.find("refused")
@@ -229,7 +228,6 @@ def workers_max_per_addr(ctx):
     ctx.require(harness.wait_until(lambda: len(px.events.find("connect")) +
                                    len(px.events.find("refused")) >= 12, 5),
                 "not every connection was answered")
-    time.sleep(0.3)
     ctx.check(len(px.events.find("connect")) == 4,
               f"{len(px.events.find('connect'))} sessions from one address, want 4")
     ctx.check(len(px.events.find("refused", rule="max_per_addr")) == 8,
@@ -462,7 +460,10 @@ def workers_metrics(ctx):
     ctx.require(harness.wait_until(lambda: len(px.events.find("close")) == 12, 5), "closes")
     held = [c for c in (login(ctx, px.port, f"h{i}") for i in range(6)) if c]
     ctx.check(len(set(holders(px, held))) == 2, "the held sessions are not on both workers")
-    time.sleep(0.6)  # the gauges are published every 0.25 s
+    # the gauges are published every 0.25 s: wait for both workers' share
+    gauge = 'xmpp_inspect_sessions{state="authenticated"}'
+    ctx.check(harness.wait_until(lambda: metric(scrape(mport), gauge) == 6, 5),
+              "the authenticated gauge never reached the 6 held sessions")
     for _ in range(8):
         t = scrape(mport)
         ctx.check(metric(t, "xmpp_inspect_connections_total") == 18,
