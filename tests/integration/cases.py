@@ -265,6 +265,31 @@ class Ctx:
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]00:?00)$")
 
 
+def plain_attempt(ctx, port, password, timeout=5.0, source=None, hold=None):
+    """One PLAIN login as alice on a new connection after STARTTLS: the
+    answer's local name ('success') or SASL condition, or what came
+    instead. hold: a list the client is kept in (open) instead of closed."""
+    c = ctx.raw(port, timeout=timeout, source=source)
+    try:
+        c.open_stream()
+        c.starttls()
+        c.open_stream()
+        c.auth("PLAIN", raw.plain_payload("alice", password))
+        el = c.next_element(timeout=timeout)
+        if el is None:
+            return f"nothing: {c.describe()}"
+        if raw.local(el.tag) == "success":
+            return "success"
+        return raw.sasl_condition(el) if raw.local(el.tag) == "failure" else c.describe(el)
+    except (AssertionError, OSError) as e:
+        return f"error: {e}"
+    finally:
+        if hold is not None:
+            hold.append(c)
+        else:
+            c.close()
+
+
 def sids(events):
     """Session ids in the order of their connect events."""
     out = []

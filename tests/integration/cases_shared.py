@@ -50,7 +50,7 @@ from pathlib import Path
 
 import harness
 import raw
-from cases import USERS, WRONG, case, sids
+from cases import USERS, WRONG, case, plain_attempt, sids
 
 ALICE_PW = USERS["alice"]
 
@@ -219,24 +219,7 @@ def two_behind_haproxy(ctx, r, send_proxy=False, **conf):
 
 
 def attempt(ctx, port, password, timeout=5.0, source=None):
-    """One PLAIN login on a new connection after STARTTLS: the answer's
-    local name ('success') or SASL condition, or what came instead."""
-    c = ctx.raw(port, timeout=timeout, source=source)
-    try:
-        c.open_stream()
-        c.starttls()
-        c.open_stream()
-        c.auth("PLAIN", raw.plain_payload("alice", password))
-        el = c.next_element(timeout=timeout)
-        if el is None:
-            return f"nothing: {c.describe()}"
-        if raw.local(el.tag) == "success":
-            return "success"
-        return raw.sasl_condition(el) if raw.local(el.tag) == "failure" else c.describe(el)
-    except (AssertionError, OSError) as e:
-        return f"error: {e}"
-    finally:
-        c.close()
+    return plain_attempt(ctx, port, password, timeout=timeout, source=source)
 
 
 def gauge(port):

@@ -34,7 +34,7 @@ import time
 
 import harness
 import raw
-from cases import USERS, WRONG, case, sids
+from cases import USERS, WRONG, case, plain_attempt, sids
 
 ALICE_PW = USERS["alice"]
 
@@ -107,28 +107,9 @@ def parallel(n, fn):
 
 
 def attempt(ctx, port, password, hold=None):
-    """A PLAIN attempt on a new connection after STARTTLS: 'success', the
-    SASL condition, or what came instead. hold: the client is kept there
-    (open) instead of closed."""
-    c = ctx.raw(port, timeout=8)
-    try:
-        c.open_stream()
-        c.starttls()
-        c.open_stream()
-        c.auth("PLAIN", raw.plain_payload("alice", password))
-        el = c.next_element(timeout=8)
-        if el is None:
-            return f"nothing: {c.describe()}"
-        if raw.local(el.tag) == "success":
-            return "success"
-        return raw.sasl_condition(el) if raw.local(el.tag) == "failure" else c.describe(el)
-    except (AssertionError, OSError) as e:
-        return f"error: {e}"
-    finally:
-        if hold is not None:
-            hold.append(c)
-        else:
-            c.close()
+    """plain_attempt with the longer wait two workers under ASan need;
+    hold: the client is kept there (open) instead of closed."""
+    return plain_attempt(ctx, port, password, timeout=8, hold=hold)
 
 
 def login(ctx, port, resource="w"):
