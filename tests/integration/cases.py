@@ -150,13 +150,15 @@ class Ctx:
             self.require(False, f"harness: {what} did not start: {why}")
         return s
 
-    def proxy(self, upstream_port=None, upstream_tls="starttls", start=True, **extra):
+    def proxy(self, upstream_port=None, upstream_tls="starttls", start=True, binary=None,
+              **extra):
         """A started proxy in front of this case's Prosody (its STARTTLS port,
-        or its Direct TLS port when upstream_tls is direct)."""
+        or its Direct TLS port when upstream_tls is direct); binary: another
+        program to run in the runner's binary's place (a wrapper)."""
         if upstream_port is None:
             p = self.prosody()
             upstream_port = p.tls_port if upstream_tls == "direct" else p.port
-        px = harness.Proxy(self.runner.binary, upstream_port, upstream_tls, extra,
+        px = harness.Proxy(binary or self.runner.binary, upstream_port, upstream_tls, extra,
                            name=self.case.name, keep=self.runner.keep)
         self.proxies.append(px)
         if start:

@@ -44,14 +44,7 @@ def proxy_v(ctx, **extra):
     wrap = d / "xmpp-inspect-v"
     wrap.write_text(f"#!/bin/sh\nexec {shlex.quote(str(ctx.runner.binary))} -v \"$@\"\n")
     wrap.chmod(0o755)
-    px = harness.Proxy(str(wrap), ctx.prosody().port, "starttls", extra, name=ctx.case.name,
-                       keep=ctx.runner.keep)
-    ctx.proxies.append(px)
-    try:
-        px.start()
-    except harness.HarnessError as e:
-        ctx.require(False, f"proxy did not start: {e}")
-    return px
+    return ctx.proxy(binary=str(wrap), **extra)
 
 
 def releases(px, leg):
